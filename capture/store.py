@@ -1,0 +1,360 @@
+"""Where capture records live, and how they are written and read.
+
+Standard library only: this module is imported by the shims, which run for every
+rustc call.
+
+Layout (``<target>`` is cargo's target dir)::
+
+    <target>/thinpatch/                      capture root (0700)
+        capture.log                          shim warnings (never stdout)
+        captures/<scope>/rustc/<key>.json    one record per crate and kind (0600)
+        captures/<scope>/link/<key>.json     one link line per output path (0600)
+
+``<scope>`` is ``<triple>-<profile>`` (``host-debug`` when no ``--target`` was given).
+
+A small per-user registry (``$THINPATCH_STATE_DIR`` or ``$XDG_STATE_HOME/thinpatch`` or
+``~/.local/state/thinpatch``) holds one file per captured workspace, so the daemon can
+find workspaces without being told.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+FORMAT_VERSION = 1
+
+CAPTURE_DIRNAME = "thinpatch"
+LOG_NAME = "capture.log"
+
+# Environment variables that thinpatch itself passes between its processes.
+ENV_CAPTURE_ROOT = "THINPATCH_CAPTURE_ROOT"  # <target>/thinpatch
+ENV_WORKSPACE = "THINPATCH_WORKSPACE"  # workspace root
+ENV_HOST_TRIPLE = "THINPATCH_HOST_TRIPLE"  # host triple, so the shim need not ask rustc
+ENV_STATE_DIR = "THINPATCH_STATE_DIR"  # overrides the per-user registry location
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe rendering of ``text`` (crate names, triples, profiles)."""
+    return _SAFE.sub("_", text) or "_"
+
+
+def scope_name(target: str | None, profile: str) -> str:
+    return f"{safe_name(target or 'host')}-{safe_name(profile)}"
+
+
+def rustc_key(crate_name: str, kind: str) -> str:
+    """Record key for a rustc invocation: one per crate and crate kind."""
+    return f"{safe_name(crate_name)}.{safe_name(kind)}"
+
+
+def link_key(output: str) -> str:
+    """Record key for a link line: keyed by the (absolute) output path."""
+    digest = hashlib.sha256(output.encode()).hexdigest()[:12]
+    return f"{safe_name(os.path.basename(output))}.{digest}"
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def captures_dir(capture_root: Path) -> Path:
+    return capture_root / "captures"
+
+
+def rustc_record_path(capture_root: Path, scope: str, key: str) -> Path:
+    return captures_dir(capture_root) / scope / "rustc" / f"{key}.json"
+
+
+def link_record_path(capture_root: Path, scope: str, key: str) -> Path:
+    return captures_dir(capture_root) / scope / "link" / f"{key}.json"
+
+
+def log_path(capture_root: Path) -> Path:
+    return capture_root / LOG_NAME
+
+
+def state_dir(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get(ENV_STATE_DIR):
+        return Path(env[ENV_STATE_DIR])
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "thinpatch"
+
+
+def registry_dir(env: dict[str, str] | None = None) -> Path:
+    return state_dir(env) / "workspaces"
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` (and parents) with mode 0700 for every directory we create."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+    # A directory made by another process keeps its mode; ours are 0700.
+    try:
+        if path.stat().st_uid == os.getuid():
+            os.chmod(path, 0o700)
+    except OSError:
+        pass
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
+    """Write JSON to ``path`` atomically (temp file in the same dir, then rename).
+
+    Concurrent writers of the same key never leave a torn file: the newest rename wins.
+    """
+    ensure_private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def log_warning(capture_root: Path | None, message: str) -> None:
+    """Append a warning to the capture log. Never raises, never writes to stdout."""
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} pid={os.getpid()} {message}\n"
+    candidates = []
+    if capture_root is not None:
+        candidates.append(log_path(capture_root))
+    candidates.append(state_dir() / LOG_NAME)
+    for path in candidates:
+        try:
+            ensure_private_dir(path.parent)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode("utf-8", "replace"))
+            finally:
+                os.close(fd)
+            return
+        except OSError:
+            continue
+
+
+def register_workspace(workspace: Path, capture_root: Path, env: dict[str, str] | None = None) -> None:
+    """Record in the per-user registry that ``workspace`` has captures at ``capture_root``."""
+    digest = hashlib.sha256(str(workspace).encode()).hexdigest()[:16]
+    write_json_atomic(
+        registry_dir(env) / f"{digest}.json",
+        {
+            "format": FORMAT_VERSION,
+            "workspace": str(workspace),
+            "capture_root": str(capture_root),
+            "updated_at": time.time(),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class RustcRecord:
+    """One captured rustc invocation. See ``capture.rustc_shim`` for how it is made."""
+
+    path: Path
+    data: dict[str, Any] = field(repr=False)
+
+    # Convenience accessors; ``data`` holds the full JSON.
+    @property
+    def crate_name(self) -> str:
+        return self.data["crate_name"]
+
+    @property
+    def kind(self) -> str:
+        return self.data["kind"]
+
+    @property
+    def crate_types(self) -> list[str]:
+        return list(self.data["crate_types"])
+
+    @property
+    def rustc(self) -> str:
+        return self.data["rustc"]
+
+    @property
+    def args(self) -> list[str]:
+        return list(self.data["args"])
+
+    @property
+    def cwd(self) -> str:
+        return self.data["cwd"]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.data["env"])
+
+    @property
+    def scope(self) -> str:
+        return self.data["scope"]
+
+    @property
+    def recorded_at(self) -> float:
+        return float(self.data["recorded_at"])
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    path: Path
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def linker(self) -> str:
+        return self.data["linker"]
+
+    @property
+    def args(self) -> list[str]:
+        return list(self.data["args"])
+
+    @property
+    def output(self) -> str:
+        return self.data["output"]
+
+    @property
+    def crate_name(self) -> str | None:
+        return self.data.get("crate_name")
+
+    @property
+    def recorded_at(self) -> float:
+        return float(self.data["recorded_at"])
+
+
+@dataclass
+class Captures:
+    """Everything captured for one workspace and scope, newest record per key."""
+
+    capture_root: Path
+    scope: str
+    rustc: dict[str, RustcRecord]  # by rustc_key(crate, kind)
+    links: dict[str, LinkRecord]  # by link_key(output)
+    warnings: list[str]
+
+    def crate(self, crate_name: str, kind: str | None = None) -> RustcRecord | None:
+        name = crate_name.replace("-", "_")
+        kinds = [kind] if kind else ["bin", "lib"]
+        for k in kinds:
+            rec = self.rustc.get(rustc_key(name, k))
+            if rec is not None:
+                return rec
+        return None
+
+    def top_crates(self) -> list[RustcRecord]:
+        """Crates whose artifact patches load into (bin, cdylib, dylib), newest first."""
+        tops = [r for r in self.rustc.values() if r.data.get("is_top")]
+        return sorted(tops, key=lambda r: r.recorded_at, reverse=True)
+
+    def link_for(self, crate_name: str) -> LinkRecord | None:
+        """The newest link line recorded for ``crate_name``."""
+        matches = [l for l in self.links.values() if l.crate_name == crate_name]
+        return max(matches, key=lambda l: l.recorded_at, default=None)
+
+
+def _load_json(path: Path, required: tuple[str, ...], warnings: list[str]) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        warnings.append(f"skipped malformed capture record {path}: {exc}")
+        return None
+    if not isinstance(data, dict) or any(k not in data for k in required):
+        warnings.append(f"skipped malformed capture record {path}: missing fields")
+        return None
+    if data.get("format") != FORMAT_VERSION:
+        warnings.append(
+            f"skipped capture record {path}: format {data.get('format')!r}, expected {FORMAT_VERSION}"
+        )
+        return None
+    return data
+
+
+RUSTC_REQUIRED = ("format", "crate_name", "kind", "crate_types", "rustc", "args", "cwd", "env", "recorded_at")
+LINK_REQUIRED = ("format", "linker", "args", "output", "recorded_at")
+
+
+def list_scopes(capture_root: Path) -> list[str]:
+    base = captures_dir(capture_root)
+    try:
+        return sorted(p.name for p in base.iterdir() if p.is_dir())
+    except OSError:
+        return []
+
+
+def load_captures(capture_root: Path, scope: str | None = None) -> Captures:
+    """Read the records of one scope (default: the most recently written scope).
+
+    Malformed files are skipped and reported in ``Captures.warnings``.
+    """
+    capture_root = Path(capture_root)
+    warnings: list[str] = []
+    if scope is None:
+        scopes = list_scopes(capture_root)
+        scope = max(scopes, key=lambda s: _newest_mtime(captures_dir(capture_root) / s), default="")
+    rustc: dict[str, RustcRecord] = {}
+    links: dict[str, LinkRecord] = {}
+    base = captures_dir(capture_root) / scope if scope else None
+    if base is not None:
+        for path in sorted((base / "rustc").glob("*.json")):
+            data = _load_json(path, RUSTC_REQUIRED, warnings)
+            if data is not None:
+                rec = RustcRecord(path, data)
+                key = rustc_key(rec.crate_name, rec.kind)
+                if key not in rustc or rustc[key].recorded_at < rec.recorded_at:
+                    rustc[key] = rec
+        for path in sorted((base / "link").glob("*.json")):
+            data = _load_json(path, LINK_REQUIRED, warnings)
+            if data is not None:
+                links[link_key(data["output"])] = LinkRecord(path, data)
+    return Captures(capture_root=capture_root, scope=scope or "", rustc=rustc, links=links, warnings=warnings)
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = 0.0
+    for p in path.rglob("*.json"):
+        try:
+            newest = max(newest, p.stat().st_mtime)
+        except OSError:
+            pass
+    return newest
+
+
+def iter_registered_workspaces(env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield registry entries ({workspace, capture_root, updated_at}) that still exist."""
+    for path in sorted(registry_dir(env).glob("*.json")):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                entry = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if isinstance(entry, dict) and "workspace" in entry and "capture_root" in entry:
+            yield entry
