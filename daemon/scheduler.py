@@ -1,0 +1,96 @@
+"""One build at a time per workspace; a newer edit restarts or queues behind it.
+
+The scheduler knows nothing about rustc: it calls ``build(request)`` and cancels that
+call when a newer edit supersedes it (policy "restart"), or lets it finish and then
+builds the merged newer edits (policy "queue"). Either way the final build always sees
+the final content, and a burst of saves collapses into a few builds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+POLICIES = ("restart", "queue")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    workspace: str
+    crates: frozenset[tuple[str, str]] = frozenset()  # (crate name, kind)
+    files: frozenset[str] = frozenset()
+    reason: str = "edit"
+
+    def merged(self, newer: "BuildRequest | None") -> "BuildRequest":
+        if newer is None:
+            return self
+        return BuildRequest(
+            workspace=self.workspace,
+            crates=self.crates | newer.crates,
+            files=self.files | newer.files,
+            reason=newer.reason,
+        )
+
+
+@dataclass
+class SchedulerStats:
+    started: int = 0
+    finished: int = 0
+    cancelled: int = 0
+
+
+@dataclass
+class WorkspaceScheduler:
+    build: Callable[[BuildRequest], Awaitable[object]]
+    policy: str = "restart"
+    stats: SchedulerStats = field(default_factory=SchedulerStats)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown --on-busy policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
+        self._pending: BuildRequest | None = None
+        self._current: BuildRequest | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None
+
+    def submit(self, request: BuildRequest) -> None:
+        """Ask for a build. Never blocks; safe to call from the watcher's task."""
+        self._pending = request if self._pending is None else self._pending.merged(request)
+        if self.policy == "restart" and self._scope is not None and self._current is not None:
+            # The running build's crates still need building: fold them into the next one.
+            self._pending = self._current.merged(self._pending)
+            self._scope.cancel()
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._pending is not None:
+                request, self._pending = self._pending, None
+                self._current = request
+                self.stats.started += 1
+                with anyio.CancelScope() as scope:
+                    self._scope = scope
+                    try:
+                        await self.build(request)
+                    finally:
+                        self._scope = None
+                        self._current = None
+                if scope.cancelled_caught:
+                    self.stats.cancelled += 1
+                else:
+                    self.stats.finished += 1
+            self._idle.set()
