@@ -328,7 +328,8 @@ def load_captures(capture_root: Path, scope: str | None = None) -> Captures:
             data = _load_json(path, RUSTC_REQUIRED, warnings)
             if data is not None:
                 rec = RustcRecord(path, data)
-                key = rustc_key(rec.crate_name, rec.kind)
+                # Build scripts all share one crate name; the shim keys them by package.
+                key = data.get("key") or rustc_key(rec.crate_name, rec.kind)
                 if key not in rustc or rustc[key].recorded_at < rec.recorded_at:
                     rustc[key] = rec
         for path in sorted((base / "link").glob("*.json")):
