@@ -1,0 +1,157 @@
+"""rustc's JSON diagnostics as data.
+
+With ``--error-format=json`` rustc writes one JSON object per line on stderr. Other text
+can still appear on the same stream (an internal compiler error, a crashed codegen
+backend, a wrapper's message); it is kept as plain lines rather than lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Iterable
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+@dataclass(frozen=True)
+class Span:
+    file: str
+    line: int
+    column: int
+    line_end: int
+    column_end: int
+    label: str | None = None
+
+    def location(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    level: str  # "error", "warning", "note", "help", "failure-note", "error: internal compiler error"
+    message: str
+    code: str | None = None
+    rendered: str | None = None
+    span: Span | None = None  # the primary span, when there is one
+    children: tuple["Diagnostic", ...] = ()
+
+    @property
+    def is_error(self) -> bool:
+        return self.level.startswith("error")
+
+    def summary(self) -> str:
+        """One line: ``src/main.rs:3:5: error[E0425]: cannot find value `x` in this scope``."""
+        head = f"{self.level}[{self.code}]" if self.code else self.level
+        where = f"{self.span.location()}: " if self.span else ""
+        return f"{where}{head}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DiagnosticStream:
+    """Everything rustc said on stderr: parsed diagnostics and the lines that were not JSON."""
+
+    diagnostics: tuple[Diagnostic, ...] = ()
+    other_lines: tuple[str, ...] = ()
+
+    @property
+    def errors(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.is_error)
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.level == "warning")
+
+
+def _span(raw: dict[str, Any]) -> Span:
+    return Span(
+        file=str(raw.get("file_name", "")),
+        line=int(raw.get("line_start", 0)),
+        column=int(raw.get("column_start", 0)),
+        line_end=int(raw.get("line_end", raw.get("line_start", 0))),
+        column_end=int(raw.get("column_end", raw.get("column_start", 0))),
+        label=raw.get("label"),
+    )
+
+
+def _primary_span(spans: list[dict[str, Any]]) -> Span | None:
+    if not spans:
+        return None
+    primary = next((s for s in spans if s.get("is_primary")), spans[0])
+    # A span inside a macro from std (``/rustc/<hash>/library/…``) or a synthetic file
+    # (``<…>``) is not the user's code: walk out to where the macro was invoked.
+    while _outside_user_code(primary):
+        expansion = primary.get("expansion")
+        if not (isinstance(expansion, dict) and isinstance(expansion.get("span"), dict)):
+            break
+        primary = expansion["span"]
+    return _span(primary)
+
+
+def _outside_user_code(span: dict[str, Any]) -> bool:
+    name = str(span.get("file_name", ""))
+    return name.startswith("<") or name.startswith("/rustc/")
+
+
+def parse_diagnostic(raw: dict[str, Any]) -> Diagnostic:
+    """One rustc JSON diagnostic object (``$message_type`` "diagnostic") → Diagnostic."""
+    code = raw.get("code")
+    return Diagnostic(
+        level=str(raw.get("level", "error")),
+        message=str(raw.get("message", "")),
+        code=code.get("code") if isinstance(code, dict) else None,
+        rendered=raw.get("rendered"),
+        span=_primary_span(list(raw.get("spans") or [])),
+        children=tuple(parse_diagnostic(c) for c in raw.get("children") or () if isinstance(c, dict)),
+    )
+
+
+def parse_stream(text: str | Iterable[str]) -> DiagnosticStream:
+    """Split rustc's stderr into diagnostics and other lines.
+
+    JSON lines that are not diagnostics (artifact notices, future-incompat reports) are
+    skipped; lines that fail to parse are kept as text.
+    """
+    lines = text.splitlines() if isinstance(text, str) else text
+    diagnostics: list[Diagnostic] = []
+    other: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith("{"):
+            try:
+                raw = json.loads(stripped)
+            except ValueError:
+                other.append(line.rstrip("\n"))
+                continue
+            if isinstance(raw, dict):
+                if raw.get("$message_type", "diagnostic") == "diagnostic" and "message" in raw:
+                    diagnostics.append(parse_diagnostic(raw))
+                continue
+        other.append(line.rstrip("\n"))
+    return DiagnosticStream(tuple(diagnostics), tuple(other))
+
+
+def absolutize(diagnostic: Diagnostic, cwd: str) -> Diagnostic:
+    """rustc reports files relative to the directory it ran in; make them absolute."""
+
+    def fix(span: Span | None) -> Span | None:
+        if span is None or not span.file or os.path.isabs(span.file) or span.file.startswith("<"):
+            return span
+        return replace(span, file=os.path.normpath(os.path.join(cwd, span.file)))
+
+    return replace(
+        diagnostic,
+        span=fix(diagnostic.span),
+        children=tuple(absolutize(c, cwd) for c in diagnostic.children),
+    )

@@ -1,0 +1,215 @@
+"""The session cache: where patch builds put their objects, metadata and libraries.
+
+Layout of one session (one workspace and scope)::
+
+    <root>/
+        patch-counter                    last patch number handed out (never reused)
+        .lock                            serialises number reservations between processes
+        incremental/<crate>.<kind>/      rustc's incremental state for patch builds only
+        objects/<kind>/<crate>.o         the newest object of each rebuilt crate
+        deps/lib<crate><extra>.rmeta     metadata of rebuilt library crates, for their dependents
+        out/                             rustc's --out-dir (nothing of ours lands here)
+        patches/lib<crate>-patch-<n>.so  patch libraries, the newest ``keep`` of them
+
+Patch builds get incremental state of their own so they never wait on cargo's locks in
+``target/``, and stay incremental from one patch to the next.
+
+Library names are unique per session because ``dlopen`` returns the already-loaded handle
+for a path it has seen: a rebuilt file under an old name would never be loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from capture.store import ensure_private_dir, safe_name
+
+DEFAULT_KEEP = 16
+COUNTER_NAME = "patch-counter"
+LOCK_NAME = ".lock"
+
+OS_LINUX = "linux"
+OS_MACOS = "macos"
+OS_WINDOWS = "windows"
+
+_OS_ALIASES = {
+    "linux": OS_LINUX,
+    "android": OS_LINUX,
+    "macos": OS_MACOS,
+    "darwin": OS_MACOS,
+    "ios": OS_MACOS,
+    "windows": OS_WINDOWS,
+    "win32": OS_WINDOWS,
+}
+
+
+def normalize_os(os_name: str) -> str:
+    """Map an OS name (``linux``, ``android``, ``macos``, ``darwin``, ``ios``, ``windows``, ``win32``)
+    to the library-naming family it belongs to."""
+    try:
+        return _OS_ALIASES[os_name.lower()]
+    except KeyError:
+        raise ValueError(f"unsupported OS {os_name!r}; expected one of {sorted(_OS_ALIASES)}") from None
+
+
+def host_os() -> str:
+    if sys.platform.startswith("linux"):
+        return OS_LINUX
+    return normalize_os(sys.platform)
+
+
+def crate_file_stem(crate: str) -> str:
+    """Crate names in file names use ``_`` where the package name has ``-``, as rustc does."""
+    return crate.replace("-", "_")
+
+
+def object_filename(crate: str) -> str:
+    return f"{crate_file_stem(crate)}.o"
+
+
+def library_filename_for_os(crate: str, os_name: str) -> str:
+    return _library_filename(crate_file_stem(crate), os_name)
+
+
+def _library_filename(stem: str, os_name: str) -> str:
+    family = normalize_os(os_name)
+    if family == OS_MACOS:
+        return f"lib{stem}.dylib"
+    if family == OS_WINDOWS:
+        return f"{stem}.dll"
+    return f"lib{stem}.so"
+
+
+def library_filename(crate: str) -> str:
+    """The shared library name for ``crate`` on the host OS."""
+    return library_filename_for_os(crate, host_os())
+
+
+def patch_library_filename(crate: str, number: int, os_name: str | None = None) -> str:
+    """``lib<crate>-patch-<n>.so`` (or the OS's equivalent)."""
+    return _library_filename(f"{crate_file_stem(crate)}-patch-{number}", os_name or host_os())
+
+
+_PATCH_NUMBER = re.compile(r"-patch-(\d+)\.(?:so|dylib|dll)$")
+
+
+def patch_number_of(filename: str) -> int | None:
+    match = _PATCH_NUMBER.search(filename)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class SessionLayout:
+    """Paths inside one session directory. Pure: nothing here touches the disk."""
+
+    root: Path
+
+    @property
+    def counter_path(self) -> Path:
+        return self.root / COUNTER_NAME
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / LOCK_NAME
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root / "out"
+
+    @property
+    def deps_dir(self) -> Path:
+        return self.root / "deps"
+
+    @property
+    def patches_dir(self) -> Path:
+        return self.root / "patches"
+
+    def incremental_dir(self, crate: str, kind: str) -> Path:
+        return self.root / "incremental" / f"{safe_name(crate_file_stem(crate))}.{safe_name(kind)}"
+
+    def object_path(self, crate: str, kind: str) -> Path:
+        # A package may have a lib and a bin crate of the same name: one directory per kind.
+        return self.root / "objects" / safe_name(kind) / object_filename(crate)
+
+    def metadata_path(self, crate: str, extra_filename: str) -> Path:
+        # Same file name cargo uses, so rustc's crate locator accepts it next to the originals.
+        return self.deps_dir / f"lib{crate_file_stem(crate)}{extra_filename}.rmeta"
+
+    def patch_library_path(self, crate: str, number: int, os_name: str | None = None) -> Path:
+        return self.patches_dir / patch_library_filename(crate, number, os_name)
+
+
+def default_session_root(capture_root: Path, scope: str) -> Path:
+    """Sessions live beside the captures they replay: ``<target>/thinpatch/sessions/<scope>``."""
+    return Path(capture_root) / "sessions" / safe_name(scope)
+
+
+# --------------------------------------------------------------------------- effects
+
+
+def open_session(root: Path) -> SessionLayout:
+    """Create the session directories (0700) and return the layout."""
+    layout = SessionLayout(Path(root))
+    for d in (layout.root, layout.out_dir, layout.deps_dir, layout.patches_dir):
+        ensure_private_dir(d)
+    return layout
+
+
+def _existing_patch_numbers(layout: SessionLayout) -> list[int]:
+    try:
+        names = os.listdir(layout.patches_dir)
+    except OSError:
+        return []
+    return [n for n in (patch_number_of(name) for name in names) if n is not None]
+
+
+def reserve_patch_number(layout: SessionLayout) -> int:
+    """Hand out the next patch number of this session.
+
+    Numbers only grow, also across processes and restarts: the last one is kept in
+    ``patch-counter`` and reservations are serialised with an exclusive file lock. The
+    largest number among existing libraries is a floor in case the counter file was lost.
+    """
+    import fcntl
+
+    ensure_private_dir(layout.root)
+    fd = os.open(layout.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        last = 0
+        try:
+            last = int(layout.counter_path.read_text(encoding="ascii").strip() or 0)
+        except (OSError, ValueError):
+            pass
+        number = max([last, *_existing_patch_numbers(layout)]) + 1
+        tmp = layout.counter_path.with_name(f".{COUNTER_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(f"{number}\n", encoding="ascii")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, layout.counter_path)
+        return number
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def prune_patches(layout: SessionLayout, keep: int = DEFAULT_KEEP) -> list[Path]:
+    """Remove all but the ``keep`` newest patches (and files sharing their stem, such as a
+    jump table written next to the library). Returns the removed paths."""
+    numbers = sorted(set(_existing_patch_numbers(layout)))
+    doomed = set(numbers[:-keep] if keep > 0 else numbers)
+    removed: list[Path] = []
+    if not doomed:
+        return removed
+    pattern = re.compile(r"-patch-(\d+)\.")
+    for entry in sorted(layout.patches_dir.iterdir()):
+        match = pattern.search(entry.name)
+        if match and int(match.group(1)) in doomed:
+            try:
+                entry.unlink()
+                removed.append(entry)
+            except FileNotFoundError:
+                pass
+    return removed
