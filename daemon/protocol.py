@@ -1,0 +1,281 @@
+"""Protocol v1 between the daemon and its clients: newline-delimited JSON over a Unix socket.
+
+Pure data: message constructors, encoding, a bounded line splitter, and validation of
+client requests. No I/O. The JSON Schema in ``daemon/data/protocol.schema.json`` describes
+the same messages; ``docs/protocol.md`` documents them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# A line longer than this (excluding its newline) is refused and the connection closed.
+MAX_LINE_BYTES = 1024 * 1024
+
+# Client → daemon.
+REQUEST_TYPES = ("subscribe", "status", "rebuild", "ping", "shutdown")
+
+# Daemon → client, in reply to a request (each carries ``re`` when the request had a ``seq``).
+REPLY_TYPES = ("subscribed", "status", "pong", "ok", "error")
+
+# Daemon → client, unprompted. ``error`` is both: a reply when it carries ``re``.
+EVENT_TYPES = (
+    "build-started",
+    "patch-ready",
+    "build-failed",
+    "patch-rejected",
+    "full-rebuild-required",
+    "session-reset",
+    "error",
+)
+
+# Crate names as cargo and rustc accept them. Anything else (paths, `..`) is refused early.
+_CRATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
+
+
+class ProtocolError(ValueError):
+    """A message the peer sent cannot be accepted. ``str(error)`` is a plain-English reason."""
+
+    def __init__(self, message: str, re_seq: int | None = None) -> None:
+        super().__init__(message)
+        self.re_seq = re_seq
+
+
+class LineTooLong(ProtocolError):
+    """A line exceeded :data:`MAX_LINE_BYTES`; the connection cannot be resynchronised."""
+
+
+class RequestError(ValueError):
+    """The engine refuses a well-formed request (unknown workspace, bad crate name…).
+
+    ``str(error)`` is sent to the client verbatim, so it must be plain English.
+    """
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as one compact UTF-8 JSON line."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """Parse one line (without or with its trailing newline) into a JSON object."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"message is not valid UTF-8 (bad byte at offset {exc.start})") from None
+    text = text.strip()
+    if not text:
+        raise ProtocolError("empty line: expected a JSON object")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"message is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError(f"message must be a JSON object, got {_json_kind(value)}")
+    return value
+
+
+class LineBuffer:
+    """Splits a byte stream into lines while holding at most ``limit`` + one chunk in memory.
+
+    ``feed`` returns the complete lines found (without newlines). Once a line grows past
+    ``limit`` it raises :class:`LineTooLong`; the stream is then unusable.
+    """
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self.limit = limit
+        self._pending = bytearray()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self._pending += chunk
+        lines: list[bytes] = []
+        start = 0
+        while True:
+            end = self._pending.find(b"\n", start)
+            if end < 0:
+                break
+            if end - start > self.limit:
+                self._too_long()
+            lines.append(bytes(self._pending[start:end]))
+            start = end + 1
+        del self._pending[:start]
+        if len(self._pending) > self.limit:
+            self._too_long()
+        return lines
+
+    def finish(self) -> bytes | None:
+        """At end of stream: the unterminated last line, if any."""
+        rest = bytes(self._pending).strip()
+        self._pending.clear()
+        return rest or None
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._pending)
+
+    def _too_long(self) -> None:
+        self._pending.clear()
+        raise LineTooLong(
+            f"line longer than {self.limit} bytes without a newline; closing this connection"
+        )
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What a subscriber asked for. ``None`` fields match everything."""
+
+    workspace: str | None = None
+    pid: int | None = None
+    aslr_reference: int | None = None
+    build_id: str | None = None
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        """Whether this subscriber receives ``event``.
+
+        A workspace filter drops events about other workspaces. A patch built for one
+        process (``for_pid``) reaches the subscribers that announced that pid, and the
+        observers that announced none (``thinpatch watch``), never another process.
+        """
+        workspace = event.get("workspace")
+        if self.workspace is not None and workspace is not None and workspace != self.workspace:
+            return False
+        for_pid = event.get("for_pid")
+        if for_pid is not None and self.pid is not None and for_pid != self.pid:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Request:
+    type: str
+    seq: int | None
+    fields: dict[str, Any]
+
+    def subscription(self) -> Subscription:
+        return Subscription(
+            workspace=self.fields.get("workspace"),
+            pid=self.fields.get("pid"),
+            aslr_reference=self.fields.get("aslr_reference"),
+            build_id=self.fields.get("build_id"),
+        )
+
+
+def parse_request(line: bytes) -> Request:
+    """Decode and validate one client line. Raises :class:`ProtocolError` with a reason.
+
+    Unknown extra fields are ignored (forward compatibility); known fields must have the
+    right type.
+    """
+    message = decode(line)
+    seq = message.get("seq")
+    if seq is not None and not _is_int(seq, minimum=0):
+        raise ProtocolError("field 'seq' must be a non-negative integer")
+    kind = message.get("type")
+    if kind is None:
+        raise ProtocolError("message has no 'type' field", seq)
+    if not isinstance(kind, str):
+        raise ProtocolError("field 'type' must be a string", seq)
+    if kind not in REQUEST_TYPES:
+        raise ProtocolError(
+            f"unknown request type {kind!r}; expected one of: {', '.join(REQUEST_TYPES)}", seq
+        )
+    fields: dict[str, Any] = {}
+    if kind == "subscribe":
+        fields["workspace"] = _optional_workspace(message, seq)
+        fields["pid"] = _optional_int(message, "pid", seq, minimum=1)
+        fields["aslr_reference"] = _optional_int(message, "aslr_reference", seq, minimum=0)
+        fields["build_id"] = _optional_str(message, "build_id", seq)
+    elif kind == "rebuild":
+        if "workspace" not in message:
+            raise ProtocolError("'rebuild' needs a 'workspace' field (the workspace root path)", seq)
+        fields["workspace"] = _optional_workspace(message, seq)
+        crate = _optional_str(message, "crate", seq)
+        if crate is not None and not _CRATE_NAME.fullmatch(crate):
+            raise ProtocolError(
+                f"{crate!r} is not a crate name (letters, digits, '_' and '-', "
+                "starting with a letter or '_')",
+                seq,
+            )
+        fields["crate"] = crate
+    return Request(type=kind, seq=seq, fields={k: v for k, v in fields.items() if v is not None})
+
+
+def _optional_workspace(message: dict[str, Any], seq: int | None) -> str | None:
+    value = _optional_str(message, "workspace", seq)
+    if value is None:
+        return None
+    if "\0" in value or not value.startswith("/"):
+        raise ProtocolError("field 'workspace' must be an absolute path", seq)
+    return value
+
+
+def _optional_str(message: dict[str, Any], name: str, seq: int | None) -> str | None:
+    value = message.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(f"field {name!r} must be a non-empty string", seq)
+    return value
+
+
+def _optional_int(message: dict[str, Any], name: str, seq: int | None, *, minimum: int) -> int | None:
+    value = message.get(name)
+    if value is None:
+        return None
+    if not _is_int(value, minimum=minimum):
+        raise ProtocolError(f"field {name!r} must be an integer >= {minimum}", seq)
+    return value
+
+
+def _is_int(value: Any, *, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+# --------------------------------------------------------------------------- server messages
+# Constructors return messages without ``seq``; the server stamps it when sending.
+
+
+def hello(version: str, pid: int) -> dict[str, Any]:
+    return {"type": "hello", "protocol": PROTOCOL_VERSION, "version": version, "pid": pid}
+
+
+def reply(kind: str, re_seq: int | None, **fields: Any) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": kind, **fields}
+    if re_seq is not None:
+        message["re"] = re_seq
+    return message
+
+
+def error(message: str, re_seq: int | None = None) -> dict[str, Any]:
+    return reply("error", re_seq, message=message)
+
+
+def is_event(message: dict[str, Any]) -> bool:
+    """Unprompted messages: events, and errors that answer no request."""
+    kind = message.get("type")
+    if kind == "error":
+        return "re" not in message
+    return kind in EVENT_TYPES

@@ -1,0 +1,77 @@
+"""Where the daemon's socket lives, and the private directory that holds it.
+
+``$THINPATCH_SOCKET`` if set, else ``$XDG_RUNTIME_DIR/thinpatch/thinpatch.sock``, else
+``<tempdir>/thinpatch-<uid>/thinpatch.sock``. The directory is 0700 and the socket 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+ENV_SOCKET = "THINPATCH_SOCKET"
+SOCKET_NAME = "thinpatch.sock"
+
+# sun_path is 108 bytes on Linux and 104 on macOS, including the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 103
+
+
+class SocketPathError(RuntimeError):
+    """The socket path or its directory cannot be used safely."""
+
+
+def default_socket_path(env: dict[str, str] | None = None, uid: int | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get(ENV_SOCKET):
+        return Path(env[ENV_SOCKET])
+    runtime_dir = env.get("XDG_RUNTIME_DIR")
+    if runtime_dir:
+        return Path(runtime_dir) / "thinpatch" / SOCKET_NAME
+    uid = os.getuid() if uid is None else uid
+    tmp = env.get("TMPDIR") or tempfile.gettempdir()
+    return Path(tmp) / f"thinpatch-{uid}" / SOCKET_NAME
+
+
+def lock_path(socket_path: Path) -> Path:
+    return socket_path.with_name(socket_path.name + ".lock")
+
+
+def check_path_length(socket_path: Path) -> None:
+    if len(os.fsencode(socket_path)) > MAX_SOCKET_PATH_BYTES:
+        raise SocketPathError(
+            f"socket path is too long for a Unix socket ({len(os.fsencode(socket_path))} bytes, "
+            f"limit {MAX_SOCKET_PATH_BYTES}): {socket_path}; set {ENV_SOCKET} to a shorter path"
+        )
+
+
+def prepare_socket_dir(socket_path: Path) -> Path:
+    """Create the socket's directory 0700, or check an existing one is ours.
+
+    A directory under a shared temp dir could have been created by someone else to
+    intercept the socket, so an existing directory must belong to us. Our own
+    ``thinpatch*`` directories are tightened to 0700; a directory the user chose through
+    ``$THINPATCH_SOCKET`` keeps its mode (the socket itself is still 0600).
+    """
+    directory = socket_path.parent
+    try:
+        directory.mkdir(mode=0o700, parents=False)
+    except FileNotFoundError:
+        directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
+    except FileExistsError:
+        pass
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode):
+        raise SocketPathError(f"{directory} exists and is not a directory")
+    if not directory.name.startswith("thinpatch"):
+        return directory  # chosen by the user: theirs to secure
+    if info.st_uid != os.geteuid():
+        raise SocketPathError(
+            f"{directory} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); "
+            f"refusing to put the socket there. Remove it or set {ENV_SOCKET}."
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(directory, 0o700)
+    return directory
