@@ -1,0 +1,313 @@
+"""`thinpatch capture`: run one `cargo build` with the shims installed and report what was recorded.
+
+The plan (commands, environment, which sources to touch, the summary) is pure and built from
+data; the effects (cargo/rustc processes, file times) are thin async functions on anyio.
+``run_capture`` is the synchronous entry point for the CLI, tests and ``thinpatch demo``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import anyio
+
+from capture import store
+
+RUSTC_SHIM = "thinpatch-rustc"
+TOP_KINDS = frozenset({"bin", "cdylib", "dylib"})
+# Targets whose crate root is touched so cargo recompiles them (tests/benches/examples aren't built).
+TOUCHED_KINDS = frozenset({"bin", "lib", "rlib", "cdylib", "dylib", "staticlib", "proc-macro"})
+# Cargo options that already choose packages or targets; without one we add --workspace.
+_SELECTION_OPTIONS = ("-p", "--package", "--workspace", "--all", "--bin", "--bins", "--lib", "--example", "--examples")
+
+
+class CaptureError(Exception):
+    """The workspace could not be inspected (no Cargo.toml, cargo metadata failed, ...)."""
+
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    root: Path
+    target_dir: Path
+    members: list[dict]  # cargo metadata packages that are workspace members
+    host_triple: str
+
+
+@dataclass
+class CaptureResult:
+    workspace: Path
+    target_dir: Path
+    capture_root: Path
+    scope: str
+    host_triple: str
+    exit_code: int
+    cargo_command: list[str]
+    started_at: float
+    duration: float
+    captured: list[str] = field(default_factory=list)  # rustc record keys written by this run
+    binaries: list[Path] = field(default_factory=list)
+    captures: store.Captures | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+# --------------------------------------------------------------------------- pure plan
+
+
+def find_shim(name: str) -> str:
+    """Absolute path of one of our console scripts: next to this Python first (a pyenv or
+    other launcher shim on PATH would add its own start-up time to every rustc call)."""
+    candidate = Path(sys.executable).parent / name
+    if os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise CaptureError(f"{name} is not installed (pip install thinpatch)")
+    return os.path.abspath(found)
+
+
+def parse_host_triple(rustc_vv: str) -> str:
+    for line in rustc_vv.splitlines():
+        if line.startswith("host:"):
+            return line.split(":", 1)[1].strip()
+    raise CaptureError(f"`rustc -vV` printed no host line:\n{rustc_vv}")
+
+
+def profile_dir_name(release: bool, cargo_args: Sequence[str]) -> str:
+    """The target-dir subdirectory cargo builds into for the chosen profile."""
+    profile = "release" if release else "dev"
+    args = list(cargo_args)
+    for i, arg in enumerate(args):
+        if arg == "--profile" and i + 1 < len(args):
+            profile = args[i + 1]
+        elif arg.startswith("--profile="):
+            profile = arg.split("=", 1)[1]
+        elif arg in ("-r", "--release"):
+            profile = "release"
+    return {"dev": "debug", "test": "debug", "bench": "release"}.get(profile, profile)
+
+
+def cargo_build_command(release: bool, target: str | None, cargo_args: Sequence[str]) -> list[str]:
+    cmd = ["cargo", "build"]
+    if release:
+        cmd.append("--release")
+    if target:
+        cmd += ["--target", target]
+    if not any(a == opt or a.startswith(opt + "=") for a in cargo_args for opt in _SELECTION_OPTIONS):
+        cmd.append("--workspace")  # every member gets a record, not only the root package
+    cmd += list(cargo_args)
+    return cmd
+
+
+def capture_env(
+    base: dict[str, str], *, rustc_shim: str, capture_root: Path, workspace: Path, host_triple: str, wrapper: str = "workspace"
+) -> dict[str, str]:
+    """cargo's environment under capture. ``wrapper="all"`` wraps every crate (RUSTC_WRAPPER);
+    the shim then skips crates from outside the workspace itself."""
+    env = dict(base)
+    # A caching wrapper (sccache) would answer from its cache without running our shim.
+    env.pop("RUSTC_WRAPPER", None)
+    env.pop("RUSTC_WORKSPACE_WRAPPER", None)
+    variable = {"workspace": "RUSTC_WORKSPACE_WRAPPER", "all": "RUSTC_WRAPPER"}[wrapper]
+    env[variable] = rustc_shim
+    env[store.ENV_CAPTURE_ROOT] = str(capture_root)
+    env[store.ENV_WORKSPACE] = str(workspace)
+    env[store.ENV_HOST_TRIPLE] = host_triple
+    return env
+
+
+def member_packages(metadata: dict) -> list[dict]:
+    members = set(metadata.get("workspace_members", []))
+    return [p for p in metadata.get("packages", []) if p.get("id") in members]
+
+
+def crate_roots_to_touch(members: list[dict]) -> list[Path]:
+    """Crate root sources of every member's lib/bin/proc-macro target."""
+    roots: list[Path] = []
+    for package in members:
+        for target in package.get("targets", []):
+            if TOUCHED_KINDS.intersection(target.get("kind", [])):
+                path = Path(target["src_path"])
+                if path not in roots:
+                    roots.append(path)
+    return roots
+
+
+def binaries_from_messages(lines: Sequence[str]) -> list[Path]:
+    """Executables (and cdylibs/dylibs) of workspace crates from cargo's JSON messages."""
+    found: list[Path] = []
+    for line in lines:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(msg, dict) or msg.get("reason") != "compiler-artifact":
+            continue
+        kinds = set(msg.get("target", {}).get("kind", []))
+        if msg.get("executable"):
+            found.append(Path(msg["executable"]))
+        elif kinds & {"cdylib", "dylib"}:
+            found.extend(Path(f) for f in msg.get("filenames", []) if f.endswith((".so", ".dylib", ".dll")))
+    return found
+
+
+def format_summary(result: CaptureResult) -> str:
+    lines = []
+    if result.ok:
+        lines.append(f"thinpatch: captured {len(result.captured)} crate invocation(s) in {result.duration:.1f}s")
+    else:
+        lines.append(f"thinpatch: cargo build failed (exit {result.exit_code}); {len(result.captured)} crate(s) captured")
+    if result.captured:
+        lines.append("  crates:  " + ", ".join(sorted(result.captured)))
+    for binary in result.binaries:
+        lines.append(f"  binary:  {binary}")
+    lines.append(f"  capture: {store.captures_dir(result.capture_root) / result.scope}")
+    for warning in result.warnings:
+        lines.append(f"  warning: {warning}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- effects
+
+
+async def _run_text(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    result = await anyio.run_process(cmd, cwd=cwd, env=env, check=False)
+    if result.returncode != 0:
+        raise CaptureError(f"`{' '.join(cmd)}` failed ({result.returncode}):\n{result.stderr.decode(errors='replace')}")
+    return result.stdout.decode()
+
+
+async def inspect_workspace(directory: Path, env: dict[str, str]) -> WorkspaceInfo:
+    located = await _run_text(["cargo", "locate-project", "--workspace", "--message-format", "plain"], directory, env)
+    root = Path(located.strip()).parent
+    metadata = json.loads(await _run_text(["cargo", "metadata", "--no-deps", "--format-version", "1"], root, env))
+    rustc = env.get("RUSTC", "rustc")
+    host = parse_host_triple(await _run_text([rustc, "-vV"], root, env))
+    return WorkspaceInfo(root=root, target_dir=Path(metadata["target_directory"]), members=member_packages(metadata), host_triple=host)
+
+
+def touch_sources(paths: list[Path], now: float) -> dict[Path, os.stat_result]:
+    """Set each file's mtime to ``now`` so cargo sees the crate as dirty; returns the old stats.
+
+    Touching (rather than `cargo clean -p`) keeps incremental caches, so the forced rebuild only
+    re-runs rustc and the link; and the original times are put back afterwards.
+    """
+    old: dict[Path, os.stat_result] = {}
+    for path in paths:
+        try:
+            old[path] = path.stat()
+            os.utime(path, (now, now))
+        except OSError:
+            continue
+    return old
+
+
+def restore_times(old: dict[Path, os.stat_result], touched_at: float) -> None:
+    """Put back the original times, unless the file was edited meanwhile (then its new time is real)."""
+    for path, stat in old.items():
+        try:
+            current = path.stat()
+            if abs(current.st_mtime - touched_at) < 1e-3 and current.st_size == stat.st_size:
+                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        except OSError:
+            continue
+
+
+async def _run_cargo(cmd: list[str], cwd: Path, env: dict[str, str], collect_json: bool) -> tuple[int, list[str]]:
+    """Run cargo with stderr passed through; stdout is collected (JSON) or passed through."""
+    if not collect_json:
+        async with await anyio.open_process(cmd, cwd=cwd, env=env, stdin=None, stdout=None, stderr=None) as proc:
+            return await proc.wait(), []
+    lines: list[str] = []
+    async with await anyio.open_process(cmd, cwd=cwd, env=env, stdin=None, stderr=None) as proc:
+        buffer = b""
+        async for chunk in proc.stdout:
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            lines.extend(c.decode(errors="replace") for c in complete)
+        if buffer:
+            lines.append(buffer.decode(errors="replace"))
+        return await proc.wait(), lines
+
+
+async def capture_workspace(
+    workspace: str | os.PathLike | None = None,
+    release: bool = False,
+    target: str | None = None,
+    cargo_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    wrapper: str = "workspace",
+) -> CaptureResult:
+    base_env = dict(os.environ if env is None else env)
+    info = await inspect_workspace(Path(workspace or os.getcwd()).resolve(), base_env)
+    capture_root = info.target_dir / store.CAPTURE_DIRNAME
+    scope = store.scope_name(target, profile_dir_name(release, cargo_args))
+    run_env = capture_env(
+        base_env, rustc_shim=find_shim(RUSTC_SHIM), capture_root=capture_root, workspace=info.root, host_triple=info.host_triple,
+        wrapper=wrapper,
+    )
+    collect_json = not any(a.startswith("--message-format") for a in cargo_args)
+    cmd = cargo_build_command(release, target, cargo_args)
+    if collect_json:
+        cmd.append("--message-format=json-render-diagnostics")
+
+    started = time.time()
+    touched_at = started
+    old_times = touch_sources(crate_roots_to_touch(info.members), touched_at)
+    try:
+        exit_code, messages = await _run_cargo(cmd, info.root, run_env, collect_json)
+    finally:
+        restore_times(old_times, touched_at)
+    duration = time.time() - started
+
+    warnings: list[str] = []
+    captures = store.load_captures(capture_root, scope)
+    warnings.extend(captures.warnings)
+    captured = sorted(k for k, r in captures.rustc.items() if r.recorded_at >= touched_at)
+    binaries = binaries_from_messages(messages)
+    if not binaries:
+        binaries = [Path(link.output) for link in captures.links.values() if link.recorded_at >= touched_at]
+    if exit_code == 0 and not captured:
+        warnings.append("no crate was recorded: see " + str(store.log_path(capture_root)))
+    if exit_code == 0:
+        try:
+            store.register_workspace(info.root, capture_root, base_env)
+        except OSError as exc:
+            warnings.append(f"could not register the workspace: {exc}")
+    return CaptureResult(
+        workspace=info.root,
+        target_dir=info.target_dir,
+        capture_root=capture_root,
+        scope=scope,
+        host_triple=info.host_triple,
+        exit_code=exit_code,
+        cargo_command=cmd,
+        started_at=started,
+        duration=duration,
+        captured=captured,
+        binaries=binaries,
+        captures=captures,
+        warnings=warnings,
+    )
+
+
+def run_capture(
+    workspace: str | os.PathLike | None = None,
+    release: bool = False,
+    target: str | None = None,
+    cargo_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    wrapper: str = "workspace",
+) -> CaptureResult:
+    """Synchronous `thinpatch capture`: build ``workspace`` under capture and report the result."""
+    return anyio.run(lambda: capture_workspace(workspace, release, target, cargo_args, env, wrapper))

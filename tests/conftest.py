@@ -1,0 +1,74 @@
+"""Shared fixtures: fixture workspaces copied to temp dirs, and captured builds shared per session.
+
+Every copy lives under a directory whose name contains a space, so the whole suite also checks
+that paths with spaces survive capture, replay and linking.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def copy_fixture(name: str, dest_parent: Path) -> Path:
+    """Copy ``tests/fixtures/<name>`` into ``dest_parent/"<name> copy"`` (without any target dir)."""
+    dest = dest_parent / f"{name} copy"
+    shutil.copytree(FIXTURES / name, dest, ignore=shutil.ignore_patterns("target"))
+    return dest
+
+
+@pytest.fixture
+def fixture_copy(tmp_path):
+    """Function-scoped: ``fixture_copy("single_bin")`` -> a fresh copy in a path with a space."""
+    parent = tmp_path / "with space"
+    parent.mkdir()
+    return lambda name: copy_fixture(name, parent)
+
+
+@pytest.fixture(scope="session")
+def capture_state_dir(tmp_path_factory):
+    """A private per-user registry for the session, so tests never touch the real one."""
+    path = tmp_path_factory.mktemp("thinpatch state")
+    old = os.environ.get("THINPATCH_STATE_DIR")
+    os.environ["THINPATCH_STATE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("THINPATCH_STATE_DIR", None)
+    else:
+        os.environ["THINPATCH_STATE_DIR"] = old
+
+
+def _capture_copy(tmp_path_factory, name: str, **kwargs):
+    from daemon.capture_run import run_capture
+
+    workspace = copy_fixture(name, tmp_path_factory.mktemp(f"captured {name}"))
+    result = run_capture(workspace, **kwargs)
+    assert result.exit_code == 0, f"capture of {name} failed: {result}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def captured_single_bin(tmp_path_factory, capture_state_dir):
+    """CaptureResult of `thinpatch capture` on tests/fixtures/single_bin."""
+    return _capture_copy(tmp_path_factory, "single_bin")
+
+
+@pytest.fixture(scope="session")
+def captured_workspace(tmp_path_factory, capture_state_dir):
+    """CaptureResult of `thinpatch capture -- -j2` on tests/fixtures/workspace (bin, lib, build.rs, proc-macro)."""
+    return _capture_copy(tmp_path_factory, "workspace", cargo_args=["-j2"])
+
+
+@pytest.fixture(scope="session")
+def captured_debian(tmp_path_factory, capture_state_dir):
+    """CaptureResult for tests/fixtures/debian_deps (serde_json + regex from Debian's registry).
+
+    Built with the shim as RUSTC_WRAPPER, so every registry crate also passes through it (and is
+    skipped); the bin's record is the same as under RUSTC_WORKSPACE_WRAPPER.
+    """
+    return _capture_copy(tmp_path_factory, "debian_deps", wrapper="all")
