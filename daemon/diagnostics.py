@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_SUMMARY = re.compile(r"^(aborting due to .*|\d+ warnings? emitted.*)$")
 
 
 def strip_ansi(text: str) -> str:
@@ -46,6 +47,11 @@ class Diagnostic:
     def is_error(self) -> bool:
         return self.level.startswith("error")
 
+    @property
+    def is_summary(self) -> bool:
+        """rustc's closing counts ("aborting due to 2 previous errors", "1 warning emitted")."""
+        return self.span is None and bool(_SUMMARY.match(self.message))
+
     def summary(self) -> str:
         """One line: ``src/main.rs:3:5: error[E0425]: cannot find value `x` in this scope``."""
         head = f"{self.level}[{self.code}]" if self.code else self.level
@@ -69,7 +75,7 @@ class DiagnosticStream:
 
     @property
     def warnings(self) -> tuple[Diagnostic, ...]:
-        return tuple(d for d in self.diagnostics if d.level == "warning")
+        return tuple(d for d in self.diagnostics if d.level == "warning" and not d.is_summary)
 
 
 def _span(raw: dict[str, Any]) -> Span:

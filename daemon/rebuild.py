@@ -68,7 +68,7 @@ class CompileError(RebuildError):
         self.returncode = returncode
         errors = diagnostics.errors
         if errors:
-            lines = [d.summary() for d in errors if not d.message.startswith("aborting due to")]
+            lines = [d.summary() for d in errors if not d.is_summary]
             detail = "\n".join(lines or [d.summary() for d in errors])
         else:
             detail = "\n".join(diagnostics.other_lines[-20:]) or f"rustc exited with status {returncode}"
