@@ -11,8 +11,6 @@ is the crate root source (``-`` means stdin).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 # Long options that take a value. Anything else starting with ``--`` is a flag.
 LONG_WITH_VALUE = frozenset(
     {
@@ -52,35 +50,72 @@ SHORT_WITH_VALUE = frozenset("CLlAWDFZo")
 LONG_FLAGS = frozenset({"--test", "--version", "--verbose", "--help"})
 
 
-@dataclass(frozen=True)
 class Option:
     """One option as it appeared: ``index`` is its first argument, ``width`` 1 or 2 arguments."""
 
-    name: str  # normalised: "--crate-type", "-C", "-L", ...
-    value: str | None
-    index: int
-    width: int
+    __slots__ = ("name", "value", "index", "width")
+
+    def __init__(self, name: str, value: str | None, index: int, width: int):
+        self.name = name  # normalised: "--crate-type", "-C", "-L", ...
+        self.value = value
+        self.index = index
+        self.width = width
+
+    def __repr__(self) -> str:
+        return f"Option({self.name!r}, {self.value!r}, index={self.index}, width={self.width})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Option) and (self.name, self.value, self.index, self.width) == (
+            other.name,
+            other.value,
+            other.index,
+            other.width,
+        )
 
 
-@dataclass(frozen=True)
 class RustcArgs:
-    """What one rustc command line asks for."""
+    """What one rustc command line asks for.
 
-    options: tuple[Option, ...] = ()
-    crate_name: str | None = None
-    crate_types: tuple[str, ...] = ()
-    out_dir: str | None = None
-    output: str | None = None  # -o
-    target: str | None = None
-    emit: tuple[str, ...] = ()  # kinds in order: "dep-info", "link", ...
-    emit_paths: dict[str, str] = field(default_factory=dict)  # kind -> explicit path
-    extra_filename: str = ""
-    linker: str | None = None  # last -C linker=
-    source: str | None = None  # crate root; "-" is stdin
-    source_index: int | None = None
-    prints: tuple[str, ...] = ()
-    version: bool = False  # -vV / -V / --version
-    test: bool = False  # --test harness build
+    A plain class rather than a dataclass: importing ``dataclasses`` costs the shim several
+    milliseconds on every rustc call.
+    """
+
+    def __init__(
+        self,
+        options: tuple[Option, ...] = (),
+        crate_name: str | None = None,
+        crate_types: tuple[str, ...] = (),
+        out_dir: str | None = None,
+        output: str | None = None,
+        target: str | None = None,
+        emit: tuple[str, ...] = (),
+        emit_paths: dict[str, str] | None = None,
+        extra_filename: str = "",
+        linker: str | None = None,
+        source: str | None = None,
+        source_index: int | None = None,
+        prints: tuple[str, ...] = (),
+        version: bool = False,
+        test: bool = False,
+    ):
+        self.options = options
+        self.crate_name = crate_name
+        self.crate_types = crate_types
+        self.out_dir = out_dir
+        self.output = output  # -o
+        self.target = target
+        self.emit = emit  # kinds in order: "dep-info", "link", ...
+        self.emit_paths = emit_paths or {}  # kind -> explicit path
+        self.extra_filename = extra_filename
+        self.linker = linker  # last -C linker=
+        self.source = source  # crate root; "-" is stdin
+        self.source_index = source_index
+        self.prints = prints
+        self.version = version  # -vV / -V / --version
+        self.test = test  # --test harness build
+
+    def __repr__(self) -> str:
+        return f"RustcArgs(crate_name={self.crate_name!r}, crate_types={self.crate_types!r}, source={self.source!r})"
 
     def codegen(self, key: str) -> list[str]:
         """Values of every ``-C key=value`` in order (``""`` for a bare ``-C key``)."""
