@@ -316,14 +316,18 @@ async def compile_crate(plan: ObjPlan) -> CrateBuild:
 
 async def link_patch(plan: LinkPlan, final_path: Path, env: Mapping[str, str]) -> ToolRun:
     """Link into a temporary name, then rename, so a library path only ever names a whole file."""
-    run = await run_tool(plan.argv, cwd=plan.cwd, env=env, tool="linker")
-    if run.returncode != 0 or not plan.output.exists():
+    try:
+        run = await run_tool(plan.argv, cwd=plan.cwd, env=env, tool="linker")
+        if run.returncode != 0 or not plan.output.exists():
+            raise LinkError(run.stderr or run.stdout, plan.argv, run.returncode)
+        os.replace(plan.output, final_path)
+    except BaseException:
+        # a failed or cancelled link leaves nothing behind in the patches dir
         try:
             plan.output.unlink()
         except FileNotFoundError:
             pass
-        raise LinkError(run.stderr or run.stdout, plan.argv, run.returncode)
-    os.replace(plan.output, final_path)
+        raise
     return run
 
 
