@@ -176,6 +176,12 @@ def plan_invocation(rustc: str, args: list[str], env, cwd: str):
             platform=sys.platform,
             capture_root=root,
             scope=scope,
+            # THINPATCH_FAT_LINK in cargo's environment overrides the default link edits.
+            link_edits=(
+                fatbuild.parse_link_edits(env[fatbuild.ENV_FAT_LINK])
+                if fatbuild.ENV_FAT_LINK in env
+                else fatbuild.DEFAULT_LINK_EDITS
+            ),
         )
         if plan is not None:
             run_args, shim_args, child_env = plan.run_args, plan.shim_args, plan.child_env

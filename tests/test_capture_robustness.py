@@ -107,3 +107,37 @@ def test_concurrent_writers_of_one_key_never_tear(tmp_path):
     data = json.loads(records[0].read_text())
     assert data["crate_name"] == "same" and data["out_dir"].startswith(str(tmp_path / "debug" / "deps"))
     assert not list(root.rglob("*.tmp"))
+
+
+def defined_functions(path: Path) -> set[str]:
+    from elftools.elf.elffile import ELFFile
+
+    with open(path, "rb") as fh:
+        symtab = ELFFile(fh).get_section_by_name(".symtab")
+        return {
+            s.name
+            for s in symtab.iter_symbols()
+            if s["st_info"]["type"] == "STT_FUNC" and s["st_shndx"] != "SHN_UNDEF"
+        }
+
+
+@pytest.mark.parametrize("edits", ["no-gc-sections", "no-gc-sections,whole-archive-rlibs"])
+def test_fat_link_edits_change_the_link_but_not_the_record(fixture_copy, captured_single_bin, edits):
+    """THINPATCH_FAT_LINK makes the linker shim edit the line it runs; the record keeps the original."""
+    ws = fixture_copy("single_bin")
+    result = run_capture(ws, env=dict(os.environ, THINPATCH_FAT_LINK=edits))
+    assert result.exit_code == 0
+    link = result.captures.link_for("single_bin").data
+    assert link["link_edits"] == edits.split(",")
+    assert "-Wl,--gc-sections" in link["args"]  # the original line, as rustc gave it
+    assert "-Wl,--whole-archive" not in link["args"]
+    assert result.captures.crate("single_bin").data["linker_chain"]["link_edits"] == edits.split(",")
+    assert captured_single_bin.captures.link_for("single_bin").data["link_edits"] == []
+    out = subprocess.run([str(result.binaries[0])], capture_output=True, text=True)
+    assert out.returncode == 0 and "calls = 2" in out.stdout
+    default_functions = defined_functions(captured_single_bin.binaries[0])
+    edited_functions = defined_functions(result.binaries[0])
+    assert default_functions <= edited_functions
+    if "whole-archive-rlibs" in edits:
+        # Every object of every rlib is linked in: std functions the program never references.
+        assert len(edited_functions) > len(default_functions) + 100
