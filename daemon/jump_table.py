@@ -9,6 +9,7 @@ results to get each image's slide) and ``ifunc_count`` (0 outside WebAssembly).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -41,6 +42,10 @@ TOOLCHAIN_CRATES = frozenset(
         "libc",
     }
 )
+
+
+# The host's names repeat from patch to patch.
+_demangle = functools.lru_cache(maxsize=1 << 16)(demangle)
 
 
 class JumpTableError(ValueError):
@@ -172,17 +177,21 @@ def compute_jump_table(
         mapping[next(iter(old_addresses))] = next(iter(new_addresses))
 
     added_names = [n for n in new_functions if n not in old_functions]
-    added = sorted({demangle(n) for n in added_names})
+    added = sorted({_demangle(n) for n in added_names})
 
     if crate_names is None:
-        owned = {crate_of(demangle(n)) for n in new_functions} - TOOLCHAIN_CRATES - {None}
+        owned = {crate_of(_demangle(n)) for n in new_functions} - TOOLCHAIN_CRATES - {None}
     else:
         owned = set(crate_names)
+    # A crate's name appears verbatim in every encoding of its symbols: a cheap filter
+    # that spares demangling the whole host on every patch.
     removed = sorted(
         {
             demangled
             for n in old_functions
-            if n not in new_functions and crate_of(demangled := demangle(n)) in owned
+            if n not in new_functions
+            and any(c in n for c in owned)
+            and crate_of(demangled := _demangle(n)) in owned
         }
     )
 
@@ -192,7 +201,7 @@ def compute_jump_table(
         sizes = old_sizes.get(name)
         if sizes is None or len(sizes) != 1 or len(new_sizes) != 1 or sizes == new_sizes:
             continue
-        changes.append(DataSizeChange(demangle(name), name, next(iter(sizes)), next(iter(new_sizes))))
+        changes.append(DataSizeChange(_demangle(name), name, next(iter(sizes)), next(iter(new_sizes))))
     changes.sort(key=lambda c: c.name)
 
     warnings = [
@@ -205,7 +214,7 @@ def compute_jump_table(
         added=added,
         removed=removed,
         data_size_changes=changes,
-        skipped_ambiguous=sorted(demangle(n) for n in ambiguous),
+        skipped_ambiguous=sorted(_demangle(n) for n in ambiguous),
         warnings=warnings,
     )
     table = JumpTable(
