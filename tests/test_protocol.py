@@ -181,3 +181,35 @@ def test_constructors_build_schema_valid_messages() -> None:
     assert protocol.is_event({"type": "error", "message": "x"})
     assert not protocol.is_event({"type": "error", "message": "x", "re": 1})
     assert not protocol.is_event({"type": "pong"})
+
+
+def documented_examples() -> list[dict]:
+    """Every complete one-line JSON example in docs/protocol.md."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    examples = []
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            try:
+                examples.append(json.loads(line))
+            except ValueError:
+                continue  # multi-line or abbreviated (…) examples
+    return examples
+
+
+def test_documented_examples_match_the_schema() -> None:
+    examples = documented_examples()
+    assert len(examples) >= 15
+    for example in examples:
+        is_request = example["type"] in protocol.REQUEST_TYPES and "re" not in example and "daemon" not in example
+        if not is_request:
+            assert server_message_errors(example) == [], example
+            continue
+        try:
+            parse_request(json.dumps(example).encode())
+        except ProtocolError:  # an example of a refused request: the schema refuses it too
+            assert client_request_errors(example) != [], example
+        else:
+            assert client_request_errors(example) == [], example
