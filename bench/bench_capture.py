@@ -5,9 +5,9 @@ Measures, in one run:
     same small compile, with and without the shim; the shim records each one);
   * the shim's cost on a probe (`rustc -vV`, not recorded);
   * the wall time of a from-scratch `cargo build` of a fixture, plain and under `thinpatch capture`
-    (target dir removed before each).
+    (target dir removed before each; alternating, order swapped every round).
 
-    python bench/bench_capture.py [--runs N] [--fixture debian_deps|workspace|single_bin] [--json]
+    python bench/bench_capture.py [--runs N] [--rounds R] [--fixture debian_deps|workspace|single_bin] [--json]
 """
 
 from __future__ import annotations
@@ -86,24 +86,40 @@ def bench_shim_overhead(work: Path, runs: int) -> dict:
     }
 
 
-def bench_fat_build(work: Path, fixture: str) -> dict:
+def bench_fat_build(work: Path, fixture: str, rounds: int) -> dict:
+    """Alternate plain and captured builds (order swapped each round) so cache warm-up favours neither."""
     ws = work / fixture
     shutil.copytree(FIXTURES / fixture, ws, ignore=shutil.ignore_patterns("target"))
     env = clean_env(THINPATCH_STATE_DIR=str(work / "state"))
-    shutil.rmtree(ws / "target", ignore_errors=True)
-    plain = timed(["cargo", "build", "-q"], env, cwd=ws)
-    shutil.rmtree(ws / "target", ignore_errors=True)
-    start = time.perf_counter()
-    result = run_capture(ws, env=env, cargo_args=["-q"])
-    captured = time.perf_counter() - start
-    if result.exit_code != 0:
-        raise SystemExit(f"capture of {fixture} failed with exit {result.exit_code}")
+    plain: list[float] = []
+    captured: list[float] = []
+    crates: list[str] = []
+
+    def plain_build() -> None:
+        shutil.rmtree(ws / "target", ignore_errors=True)
+        plain.append(timed(["cargo", "build", "-q"], env, cwd=ws))
+
+    def capture_build() -> None:
+        shutil.rmtree(ws / "target", ignore_errors=True)
+        start = time.perf_counter()
+        result = run_capture(ws, env=env, cargo_args=["-q"])
+        captured.append(time.perf_counter() - start)
+        if result.exit_code != 0:
+            raise SystemExit(f"capture of {fixture} failed with exit {result.exit_code}")
+        crates[:] = result.captured
+
+    for i in range(rounds):
+        for step in (plain_build, capture_build) if i % 2 == 0 else (capture_build, plain_build):
+            step()
     return {
         "fixture": fixture,
+        "rounds": rounds,
         "plain_build_s": plain,
         "capture_build_s": captured,
-        "capture_overhead_s": captured - plain,
-        "crates_captured": result.captured,
+        "plain_build_median_s": statistics.median(plain),
+        "capture_build_median_s": statistics.median(captured),
+        "capture_overhead_s": statistics.median(captured) - statistics.median(plain),
+        "crates_captured": crates,
     }
 
 
@@ -111,13 +127,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=15, help="compiles per side for the shim overhead (default 15)")
     parser.add_argument("--fixture", default="debian_deps", choices=["debian_deps", "workspace", "single_bin"])
+    parser.add_argument("--rounds", type=int, default=2, help="plain/capture build pairs (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="thinpatch bench ") as tmp:
         work = Path(tmp)
         (work / "shim").mkdir()
         shim = bench_shim_overhead(work / "shim", args.runs)
-        fat = bench_fat_build(work, args.fixture)
+        fat = bench_fat_build(work, args.fixture, args.rounds)
     results = {"benchmark": "capture", "shim_overhead": shim, "fat_build": fat}
     if args.json:
         print(json.dumps(results, indent=1))
@@ -128,10 +145,11 @@ def main() -> int:
           f" -> added {ms(shim['shim_added_per_compile_s'])} per recorded call")
     print(f"  probe -vV:     rustc {ms(shim['probe_direct_median_s'])}, via shim {ms(shim['probe_shim_median_s'])}"
           f" -> added {ms(shim['shim_added_per_probe_s'])}")
-    print(f"from-scratch build of {fat['fixture']} (clean target each time):")
-    print(f"  plain cargo build   {fat['plain_build_s']:.2f} s")
-    print(f"  thinpatch capture   {fat['capture_build_s']:.2f} s  ({fat['capture_overhead_s']:+.2f} s;"
-          f" captured {', '.join(fat['crates_captured'])})")
+    runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
+    print(f"from-scratch build of {fat['fixture']} (clean target each time, {fat['rounds']} alternating rounds):")
+    print(f"  plain cargo build   median {fat['plain_build_median_s']:.2f} s  (runs: {runs(fat['plain_build_s'])})")
+    print(f"  thinpatch capture   median {fat['capture_build_median_s']:.2f} s  (runs: {runs(fat['capture_build_s'])})"
+          f"  -> {fat['capture_overhead_s']:+.2f} s; captured {', '.join(fat['crates_captured'])}")
     return 0
 
 
