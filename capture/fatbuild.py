@@ -25,12 +25,15 @@ Link edits (applied by the linker shim only when the rustc shim asks for them th
 
 * ``no-gc-sections``: drop ``-Wl,--gc-sections`` (``-Wl,-dead_strip`` on macOS), so functions
   the host never calls, but a patch might, are kept in the host and can be resolved.
-* ``whole-archive-rlibs``: wrap every ``.rlib`` input in ``--whole-archive`` so every object
-  of every dependency (std included) is linked into the host, not only the ones the current
-  code references.
-
-Neither edit is on by default (``DEFAULT_LINK_EDITS``): each makes the host bigger and its link
-slower, so they are enabled only where measurement shows patches need them.
+* ``whole-archive-rlibs`` (on by default): wrap every workspace and dependency ``.rlib`` in
+  ``--whole-archive``. Debug rlibs are split into many archive members (one per codegen unit)
+  and the linker only pulls members the current code references; a patch that starts calling
+  a function from an unpulled member (measured: a never-called `pub fn` in a workspace library)
+  fails to load with "undefined symbol". Sysroot rlibs (std, core, compiler_builtins) are left
+  alone: std is one member that is always pulled, and wrapping them only added 0.8 MB.
+  Measured on a regex + serde_json program: host 14.5 MB -> 17.8 MB, clean build 9.5 s -> 10.1 s.
+  ``--no-gc-sections`` made no difference once the host exports its symbols (lld keeps
+  exported symbols), so it is not on by default.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ ENV_LINK_CRATE = "THINPATCH_LINK_CRATE"
 ENV_FAT_LINK = "THINPATCH_FAT_LINK"  # comma-separated link edits, empty = none
 
 LINK_EDITS = ("no-gc-sections", "whole-archive-rlibs")
-DEFAULT_LINK_EDITS: tuple[str, ...] = ()
+DEFAULT_LINK_EDITS: tuple[str, ...] = ("whole-archive-rlibs",)
 
 TOP_CRATE_TYPES = frozenset({"bin", "cdylib", "dylib"})
 
@@ -182,6 +185,11 @@ def parse_link_edits(value: str | None) -> tuple[str, ...]:
     return tuple(e for e in (part.strip() for part in value.split(",")) if e in LINK_EDITS)
 
 
+def is_sysroot_path(path: str) -> bool:
+    """True for the toolchain's own libraries (``<sysroot>/lib/rustlib/<triple>/lib/…``)."""
+    return "/lib/rustlib/" in path.replace(os.sep, "/")
+
+
 def apply_link_edits(args: list[str], edits: tuple[str, ...]) -> list[str]:
     """The cc-style link line ``args`` with the named fat-link edits applied (pure)."""
     out = list(args)
@@ -190,7 +198,7 @@ def apply_link_edits(args: list[str], edits: tuple[str, ...]) -> list[str]:
     if "whole-archive-rlibs" in edits:
         wrapped: list[str] = []
         for arg in out:
-            if arg.endswith(".rlib") and not arg.startswith("-"):
+            if arg.endswith(".rlib") and not arg.startswith("-") and not is_sysroot_path(arg):
                 wrapped.extend(["-Wl,--whole-archive", arg, "-Wl,--no-whole-archive"])
             else:
                 wrapped.append(arg)

@@ -102,7 +102,7 @@ def test_fat_build_default_linker_and_export_dynamic():
     assert (p.chained_linker, p.linker_source, p.replaced_linker_arg) == ("cc", "default", None)
     assert p.child_env[fatbuild.ENV_LINKER_CHAIN] == "cc"
     assert p.child_env[fatbuild.ENV_LINK_CRATE] == "app"
-    assert p.child_env[fatbuild.ENV_FAT_LINK] == ""
+    assert p.child_env[fatbuild.ENV_FAT_LINK] == "whole-archive-rlibs"
 
 
 def test_fat_build_replaces_user_linker():
@@ -153,3 +153,17 @@ def test_link_edits():
         "-Wl,--no-whole-archive",
     ]
     assert fatbuild.parse_link_edits("no-gc-sections, bogus") == ("no-gc-sections",)
+
+
+def test_whole_archive_leaves_the_toolchain_libraries_alone():
+    std = "/home/u/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/x86_64-unknown-linux-gnu/lib/libstd-1a2b.rlib"
+    line = ["a.o", "/w/target/debug/deps/libdep-1.rlib", std, "-o", "app"]
+    assert fatbuild.apply_link_edits(line, fatbuild.DEFAULT_LINK_EDITS) == [
+        "a.o",
+        "-Wl,--whole-archive",
+        "/w/target/debug/deps/libdep-1.rlib",
+        "-Wl,--no-whole-archive",
+        std,
+        "-o",
+        "app",
+    ]
