@@ -1,0 +1,408 @@
+"""The daemon's engine: watches captured workspaces, builds patches, publishes events.
+
+One ``ServedWorkspace`` per captured workspace holds its patcher (captures + host symbols),
+its source map, its watcher and its scheduler. The ``Engine`` finds workspaces through
+the capture registry (or is given them), notices fresh captures, and answers the socket
+server's requests. Every outcome, good or bad, becomes an event; nothing here raises
+out of a build.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from capture.store import captures_dir, rustc_key
+from daemon.depinfo import build_source_map, changed_kinds, crate_sources, read_depinfo_file
+from daemon.patcher import Patcher, PatchRejected
+from daemon.protocol import RequestError, Subscription
+from daemon.rebuild import CompileError, LinkError, RebuildError
+from daemon.scheduler import BuildRequest, WorkspaceScheduler
+from daemon.watcher import DEFAULT_DEBOUNCE_MS, SourceWatcher, filter_watch_set, git_ignored
+from daemon.workspaces import CapturedWorkspace, registered_workspaces
+
+log = structlog.get_logger("thinpatch.engine")
+
+Publish = Callable[[dict[str, Any]], Any]
+
+DISCOVERY_INTERVAL_S = 1.0
+
+
+def capture_stamp(capture_root: Path) -> tuple[int, ...]:
+    """Changes whenever a capture writes a link line: a new fat build of the program."""
+    stamps = []
+    for path in sorted(captures_dir(capture_root).glob("*/link/*.json")):
+        try:
+            stamps.append(path.stat().st_mtime_ns)
+        except OSError:
+            pass
+    return tuple(stamps)
+
+
+@dataclass
+class EngineOptions:
+    debounce_ms: int = DEFAULT_DEBOUNCE_MS
+    on_busy: str = "restart"
+    keep_patches: int = 16
+    force_polling: bool | None = None
+
+
+@dataclass
+class ServedWorkspace:
+    found: CapturedWorkspace
+    patcher: Patcher
+    options: EngineOptions
+    publish: Publish
+    ids: itertools.count
+    watcher: SourceWatcher | None = None
+    scheduler: WorkspaceScheduler | None = None
+    last_patch: dict[str, Any] | None = None
+    last_outcome: str | None = None
+    stamp: tuple[int, ...] = ()
+    builds: int = 0
+    source_map: Any = None
+    _cancel: anyio.CancelScope | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.found.workspace)
+
+    def load_source_map(self) -> None:
+        captures = self.patcher.captures
+        target_dir = str(self.found.capture_root.parent)
+        crates = []
+        for record in captures.rustc.values():
+            if record.kind in ("build-script", "proc-macro"):
+                continue
+            dep_info = record.data.get("dep_info")
+            deps = read_depinfo_file(dep_info, record.cwd) if dep_info else []
+            if not deps and record.data.get("src"):
+                deps = [record.data["src"]]
+            crates.append(
+                crate_sources(
+                    record.crate_name,
+                    record.kind,
+                    deps,
+                    record.data.get("manifest_dir"),
+                    self.name,
+                    target_dir,
+                )
+            )
+        smap = build_source_map(crates)
+        files = smap.watched_files()
+        ignored = git_ignored(sorted(files), self.name) if os.path.isdir(self.name) else set()
+        keep = filter_watch_set(files, [target_dir], ignored)
+        smap.by_file = {f: v for f, v in smap.by_file.items() if f in keep}
+        smap.manifests = {f: v for f, v in smap.manifests.items() if f in keep or f.endswith(("Cargo.toml", "Cargo.lock", "build.rs"))}
+        self.source_map = smap
+
+    def status(self) -> dict[str, Any]:
+        captures = self.patcher.captures
+        return {
+            "workspace": self.name,
+            "capture_root": str(self.found.capture_root),
+            "scope": captures.scope,
+            "crates": sorted(captures.rustc),
+            "watched_files": len(self.source_map.watched_files()) if self.source_map else 0,
+            "busy": bool(self.scheduler and self.scheduler.busy),
+            "builds": self.builds,
+            "last_outcome": self.last_outcome,
+            "last_patch": (
+                {k: self.last_patch[k] for k in ("id", "crate", "lib", "timings") if k in self.last_patch}
+                if self.last_patch
+                else None
+            ),
+        }
+
+    # ------------------------------------------------------------------ builds
+
+    def pick_crate(self, crates: frozenset[tuple[str, str]]) -> tuple[str, str] | None:
+        """The crate to rebuild: the edited library furthest from the program, else the program.
+
+        A library rebuild also rebuilds every crate between it and the program."""
+        if not crates:
+            return None
+        libs = sorted(c for c in crates if c[1] != "bin")
+        return libs[0] if libs else sorted(crates)[0]
+
+    async def build(self, request: BuildRequest) -> None:
+        build_id = next(self.ids)
+        chosen = self.pick_crate(request.crates)
+        crate_label = chosen[0] if chosen else "?"
+        self.builds += 1
+        self.publish(
+            {
+                "type": "build-started",
+                "id": build_id,
+                "workspace": self.name,
+                "crate": crate_label,
+                "files": sorted(request.files),
+            }
+        )
+        bound = log.bind(workspace=self.name, crate=crate_label, build=build_id)
+        try:
+            crate_arg = rustc_key(*chosen) if chosen else None
+            result = await self.patcher.patch(crate_arg)
+        except CompileError as exc:
+            self._failed(build_id, crate_label, str(exc), [d.to_dict() for d in exc.diagnostics.diagnostics])
+            bound.info("build failed", outcome="compile-error", errors=len(exc.diagnostics.errors))
+        except PatchRejected as exc:
+            self.last_outcome = "patch-rejected"
+            self.publish(
+                {
+                    "type": "patch-rejected",
+                    "id": build_id,
+                    "workspace": self.name,
+                    "crate": crate_label,
+                    "reason": exc.reason,
+                    "missing_symbols": exc.missing_symbols,
+                    "action": exc.action,
+                }
+            )
+            bound.info("patch rejected", outcome="rejected", missing=len(exc.missing_symbols))
+        except LinkError as exc:
+            self._failed(build_id, crate_label, str(exc), [])
+            bound.info("build failed", outcome="link-error")
+        except RebuildError as exc:
+            self._failed(build_id, crate_label, str(exc), [])
+            bound.info("build failed", outcome=type(exc).__name__)
+        except anyio.get_cancelled_exc_class():
+            bound.info("build superseded by a newer edit", outcome="cancelled")
+            raise
+        except Exception as exc:  # a bug or an OS error: report it, keep serving
+            bound.exception("build crashed")
+            self._failed(build_id, crate_label, f"internal error while building the patch: {exc!r}", [])
+        else:
+            event = {
+                "type": "patch-ready",
+                "id": build_id,
+                "workspace": self.name,
+                "crate": result.crate,
+                "edited_crate": result.edited_crate,
+                "lib": result.lib,
+                "jump_table": result.jump_table.to_json(),
+                "report": result.to_json()["report"],
+                "timings": result.to_json()["timings"],
+            }
+            self.last_patch = event
+            self.last_outcome = "patch-ready"
+            self.publish(event)
+            bound.info("patch ready", outcome="patch-ready", lib=result.lib, **event["timings"])
+
+    def _failed(self, build_id: int, crate: str, message: str, diagnostics: list[dict[str, Any]]) -> None:
+        self.last_outcome = "build-failed"
+        self.publish(
+            {
+                "type": "build-failed",
+                "id": build_id,
+                "workspace": self.name,
+                "crate": crate,
+                "message": message,
+                "diagnostics": diagnostics,
+            }
+        )
+
+    def on_changes(self, paths: set[str]) -> None:
+        by_crate, manifests = changed_kinds(paths, self.source_map)
+        if manifests:
+            self.publish(
+                {
+                    "type": "full-rebuild-required",
+                    "workspace": self.name,
+                    "reason": (
+                        f"{', '.join(sorted(os.path.basename(m) for m in manifests))} changed: a patch can't carry "
+                        "dependency, feature or build-script changes. Run `thinpatch capture` and restart the program."
+                    ),
+                    "files": sorted(manifests),
+                }
+            )
+            return
+        if not by_crate:
+            return
+        files = frozenset(f for fs in by_crate.values() for f in fs)
+        assert self.scheduler is not None
+        self.scheduler.submit(BuildRequest(self.name, frozenset(by_crate), files))
+
+    async def run(self) -> None:
+        """Watch and build until cancelled."""
+        self.load_source_map()
+        self.watcher = SourceWatcher(
+            self.source_map.watched_files(), debounce_ms=self.options.debounce_ms, force_polling=self.options.force_polling
+        )
+        self.scheduler = WorkspaceScheduler(self.build, policy=self.options.on_busy)
+        log.info("serving workspace", workspace=self.name, files=len(self.watcher.files))
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.scheduler.run)
+                async for changed in self.watcher.changes():
+                    self.on_changes(changed)
+        finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+
+
+class Engine:
+    """Serves every captured workspace; implements the socket server's Engine protocol."""
+
+    def __init__(
+        self,
+        publish: Publish | None = None,
+        *,
+        workspaces: list[str | Path] | None = None,
+        options: EngineOptions | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.publish: Publish = publish or (lambda event: None)
+        self.fixed = [Path(w).resolve() for w in workspaces] if workspaces else None
+        self.options = options or EngineOptions()
+        self.env = env
+        self.served: dict[str, ServedWorkspace] = {}
+        self.problems: dict[str, str] = {}
+        self._ids = itertools.count(1)
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.ready = anyio.Event()
+
+    # ------------------------------------------------------------------ server protocol
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "workspaces": [ws.status() for ws in self.served.values()],
+            "problems": [{"workspace": w, "message": m} for w, m in sorted(self.problems.items())],
+            "on_busy": self.options.on_busy,
+            "debounce_ms": self.options.debounce_ms,
+        }
+
+    def _find(self, workspace: str | None) -> ServedWorkspace:
+        if workspace is None:
+            if len(self.served) == 1:
+                return next(iter(self.served.values()))
+            raise RequestError(
+                "name the workspace: the daemon serves "
+                + (", ".join(sorted(self.served)) or "no workspace yet (run `thinpatch capture`)")
+            )
+        key = os.path.realpath(workspace)
+        if key not in self.served:
+            raise RequestError(
+                f"workspace {workspace} is not served; served: {', '.join(sorted(self.served)) or 'none'}. "
+                "Run `thinpatch capture` in it first."
+            )
+        return self.served[key]
+
+    async def request_rebuild(self, workspace: str | None, crate: str | None) -> None:
+        ws = self._find(workspace)
+        captures = ws.patcher.captures
+        if crate is None:
+            tops = captures.top_crates()
+            if not tops:
+                raise RequestError(f"no program crate is captured in {ws.name}; run `thinpatch capture`.")
+            key = (tops[0].crate_name, tops[0].kind)
+        else:
+            record = captures.rustc.get(crate) or captures.crate(crate)
+            if record is None:
+                raise RequestError(
+                    f"crate {crate!r} is not captured in {ws.name}; captured: {', '.join(sorted(captures.rustc))}"
+                )
+            key = (record.crate_name, record.kind)
+        assert ws.scheduler is not None
+        ws.scheduler.submit(BuildRequest(ws.name, frozenset({key}), frozenset(), reason="rebuild"))
+
+    def current_state_for(self, subscription: Subscription) -> list[dict[str, Any]]:
+        events = []
+        for ws in self.served.values():
+            if ws.last_patch and subscription.wants(ws.last_patch):
+                events.append(dict(ws.last_patch))
+        return events
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def candidates(self) -> list[CapturedWorkspace]:
+        if self.fixed is not None:
+            from daemon.workspaces import NoCapture, find_captured_workspace
+
+            found = []
+            for w in self.fixed:
+                try:
+                    found.append(find_captured_workspace(w, self.env))
+                except NoCapture as exc:
+                    self.problems[str(w)] = str(exc)
+            return found
+        return registered_workspaces(self.env)
+
+    def _start(self, found: CapturedWorkspace) -> None:
+        key = os.path.realpath(found.workspace)
+        try:
+            patcher = Patcher(key, found.capture_root, keep=self.options.keep_patches)
+        except RebuildError as exc:
+            self.problems[key] = str(exc)
+            return
+        self.problems.pop(key, None)
+        ws = ServedWorkspace(
+            found=CapturedWorkspace(Path(key), found.capture_root),
+            patcher=patcher,
+            options=self.options,
+            publish=self.publish,
+            ids=self._ids,
+            stamp=capture_stamp(found.capture_root),
+        )
+        self.served[key] = ws
+        assert self._tg is not None
+        self._tg.start_soon(self._run_workspace, ws)
+
+    async def _run_workspace(self, ws: ServedWorkspace) -> None:
+        with anyio.CancelScope() as scope:
+            ws._cancel = scope
+            try:
+                await ws.run()
+            except Exception as exc:
+                log.exception("workspace stopped", workspace=ws.name)
+                self.problems[ws.name] = f"stopped watching: {exc}"
+                self.served.pop(ws.name, None)
+
+    def _stop(self, key: str) -> None:
+        ws = self.served.pop(key, None)
+        if ws is not None:
+            if ws.watcher is not None:
+                ws.watcher.stop()
+            if ws._cancel is not None:
+                ws._cancel.cancel()
+
+    def discover(self) -> None:
+        """Start new workspaces; restart the session of any workspace with a fresh capture."""
+        for found in self.candidates():
+            key = os.path.realpath(found.workspace)
+            ws = self.served.get(key)
+            if ws is None:
+                self._start(found)
+                continue
+            stamp = capture_stamp(found.capture_root)
+            if stamp != ws.stamp and stamp:
+                log.info("fresh capture: new session", workspace=key)
+                self._stop(key)
+                self._start(found)
+                self.publish(
+                    {
+                        "type": "session-reset",
+                        "workspace": key,
+                        "reason": "a new `thinpatch capture` rebuilt the program; restart it to apply new patches",
+                    }
+                )
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            self.discover()
+            self.ready.set()
+            task_status.started(self)
+            while True:
+                await anyio.sleep(DISCOVERY_INTERVAL_S)
+                try:
+                    self.discover()
+                except Exception:
+                    log.exception("workspace discovery failed")
