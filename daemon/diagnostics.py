@@ -59,7 +59,32 @@ class Diagnostic:
         return f"{where}{head}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Protocol form: rustc's JSON diagnostic shape (``spans`` with ``file_name``,
+        ``line_start``…, ``code`` as an object) plus a flat ``span`` for convenience."""
+        span = None
+        spans = []
+        if self.span is not None:
+            span = asdict(self.span)
+            spans.append(
+                {
+                    "file_name": self.span.file,
+                    "line_start": self.span.line,
+                    "line_end": self.span.line_end,
+                    "column_start": self.span.column,
+                    "column_end": self.span.column_end,
+                    "is_primary": True,
+                    "label": self.span.label,
+                }
+            )
+        return {
+            "level": self.level,
+            "message": self.message,
+            "code": {"code": self.code} if self.code else None,
+            "rendered": self.rendered,
+            "span": span,
+            "spans": spans,
+            "children": [c.to_dict() for c in self.children],
+        }
 
 
 @dataclass(frozen=True)

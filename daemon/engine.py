@@ -74,6 +74,13 @@ class ServedWorkspace:
     def name(self) -> str:
         return str(self.found.workspace)
 
+    def emit(self, event: dict[str, Any]) -> None:
+        """Publish, never raise: a failed send must not stop the workspace's watcher."""
+        try:
+            self.publish(event)
+        except Exception:
+            log.exception("could not publish event", workspace=self.name, event_type=event.get("type"))
+
     def load_source_map(self) -> None:
         captures = self.patcher.captures
         target_dir = str(self.found.capture_root.parent)
@@ -137,7 +144,7 @@ class ServedWorkspace:
         chosen = self.pick_crate(request.crates)
         crate_label = chosen[0] if chosen else "?"
         self.builds += 1
-        self.publish(
+        self.emit(
             {
                 "type": "build-started",
                 "id": build_id,
@@ -155,7 +162,7 @@ class ServedWorkspace:
             bound.info("build failed", outcome="compile-error", errors=len(exc.diagnostics.errors))
         except PatchRejected as exc:
             self.last_outcome = "patch-rejected"
-            self.publish(
+            self.emit(
                 {
                     "type": "patch-rejected",
                     "id": build_id,
@@ -193,12 +200,12 @@ class ServedWorkspace:
             }
             self.last_patch = event
             self.last_outcome = "patch-ready"
-            self.publish(event)
+            self.emit(event)
             bound.info("patch ready", outcome="patch-ready", lib=result.lib, **event["timings"])
 
     def _failed(self, build_id: int, crate: str, message: str, diagnostics: list[dict[str, Any]]) -> None:
         self.last_outcome = "build-failed"
-        self.publish(
+        self.emit(
             {
                 "type": "build-failed",
                 "id": build_id,
@@ -212,7 +219,7 @@ class ServedWorkspace:
     def on_changes(self, paths: set[str]) -> None:
         by_crate, manifests = changed_kinds(paths, self.source_map)
         if manifests:
-            self.publish(
+            self.emit(
                 {
                     "type": "full-rebuild-required",
                     "workspace": self.name,
@@ -372,6 +379,11 @@ class Engine:
                 ws.watcher.stop()
             if ws._cancel is not None:
                 ws._cancel.cancel()
+
+    def stop_watchers(self) -> None:
+        for ws in self.served.values():
+            if ws.watcher is not None:
+                ws.watcher.stop()
 
     def discover(self) -> None:
         """Start new workspaces; restart the session of any workspace with a fresh capture."""

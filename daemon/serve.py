@@ -31,16 +31,21 @@ async def serve_forever(
     engine.publish = server.publish
     async with anyio.create_task_group() as tg:
 
+        def stop() -> None:
+            # Stop events first: a cancelled watcher would wait out its OS poll timeout.
+            engine.stop_watchers()
+            tg.cancel_scope.cancel()
+
         async def stop_on_signals() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("shutting down", signal=signal.Signals(signum).name)
-                    tg.cancel_scope.cancel()
+                    stop()
                     return
 
         async def run_server(*, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
             await server.run(task_status=task_status)
-            tg.cancel_scope.cancel()  # a client asked for shutdown
+            stop()  # a client asked for shutdown
 
         tg.start_soon(stop_on_signals)
         await tg.start(run_server)

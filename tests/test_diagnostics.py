@@ -132,4 +132,11 @@ def test_absolutize_resolves_relative_files_only():
 def test_to_dict_is_json_serialisable():
     diag = parse_stream(UNRESOLVED_NAME).diagnostics[0]
     data = json.loads(json.dumps(diag.to_dict()))
-    assert data["span"]["line"] == 3 and data["code"] == "E0425"
+    assert data["span"]["line"] == 3 and data["code"] == {"code": "E0425"}
+    assert data["spans"][0]["line_start"] == 3 and data["spans"][0]["is_primary"] is True
+    from daemon.protocol_schema import protocol_schema  # the protocol's diagnostic shape
+
+    import jsonschema
+
+    schema = protocol_schema()
+    jsonschema.validate(data, {"$defs": schema["$defs"], "$ref": "#/$defs/diagnostic"})

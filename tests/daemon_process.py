@@ -1,0 +1,63 @@
+"""Run a real `thinpatch serve` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class DaemonProcess:
+    def __init__(self, socket_path: Path, workspaces: list[Path] = (), *extra: str, env: dict[str, str] | None = None):
+        self.socket_path = socket_path
+        self.log_path = socket_path.parent / "daemon.log"
+        args = [sys.executable, "-m", "daemon", "serve", "--socket", str(socket_path)]
+        for ws in workspaces:
+            args += ["--workspace", str(ws)]
+        args += list(extra)
+        full_env = dict(os.environ if env is None else env)
+        full_env["THINPATCH_VALIDATE_PROTOCOL"] = "1"  # the daemon checks every message it sends
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+        self.wait_listening()
+
+    def wait_listening(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}):\n{self.log()}")
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(self.socket_path))
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"daemon did not listen:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def terminate(self, timeout: float = 5.0) -> float:
+        """SIGTERM; returns how long the daemon took to exit."""
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"daemon ignored SIGTERM:\n{self.log()}")
+        self._log.close()
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
