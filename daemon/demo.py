@@ -429,9 +429,10 @@ class Demo:
     async def _interactive(self, scene: Path) -> None:
         assert self.app is not None
         self.say()
-        self.say("Interactive: the app and the daemon keep running. Edit")
+        self.say("Interactive: the app and the daemon keep running.")
+        self.say("Edit this file and save; each save is patched into the running app:")
         self.say(f"    {scene}")
-        self.say("and save: each save is patched into the running app. Press Ctrl-C to stop and clean up.")
+        self.say("Press Ctrl-C to stop both and clean up.")
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._echo_events, len(self.events.items))
             tg.start_soon(self._echo_app, len(self.app.lines.items))
