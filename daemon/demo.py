@@ -191,7 +191,7 @@ class Demo:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watch_signals, tg.cancel_scope)
                 try:
-                    await self._run_in(directory, env)
+                    await self._run_in(directory, env, started)
                 except DemoFailed as failure:
                     self.report.problem = failure.problem
                     self.report.hint = failure.hint
@@ -218,7 +218,7 @@ class Demo:
                     scope.cancel()
                 return
 
-    async def _run_in(self, directory: Path, env: dict[str, str]) -> None:
+    async def _run_in(self, directory: Path, env: dict[str, str], started: float) -> None:
         app_dir = directory / "app"
         copy_bundled_app(app_dir)
         env["THINPATCH_STATE_DIR"] = str(directory / "state")  # a private capture registry
@@ -260,6 +260,7 @@ class Demo:
                 await self._warm_up(engine, str(app_dir.resolve()))
                 await self._play_steps(scene)
                 self._scripted_done = True
+                self.report.steps_s = round(time.monotonic() - started, 2)
                 if self.options.interactive and not self.report.interrupted:
                     await self._interactive(scene)
             except DemoFailed as exc:  # raised past the task group it would arrive wrapped in a group
@@ -455,12 +456,14 @@ class Demo:
                 self.say(f"  patch {event.get('id')} ready in {t.get('total_ms', 0):.0f} ms "
                          f"(rustc {t.get('rustc_ms', 0):.0f}, link {t.get('link_ms', 0):.0f}, verify {t.get('verify_ms', 0):.0f})")
             elif kind in ("build-failed", "patch-rejected", "full-rebuild-required"):
-                self.say(f"  {kind}: {describe_unexpected_outcome(event)}")
+                # rustc's notes can run to dozens of lines; the head says what and where.
+                text = describe_unexpected_outcome(event).splitlines()
+                self.say(f"  {kind}: " + "\n    ".join(text[:6] + (["..."] if len(text) > 6 else [])))
 
     async def _echo_app(self, start: int) -> None:
-        """The app's tick lines, only when their text (not the counter) changes."""
+        """The app's first tick line, and the first one after each patch or failed build."""
         assert self.app is not None
-        index, shown = start, None
+        index, show_next = start, True
         while True:
             found = await self.app.lines.wait_for(lambda l: True, index, 3600)
             if found is None:
@@ -469,14 +472,13 @@ class Demo:
                     return
                 continue
             index, line = found[0] + 1, found[1]
-            tick = parse_tick(line)
-            if tick is None:
+            if parse_tick(line) is None:
                 if line.startswith(("PATCHED", "PATCH-ERROR")):
                     self.say(f"  app: {line}")
-                continue
-            text = (tick.title, tick.formula, tick.extra)
-            if text != shown:
-                shown = text
+                if line.startswith(("PATCHED", "PATCH-ERROR", "EVENT build-failed", "EVENT patch-rejected")):
+                    show_next = True
+            elif show_next:
+                show_next = False
                 self.say(f"  app: {line}")
 
 

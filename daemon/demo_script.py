@@ -244,6 +244,7 @@ class DemoReport:
     capture_s: float | None = None
     first_patch_ms: float | None = None
     duration_s: float | None = None
+    steps_s: float | None = None  # start -> every scripted step observed
     interrupted: bool = False
 
     @property
@@ -265,6 +266,7 @@ class DemoReport:
             "capture_s": self.capture_s,
             "first_patch_ms": self.first_patch_ms,
             "duration_s": self.duration_s,
+            "steps_s": self.steps_s,
             "interrupted": self.interrupted,
         }
 
@@ -353,8 +355,9 @@ def final_message(report: DemoReport) -> str:
     passed = sum(s.passed for s in report.steps)
     if report.ok:
         counters = [s.counter for s in report.steps if s.counter is not None]
+        took = report.steps_s if report.steps_s is not None else report.duration_s
         return (
-            f"All {len(report.steps)} steps observed in {report.duration_s:.1f} s; the app's counter went "
+            f"All {len(report.steps)} steps observed in {took:.1f} s; the app's counter went "
             f"{counters[0]} -> {counters[-1]} without a restart."
         )
     lines = [f"thinpatch demo failed: {passed} of {len(report.steps)} steps observed."]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -198,18 +199,20 @@ def test_interactive_mode_patches_a_users_edit_and_cleans_up_on_ctrl_c():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, "\n".join(lines[-30:])
-    summary = json.loads(stdout)
-    assert summary["ok"] is True and summary["kept"] is True
-    assert process_gone(pid)
-    directory = Path(summary["directory"])
+        # --keep: the test removes the demo's directory itself.
+        announced = re.search(r"the example app is in (.+)/app$", "\n".join(lines), re.M)
+        directory = Path(announced.group(1)) if announced else None
     try:
-        assert (directory / "app" / SCENE_FILE).exists()  # --keep
+        assert proc.returncode == 0, "\n".join(lines[-30:])
+        summary = json.loads(stdout)
+        assert summary["ok"] is True and summary["kept"] is True
+        assert Path(summary["directory"]) == directory
+        assert process_gone(pid)
+        assert (directory / "app" / SCENE_FILE).exists()
         assert processes_mentioning(str(directory)) == []
     finally:
-        import shutil
-
-        shutil.rmtree(directory, ignore_errors=True)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_without_cargo_on_path_it_fails_saying_how_to_install_rust_and_starts_nothing():
