@@ -356,6 +356,9 @@ class Demo:
             except DemoFailed as failure:
                 result.status = "failed"
                 result.problem = failure.problem
+            except anyio.get_cancelled_exc_class():
+                result.status = "interrupted"
+                raise
             for line in step_outcome_lines(result):
                 self.say(line)
             if not result.passed:

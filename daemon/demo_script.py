@@ -198,7 +198,7 @@ class StepResult:
     description: str
     kind: str
     expected: str
-    status: str = "not run"  # passed, failed, not run
+    status: str = "not run"  # passed, failed, interrupted, not run
     outcome: str | None = None  # the daemon's event type
     build_id: Any = None
     timings: dict[str, float] = field(default_factory=dict)

@@ -306,3 +306,39 @@ def test_summary_table_has_a_row_per_step():
     assert len(table) == 4
     assert table[2].split()[:2] == ["1", "changed"] and "300" in table[2] and "Hi | n + n = 8 | none" in table[2]
     assert "failed" in table[3] and "no build within 120 s" in table[3]
+
+
+@pytest.mark.cargo
+def test_a_failing_cargo_build_shows_cargos_error_exits_1_and_removes_its_dir():
+    env = dict(os.environ, RUSTFLAGS="-C no-such-option")
+    out = subprocess.run(demo_command("--json"), capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert out.returncode == 1
+    assert "unknown codegen option: `no-such-option`" in out.stderr  # cargo's own error
+    summary = json.loads(out.stdout)
+    assert "cargo build" in summary["problem"] and "exit code" in summary["problem"]
+    assert "cargo new hello" in summary["hint"]
+    assert summary["app_pid"] is None and not Path(summary["directory"]).exists()
+
+
+@pytest.mark.cargo
+def test_sigterm_in_the_middle_stops_the_app_and_the_daemon_and_exits_non_zero():
+    proc = subprocess.Popen(demo_command("--json"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stderr is not None
+    progress = []
+    for line in proc.stderr:
+        progress.append(line)
+        if line.startswith("step 2/"):
+            break
+    else:
+        proc.wait()
+        raise AssertionError("".join(progress))
+    proc.send_signal(signal.SIGTERM)
+    stdout, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 1, "".join(progress) + rest
+    summary = json.loads(stdout)
+    assert summary["interrupted"] is True and summary["problem"] == "interrupted before every step ran"
+    assert summary["steps"][0]["status"] == "passed"
+    assert {s["status"] for s in summary["steps"][1:]} <= {"passed", "interrupted", "not run"}
+    assert process_gone(summary["app_pid"])
+    assert not Path(summary["directory"]).exists()
+    assert processes_mentioning(summary["directory"]) == []
