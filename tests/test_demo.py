@@ -342,3 +342,13 @@ def test_sigterm_in_the_middle_stops_the_app_and_the_daemon_and_exits_non_zero()
     assert process_gone(summary["app_pid"])
     assert not Path(summary["directory"]).exists()
     assert processes_mentioning(summary["directory"]) == []
+
+
+@pytest.mark.cargo
+def test_the_bundled_apps_own_tests_pass_offline(tmp_path):
+    """The app's hand-written JSON reader is checked by its own `cargo test` (std only, offline)."""
+    app = tmp_path / "demo app"
+    shutil.copytree(BUNDLED_APP, app, ignore=shutil.ignore_patterns("target"))
+    out = subprocess.run(["cargo", "test", "--offline", "--quiet"], cwd=app, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "2 passed" in out.stdout
