@@ -118,9 +118,11 @@ class ServedWorkspace:
             "scope": captures.scope,
             "crates": sorted(captures.rustc),
             "watched_files": len(self.source_map.watched_files()) if self.source_map else 0,
+            "watching": bool(self.watcher and self.watcher.armed.is_set()),
             "busy": bool(self.scheduler and self.scheduler.busy),
             "builds": self.builds,
             "last_outcome": self.last_outcome,
+            "capture_warnings": list(captures.warnings),
             "last_patch": (
                 {k: self.last_patch[k] for k in ("id", "crate", "lib", "timings") if k in self.last_patch}
                 if self.last_patch
@@ -342,13 +344,13 @@ class Engine:
             return found
         return registered_workspaces(self.env)
 
-    def _start(self, found: CapturedWorkspace) -> None:
+    def _start(self, found: CapturedWorkspace) -> ServedWorkspace | None:
         key = os.path.realpath(found.workspace)
         try:
             patcher = Patcher(key, found.capture_root, keep=self.options.keep_patches)
         except RebuildError as exc:
             self.problems[key] = str(exc)
-            return
+            return None
         self.problems.pop(key, None)
         ws = ServedWorkspace(
             found=CapturedWorkspace(Path(key), found.capture_root),
@@ -361,6 +363,29 @@ class Engine:
         self.served[key] = ws
         assert self._tg is not None
         self._tg.start_soon(self._run_workspace, ws)
+        return ws
+
+    def _report_damaged_records(self, ws: ServedWorkspace | None) -> None:
+        """A session that starts on records it could not read serves only part of the
+        workspace: say so, or edits to the crates they describe would pass in silence."""
+        if ws is None or not ws.patcher.captures.warnings:
+            return
+        warnings = ws.patcher.captures.warnings
+        damaged = sorted(
+            str(path)
+            for path in captures_dir(ws.found.capture_root).glob("*/*/*.json")
+            if any(str(path) in w for w in warnings)
+        )
+        log.warning("capture records skipped", workspace=ws.name, records=len(warnings))
+        ws.emit(
+            {
+                "type": "full-rebuild-required",
+                "workspace": ws.name,
+                "reason": "some capture records could not be read, so patches for their crates can't be "
+                "built:\n  " + "\n  ".join(warnings) + "\nRun `thinpatch capture` and restart the program.",
+                "files": damaged,
+            }
+        )
 
     async def _run_workspace(self, ws: ServedWorkspace) -> None:
         with anyio.CancelScope() as scope:
@@ -391,13 +416,13 @@ class Engine:
             key = os.path.realpath(found.workspace)
             ws = self.served.get(key)
             if ws is None:
-                self._start(found)
+                self._report_damaged_records(self._start(found))
                 continue
             stamp = capture_stamp(found.capture_root)
             if stamp != ws.stamp and stamp:
                 log.info("fresh capture: new session", workspace=key)
                 self._stop(key)
-                self._start(found)
+                started = self._start(found)
                 self.publish(
                     {
                         "type": "session-reset",
@@ -405,6 +430,7 @@ class Engine:
                         "reason": "a new `thinpatch capture` rebuilt the program; restart it to apply new patches",
                     }
                 )
+                self._report_damaged_records(started)
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:

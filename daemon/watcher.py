@@ -26,6 +26,10 @@ DEFAULT_DEBOUNCE_MS = 50
 # on grouping, so a short step is what makes saves feel instant.
 _MAX_GROUPING_MS = 1600
 
+# How long the OS watcher waits for events before it reports a timeout. The first timeout
+# after arming tells us the watch is in place; later ones cost one wake-up each.
+_ARM_CHECK_MS = 500
+
 _EDITOR_TEMP_SUFFIXES = ("~", ".swp", ".swo", ".swx", ".tmp", ".bak", ".orig")
 
 
@@ -126,6 +130,7 @@ class SourceWatcher:
         self._stop = anyio.Event()
         self._rearm = anyio.Event()
         self.restarts = 0
+        self.armed = anyio.Event()  # set once the first OS watch is certainly in place
 
     @property
     def files(self) -> frozenset[str]:
@@ -170,6 +175,7 @@ class SourceWatcher:
                 await self._rearm.wait()
                 continue
             rescan = False
+            settled = False
             try:
                 async for batch in watchfiles.awatch(
                     *roots,
@@ -180,7 +186,19 @@ class SourceWatcher:
                     recursive=False,
                     force_polling=self.force_polling,
                     ignore_permission_denied=True,
+                    rust_timeout=_ARM_CHECK_MS,
+                    yield_on_timeout=True,
                 ):
+                    if not batch:
+                        # A timeout: the OS watch is armed now. Edits made between reading
+                        # the digests and arming were not seen as events: rescan once.
+                        if not settled:
+                            settled = True
+                            self.armed.set()
+                            changed = self._changed(self._files)
+                            if changed:
+                                yield changed
+                        continue
                     paths = {p for _, p in batch}
                     if any(os.path.isdir(p) for p in paths) or any(not os.path.isdir(r) for r in roots):
                         rescan = True  # new or vanished directories: re-arm and rescan everything

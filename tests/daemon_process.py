@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -37,6 +38,22 @@ class DaemonProcess:
             except OSError:
                 time.sleep(0.05)
         raise AssertionError(f"daemon did not listen:\n{self.log()}")
+
+    def wait_watching(self, workspace: Path, timeout: float = 30.0) -> None:
+        """Until the daemon's watcher for ``workspace`` is armed (saves before that are
+        picked up by its first rescan, but tests want to know edits are seen as events)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [sys.executable, "-m", "daemon", "status", "--json", "--socket", str(self.socket_path)],
+                capture_output=True, text=True, timeout=30,
+            )
+            if out.returncode == 0:
+                for ws in json.loads(out.stdout).get("workspaces", []):
+                    if ws["workspace"] == str(workspace) and ws.get("watching"):
+                        return
+            time.sleep(0.1)
+        raise AssertionError(f"daemon never started watching {workspace}:\n{self.log()}")
 
     def log(self) -> str:
         self._log.flush()

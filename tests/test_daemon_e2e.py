@@ -40,6 +40,7 @@ def workspace(tmp_path_factory, capture_state_dir):
 def daemon(workspace, tmp_path_factory):
     sock_dir = tmp_path_factory.mktemp("sock")
     d = DaemonProcess(sock_dir / "thinpatch.sock", [workspace], "--debounce-ms", "50")
+    d.wait_watching(workspace)
     yield d
     d.kill()
 

@@ -223,3 +223,16 @@ def test_editor_temp_names():
 
 def test_watch_roots_fall_back_to_existing_ancestor(tmp_path):
     assert watch_roots([str(tmp_path / "gone" / "deeper" / "x.rs")]) == {str(tmp_path)}
+
+
+@pytest.mark.asyncio
+async def test_an_edit_made_before_the_watch_is_armed_is_not_lost(src):
+    target = src / "main.rs"
+    w = SourceWatcher([str(target)])  # digests are read here
+    target.write_text("fn main() { /* saved before the OS watch existed */ }\n")
+    it = w.changes().__aiter__()
+    batch = await _next_batch(it)
+    assert batch == {str(target)}
+    assert w.armed.is_set()
+    w.stop()
+    await it.aclose()
