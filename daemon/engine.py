@@ -85,13 +85,16 @@ class ServedWorkspace:
         captures = self.patcher.captures
         target_dir = str(self.found.capture_root.parent)
         crates = []
+        compile_time_only: list[str] = []
         for record in captures.rustc.values():
-            if record.kind in ("build-script", "proc-macro"):
-                continue
             dep_info = record.data.get("dep_info")
             deps = read_depinfo_file(dep_info, record.cwd) if dep_info else []
             if not deps and record.data.get("src"):
                 deps = [record.data["src"]]
+            if record.kind in ("build-script", "proc-macro"):
+                # Code that runs inside cargo/rustc, not in the program: a patch can't carry it.
+                compile_time_only.extend(d for d in deps if not d.startswith(target_dir + os.sep))
+                continue
             crates.append(
                 crate_sources(
                     record.crate_name,
@@ -103,6 +106,8 @@ class ServedWorkspace:
                 )
             )
         smap = build_source_map(crates)
+        for path in compile_time_only:
+            smap.manifests.setdefault(path, [])
         files = smap.watched_files()
         ignored = git_ignored(sorted(files), self.name) if os.path.isdir(self.name) else set()
         keep = filter_watch_set(files, [target_dir], ignored)
@@ -227,7 +232,8 @@ class ServedWorkspace:
                     "workspace": self.name,
                     "reason": (
                         f"{', '.join(sorted(os.path.basename(m) for m in manifests))} changed: a patch can't carry "
-                        "dependency, feature or build-script changes. Run `thinpatch capture` and restart the program."
+                        "dependency, feature, build-script or proc-macro changes. Run `thinpatch capture` and "
+                        "restart the program."
                     ),
                     "files": sorted(manifests),
                 }
