@@ -23,7 +23,7 @@ COMMANDS = [
 
 EPILOG = """\
 typical session:
-  thinpatch demo                     see a live Rust process get patched (2 minutes)
+  thinpatch demo                     watch a bundled Rust app get patched live (about 10 s)
   thinpatch capture                  build your workspace once, recording how cargo built it
   ./target/debug/<your-app> &        run the binary that capture built
   thinpatch serve                    watch sources; every save becomes a patch for subscribers
