@@ -118,7 +118,10 @@ def host_binary(captures: Captures, top: str | None = None) -> Path:
     record = resolve_top(captures, top)
     link = captures.link_for(record.crate_name)
     if link is None:
-        raise MissingCapture(f"no link line captured for {record.crate_name}. {RECAPTURE}")
+        raise MissingCapture(
+            f"no link line captured for {record.crate_name}. {RECAPTURE}"
+            + "".join(f"\n  {w}" for w in captures.warnings)
+        )
     path = Path(link.output)
     if not path.exists():
         raise MissingCapture(f"the captured program {path} no longer exists. {RECAPTURE}")

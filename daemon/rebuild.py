@@ -12,9 +12,10 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import anyio
 from anyio.abc import ByteReceiveStream
@@ -58,6 +59,42 @@ class ToolNotFound(RebuildError):
             f"{tool} {reason}: {program}. The toolchain used at capture time has changed or "
             f"been removed. {RECAPTURE_HINT}"
         )
+
+
+class ToolKilled(RebuildError):
+    """The tool died from a signal it did not send itself (the OOM killer, a `kill -9`)."""
+
+    def __init__(self, tool: str, signal_number: int, crate: str) -> None:
+        self.tool = tool
+        self.signal_number = signal_number
+        try:
+            name = signal.Signals(signal_number).name
+        except ValueError:
+            name = f"signal {signal_number}"
+        super().__init__(
+            f"{tool} was killed by {name} while building the patch for crate {crate} (out of memory, "
+            "or stopped by another program). Nothing was patched; the next save builds again."
+        )
+
+
+class SessionCacheError(RebuildError):
+    """The session cache (where patch objects and libraries go) cannot be written."""
+
+    def __init__(self, root: Path, error: OSError) -> None:
+        self.root = root
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(root) else ""
+        super().__init__(
+            f"cannot write the session cache at {root}: {error.strerror or error}{where}. "
+            "Make it a writable directory again (or free disk space), then save again."
+        )
+
+
+@contextmanager
+def _writing_session(root: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise SessionCacheError(root, exc) from exc
 
 
 class CompileError(RebuildError):
@@ -291,16 +328,19 @@ def _check_inputs_exist(plan: ObjPlan) -> None:
             )
 
 
-async def compile_crate(plan: ObjPlan) -> CrateBuild:
+async def compile_crate(plan: ObjPlan, session_root: Path | None = None) -> CrateBuild:
     _check_inputs_exist(plan)
     for path in (plan.obj_path, plan.metadata_path):
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            try:
-                path.unlink()  # never link a stale object after a failed build
-            except FileNotFoundError:
-                pass
+            with _writing_session(session_root or path.parent):
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                try:
+                    path.unlink()  # never link a stale object after a failed build
+                except FileNotFoundError:
+                    pass
     run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc")
+    if run.returncode < 0:
+        raise ToolKilled("rustc", -run.returncode, plan.crate_name)
     stream = parse_stream(run.stderr)
     stream = DiagnosticStream(tuple(absolutize(d, plan.cwd) for d in stream.diagnostics), stream.other_lines)
     if run.returncode != 0 or not plan.obj_path.exists():
@@ -314,10 +354,12 @@ async def compile_crate(plan: ObjPlan) -> CrateBuild:
     )
 
 
-async def link_patch(plan: LinkPlan, final_path: Path, env: Mapping[str, str]) -> ToolRun:
+async def link_patch(plan: LinkPlan, final_path: Path, env: Mapping[str, str], crate: str = "?") -> ToolRun:
     """Link into a temporary name, then rename, so a library path only ever names a whole file."""
     try:
         run = await run_tool(plan.argv, cwd=plan.cwd, env=env, tool="linker")
+        if run.returncode < 0:
+            raise ToolKilled("the linker", -run.returncode, crate)
         if run.returncode != 0 or not plan.output.exists():
             raise LinkError(run.stderr or run.stdout, plan.argv, run.returncode)
         os.replace(plan.output, final_path)
@@ -345,9 +387,11 @@ async def build_patch(
     """Rebuild ``crate_name`` (default: the program's own crate) and every workspace crate
     between it and the program, then link their objects into a new patch library.
 
-    Raises MissingCapture, ToolNotFound, CompileError or LinkError.
+    Raises MissingCapture, ToolNotFound, ToolKilled, SessionCacheError, CompileError or LinkError.
     """
-    layout = open_session(session.root if isinstance(session, SessionLayout) else Path(session))
+    session_root = session.root if isinstance(session, SessionLayout) else Path(session)
+    with _writing_session(session_root):
+        layout = open_session(session_root)
     top_record = resolve_top(captures, top)
     edited = resolve_crate(captures, crate_name) if crate_name else top_record
     link_record = captures.link_for(top_record.crate_name)
@@ -363,10 +407,11 @@ async def build_patch(
 
     crates: list[CrateBuild] = []
     for plan in plans:
-        crates.append(await compile_crate(plan))
+        crates.append(await compile_crate(plan, layout.root))
 
     objects = [c.object_path for c in crates]
-    number = reserve_patch_number(layout)
+    with _writing_session(layout.root):
+        number = reserve_patch_number(layout)
     final_path = layout.patch_library_path(top_record.crate_name, number, os_name)
     temp_path = final_path.with_name(f".{final_path.name}.{os.getpid()}.tmp")
     try:
@@ -384,7 +429,7 @@ async def build_patch(
             objects=link_plan.objects,
             dropped=link_plan.dropped,
         )
-    link_run = await link_patch(link_plan, final_path, replay_env(top_record.env))
+    link_run = await link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name)
     pruned = prune_patches(layout, keep)
     return PatchBuild(
         library=final_path,
