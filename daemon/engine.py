@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from daemon.patcher import Patcher, PatchRejected
 from daemon.protocol import RequestError, Subscription
 from daemon.rebuild import CompileError, LinkError, RebuildError
 from daemon.scheduler import BuildRequest, WorkspaceScheduler
-from daemon.watcher import DEFAULT_DEBOUNCE_MS, SourceWatcher, filter_watch_set, git_ignored
+from daemon.watcher import DEFAULT_DEBOUNCE_MS, SourceWatcher, content_digest, filter_watch_set, git_ignored
 from daemon.workspaces import CapturedWorkspace, registered_workspaces
 
 log = structlog.get_logger("thinpatch.engine")
@@ -33,6 +34,13 @@ log = structlog.get_logger("thinpatch.engine")
 Publish = Callable[[dict[str, Any]], Any]
 
 DISCOVERY_INTERVAL_S = 1.0
+
+# A save that supersedes a build that was itself superseded less than BURST_WINDOW_S ago is
+# part of a burst (auto-save, a formatter, a script): wait BURST_SETTLE_S for the burst to
+# end before starting rustc. The OS watcher reports a file saved over and over about every
+# 100 ms, so without this each report would start (and cancel) a build.
+BURST_WINDOW_S = 1.0
+BURST_SETTLE_S = 0.25
 
 
 def capture_stamp(capture_root: Path) -> tuple[int, ...]:
@@ -68,6 +76,8 @@ class ServedWorkspace:
     stamp: tuple[int, ...] = ()
     builds: int = 0
     source_map: Any = None
+    superseded_at: float | None = None
+    manifest_digests: dict[str, str | None] = field(default_factory=dict)
     _cancel: anyio.CancelScope | None = field(default=None, repr=False)
 
     @property
@@ -147,6 +157,12 @@ class ServedWorkspace:
         return libs[0] if libs else sorted(crates)[0]
 
     async def build(self, request: BuildRequest) -> None:
+        if self.superseded_at is not None and time.monotonic() - self.superseded_at < BURST_WINDOW_S:
+            try:
+                await anyio.sleep(BURST_SETTLE_S)
+            except anyio.get_cancelled_exc_class():
+                self.superseded_at = time.monotonic()  # the burst goes on
+                raise
         build_id = next(self.ids)
         chosen = self.pick_crate(request.crates)
         crate_label = chosen[0] if chosen else "?"
@@ -188,6 +204,7 @@ class ServedWorkspace:
             self._failed(build_id, crate_label, str(exc), [])
             bound.info("build failed", outcome=type(exc).__name__)
         except anyio.get_cancelled_exc_class():
+            self.superseded_at = time.monotonic()
             bound.info("build superseded by a newer edit", outcome="cancelled")
             raise
         except Exception as exc:  # a bug or an OS error: report it, keep serving
@@ -225,16 +242,15 @@ class ServedWorkspace:
 
     def on_changes(self, paths: set[str]) -> None:
         by_crate, manifests = changed_kinds(paths, self.source_map)
+        # A manifest back to the content the session started with (an edit undone, a
+        # restored checkout) matches the running program: no full rebuild for it.
+        manifests = [m for m in manifests if content_digest(m) != self.manifest_digests.get(m)]
         if manifests:
             self.emit(
                 {
                     "type": "full-rebuild-required",
                     "workspace": self.name,
-                    "reason": (
-                        f"{', '.join(sorted(os.path.basename(m) for m in manifests))} changed: a patch can't carry "
-                        "dependency, feature, build-script or proc-macro changes. Run `thinpatch capture` and "
-                        "restart the program."
-                    ),
+                    "reason": self._manifest_reason(manifests),
                     "files": sorted(manifests),
                 }
             )
@@ -245,9 +261,23 @@ class ServedWorkspace:
         assert self.scheduler is not None
         self.scheduler.submit(BuildRequest(self.name, frozenset(by_crate), files))
 
+    def _manifest_reason(self, manifests: list[str]) -> str:
+        names = ", ".join(sorted(os.path.basename(m) for m in manifests))
+        if all(os.path.exists(m) for m in manifests):
+            return (
+                f"{names} changed: a patch can't carry dependency, feature, build-script or proc-macro changes. "
+                "Run `thinpatch capture` and restart the program."
+            )
+        where = "" if os.path.isdir(self.name) else f" (the workspace directory {self.name} was deleted or moved)"
+        return (
+            f"{names} {'is' if len(manifests) == 1 else 'are'} gone{where}: patches can't be built until "
+            "they are back. If the workspace moved, run `thinpatch capture` in its new place and restart the program."
+        )
+
     async def run(self) -> None:
         """Watch and build until cancelled."""
         self.load_source_map()
+        self.manifest_digests = {m: content_digest(m) for m in self.source_map.manifests}
         self.watcher = SourceWatcher(
             self.source_map.watched_files(), debounce_ms=self.options.debounce_ms, force_polling=self.options.force_polling
         )
