@@ -187,6 +187,12 @@ def test_session_cache_unwritable(captured, daemon, host, source):
 # --------------------------------------------------------------------------- capture records
 
 
+def _put_back(path: Path, data: bytes) -> None:
+    """Restore a record as the capture wrote it (0600)."""
+    path.write_bytes(data)
+    path.chmod(0o600)
+
+
 def _record(captured, kind: str, name: str) -> Path:
     [path] = (captured.capture_root / "captures" / "host-debug" / kind).glob(name)
     return path
@@ -204,7 +210,7 @@ def test_capture_records_deleted_or_damaged_mid_session(captured, daemon, host, 
         assert_nothing_lost(host, source, "RECORDS GONE")
     finally:
         for path, data in saved.items():
-            path.write_bytes(data)
+            _put_back(path, data)
 
 
 def test_session_starting_on_a_damaged_record(captured, daemon, host, source):
@@ -236,7 +242,7 @@ def test_session_starting_on_a_damaged_record(captured, daemon, host, source):
         assert "no link line captured" in failed["message"] and str(link) in failed["message"], failed
         assert_still_serving(daemon)
     finally:
-        link.write_bytes(good)
+        _put_back(link, good)
     host.expect(lambda l: l == "EVENT build-failed", timeout=30)
     host.expect(lambda l: l == "EVENT session-reset", timeout=30)
     assert_nothing_lost(host, source, "RECORDS BACK")
