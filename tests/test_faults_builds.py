@@ -296,6 +296,7 @@ def test_100_saves_within_a_second(captured, daemon, host, source):
     events, _ = run(main)
     started = [e for e in events if e["type"] == "build-started"]
     assert 1 <= len(started) <= 3, [e["type"] for e in events]
+    print(f"100 saves: {len(started)} build(s) started")
     line = host.expect(lambda l: l.startswith("PATCHED"), timeout=60)
     deadline = time.monotonic() + 30
     while not host.tick()["app"].startswith("app BURST 99 #"):
