@@ -5,10 +5,8 @@ the next edit patches the running host again (``assert_nothing_lost``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 
@@ -297,7 +295,7 @@ def test_100_saves_within_a_second(captured, daemon, host, source):
     started = [e for e in events if e["type"] == "build-started"]
     assert 1 <= len(started) <= 3, [e["type"] for e in events]
     print(f"100 saves: {len(started)} build(s) started")
-    line = host.expect(lambda l: l.startswith("PATCHED"), timeout=60)
+    host.expect(lambda l: l.startswith("PATCHED"), timeout=60)
     deadline = time.monotonic() + 30
     while not host.tick()["app"].startswith("app BURST 99 #"):
         assert time.monotonic() < deadline, "the final content never reached the host"

@@ -15,9 +15,7 @@ import pytest
 
 from daemon.client import RequestFailed, connect
 from faults_support import (
-    SECRET_NAME,
     assert_nothing_lost,
-    collect_until,
     is_outcome,
     outcome_of,
     run,
@@ -57,6 +55,7 @@ def daemon(captured, run_dir):
     d = DaemonProcess(
         run_dir / "thinpatch" / "thinpatch.sock", [captured.workspace], "--debounce-ms", "50", "--log-level", "debug"
     )
+    d.wait_watching(captured.workspace)
     yield d
     d.kill()
 
