@@ -54,6 +54,22 @@ def capture_stamp(capture_root: Path) -> tuple[int, ...]:
     return tuple(stamps)
 
 
+def sources_edited_since_capture(by_file: dict[str, list[tuple[str, str]]], captures: Any) -> set[str]:
+    """Source files modified after the rustc invocation of a crate that reads them was recorded."""
+    edited = set()
+    for path, crates in by_file.items():
+        try:
+            mtime = os.stat(path).st_mtime
+        except OSError:
+            continue
+        for crate, kind in crates:
+            record = captures.rustc.get(rustc_key(crate, kind))
+            if record is not None and mtime > record.recorded_at:
+                edited.add(path)
+                break
+    return edited
+
+
 @dataclass
 class EngineOptions:
     debounce_ms: int = DEFAULT_DEBOUNCE_MS
@@ -286,6 +302,12 @@ class ServedWorkspace:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.scheduler.run)
+                # Saves made while no daemon was watching (after the capture, before this
+                # session) would otherwise become the baseline and never reach the program.
+                edited = sources_edited_since_capture(self.source_map.by_file, self.patcher.captures)
+                if edited:
+                    log.info("sources changed since the capture", workspace=self.name, files=len(edited))
+                    self.on_changes(edited)
                 async for changed in self.watcher.changes():
                     self.on_changes(changed)
         finally:

@@ -43,3 +43,33 @@ def test_a_new_capture_is_served_without_a_restart(fixture_copy, tmp_path):
         daemon.wait_watching(workspace.resolve())
     finally:
         daemon.terminate()
+
+
+def test_an_edit_made_while_no_daemon_ran_is_patched_when_it_starts(fixture_copy, tmp_path):
+    import anyio
+
+    from daemon.capture_run import run_capture
+    from daemon.client import connect
+
+    state = tmp_path / "state"
+    env = dict(os.environ, THINPATCH_STATE_DIR=str(state))
+    workspace = fixture_copy("single_bin")
+    assert run_capture(workspace, env=env).exit_code == 0
+    main_rs = workspace / "src" / "main.rs"
+    time.sleep(0.01)
+    main_rs.write_text(main_rs.read_text() + "\n// edited before the daemon started\n")
+
+    async def first_outcome(daemon) -> dict:
+        async with connect(daemon.socket_path) as client:
+            await client.subscribe()
+            with anyio.fail_after(30):
+                async for event in client.events():
+                    if event["type"] in ("patch-ready", "build-failed", "patch-rejected"):
+                        return event
+
+    daemon = DaemonProcess(tmp_path / "d.sock", [workspace], env=env)
+    try:
+        event = anyio.run(first_outcome, daemon)
+        assert event["type"] == "patch-ready", event
+    finally:
+        daemon.terminate()
