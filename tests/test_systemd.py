@@ -50,7 +50,8 @@ def read_line(sock: socket.socket) -> dict:
     return json.loads(data)
 
 
-def test_socket_activated_daemon_serves_the_inherited_socket_and_notifies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("program", ["harness", "thinpatch serve"])
+def test_socket_activated_daemon_serves_the_inherited_socket_and_notifies(tmp_path: Path, program: str) -> None:
     sock_path = short_socket_path(tmp_path)
     sock_path.parent.mkdir(mode=0o700, parents=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -61,11 +62,12 @@ def test_socket_activated_daemon_serves_the_inherited_socket_and_notifies(tmp_pa
     notifications.bind(os.fspath(notify_path))
     notifications.settimeout(15)
 
-    env = {**os.environ, "NOTIFY_SOCKET": os.fspath(notify_path)}
+    env = {**os.environ, "NOTIFY_SOCKET": os.fspath(notify_path), "THINPATCH_STATE_DIR": os.fspath(tmp_path / "state")}
     env.pop("THINPATCH_SOCKET", None)
+    ignored = os.fspath(tmp_path / "unused" / "ignored.sock")
+    command = [os.fspath(HARNESS), ignored] if program == "harness" else ["-m", "daemon", "serve", "--socket", ignored]
     daemon = subprocess.Popen(
-        [sys.executable, "-c", ACTIVATION_WRAPPER, str(listener.fileno()),
-         os.fspath(HARNESS), os.fspath(tmp_path / "unused" / "ignored.sock")],
+        [sys.executable, "-c", ACTIVATION_WRAPPER, str(listener.fileno()), *command],
         pass_fds=(listener.fileno(),),
         env=env,
         stdout=subprocess.DEVNULL,
