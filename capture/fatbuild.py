@@ -39,7 +39,6 @@ Link edits (applied by the linker shim only when the rustc shim asks for them th
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from capture.rustc_args import RustcArgs, replace_codegen_option
 
@@ -63,16 +62,37 @@ TOP_CRATE_TYPES = frozenset({"bin", "cdylib", "dylib"})
 _NON_CC_LINKER_STEMS = frozenset({"ld", "ld.lld", "rust-lld", "lld", "ld64.lld", "link", "lld-link", "wasm-ld", "emcc"})
 
 
-@dataclass(frozen=True)
 class FatBuildPlan:
-    run_args: list[str]  # what rustc runs with
-    shim_args: list[str]  # what was added (the `-C linker=` replacement included)
-    linker_shim: str
-    chained_linker: str  # the linker thinpatch-linker execs
-    linker_source: str  # "args", "env" or "default"
-    replaced_linker_arg: str | None  # the user's `-C linker=` value we replaced
-    link_edits: tuple[str, ...]
-    child_env: dict[str, str] = field(default_factory=dict)  # variables for rustc's environment
+    """What the rustc shim changes for the top crate. A plain class: the shim runs for every
+    rustc call and `dataclasses` costs milliseconds to import."""
+
+    __slots__ = (
+        "run_args", "shim_args", "linker_shim", "chained_linker", "linker_source",
+        "replaced_linker_arg", "link_edits", "child_env",
+    )
+
+    def __init__(
+        self,
+        run_args: list[str],  # what rustc runs with
+        shim_args: list[str],  # what was added (the `-C linker=` replacement included)
+        linker_shim: str,
+        chained_linker: str,  # the linker thinpatch-linker execs
+        linker_source: str,  # "args", "env" or "default"
+        replaced_linker_arg: str | None,  # the user's `-C linker=` value we replaced
+        link_edits: tuple[str, ...],
+        child_env: dict[str, str] | None = None,  # variables for rustc's environment
+    ) -> None:
+        self.run_args = run_args
+        self.shim_args = shim_args
+        self.linker_shim = linker_shim
+        self.chained_linker = chained_linker
+        self.linker_source = linker_source
+        self.replaced_linker_arg = replaced_linker_arg
+        self.link_edits = link_edits
+        self.child_env = {} if child_env is None else child_env
+
+    def __repr__(self) -> str:
+        return f"FatBuildPlan(chained_linker={self.chained_linker!r}, shim_args={self.shim_args!r})"
 
 
 def is_top_crate(parsed: RustcArgs) -> bool:

@@ -6,14 +6,18 @@ Standard library only (imported by the linker shim).
 from __future__ import annotations
 
 import os
-import re
-from typing import Callable
 
-# rustc links from a temp dir made with the `tempfile` crate: "rustc" + 6 random characters.
-_RUSTC_TEMP_DIR = re.compile(r"^rustc[0-9A-Za-z]{6}$")
+# Annotations only: `typing` and `re` would add milliseconds to every link.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
 _MAX_RESPONSE_DEPTH = 16
 
 
+def _is_rustc_temp_dir(name: str) -> bool:
+    # rustc links from a temp dir made with the `tempfile` crate: "rustc" + 6 random characters.
+    return len(name) == 11 and name.startswith("rustc") and name[5:].isascii() and name[5:].isalnum()
 def parse_response_file(text: str) -> list[str]:
     """Split a GNU ``@file`` the way gcc/ld read it.
 
@@ -109,7 +113,7 @@ def _path_candidates(arg: str) -> list[str]:
         return [arg]
     # Paths embedded in options: -Wl,--version-script=/tmp/rustcX/list, -L/tmp/...
     found = []
-    for part in re.split(r"[,=]", arg):
+    for part in arg.replace("=", ",").split(","):
         if part.startswith("-L") or part.startswith("-B"):
             part = part[2:]
         if part.startswith("/"):
@@ -125,6 +129,6 @@ def rustc_temporaries(args: list[str]) -> list[str]:
             arg = arg[1:]
         for path in _path_candidates(arg):
             parts = path.split("/")
-            if any(_RUSTC_TEMP_DIR.match(p) for p in parts[:-1]) and path not in temps:
+            if any(_is_rustc_temp_dir(p) for p in parts[:-1]) and path not in temps:
                 temps.append(path)
     return temps

@@ -19,15 +19,15 @@ find workspaces without being told.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+
+# Annotations only (never evaluated): importing `typing` would cost every rustc call.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Iterator
 
 FORMAT_VERSION = 1
 
@@ -40,12 +40,12 @@ ENV_WORKSPACE = "THINPATCH_WORKSPACE"  # workspace root
 ENV_HOST_TRIPLE = "THINPATCH_HOST_TRIPLE"  # host triple, so the shim need not ask rustc
 ENV_STATE_DIR = "THINPATCH_STATE_DIR"  # overrides the per-user registry location
 
-_SAFE = re.compile(r"[^A-Za-z0-9_.+-]")
+_SAFE_PUNCTUATION = frozenset("_.+-")
 
 
 def safe_name(text: str) -> str:
     """A file-name-safe rendering of ``text`` (crate names, triples, profiles)."""
-    return _SAFE.sub("_", text) or "_"
+    return "".join(c if (c.isascii() and c.isalnum()) or c in _SAFE_PUNCTUATION else "_" for c in text) or "_"
 
 
 def scope_name(target: str | None, profile: str) -> str:
@@ -59,6 +59,8 @@ def rustc_key(crate_name: str, kind: str) -> str:
 
 def link_key(output: str) -> str:
     """Record key for a link line: keyed by the (absolute) output path."""
+    import hashlib
+
     digest = hashlib.sha256(output.encode()).hexdigest()[:12]
     return f"{safe_name(os.path.basename(output))}.{digest}"
 
@@ -125,7 +127,9 @@ def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
     Concurrent writers of the same key never leave a torn file: the newest rename wins.
     """
     ensure_private_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A unique sibling (not `tempfile`, which costs every rustc call its import).
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -164,6 +168,8 @@ def log_warning(capture_root: Path | None, message: str) -> None:
 
 def register_workspace(workspace: Path, capture_root: Path, env: dict[str, str] | None = None) -> None:
     """Record in the per-user registry that ``workspace`` has captures at ``capture_root``."""
+    import hashlib
+
     digest = hashlib.sha256(str(workspace).encode()).hexdigest()[:16]
     write_json_atomic(
         registry_dir(env) / f"{digest}.json",
@@ -179,12 +185,30 @@ def register_workspace(workspace: Path, capture_root: Path, env: dict[str, str] 
 # --------------------------------------------------------------------------- reading
 
 
-@dataclass(frozen=True)
-class RustcRecord:
+class _Record:
+    """A record file's path and its JSON (``data``). Plain class: no `dataclasses` import
+    in the shims."""
+
+    __slots__ = ("path", "data")
+
+    def __init__(self, path: Path, data: dict[str, Any]) -> None:
+        self.path = path
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(path={self.path!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and (self.path, self.data) == (other.path, other.data)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.path))
+
+
+class RustcRecord(_Record):
     """One captured rustc invocation. See ``capture.rustc_shim`` for how it is made."""
 
-    path: Path
-    data: dict[str, Any] = field(repr=False)
+    __slots__ = ()
 
     # Convenience accessors; ``data`` holds the full JSON.
     @property
@@ -224,10 +248,10 @@ class RustcRecord:
         return float(self.data["recorded_at"])
 
 
-@dataclass(frozen=True)
-class LinkRecord:
-    path: Path
-    data: dict[str, Any] = field(repr=False)
+class LinkRecord(_Record):
+    """One captured link line. See ``capture.linker_shim``."""
+
+    __slots__ = ()
 
     @property
     def linker(self) -> str:
@@ -250,15 +274,25 @@ class LinkRecord:
         return float(self.data["recorded_at"])
 
 
-@dataclass
 class Captures:
     """Everything captured for one workspace and scope, newest record per key."""
 
-    capture_root: Path
-    scope: str
-    rustc: dict[str, RustcRecord]  # by rustc_key(crate, kind)
-    links: dict[str, LinkRecord]  # by link_key(output)
-    warnings: list[str]
+    def __init__(
+        self,
+        capture_root: Path,
+        scope: str,
+        rustc: dict[str, RustcRecord],  # by rustc_key(crate, kind)
+        links: dict[str, LinkRecord],  # by link_key(output)
+        warnings: list[str],
+    ) -> None:
+        self.capture_root = capture_root
+        self.scope = scope
+        self.rustc = rustc
+        self.links = links
+        self.warnings = warnings
+
+    def __repr__(self) -> str:
+        return f"Captures(capture_root={self.capture_root!r}, scope={self.scope!r}, rustc={sorted(self.rustc)!r})"
 
     def crate(self, crate_name: str, kind: str | None = None) -> RustcRecord | None:
         name = crate_name.replace("-", "_")
