@@ -227,16 +227,17 @@ class ServedWorkspace:
             bound.exception("build crashed")
             self._failed(build_id, crate_label, f"internal error while building the patch: {exc!r}", [])
         else:
+            data = result.to_json()  # once: the jump table's map can hold thousands of entries
             event = {
                 "type": "patch-ready",
                 "id": build_id,
                 "workspace": self.name,
-                "crate": result.crate,
-                "edited_crate": result.edited_crate,
-                "lib": result.lib,
-                "jump_table": result.jump_table.to_json(),
-                "report": result.to_json()["report"],
-                "timings": result.to_json()["timings"],
+                "crate": data["crate"],
+                "edited_crate": data["edited_crate"],
+                "lib": data["lib"],
+                "jump_table": data["jump_table"],
+                "report": data["report"],
+                "timings": data["timings"],
             }
             self.last_patch = event
             self.last_outcome = "patch-ready"
@@ -334,7 +335,6 @@ class Engine:
         self.problems: dict[str, str] = {}
         self._ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
-        self.ready = anyio.Event()
 
     # ------------------------------------------------------------------ server protocol
 
@@ -494,7 +494,6 @@ class Engine:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self.discover()
-            self.ready.set()
             task_status.started(self)
             while True:
                 await anyio.sleep(DISCOVERY_INTERVAL_S)

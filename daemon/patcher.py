@@ -20,7 +20,7 @@ from daemon.load_check import LoadCheck, check_loadable, loaded_library_paths
 from daemon.rebuild import MissingCapture, PatchBuild, build_patch, resolve_top
 from daemon.session_cache import DEFAULT_KEEP, SessionLayout, default_session_root, open_session
 from daemon.symbol_cache import SymbolCache
-from daemon.symbols import DATA, LOCAL, SymbolTable
+from daemon.symbols import DATA, LOCAL, SymbolTable, read_symbols
 
 RECAPTURE = "Run `thinpatch capture` again: a fresh fat build exports what patches need."
 
@@ -217,13 +217,17 @@ class Patcher:
 
     def _verify(self, host: HostImage, build: PatchBuild) -> tuple[JumpTable, PatchReport, LoadCheck]:
         # The patch is new every time: parse it directly, don't fill the cache with it.
-        from daemon.symbols import read_symbols
-
         patch = read_symbols(build.library)
         patch_libs, _ = loaded_library_paths(
             patch, build.library, lambda p: self.symbol_cache.load(p, self.symbol_cache_dir)
         )
-        libraries = host.libraries + [self.symbol_cache.load(p, self.symbol_cache_dir) for p in patch_libs]
+        # Only libraries the host does not already load (libc, libgcc_s… would be scanned twice).
+        loaded = {table.path for table in host.libraries}
+        libraries = host.libraries + [
+            table
+            for table in (self.symbol_cache.load(p, self.symbol_cache_dir) for p in patch_libs)
+            if table.path not in loaded
+        ]
         check = check_loadable(patch, host.table, libraries)
         rebuilt = {c.crate_name for c in build.crates}
         table, report = compute_jump_table(host.table, patch, str(build.library), rebuilt)

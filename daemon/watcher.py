@@ -136,22 +136,6 @@ class SourceWatcher:
     def files(self) -> frozenset[str]:
         return frozenset(self._files)
 
-    def update_files(self, files: Iterable[str]) -> None:
-        """Replace the watch set (after a build read new dep-info); re-arms if dirs changed."""
-        new = set(files)
-        for f in new - self._files:
-            self._digests[f] = content_digest(f)
-        for f in self._files - new:
-            self._digests.pop(f, None)
-        old_roots = watch_roots(self._files)
-        self._files = new
-        if watch_roots(new) != old_roots:
-            self._rearm.set()
-
-    def note_built(self, path: str) -> None:
-        """Remember the current content of ``path`` as seen (used after a rescan)."""
-        self._digests[path] = content_digest(path)
-
     def stop(self) -> None:
         self._stop.set()
         self._rearm.set()

@@ -81,9 +81,6 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return anyio.run(rebuild)
-    except RequestFailed as exc:
-        print(f"thinpatch: {exc}", file=sys.stderr)
-        return 1
-    except (DaemonUnavailable, ConnectionError) as exc:
+    except (RequestFailed, DaemonUnavailable, ConnectionError) as exc:
         print(f"thinpatch: {exc}", file=sys.stderr)
         return 1

@@ -52,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         reason = anyio.run(watch)
-    except RequestFailed as exc:
-        print(f"thinpatch: {exc}", file=sys.stderr)
-        return 1
-    except (DaemonUnavailable, ConnectionError) as exc:
+    except (RequestFailed, DaemonUnavailable, ConnectionError) as exc:
         print(f"thinpatch: {exc}", file=sys.stderr)
         return 1
     print("thinpatch: the daemon closed the connection" + (f": {reason}" if reason else ""), file=sys.stderr)
