@@ -46,6 +46,7 @@ from bench_patch import clean_env, machine, require_string, summary, timed_cargo
 from daemon import protocol  # noqa: E402
 from daemon.capture_run import run_capture  # noqa: E402
 from daemon.client import connect  # noqa: E402
+from tests.daemon_process import quiet_mark  # noqa: E402
 from tests.live_host import LiveHost  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "livehost"
@@ -155,21 +156,6 @@ async def idle_cpu(pid: int, seconds: float) -> dict:
 # ------------------------------------------------------------------ clients
 
 
-async def quiet_mark(client, workspace: Path) -> int:
-    """Wait until no build runs or is pending, then return the daemon's seq: later events are ours."""
-    with anyio.fail_after(EVENT_TIMEOUT_S):
-        while True:
-            status = await client.request({"type": "status"})
-            [ws] = [w for w in status["workspaces"] if w["workspace"] == str(workspace)]
-            if not ws["busy"]:
-                await anyio.sleep(0.2)  # longer than the debounce: no save is still pending
-                again = await client.request({"type": "status"})
-                [ws] = [w for w in again["workspaces"] if w["workspace"] == str(workspace)]
-                if not ws["busy"]:
-                    return again["seq"]
-            await anyio.sleep(0.05)
-
-
 async def wait_subscribers(client, count: int) -> None:
     with anyio.fail_after(30):
         while (await client.request({"type": "status"}))["daemon"]["subscribers"] < count:
@@ -263,7 +249,7 @@ async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int
         async with connect(daemon.socket_path) as client:
             await client.subscribe(workspace=str(daemon_ws))
             await wait_subscribers(client, 2)
-            await quiet_mark(client, daemon_ws)
+            await quiet_mark(client, daemon_ws, settle_s=0.2, poll_s=0.05, timeout=EVENT_TIMEOUT_S)
             await anyio.sleep(1.0)
             idle_before = await idle_cpu(daemon.pid, idle_seconds)
             memory_before = memory_kb(daemon.pid)
@@ -272,7 +258,7 @@ async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int
             daemon_runs, cargo_runs = [], []
 
             async def daemon_round(n: int) -> None:
-                mark = await quiet_mark(client, daemon_ws)
+                mark = await quiet_mark(client, daemon_ws, settle_s=0.2, poll_s=0.05, timeout=EVENT_TIMEOUT_S)
                 tag = f"r{n}"
                 wanted = EditorSaves.greeting(tag)
                 host_times: dict = {}
@@ -344,7 +330,7 @@ async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int
                 raise SystemExit(f"the host's counter did not keep counting: {counters}")
 
             fanout = await measure_fanout(client, daemon, daemon_ws, daemon_source, fanout_clients, fanout_rounds)
-            await quiet_mark(client, daemon_ws)
+            await quiet_mark(client, daemon_ws, settle_s=0.2, poll_s=0.05, timeout=EVENT_TIMEOUT_S)
             memory_after = memory_kb(daemon.pid)
         host_alive = host.alive()
     finally:
@@ -400,7 +386,7 @@ async def measure_fanout(client, daemon: Daemon, workspace: Path, source: Editor
         await wait_subscribers(client, base)
         runs = []
         for k in range(1, rounds + 1):
-            mark = await quiet_mark(client, workspace)
+            mark = await quiet_mark(client, workspace, settle_s=0.2, poll_s=0.05, timeout=EVENT_TIMEOUT_S)
             saved = time.perf_counter()
             source.save(f"f{k}")
             reference_arrived, reference, reference_events = await next_outcome(client, mark)

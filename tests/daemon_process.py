@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
+
 
 class DaemonProcess:
     def __init__(self, socket_path: Path, workspaces: list[Path] = (), *extra: str, env: dict[str, str] | None = None):
@@ -78,3 +80,52 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+# --------------------------------------------------------------------------- driving it
+
+
+def save_like_an_editor(path: Path, text: str) -> None:
+    """Write a temp file beside the target and rename it over, as most editors do."""
+    tmp = path.with_name(f".{path.name}.tmp-save")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+async def collect_until(client, predicate, timeout=60.0) -> list[dict]:
+    """Events from ``client`` up to the first that satisfies ``predicate``; each one is
+    checked against the protocol's JSON Schema."""
+    from daemon.protocol_schema import server_message_errors
+
+    events = []
+    with anyio.fail_after(timeout):
+        async for event in client.events():
+            assert server_message_errors(event) == [], event
+            events.append(event)
+            if predicate(event):
+                return events
+    raise AssertionError(f"stream ended: {events}")
+
+
+async def quiet_mark(client, workspace, *, settle_s: float = 0.4, poll_s: float = 0.1, timeout: float = 60.0) -> int:
+    """Wait until the workspace has no build running (earlier saves trigger builds), then
+    return the daemon's current seq: later events belong to what the caller does next.
+    ``settle_s`` must be longer than the debounce, so no save is still pending."""
+    with anyio.fail_after(timeout):
+        while True:
+            status = await client.request({"type": "status"})
+            [ws] = [w for w in status["workspaces"] if w["workspace"] == str(workspace)]
+            if not ws["busy"]:
+                await anyio.sleep(settle_s)
+                status = await client.request({"type": "status"})
+                [ws] = [w for w in status["workspaces"] if w["workspace"] == str(workspace)]
+                if not ws["busy"]:
+                    return status["seq"]
+            await anyio.sleep(poll_s)
+
+
+def is_outcome(event: dict) -> bool:
+    """A build's final event, as it happens (not the last patch replayed to a new subscriber)."""
+    return not event.get("replayed") and event["type"] in (
+        "patch-ready", "build-failed", "patch-rejected", "full-rebuild-required"
+    )

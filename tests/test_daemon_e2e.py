@@ -4,21 +4,24 @@ live Rust host subscribed over the socket, applying `patch-ready` events as they
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import anyio
 import pytest
 
 from daemon.client import connect
-from daemon.protocol_schema import server_message_errors
 from tests.conftest import copy_fixture
-from tests.daemon_process import DaemonProcess
+from tests.daemon_process import (
+    DaemonProcess,
+    collect_until,
+    is_outcome,
+    quiet_mark,
+    save_like_an_editor,
+)
 from tests.live_host import LiveHost
 
 pytestmark = pytest.mark.cargo
@@ -54,13 +57,6 @@ def host(workspace, daemon):
     h.close()
 
 
-def save_like_an_editor(path: Path, text: str) -> None:
-    """Write a temp file beside the target and rename it over, as most editors do."""
-    tmp = path.with_name(f".{path.name}.tmp-save")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 @pytest.fixture
 def app_source(workspace):
     path = workspace / APP
@@ -68,40 +64,6 @@ def app_source(workspace):
     yield path
     if path.read_text() != original:
         save_like_an_editor(path, original)
-
-
-async def collect_until(client, predicate, timeout=60.0) -> list[dict]:
-    events = []
-    with anyio.fail_after(timeout):
-        async for event in client.events():
-            assert server_message_errors(event) == [], event
-            events.append(event)
-            if predicate(event):
-                return events
-    raise AssertionError(f"stream ended: {events}")
-
-
-async def quiet_mark(client, workspace) -> int:
-    """Wait until the workspace has no build running (earlier tests' restores trigger builds),
-    then return the daemon's current seq: later events belong to what the test does next."""
-    with anyio.fail_after(60):
-        while True:
-            status = await client.request({"type": "status"})
-            [ws] = [w for w in status["workspaces"] if w["workspace"] == str(workspace)]
-            if not ws["busy"]:
-                await anyio.sleep(0.4)  # longer than the debounce: no save is still pending
-                status = await client.request({"type": "status"})
-                [ws] = [w for w in status["workspaces"] if w["workspace"] == str(workspace)]
-                if not ws["busy"]:
-                    return status["seq"]
-            await anyio.sleep(0.1)
-
-
-def is_outcome(event: dict) -> bool:
-    """A build's final event, as it happens (not the last patch replayed to a new subscriber)."""
-    return not event.get("replayed") and event["type"] in (
-        "patch-ready", "build-failed", "patch-rejected", "full-rebuild-required"
-    )
 
 
 def test_a_save_patches_the_subscribed_host_without_a_restart(workspace, daemon, host, app_source):

@@ -14,10 +14,13 @@ import anyio
 import pytest
 
 from daemon.client import connect
-from faults_support import (
+from faults_support import (  # noqa: F401  (fixtures are used by name)
     assert_nothing_lost,
     capture_copy,
+    captured,
     collect_until,
+    daemon,
+    host,
     is_outcome,
     kill_first_rustc,
     outcome_of,
@@ -25,41 +28,12 @@ from faults_support import (
     run,
     save_like_an_editor,
     set_greeting,
-    shared_capture,
+    source,
     start_daemon,
     start_host,
 )
 
 pytestmark = pytest.mark.cargo
-
-
-@pytest.fixture(scope="module")
-def captured(tmp_path_factory, capture_state_dir):
-    return shared_capture(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def daemon(captured, tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("sock"), captured.workspace)
-    yield d
-    d.kill()
-
-
-@pytest.fixture(scope="module")
-def host(captured, daemon):
-    h = start_host(captured.workspace, daemon.socket_path)
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def source(captured, daemon, host):
-    """The app's main.rs; its original text comes back after the test (a build follows)."""
-    path = captured.app_source
-    original = path.read_text()
-    yield path
-    if not path.exists() or path.read_text() != original:
-        save_like_an_editor(path, original)
 
 
 def outcome(daemon, captured, action) -> dict:

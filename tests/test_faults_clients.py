@@ -14,51 +14,23 @@ import anyio
 import pytest
 
 from daemon.client import connect
-from faults_support import (
+from faults_support import (  # noqa: F401  (fixtures are used by name)
     assert_nothing_lost,
+    captured,
     collect_until,
+    daemon,
     daemon_rss_kib,
+    host,
     is_outcome,
     quiet_mark,
     run,
-    save_like_an_editor,
     set_greeting,
-    shared_capture,
-    start_daemon,
-    start_host,
+    source,
 )
 
 pytestmark = pytest.mark.cargo
 
 EDITS = 4
-
-
-@pytest.fixture(scope="module")
-def captured(tmp_path_factory, capture_state_dir):
-    return shared_capture(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def daemon(captured, tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("sock"), captured.workspace)
-    yield d
-    d.kill()
-
-
-@pytest.fixture(scope="module")
-def host(captured, daemon):
-    h = start_host(captured.workspace, daemon.socket_path)
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def source(captured, daemon, host):
-    path = captured.app_source
-    original = path.read_text()
-    yield path
-    if path.read_text() != original:
-        save_like_an_editor(path, original)
 
 
 # --------------------------------------------------------------------------- abusers (threads)

@@ -10,21 +10,16 @@ import sys
 import pytest
 
 from daemon.client import connect
-from faults_support import (
+from faults_support import (  # noqa: F401  (fixtures are used by name)
     assert_nothing_lost,
+    captured,
     run,
     save_like_an_editor,
-    shared_capture,
     start_daemon,
     start_host,
 )
 
 pytestmark = pytest.mark.cargo
-
-
-@pytest.fixture(scope="module")
-def captured(tmp_path_factory, capture_state_dir):
-    return shared_capture(tmp_path_factory)
 
 
 @pytest.fixture

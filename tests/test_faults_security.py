@@ -14,26 +14,22 @@ from pathlib import Path
 import pytest
 
 from daemon.client import RequestFailed, connect
-from faults_support import (
+from faults_support import (  # noqa: F401  (fixtures are used by name)
     assert_nothing_lost,
+    captured,
+    host,
     is_outcome,
     outcome_of,
     run,
     save_like_an_editor,
     set_greeting,
-    shared_capture,
-    start_host,
+    source,
 )
 from tests.daemon_process import DaemonProcess
 from tests.test_server import _connect_as_nobody
 
 pytestmark = pytest.mark.cargo
 is_root = os.geteuid() == 0
-
-
-@pytest.fixture(scope="module")
-def captured(tmp_path_factory, capture_state_dir):
-    return shared_capture(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +54,6 @@ def daemon(captured, run_dir):
     d.wait_watching(captured.workspace)
     yield d
     d.kill()
-
-
-@pytest.fixture(scope="module")
-def host(captured, daemon):
-    h = start_host(captured.workspace, daemon.socket_path)
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def source(captured, daemon, host):
-    path = captured.app_source
-    original = path.read_text()
-    yield path
-    if path.read_text() != original:
-        save_like_an_editor(path, original)
 
 
 def mode(path: Path) -> int:
