@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +34,6 @@ Publish = Callable[[dict[str, Any]], Any]
 
 DISCOVERY_INTERVAL_S = 1.0
 
-# A save that supersedes a build that was itself superseded less than BURST_WINDOW_S ago is
-# part of a burst (auto-save, a formatter, a script): wait BURST_SETTLE_S for the burst to
-# end before starting rustc. The OS watcher reports a file saved over and over about every
-# 100 ms, so without this each report would start (and cancel) a build.
-BURST_WINDOW_S = 1.0
-BURST_SETTLE_S = 0.25
 
 
 def capture_stamp(capture_root: Path) -> tuple[int, ...]:
@@ -92,7 +85,6 @@ class ServedWorkspace:
     stamp: tuple[int, ...] = ()
     builds: int = 0
     source_map: Any = None
-    superseded_at: float | None = None
     manifest_digests: dict[str, str | None] = field(default_factory=dict)
     _cancel: anyio.CancelScope | None = field(default=None, repr=False)
 
@@ -173,12 +165,6 @@ class ServedWorkspace:
         return libs[0] if libs else sorted(crates)[0]
 
     async def build(self, request: BuildRequest) -> None:
-        if self.superseded_at is not None and time.monotonic() - self.superseded_at < BURST_WINDOW_S:
-            try:
-                await anyio.sleep(BURST_SETTLE_S)
-            except anyio.get_cancelled_exc_class():
-                self.superseded_at = time.monotonic()  # the burst goes on
-                raise
         build_id = next(self.ids)
         chosen = self.pick_crate(request.crates)
         crate_label = chosen[0] if chosen else "?"
@@ -220,7 +206,6 @@ class ServedWorkspace:
             self._failed(build_id, crate_label, str(exc), [])
             bound.info("build failed", outcome=type(exc).__name__)
         except anyio.get_cancelled_exc_class():
-            self.superseded_at = time.monotonic()
             bound.info("build superseded by a newer edit", outcome="cancelled")
             raise
         except Exception as exc:  # a bug or an OS error: report it, keep serving

@@ -8,12 +8,20 @@ the final content, and a burst of saves collapses into a few builds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
 
 POLICIES = ("restart", "queue")
+
+# A build that starts less than BURST_WINDOW_S after another was superseded is part of a
+# burst (auto-save, a formatter, a script): wait BURST_SETTLE_S for the burst to end before
+# building. The OS watcher reports a file saved over and over about every 100 ms, so without
+# this each report would start (and cancel) a rustc. A single save is never delayed.
+BURST_WINDOW_S = 1.0
+BURST_SETTLE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ class WorkspaceScheduler:
     build: Callable[[BuildRequest], Awaitable[object]]
     policy: str = "restart"
     stats: SchedulerStats = field(default_factory=SchedulerStats)
+    burst_window_s: float = BURST_WINDOW_S
+    burst_settle_s: float = BURST_SETTLE_S
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -56,6 +66,7 @@ class WorkspaceScheduler:
         self._wake = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
+        self._superseded_at: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -71,6 +82,9 @@ class WorkspaceScheduler:
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         self._wake.set()
 
+    def _in_burst(self) -> bool:
+        return self._superseded_at is not None and time.monotonic() - self._superseded_at < self.burst_window_s
+
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
@@ -81,16 +95,21 @@ class WorkspaceScheduler:
             while self._pending is not None:
                 request, self._pending = self._pending, None
                 self._current = request
-                self.stats.started += 1
+                built = False
                 with anyio.CancelScope() as scope:
                     self._scope = scope
                     try:
+                        if self._in_burst():
+                            await anyio.sleep(self.burst_settle_s)
+                        built = True
+                        self.stats.started += 1
                         await self.build(request)
                     finally:
                         self._scope = None
                         self._current = None
                 if scope.cancelled_caught:
-                    self.stats.cancelled += 1
+                    self._superseded_at = time.monotonic()  # a burst goes on while saves keep coming
+                    self.stats.cancelled += built
                 else:
                     self.stats.finished += 1
             self._idle.set()

@@ -69,3 +69,44 @@ async def test_queue_policy_finishes_current_build_then_builds_merged_newer_edit
 def test_unknown_policy_is_a_clear_error():
     with pytest.raises(ValueError, match="restart, queue"):
         WorkspaceScheduler(lambda r: None, policy="sometimes")
+
+
+async def _saves_every(sched, rec, interval, count):
+    for i in range(count):
+        rec.content = i
+        sched.submit(req("/w/src/main.rs"))
+        await anyio.sleep(interval)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("settle_s, most_builds_started", [(0.25, 3), (0.0, None)])
+async def test_a_burst_of_saves_waits_for_the_burst_to_end(settle_s, most_builds_started):
+    # Saves every 100 ms for a second, each build taking 0.15 s: the watcher's pace when a
+    # file is saved over and over.
+    rec = Recorder(duration=0.15)
+    sched = WorkspaceScheduler(rec, policy="restart", burst_settle_s=settle_s)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sched.run)
+        await _saves_every(sched, rec, 0.1, 10)
+        await anyio.sleep(0.05)
+        await sched.wait_idle()
+        tg.cancel_scope.cancel()
+    assert rec.finished[-1][1] == 9  # the final build saw the final content
+    if most_builds_started is None:
+        assert len(rec.started) >= 8  # without settling, nearly every save starts a build
+    else:
+        assert len(rec.started) <= most_builds_started, len(rec.started)
+
+
+@pytest.mark.asyncio
+async def test_a_single_save_is_not_delayed_by_the_burst_rule():
+    rec = Recorder(duration=0.0)
+    sched = WorkspaceScheduler(rec, policy="restart")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sched.run)
+        started = anyio.current_time()
+        sched.submit(req("/w/a.rs"))
+        await anyio.sleep(0.01)
+        await sched.wait_idle()
+        tg.cancel_scope.cancel()
+    assert anyio.current_time() - started < 0.2
