@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from daemon.capture_run import find_shim, run_capture  # noqa: E402
+from daemon.cli.capture_run import find_shim, run_capture  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 WRAPPER_VARS = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER")

@@ -2,7 +2,7 @@
 
 On a copy of tests/fixtures/livehost, captured with `thinpatch capture`, a real `thinpatch serve`
 process runs with the live Rust host subscribed over the socket (it applies `patch-ready` events
-as subsecond does) and one Python client (`daemon.client`). Each round saves app/src/main.rs the
+as subsecond does) and one Python client (`daemon.socket.client`). Each round saves app/src/main.rs the
 way an editor does (temp file renamed over) with a round-numbered greeting, and measures in the
 same run:
   * save -> `patch-ready` received by the Python client;
@@ -43,11 +43,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 from bench_patch import clean_env, machine, require_string, summary, timed_cargo_build  # noqa: E402
-from daemon import protocol  # noqa: E402
-from daemon.capture_run import run_capture  # noqa: E402
-from daemon.client import connect  # noqa: E402
-from tests.daemon_process import quiet_mark  # noqa: E402
-from tests.live_host import LiveHost  # noqa: E402
+from daemon.socket import protocol  # noqa: E402
+from daemon.cli.capture_run import run_capture  # noqa: E402
+from daemon.socket.client import connect  # noqa: E402
+from tests.support.daemon_process import quiet_mark  # noqa: E402
+from tests.support.live_host import LiveHost  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "livehost"
 EDITED_FILE = Path("app") / "src" / "main.rs"

@@ -5,9 +5,9 @@
 Without paths it measures three images: a small Rust debug bin (rustc), a Rust debug bin
 using regex + serde_json from the Debian crates (cargo, offline), and the toolchain's
 librustc_driver .so. For each: the time to read every .symtab and .dynsym entry (name,
-address, size, type, binding) with LIEF, pyelftools and ``daemon.symbols``; the cache cold,
+address, size, type, binding) with LIEF, pyelftools and ``daemon.binary.symbols``; the cache cold,
 from disk (a restarted daemon) and from memory; and the per-patch work (jump table and load
-check) of the test suite's small patch library (tests/symbol_images.py) against that image,
+check) of the test suite's small patch library (tests/support/symbol_images.py) against that image,
 and, as the jump table's worst case, of the image against itself. Best of N runs.
 """
 
@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from daemon import symbol_cache  # noqa: E402
-from daemon.jump_table import compute_jump_table  # noqa: E402
-from daemon.load_check import check_loadable, loaded_library_paths  # noqa: E402
-from daemon.symbols import read_symbols  # noqa: E402
+from daemon.binary import symbol_cache  # noqa: E402
+from daemon.binary.jump_table import compute_jump_table  # noqa: E402
+from daemon.binary.load_check import check_loadable, loaded_library_paths  # noqa: E402
+from daemon.binary.symbols import read_symbols  # noqa: E402
 
 DEBIAN_DEMO_MAIN = """\
 fn main() {
@@ -87,7 +86,7 @@ def read_with_pyelftools(path: Path) -> int:
 
 def build_default_images(workdir: Path) -> list[tuple[str, Path]]:
     images: list[tuple[str, Path]] = []
-    from symbol_images import build_images
+    from tests.support.symbol_images import build_images
 
     images.append(("small Rust debug bin (rustc)", build_images().host))
     if shutil.which("cargo") and Path("/usr/share/cargo/registry").is_dir():
@@ -150,7 +149,7 @@ def measure(label: str, path: Path, args, workdir: Path) -> dict:
     # patch here is the small test patch library when the image is a program, else the image
     # itself (mapping every function: the jump table's worst case).
     host = symbol_cache.load_symbols(path, cache_dir)
-    from symbol_images import build_images
+    from tests.support.symbol_images import build_images
 
     patch_path = build_images().patch if host.lookup("main") else path
     if host.lookup("main"):

@@ -44,7 +44,7 @@ def capture_state_dir(tmp_path_factory):
 
 
 def _capture_copy(tmp_path_factory, name: str, **kwargs):
-    from daemon.capture_run import run_capture
+    from daemon.cli.capture_run import run_capture
 
     workspace = copy_fixture(name, tmp_path_factory.mktemp(f"captured {name}"))
     result = run_capture(workspace, **kwargs)

@@ -1,0 +1,226 @@
+"""Jump tables in subsecond's format, computed from two symbol tables (pure).
+
+``JumpTable.to_json()`` is what ``serde_json`` reads as ``subsecond_types::JumpTable``:
+``lib`` (a path), ``map`` (``HashMap<u64, u64>``, whose keys JSON writes as decimal
+strings), ``aslr_reference`` and ``new_base_address`` (the static addresses of ``main``
+in the running binary and in the patch, which the client subtracts from ``dlsym``
+results to get each image's slide) and ``ifunc_count`` (0 outside WebAssembly).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from daemon.binary.demangle import demangle
+from daemon.binary.symbols import DATA, FUNCTION, TLS, SymbolTable
+
+# Crates of the Rust toolchain: their functions appear in a patch only as instantiations of
+# generics, so their absence from a patch never means a function was removed.
+TOOLCHAIN_CRATES = frozenset(
+    {
+        "std",
+        "core",
+        "alloc",
+        "proc_macro",
+        "test",
+        "compiler_builtins",
+        "panic_unwind",
+        "panic_abort",
+        "unwind",
+        "std_detect",
+        "rustc_demangle",
+        "addr2line",
+        "gimli",
+        "miniz_oxide",
+        "object",
+        "memchr",
+        "hashbrown",
+        "adler2",
+        "cfg_if",
+        "libc",
+    }
+)
+
+
+# The host's names repeat from patch to patch.
+_demangle = functools.lru_cache(maxsize=1 << 16)(demangle)
+
+
+class JumpTableError(ValueError):
+    """The images lack what a jump table needs (``main`` in either of them)."""
+
+
+@dataclass(frozen=True)
+class JumpTable:
+    lib: str
+    map: dict[int, int]
+    aslr_reference: int
+    new_base_address: int
+    ifunc_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "lib": self.lib,
+            "map": {str(old): new for old, new in sorted(self.map.items())},
+            "aslr_reference": self.aslr_reference,
+            "new_base_address": self.new_base_address,
+            "ifunc_count": self.ifunc_count,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JumpTable:
+        return cls(
+            lib=data["lib"],
+            map={int(old): int(new) for old, new in data["map"].items()},
+            aslr_reference=int(data["aslr_reference"]),
+            new_base_address=int(data["new_base_address"]),
+            ifunc_count=int(data.get("ifunc_count", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class DataSizeChange:
+    name: str  # demangled
+    symbol: str  # as in the symbol table
+    old_size: int
+    new_size: int
+
+
+@dataclass(frozen=True)
+class PatchReport:
+    mapped: int
+    added: list[str] = field(default_factory=list)  # demangled, sorted
+    removed: list[str] = field(default_factory=list)
+    data_size_changes: list[DataSizeChange] = field(default_factory=list)
+    skipped_ambiguous: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mapped": self.mapped,
+            "added": self.added,
+            "removed": self.removed,
+            "data_size_changes": [
+                {"name": c.name, "symbol": c.symbol, "old_size": c.old_size, "new_size": c.new_size}
+                for c in self.data_size_changes
+            ],
+            "skipped_ambiguous": self.skipped_ambiguous,
+            "warnings": self.warnings,
+        }
+
+
+def crate_of(demangled: str) -> str | None:
+    """The first path segment of a demangled Rust name (``<a::B as c::D>::f`` → ``a``)."""
+    text = demangled.lstrip("<&*[(")
+    if text.startswith(("mut ", "dyn ", "const ")):
+        text = text.split(" ", 1)[1]
+    head = text.split("::", 1)[0]
+    head = head.split("[", 1)[0]  # verbose crate hashes
+    return head if head.isidentifier() else None
+
+
+def _addresses_by_name(table: SymbolTable, kinds: tuple[str, ...]) -> dict[str, set[int]]:
+    by_name: dict[str, set[int]] = {}
+    for s in table.symbols:
+        if s.defined and s.kind in kinds and s.name and s.address:
+            by_name.setdefault(s.normalised, set()).add(s.address)
+    return by_name
+
+
+def _sizes_by_name(table: SymbolTable) -> dict[str, set[int]]:
+    sizes: dict[str, set[int]] = {}
+    for s in table.symbols:
+        if s.defined and s.kind in (DATA, TLS) and s.name:
+            sizes.setdefault(s.normalised, set()).add(s.size)
+    return sizes
+
+
+def _main_address(table: SymbolTable, role: str) -> int:
+    name = table.symbol_prefix + "main"
+    candidates = {s.address for s in table.lookup(name) if s.kind == FUNCTION}
+    if len(candidates) != 1:
+        found = "no" if not candidates else "several"
+        raise JumpTableError(f"the {role} ({table.path}) has {found} `{name}` function; a jump table needs exactly one")
+    return candidates.pop()
+
+
+def compute_jump_table(
+    host: SymbolTable,
+    patch: SymbolTable,
+    lib_path: str,
+    crate_names: Iterable[str] | None = None,
+) -> tuple[JumpTable, PatchReport]:
+    """Map every function defined in both images under one name, old address → new address.
+
+    A name defined at more than one address in either image (local functions that share a
+    mangled name) cannot be paired reliably, so it is left out and reported. ``removed``
+    lists host functions missing from the patch, limited to ``crate_names`` (the crates the
+    patch rebuilt); without it, to the non-toolchain crates the patch defines functions of.
+    """
+    aslr_reference = _main_address(host, "running binary")
+    new_base_address = _main_address(patch, "patch")
+
+    old_functions = _addresses_by_name(host, (FUNCTION,))
+    new_functions = _addresses_by_name(patch, (FUNCTION,))
+
+    mapping: dict[int, int] = {}
+    ambiguous: list[str] = []
+    for name, new_addresses in new_functions.items():
+        old_addresses = old_functions.get(name)
+        if old_addresses is None:
+            continue
+        if len(old_addresses) != 1 or len(new_addresses) != 1:
+            ambiguous.append(name)
+            continue
+        mapping[next(iter(old_addresses))] = next(iter(new_addresses))
+
+    added_names = [n for n in new_functions if n not in old_functions]
+    added = sorted({_demangle(n) for n in added_names})
+
+    if crate_names is None:
+        owned = {crate_of(_demangle(n)) for n in new_functions} - TOOLCHAIN_CRATES - {None}
+    else:
+        owned = set(crate_names)
+    # A crate's name appears verbatim in every encoding of its symbols: a cheap filter
+    # that spares demangling the whole host on every patch.
+    removed = sorted(
+        {
+            demangled
+            for n in old_functions
+            if n not in new_functions
+            and any(c in n for c in owned)
+            and crate_of(demangled := _demangle(n)) in owned
+        }
+    )
+
+    old_sizes = _sizes_by_name(host)
+    changes: list[DataSizeChange] = []
+    for name, new_sizes in _sizes_by_name(patch).items():
+        sizes = old_sizes.get(name)
+        if sizes is None or len(sizes) != 1 or len(new_sizes) != 1 or sizes == new_sizes:
+            continue
+        changes.append(DataSizeChange(_demangle(name), name, next(iter(sizes)), next(iter(new_sizes))))
+    changes.sort(key=lambda c: c.name)
+
+    warnings = [
+        f"`{c.name}` changed size ({c.old_size} -> {c.new_size} bytes): a hot patch cannot change a"
+        " static's layout; restart the program to pick this change up"
+        for c in changes
+    ]
+    report = PatchReport(
+        mapped=len(mapping),
+        added=added,
+        removed=removed,
+        data_size_changes=changes,
+        skipped_ambiguous=sorted(_demangle(n) for n in ambiguous),
+        warnings=warnings,
+    )
+    table = JumpTable(
+        lib=lib_path,
+        map=mapping,
+        aslr_reference=aslr_reference,
+        new_base_address=new_base_address,
+    )
+    return table, report

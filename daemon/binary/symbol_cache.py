@@ -1,0 +1,255 @@
+"""Parse each binary once: an in-memory LRU plus an on-disk cache that survives restarts.
+
+Entries are keyed by the resolved path, the size and ``mtime_ns``; a file that changed
+is parsed again. On disk each entry is one file of compressed columns (mode 0600, directory 0700),
+written atomically, so a crash or a concurrent reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import sys
+import tempfile
+import threading
+import zlib
+from array import array
+from collections import OrderedDict
+from pathlib import Path
+from typing import NamedTuple
+
+from daemon.binary.symbols import (
+    DATA,
+    DEFAULT,
+    DYNAMIC,
+    FUNCTION,
+    GLOBAL,
+    HIDDEN,
+    INTERNAL,
+    LOCAL,
+    OTHER,
+    PROTECTED,
+    STATIC,
+    TLS,
+    WEAK,
+    Symbol,
+    SymbolTable,
+    gc_paused,
+    normalise_name,
+    read_symbols,
+)
+
+CACHE_FORMAT_VERSION = 1
+MEMORY_ENTRIES = 16
+
+
+class CacheKey(NamedTuple):
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def cache_key(path: str | Path) -> CacheKey:
+    resolved = Path(path).resolve()
+    st = resolved.stat()
+    return CacheKey(str(resolved), st.st_size, st.st_mtime_ns)
+
+
+class SymbolCache:
+    """Symbol tables by file identity, kept in memory and (optionally) in ``cache_dir``."""
+
+    def __init__(self, max_entries: int = MEMORY_ENTRIES) -> None:
+        self._entries: OrderedDict[CacheKey, SymbolTable] = OrderedDict()
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def load(self, path: str | Path, cache_dir: str | Path | None = None) -> SymbolTable:
+        key = cache_key(path)
+        with self._lock:
+            table = self._entries.get(key)
+            if table is not None:
+                self._entries.move_to_end(key)
+                return table
+        table = _read_disk_entry(Path(cache_dir), key) if cache_dir is not None else None
+        if table is None:
+            table = read_symbols(key.path)
+            # A file rewritten while we parsed it must not be stored under the old key.
+            if cache_key(key.path) != key:
+                return table
+            if cache_dir is not None:
+                _write_disk_entry(Path(cache_dir), key, table)
+        with self._lock:
+            self._entries[key] = table
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        return table
+
+
+_default_cache = SymbolCache()
+
+
+def load_symbols(path: str | Path, cache_dir: str | Path | None = None) -> SymbolTable:
+    """The symbol table of ``path``, parsed at most once per file version."""
+    return _default_cache.load(path, cache_dir)
+
+
+def clear_memory_cache() -> None:
+    _default_cache.clear()
+
+
+def disk_entry_path(cache_dir: Path, key: CacheKey) -> Path:
+    digest = hashlib.sha256(key.path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return cache_dir / f"symbols-{digest}.bin"
+
+
+# Disk format: MAGIC, a u32 header length, a JSON header, then zlib-compressed columns:
+# names ("\0"-joined UTF-8), addresses (u64), sizes (u64), section indices (u32),
+# one packed flags byte per symbol, and version-name indices (u16, 0 = none).
+# Columns load with a few bulk calls, much faster than JSON rows and free of pickle.
+MAGIC = b"THINPATCH-SYMBOLS\n"
+_KINDS = (FUNCTION, DATA, TLS, OTHER)
+_BINDINGS = (LOCAL, GLOBAL, WEAK)
+_VISIBILITIES = (DEFAULT, INTERNAL, HIDDEN, PROTECTED)
+_TABLES = (STATIC, DYNAMIC)
+
+
+def encode_table(table: SymbolTable, key: CacheKey) -> bytes:
+    symbols = table.symbols
+    versions: dict[str, int] = {}
+    version_indices = array("H")
+    for s in symbols:
+        version_indices.append(0 if s.version is None else versions.setdefault(s.version, len(versions) + 1))
+    kinds = {k: i for i, k in enumerate(_KINDS)}
+    bindings = {b: i for i, b in enumerate(_BINDINGS)}
+    visibilities = {v: i for i, v in enumerate(_VISIBILITIES)}
+    tables = {t: i for i, t in enumerate(_TABLES)}
+    flags = bytes(
+        kinds[s.kind] | bindings[s.binding] << 2 | visibilities[s.visibility] << 4 | s.defined << 6 | tables[s.table] << 7
+        for s in symbols
+    )
+    columns = [
+        "\0".join(s.name for s in symbols).encode("utf-8", "surrogateescape"),
+        array("Q", (s.address for s in symbols)).tobytes(),
+        array("Q", (s.size for s in symbols)).tobytes(),
+        array("I", (s.section_index for s in symbols)).tobytes(),
+        flags,
+        version_indices.tobytes(),
+    ]
+    compressed = [zlib.compress(c, 1) for c in columns]
+    header = {
+        "version": CACHE_FORMAT_VERSION,
+        "byteorder": sys.byteorder,
+        "key": list(key),
+        "path": table.path,
+        "format": table.format,
+        "bits": table.bits,
+        "little_endian": table.little_endian,
+        "shared": table.shared,
+        "needed": list(table.needed),
+        "soname": table.soname,
+        "runpath": list(table.runpath),
+        "rpath": list(table.rpath),
+        "count": len(symbols),
+        "versions": sorted(versions, key=versions.__getitem__),
+        "columns": [len(c) for c in compressed],
+    }
+    head = json.dumps(header, ensure_ascii=False).encode("utf-8", "surrogateescape")
+    return b"".join([MAGIC, struct.pack("<I", len(head)), head, *compressed])
+
+
+def decode_table(blob: bytes, key: CacheKey | None = None) -> SymbolTable:
+    """The table stored by ``encode_table``; ValueError if it is damaged or for another key."""
+    if not blob.startswith(MAGIC):
+        raise ValueError("not a symbol cache entry")
+    offset = len(MAGIC)
+    (head_len,) = struct.unpack_from("<I", blob, offset)
+    offset += 4
+    header = json.loads(blob[offset : offset + head_len].decode("utf-8", "surrogateescape"))
+    offset += head_len
+    if header["version"] != CACHE_FORMAT_VERSION or header["byteorder"] != sys.byteorder:
+        raise ValueError("cache entry from another format")
+    if key is not None and CacheKey(*header["key"]) != key:
+        raise ValueError("cache entry for another file version")
+    columns = []
+    for length in header["columns"]:
+        columns.append(zlib.decompress(blob[offset : offset + length]))
+        offset += length
+    names_blob, address_blob, size_blob, section_blob, flags, version_blob = columns
+    count = header["count"]
+    names = names_blob.decode("utf-8", "surrogateescape").split("\0") if count else []
+    addresses, sizes, sections, version_indices = array("Q"), array("Q"), array("I"), array("H")
+    addresses.frombytes(address_blob)
+    sizes.frombytes(size_blob)
+    sections.frombytes(section_blob)
+    version_indices.frombytes(version_blob)
+    if not (len(names) == len(addresses) == len(sizes) == len(sections) == len(flags) == len(version_indices) == count):
+        raise ValueError("cache entry columns disagree")
+    version_names = [None, *header["versions"]]
+    new = tuple.__new__
+    with gc_paused():
+        symbols = tuple(
+            [
+                new(
+                    Symbol,
+                    (
+                        name,
+                        normalise_name(name) if ".llvm." in name else name,
+                        address,
+                        size,
+                        _KINDS[flag & 3],
+                        _BINDINGS[flag >> 2 & 3],
+                        _VISIBILITIES[flag >> 4 & 3],
+                        bool(flag & 64),
+                        section,
+                        _TABLES[flag >> 7],
+                        version_names[version],
+                    ),
+                )
+                for name, address, size, section, flag, version in zip(
+                    names, addresses, sizes, sections, flags, version_indices
+                )
+            ]
+        )
+    return SymbolTable(
+        path=header["path"],
+        format=header["format"],
+        bits=header["bits"],
+        little_endian=header["little_endian"],
+        shared=header["shared"],
+        symbols=symbols,
+        needed=tuple(header["needed"]),
+        soname=header["soname"],
+        runpath=tuple(header["runpath"]),
+        rpath=tuple(header["rpath"]),
+    )
+
+
+def _read_disk_entry(cache_dir: Path, key: CacheKey) -> SymbolTable | None:
+    try:
+        blob = disk_entry_path(cache_dir, key).read_bytes()
+        return decode_table(blob, key)
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error, zlib.error):
+        return None  # missing, stale or damaged: parse again
+
+
+def _write_disk_entry(cache_dir: Path, key: CacheKey, table: SymbolTable) -> None:
+    try:
+        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        blob = encode_table(table, key)
+        fd, tmp = tempfile.mkstemp(prefix=".symbols-", dir=cache_dir)  # created 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            os.replace(tmp, disk_entry_path(cache_dir, key))
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # a cache that cannot be written only costs time

@@ -1,0 +1,445 @@
+"""Build a patch library from the captures: run rustc for each crate, then the linker.
+
+The plans (what to run) come from the pure modules ``rustc_plan``, ``link_plan`` and
+``crate_graph``; this module only runs them. Every child runs in a process group of its
+own, and a cancelled build kills that group: a newer edit supersedes the build, and a
+half-finished rustc must not keep writing into the session.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import anyio
+from anyio.abc import ByteReceiveStream
+
+from capture.store import Captures, RustcRecord, rustc_key
+from daemon.build.crate_graph import crate_node, crates_to_rebuild, dependency_graph
+from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, parse_stream
+from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
+from daemon.build.rustc_plan import ObjPlan, PlanError, build_obj_plan, extern_paths, replay_env
+from daemon.build.session_cache import (
+    DEFAULT_KEEP,
+    SessionLayout,
+    open_session,
+    prune_patches,
+    reserve_patch_number,
+)
+
+RECAPTURE_HINT = "Run `thinpatch capture` in the workspace to record a fresh build."
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class RebuildError(Exception):
+    """Base class: a patch could not be built. ``str(err)`` is meant for the user."""
+
+
+class UnsupportedEdit(RebuildError):
+    """The edited crate cannot be hot-patched (a proc-macro, or not part of the program)."""
+
+
+class MissingCapture(RebuildError):
+    """The captures needed for this patch are absent, unreadable or out of date."""
+
+
+class ToolNotFound(RebuildError):
+    def __init__(self, tool: str, program: str, reason: str = "not found") -> None:
+        self.tool = tool
+        self.program = program
+        super().__init__(
+            f"{tool} {reason}: {program}. The toolchain used at capture time has changed or "
+            f"been removed. {RECAPTURE_HINT}"
+        )
+
+
+class ToolKilled(RebuildError):
+    """The tool died from a signal it did not send itself (the OOM killer, a `kill -9`)."""
+
+    def __init__(self, tool: str, signal_number: int, crate: str) -> None:
+        self.tool = tool
+        self.signal_number = signal_number
+        try:
+            name = signal.Signals(signal_number).name
+        except ValueError:
+            name = f"signal {signal_number}"
+        super().__init__(
+            f"{tool} was killed by {name} while building the patch for crate {crate} (out of memory, "
+            "or stopped by another program). Nothing was patched; the next save builds again."
+        )
+
+
+class SessionCacheError(RebuildError):
+    """The session cache (where patch objects and libraries go) cannot be written."""
+
+    def __init__(self, root: Path, error: OSError) -> None:
+        self.root = root
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(root) else ""
+        super().__init__(
+            f"cannot write the session cache at {root}: {error.strerror or error}{where}. "
+            "Make it a writable directory again (or free disk space), then save again."
+        )
+
+
+@contextmanager
+def _writing_session(root: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise SessionCacheError(root, exc) from exc
+
+
+class CompileError(RebuildError):
+    def __init__(self, crate: str, diagnostics: DiagnosticStream, argv: Sequence[str], returncode: int) -> None:
+        self.crate = crate
+        self.diagnostics = diagnostics
+        self.argv = list(argv)
+        self.returncode = returncode
+        errors = diagnostics.errors
+        if errors:
+            lines = [d.summary() for d in errors if not d.is_summary]
+            detail = "\n".join(lines or [d.summary() for d in errors])
+        else:
+            detail = "\n".join(diagnostics.other_lines[-20:]) or f"rustc exited with status {returncode}"
+        super().__init__(f"crate {crate} does not compile:\n{detail}")
+
+
+class LinkError(RebuildError):
+    def __init__(self, stderr: str, argv: Sequence[str], returncode: int) -> None:
+        self.stderr = stderr
+        self.argv = list(argv)
+        self.returncode = returncode
+        tail = "\n".join(stderr.strip().splitlines()[-20:])
+        super().__init__(
+            f"linking the patch library failed (status {returncode}):\n{tail}\n"
+            f"command: {' '.join(self.argv)}"
+        )
+
+
+# --------------------------------------------------------------------------- running one tool
+
+
+@dataclass(frozen=True)
+class ToolRun:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+    elapsed_ms: float
+
+
+async def _drain(stream: ByteReceiveStream | None, sink: list[bytes]) -> None:
+    if stream is None:
+        return
+    async for chunk in stream:
+        sink.append(chunk)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def run_tool(argv: Sequence[str], *, cwd: str | None, env: Mapping[str, str], tool: str) -> ToolRun:
+    """Run ``argv`` in a new process group, capturing stdout and stderr.
+
+    Cancellation kills the whole group and reaps the child before re-raising.
+    """
+    started = time.perf_counter()
+    try:
+        process = await anyio.open_process(
+            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    except FileNotFoundError as exc:
+        if cwd is not None and not os.path.isdir(cwd):
+            raise MissingCapture(
+                f"the directory {tool} ran in at capture time no longer exists: {cwd}. {RECAPTURE_HINT}"
+            ) from exc
+        raise ToolNotFound(tool, argv[0]) from exc
+    except PermissionError as exc:
+        raise ToolNotFound(tool, argv[0], "is not executable") from exc
+    out: list[bytes] = []
+    err: list[bytes] = []
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(_drain, process.stdout, out)
+            group.start_soon(_drain, process.stderr, err)
+        returncode = await process.wait()
+    except BaseException:
+        _kill_group(process.pid)
+        with anyio.CancelScope(shield=True):
+            await process.wait()
+            await process.aclose()
+        raise
+    await process.aclose()
+    return ToolRun(
+        argv=tuple(argv),
+        returncode=returncode,
+        stdout=b"".join(out).decode("utf-8", "replace"),
+        stderr=b"".join(err).decode("utf-8", "replace"),
+        elapsed_ms=(time.perf_counter() - started) * 1000.0,
+    )
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CrateBuild:
+    crate_name: str
+    kind: str
+    object_path: Path
+    rustc_ms: float
+    warnings: tuple[Diagnostic, ...] = ()
+
+
+@dataclass(frozen=True)
+class PatchBuild:
+    library: Path
+    patch_number: int
+    crate_name: str  # the program's crate (the one the library patches)
+    edited_crate: str
+    objects: tuple[Path, ...]
+    crates: tuple[CrateBuild, ...]
+    rustc_ms: float
+    link_ms: float
+    link_argv: tuple[str, ...] = field(repr=False, default=())
+    pruned: tuple[Path, ...] = field(repr=False, default=())
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(w for c in self.crates for w in c.warnings)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+
+        def plain(value: Any) -> Any:
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [plain(v) for v in value]
+            return value
+
+        return plain(data)
+
+
+# --------------------------------------------------------------------------- capture lookups
+
+
+def _validated(record: RustcRecord) -> RustcRecord:
+    data = record.data
+    problems = []
+    if not isinstance(data.get("args"), list) or not all(isinstance(a, str) for a in data["args"]):
+        problems.append("args is not a list of strings")
+    if not isinstance(data.get("env"), dict):
+        problems.append("env is not a mapping")
+    if not isinstance(data.get("cwd"), str) or not isinstance(data.get("rustc"), str):
+        problems.append("cwd or rustc is not a string")
+    if not isinstance(data.get("crate_types"), list):
+        problems.append("crate_types is not a list")
+    if problems:
+        raise MissingCapture(f"capture record {record.path} is corrupted ({'; '.join(problems)}). {RECAPTURE_HINT}")
+    return record
+
+
+def _warnings_note(captures: Captures) -> str:
+    return "".join(f"\n  {w}" for w in captures.warnings)
+
+
+def resolve_crate(captures: Captures, crate: str) -> RustcRecord:
+    """A crate by name (``app``), or by record key (``app.lib``) when a package has both."""
+    record = captures.rustc.get(crate) or captures.crate(crate)
+    if record is None:
+        known = ", ".join(sorted(captures.rustc)) or "none"
+        raise MissingCapture(
+            f"no capture for crate {crate!r} in {captures.capture_root} (scope {captures.scope or '?'}; "
+            f"captured: {known}). {RECAPTURE_HINT}{_warnings_note(captures)}"
+        )
+    return _validated(record)
+
+
+def resolve_top(captures: Captures, top: str | None = None) -> RustcRecord:
+    if top is not None:
+        return resolve_crate(captures, top)
+    tops = captures.top_crates()
+    if not tops:
+        raise MissingCapture(
+            f"no program crate (bin/cdylib) captured in {captures.capture_root} "
+            f"(scope {captures.scope or '?'}). {RECAPTURE_HINT}{_warnings_note(captures)}"
+        )
+    return _validated(tops[0])
+
+
+def _key(record: RustcRecord) -> str:
+    return rustc_key(record.crate_name, record.kind)
+
+
+# --------------------------------------------------------------------------- the build
+
+
+def plan_crates(
+    captures: Captures, edited: RustcRecord, top: RustcRecord, session_root: Path, *, rendered_ansi: bool = False
+) -> list[ObjPlan]:
+    """Plans for every crate the patch rebuilds, dependencies first. Pure given captures."""
+    records = {k: r for k, r in captures.rustc.items() if r.kind != "build-script"}
+    records.setdefault(_key(top), top)
+    records.setdefault(_key(edited), edited)
+    nodes = {k: crate_node(k, r.data) for k, r in records.items()}
+    order = crates_to_rebuild(dependency_graph(nodes.values()), _key(edited), _key(top))
+    plans: list[ObjPlan] = []
+    rebuilt_metadata: dict[str, Path] = {}  # crate name -> new .rmeta
+    for key in order:
+        record = _validated(records[key])
+        node = nodes[key]
+        overrides = {name: rebuilt_metadata[name] for name in node.externs if name in rebuilt_metadata}
+        plan = build_obj_plan(
+            record,
+            session_root,
+            emit_metadata=key != _key(top),
+            extern_overrides=overrides,
+            rendered_ansi=rendered_ansi,
+        )
+        if plan.metadata_path is not None:
+            rebuilt_metadata[record.crate_name] = plan.metadata_path
+        plans.append(plan)
+    return plans
+
+
+def _check_inputs_exist(plan: ObjPlan) -> None:
+    """Dependencies named by ``--extern`` must still exist (``cargo clean`` removes them)."""
+    for name, path in extern_paths(plan.args).items():
+        full = path if os.path.isabs(path) else os.path.join(plan.cwd, path)
+        if not os.path.exists(full):
+            raise MissingCapture(
+                f"crate {plan.crate_name} was built against {name} at {full}, which no longer exists "
+                f"(was `cargo clean` run?). {RECAPTURE_HINT}"
+            )
+
+
+async def compile_crate(plan: ObjPlan, session_root: Path | None = None) -> CrateBuild:
+    _check_inputs_exist(plan)
+    for path in (plan.obj_path, plan.metadata_path):
+        if path is not None:
+            with _writing_session(session_root or path.parent):
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                try:
+                    path.unlink()  # never link a stale object after a failed build
+                except FileNotFoundError:
+                    pass
+    run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc")
+    if run.returncode < 0:
+        raise ToolKilled("rustc", -run.returncode, plan.crate_name)
+    stream = parse_stream(run.stderr)
+    stream = DiagnosticStream(tuple(absolutize(d, plan.cwd) for d in stream.diagnostics), stream.other_lines)
+    if run.returncode != 0 or not plan.obj_path.exists():
+        raise CompileError(plan.crate_name, stream, plan.argv, run.returncode)
+    return CrateBuild(
+        crate_name=plan.crate_name,
+        kind=plan.kind,
+        object_path=plan.obj_path,
+        rustc_ms=run.elapsed_ms,
+        warnings=stream.warnings,
+    )
+
+
+async def link_patch(plan: LinkPlan, final_path: Path, env: Mapping[str, str], crate: str = "?") -> ToolRun:
+    """Link into a temporary name, then rename, so a library path only ever names a whole file."""
+    try:
+        run = await run_tool(plan.argv, cwd=plan.cwd, env=env, tool="linker")
+        if run.returncode < 0:
+            raise ToolKilled("the linker", -run.returncode, crate)
+        if run.returncode != 0 or not plan.output.exists():
+            raise LinkError(run.stderr or run.stdout, plan.argv, run.returncode)
+        os.replace(plan.output, final_path)
+    except BaseException:
+        # a failed or cancelled link leaves nothing behind in the patches dir
+        try:
+            plan.output.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+    return run
+
+
+async def build_patch(
+    captures: Captures,
+    crate_name: str | None,
+    session: SessionLayout | str | Path,
+    *,
+    top: str | None = None,
+    keep: int = DEFAULT_KEEP,
+    rendered_ansi: bool = False,
+    dependency_archives: DependencyArchives = "drop",
+    os_name: str | None = None,
+) -> PatchBuild:
+    """Rebuild ``crate_name`` (default: the program's own crate) and every workspace crate
+    between it and the program, then link their objects into a new patch library.
+
+    Raises MissingCapture, ToolNotFound, ToolKilled, SessionCacheError, CompileError or LinkError.
+    """
+    session_root = session.root if isinstance(session, SessionLayout) else Path(session)
+    with _writing_session(session_root):
+        layout = open_session(session_root)
+    top_record = resolve_top(captures, top)
+    edited = resolve_crate(captures, crate_name) if crate_name else top_record
+    link_record = captures.link_for(top_record.crate_name)
+    if link_record is None:
+        raise MissingCapture(
+            f"no link line captured for {top_record.crate_name} in {captures.capture_root}. "
+            f"{RECAPTURE_HINT}{_warnings_note(captures)}"
+        )
+    try:
+        plans = plan_crates(captures, edited, top_record, layout.root, rendered_ansi=rendered_ansi)
+    except PlanError as exc:
+        raise UnsupportedEdit(str(exc)) from exc
+
+    crates: list[CrateBuild] = []
+    for plan in plans:
+        crates.append(await compile_crate(plan, layout.root))
+
+    objects = [c.object_path for c in crates]
+    with _writing_session(layout.root):
+        number = reserve_patch_number(layout)
+    final_path = layout.patch_library_path(top_record.crate_name, number, os_name)
+    temp_path = final_path.with_name(f".{final_path.name}.{os.getpid()}.tmp")
+    try:
+        link_plan = build_link_plan(
+            link_record, objects, temp_path, os_name, dependency_archives=dependency_archives
+        )
+    except LinkPlanError as exc:
+        raise MissingCapture(f"{exc}. {RECAPTURE_HINT}") from exc
+    if link_plan.cwd is None or not os.path.isdir(link_plan.cwd):
+        link_plan = LinkPlan(
+            program=link_plan.program,
+            args=link_plan.args,
+            cwd=top_record.cwd,
+            output=link_plan.output,
+            objects=link_plan.objects,
+            dropped=link_plan.dropped,
+        )
+    link_run = await link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name)
+    pruned = prune_patches(layout, keep)
+    return PatchBuild(
+        library=final_path,
+        patch_number=number,
+        crate_name=top_record.crate_name,
+        edited_crate=edited.crate_name,
+        objects=tuple(objects),
+        crates=tuple(crates),
+        rustc_ms=sum(c.rustc_ms for c in crates),
+        link_ms=link_run.elapsed_ms,
+        link_argv=tuple(link_plan.argv),
+        pruned=tuple(pruned),
+    )

@@ -1,0 +1,327 @@
+"""Turn one captured rustc invocation into the invocation that builds a patch object.
+
+Pure functions only: argument lists in, argument lists out.
+
+The editors work by fold-and-add: they remove every existing spelling of an option
+(separated ``--emit X``, joined ``--emit=X``, repeated occurrences, comma lists) and then
+append exactly one fresh occurrence, so applying an editor twice gives the same list as
+applying it once. Every other argument stays verbatim and in order: ``-C metadata`` and
+``-C extra-filename`` feed the symbol hashes, and ``--cfg``/``--extern``/``-L`` decide what
+the code means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from daemon.build.session_cache import (  # noqa: F401  (re-exported naming helpers)
+    SessionLayout,
+    library_filename,
+    library_filename_for_os,
+    object_filename,
+)
+
+# Variables that only made sense for cargo's own process tree: jobserver descriptors that no
+# longer exist, and the wrapper that recorded the invocation.
+DROPPED_ENV = ("CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER")
+DROPPED_ENV_PREFIXES = ("THINPATCH_",)
+
+
+class PlanError(ValueError):
+    """A captured invocation that cannot be turned into a patch build."""
+
+
+# --------------------------------------------------------------------------- generic editors
+
+
+def strip_option(args: Sequence[str], name: str) -> list[str]:
+    """Remove every ``name VALUE`` and ``name=VALUE`` occurrence of a long option."""
+    out: list[str] = []
+    i = 0
+    prefix = name + "="
+    while i < len(args):
+        arg = args[i]
+        if arg == name:
+            i += 2
+            continue
+        if arg.startswith(prefix):
+            i += 1
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _codegen_key(value: str) -> str:
+    return value.split("=", 1)[0].strip()
+
+
+def strip_codegen(args: Sequence[str], key: str) -> list[str]:
+    """Remove ``-C key[=v]`` in all spellings: ``-C k=v``, ``-Ck=v``, ``--codegen k=v``,
+    ``--codegen=k=v``."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-C", "--codegen"):
+            if i + 1 < len(args) and _codegen_key(args[i + 1]) == key:
+                i += 2
+                continue
+        elif arg.startswith("--codegen=") and _codegen_key(arg[len("--codegen=") :]) == key:
+            i += 1
+            continue
+        elif arg.startswith("-C") and len(arg) > 2 and _codegen_key(arg[2:]) == key:
+            i += 1
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def codegen_value(args: Sequence[str], key: str) -> str | None:
+    """The value of the last ``-C key=value`` in any spelling, or None."""
+    found: str | None = None
+    for i, arg in enumerate(args):
+        value: str | None = None
+        if arg in ("-C", "--codegen") and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--codegen="):
+            value = arg[len("--codegen=") :]
+        elif arg.startswith("-C") and len(arg) > 2:
+            value = arg[2:]
+        if value is not None and _codegen_key(value) == key:
+            found = value.split("=", 1)[1] if "=" in value else ""
+    return found
+
+
+def option_values(args: Sequence[str], name: str) -> list[str]:
+    """Values of every ``name VALUE`` / ``name=VALUE`` occurrence, in order."""
+    values: list[str] = []
+    prefix = name + "="
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == name and i + 1 < len(args):
+            values.append(args[i + 1])
+            i += 2
+            continue
+        if arg.startswith(prefix):
+            values.append(arg[len(prefix) :])
+        i += 1
+    return values
+
+
+def _strip_output_file(args: Sequence[str]) -> list[str]:
+    """Remove ``-o PATH`` and ``-oPATH`` (rustc's only short option spelled ``-o``)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "-o":
+            i += 2
+            continue
+        if arg.startswith("-o") and len(arg) > 2:
+            i += 1
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+# --------------------------------------------------------------------------- specific editors
+
+
+def set_crate_type(args: Sequence[str], kind: str) -> list[str]:
+    return [*strip_option(args, "--crate-type"), "--crate-type", kind]
+
+
+def set_emit(args: Sequence[str], emits: Mapping[str, str | Path | None]) -> list[str]:
+    """Replace every ``--emit`` with one comma list, e.g. ``--emit=obj=P,metadata=M``."""
+    if not emits:
+        raise ValueError("set_emit needs at least one output kind")
+    parts = [kind if path is None else f"{kind}={path}" for kind, path in emits.items()]
+    return [*strip_option(args, "--emit"), "--emit=" + ",".join(parts)]
+
+
+def set_emit_obj(args: Sequence[str], path: str | Path) -> list[str]:
+    return set_emit(args, {"obj": path})
+
+
+def set_out_dir(args: Sequence[str], directory: str | Path) -> list[str]:
+    return [*_strip_output_file(strip_option(args, "--out-dir")), "--out-dir", str(directory)]
+
+
+def set_incremental(args: Sequence[str], directory: str | Path) -> list[str]:
+    return [*strip_codegen(args, "incremental"), "-C", f"incremental={directory}"]
+
+
+def set_json_diagnostics(args: Sequence[str], rendered_ansi: bool = False) -> list[str]:
+    """Diagnostics as JSON lines, each carrying rendered text (with ANSI colours if asked).
+
+    Drops cargo's ``artifacts``/``future-incompat`` notifications: a patch build has no use
+    for them.
+    """
+    out = [*strip_option(strip_option(args, "--error-format"), "--json"), "--error-format=json"]
+    if rendered_ansi:
+        out.append("--json=diagnostic-rendered-ansi")
+    return out
+
+
+def _split_extern(value: str) -> tuple[str, str, str | None]:
+    """``[opts:]name[=path]`` → (opts prefix incl. colon or "", name, path or None)."""
+    spec, equals, path = value.partition("=")
+    opts, colon, name = spec.rpartition(":")
+    return opts + colon, name, (path if equals else None)
+
+
+def extern_paths(args: Sequence[str]) -> dict[str, str]:
+    """``--extern name=path`` entries as {name: path} (entries without a path are skipped)."""
+    result: dict[str, str] = {}
+    for value in option_values(args, "--extern"):
+        _, name, path = _split_extern(value)
+        if path is not None:
+            result[name] = path
+    return result
+
+
+def set_extern(args: Sequence[str], crate: str, path: str | Path) -> list[str]:
+    """Point ``--extern crate=…`` at ``path``, in place (so order is kept); append if absent."""
+    out: list[str] = []
+    replaced = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--extern" and i + 1 < len(args):
+            prefix, name, _ = _split_extern(args[i + 1])
+            if name == crate:
+                if not replaced:
+                    out += ["--extern", f"{prefix}{crate}={path}"]
+                    replaced = True
+                i += 2
+                continue
+        elif arg.startswith("--extern="):
+            prefix, name, _ = _split_extern(arg[len("--extern=") :])
+            if name == crate:
+                if not replaced:
+                    out.append(f"--extern={prefix}{crate}={path}")
+                    replaced = True
+                i += 1
+                continue
+        out.append(arg)
+        i += 1
+    if not replaced:
+        out += ["--extern", f"{crate}={path}"]
+    return out
+
+
+def add_search_dir(args: Sequence[str], kind: str, directory: str | Path) -> list[str]:
+    """Append ``-L kind=dir`` unless that exact search path is already there."""
+    spec = f"{kind}={directory}"
+    present = option_values(args, "-L") + [a[2:] for a in args if a.startswith("-L") and len(a) > 2]
+    return list(args) if spec in present else [*args, "-L", spec]
+
+
+def replay_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The captured environment minus what belonged to cargo's process tree."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k not in DROPPED_ENV and not k.startswith(DROPPED_ENV_PREFIXES)
+    }
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def patch_crate_type(crate_types: Iterable[str]) -> str:
+    """``bin`` keeps a bin crate's symbol hashes; every library type gives the same hashes
+    as ``rlib``, and ``rlib`` keeps ``pub fn`` symbols global (FACTS: rustc 1.95)."""
+    types = list(crate_types)
+    if "proc-macro" in types:
+        raise PlanError(
+            "a proc-macro crate cannot be hot-patched: its code runs inside the compiler. "
+            "Rebuild with `cargo build` and restart the program."
+        )
+    return "bin" if "bin" in types else "rlib"
+
+
+@dataclass(frozen=True)
+class ObjPlan:
+    """How to run rustc for one crate of a patch."""
+
+    crate_name: str
+    kind: str
+    program: str
+    args: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str] = field(repr=False)
+    obj_path: Path
+    incremental_dir: Path
+    metadata_path: Path | None = None  # set for library crates whose dependents are rebuilt too
+
+    @property
+    def argv(self) -> list[str]:
+        return [self.program, *self.args]
+
+
+def _get(captured: Any, name: str) -> Any:
+    if isinstance(captured, Mapping):
+        return captured[name]
+    return getattr(captured, name)
+
+
+def build_obj_plan(
+    captured: Any,
+    session_dir: str | Path,
+    *,
+    emit_metadata: bool = False,
+    extern_overrides: Mapping[str, str | Path] | None = None,
+    rendered_ansi: bool = False,
+) -> ObjPlan:
+    """The rustc invocation that compiles ``captured`` into one object in the session.
+
+    ``captured`` is a :class:`capture.store.RustcRecord` (or a mapping with the same
+    fields). ``emit_metadata`` also writes the crate's ``.rmeta`` into the session's deps
+    dir, for rebuilt dependents; ``extern_overrides`` points ``--extern`` entries at such
+    rebuilt metadata, and adds the session's deps dir to the search path so crates that
+    reach a rebuilt crate only transitively find the new one too.
+    """
+    layout = SessionLayout(Path(session_dir))
+    crate = _get(captured, "crate_name")
+    kind = _get(captured, "kind")
+    args = list(_get(captured, "args"))
+    if not args:
+        raise PlanError(f"the capture of crate {crate!r} has no rustc arguments")
+
+    obj_path = layout.object_path(crate, kind)
+    incremental_dir = layout.incremental_dir(crate, kind)
+    emits: dict[str, str | Path | None] = {"obj": obj_path}
+    metadata_path = None
+    if emit_metadata:
+        extra = codegen_value(args, "extra-filename") or ""
+        metadata_path = layout.metadata_path(crate, extra)
+        emits["metadata"] = metadata_path
+
+    args = set_crate_type(args, patch_crate_type(_get(captured, "crate_types")))
+    args = set_emit(args, emits)
+    args = set_out_dir(args, layout.out_dir)
+    args = set_incremental(args, incremental_dir)
+    args = set_json_diagnostics(args, rendered_ansi=rendered_ansi)
+    if extern_overrides:
+        for name, path in extern_overrides.items():
+            args = set_extern(args, name, path)
+        args = add_search_dir(args, "dependency", layout.deps_dir)
+
+    return ObjPlan(
+        crate_name=crate,
+        kind=kind,
+        program=_get(captured, "rustc"),
+        args=tuple(args),
+        cwd=_get(captured, "cwd"),
+        env=replay_env(_get(captured, "env")),
+        obj_path=obj_path,
+        incremental_dir=incremental_dir,
+        metadata_path=metadata_path,
+    )

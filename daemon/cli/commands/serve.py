@@ -1,0 +1,76 @@
+"""`thinpatch serve`: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from daemon.cli.commands._socket_option import add_socket_option
+
+HELP = "run the daemon: watch captured workspaces and send patches to subscribers"
+DESCRIPTION = """\
+Watches the source files of every captured workspace (the files rustc's dep-info lists,
+plus Cargo.toml, Cargo.lock and build.rs). On each save it rebuilds only the edited
+crate into a patch library, checks that it will load into the captured program, and
+sends `patch-ready` (or `build-failed`, `patch-rejected`, `full-rebuild-required`) to
+every subscriber on the Unix socket. Workspaces are found through the registry that
+`thinpatch capture` writes; a new capture is picked up without a restart.
+
+Stops cleanly on SIGTERM/SIGINT or `thinpatch stop`. Under systemd it accepts a
+socket-activated listener and reports readiness (see `thinpatch service install`).
+
+examples:
+  thinpatch serve                         serve every captured workspace
+  thinpatch serve --workspace ~/src/game  serve just this one
+  thinpatch serve --on-busy queue --debounce-ms 100
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_socket_option(parser)
+    parser.add_argument(
+        "--workspace", metavar="DIR", action="append", default=None,
+        help="serve this workspace (repeatable; default: every workspace `thinpatch capture` registered)",
+    )
+    parser.add_argument("--debounce-ms", type=int, default=50, metavar="MS", help="quiet time after a save before building (default: 50)")
+    parser.add_argument(
+        "--on-busy", choices=("restart", "queue"), default="restart",
+        help="an edit during a build: restart the build on the newest content (default) or queue behind it",
+    )
+    parser.add_argument("--keep", type=int, default=16, metavar="N", help="patch libraries to keep in the session cache (default: 16)")
+    parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import anyio
+
+    from daemon.service.engine import EngineOptions
+    from daemon.cli.logging_setup import configure_logging
+    from daemon.cli.serve_loop import serve_forever
+    from daemon.socket.single_instance import DaemonAlreadyRunning
+    from daemon.socket.socket_paths import SocketPathError
+
+    configure_logging(args.log_level)
+    options = EngineOptions(debounce_ms=args.debounce_ms, on_busy=args.on_busy, keep_patches=args.keep)
+    try:
+        anyio.run(serve_forever, Path(args.socket) if args.socket else None, args.workspace, options)
+    except BaseException as exc:  # task groups wrap start-up errors in exception groups
+        known = _first(exc, (DaemonAlreadyRunning, SocketPathError))
+        if known is None:
+            raise
+        print(f"thinpatch serve: {known}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _first(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first(inner, kinds)
+            if found is not None:
+                return found
+    return None

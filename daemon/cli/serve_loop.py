@@ -1,0 +1,54 @@
+"""`thinpatch serve`: the engine and the socket server in one process, with clean shutdown."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import anyio
+import structlog
+
+from daemon.service.engine import Engine, EngineOptions
+from daemon.socket.server import DaemonServer
+
+log = structlog.get_logger("thinpatch.serve")
+
+
+async def serve_forever(
+    socket_path: Path | None,
+    workspaces: list[str] | None,
+    options: EngineOptions,
+    *,
+    task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run until SIGTERM/SIGINT, a `shutdown` request, or cancellation.
+
+    On the way out the watcher stops through its stop event, running builds are cancelled
+    (their process groups killed) and the server removes its socket file.
+    """
+    engine = Engine(workspaces=workspaces, options=options)
+    server = DaemonServer(engine, socket_path)
+    engine.publish = server.publish
+    async with anyio.create_task_group() as tg:
+
+        def stop() -> None:
+            # Stop events first: a cancelled watcher would wait out its OS poll timeout.
+            engine.stop_watchers()
+            tg.cancel_scope.cancel()
+
+        async def stop_on_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("shutting down", signal=signal.Signals(signum).name)
+                    stop()
+                    return
+
+        async def run_server(*, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+            await server.run(task_status=task_status)
+            stop()  # a client asked for shutdown
+
+        tg.start_soon(stop_on_signals)
+        await tg.start(run_server)
+        await tg.start(engine.run)
+        log.info("daemon ready", socket=str(server.socket_path), workspaces=len(engine.served))
+        task_status.started((engine, server))

@@ -1,0 +1,423 @@
+"""The daemon's socket hub: accepts clients, answers requests, fans events out.
+
+Transport and fan-out only. What to build and when is the engine's job; the engine talks
+to the server through :class:`Engine` (what the server asks of it) and
+:meth:`DaemonServer.publish` (how it announces events).
+
+Every client gets a bounded outgoing queue drained by its own writer task, so
+``publish`` never blocks and one slow client cannot hold up the others: a client whose
+queue fills up is disconnected with a reason.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from itertools import count
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+import structlog
+from anyio.abc import SocketAttribute
+
+from daemon import __version__
+from daemon.socket import protocol, systemd
+from daemon.socket.peercred import peer_credentials
+from daemon.socket.protocol import (
+    EVENT_TYPES,
+    MAX_LINE_BYTES,
+    LineBuffer,
+    LineTooLong,
+    ProtocolError,
+    Request,
+    RequestError,
+    Subscription,
+)
+from daemon.socket.single_instance import BoundSocket, bind_or_fail
+from daemon.socket.socket_paths import default_socket_path
+
+__all__ = ["DaemonServer", "Engine", "RequestError", "Subscription", "serve"]
+
+log = structlog.get_logger("thinpatch.server")
+
+DEFAULT_QUEUE_LIMIT = 256
+DEFAULT_MAX_CLIENTS = 1024
+READ_CHUNK_BYTES = 64 * 1024
+# A writer sends queued messages in batches of up to this many bytes.
+WRITE_BATCH_BYTES = 256 * 1024
+# How long a client that hung up its sending side, or the whole server on shutdown,
+# waits for queued messages to be written.
+FLUSH_TIMEOUT_S = 0.5
+FINAL_MESSAGE_TIMEOUT_S = 0.2
+ENV_VALIDATE = "THINPATCH_VALIDATE_PROTOCOL"
+
+
+class Engine(Protocol):
+    """What the server needs from whoever watches and builds."""
+
+    def status(self) -> dict[str, Any]:
+        """Status fields merged into the ``status`` reply; at least ``workspaces`` (a list
+        of objects, each with a ``workspace`` path)."""
+        ...
+
+    async def request_rebuild(self, workspace: str, crate: str | None) -> None:
+        """Schedule a rebuild. Raise :class:`RequestError` (plain English) for bad input,
+        such as a workspace that is not served or a crate it does not have."""
+        ...
+
+    def current_state_for(self, subscription: Subscription) -> list[dict[str, Any]]:
+        """Events a new subscriber should see first: per workspace, the last patch that
+        is valid for it. Synchronous, so no event can slip in between."""
+        ...
+
+
+class _Connection:
+    def __init__(self, number: int, stream: anyio.abc.SocketStream, queue_limit: int) -> None:
+        self.number = number
+        self.stream = stream
+        self.queue_limit = queue_limit
+        self.outbox, self.inbox = anyio.create_memory_object_stream[bytes](queue_limit)
+        self.subscription: Subscription | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.drop_reason: str | None = None
+        self.mid_write = False
+        self.writer_done = anyio.Event()
+
+    def enqueue(self, data: bytes) -> bool:
+        """Queue one encoded message without blocking. A full queue drops the client."""
+        if self.drop_reason is not None:
+            return False
+        try:
+            self.outbox.send_nowait(data)
+        except anyio.WouldBlock:
+            self.drop(
+                f"disconnected: this client fell behind ({self.queue_limit} messages waiting "
+                "to be read)"
+            )
+            return False
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return False
+        return True
+
+    def drop(self, reason: str) -> None:
+        if self.drop_reason is None:
+            self.drop_reason = reason
+            if self.scope is not None:
+                self.scope.cancel()
+
+
+class DaemonServer:
+    """Serve protocol v1 on a Unix socket.
+
+    ``await tg.start(server.run)`` returns once the socket is listening, with the server
+    itself as the start value. ``run`` returns after a client's ``shutdown`` request, and
+    stops within a second when cancelled; either way the listener and clients are closed
+    and the socket file is removed (unless systemd owns it).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        socket_path: Path | str | None = None,
+        *,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        max_clients: int = DEFAULT_MAX_CLIENTS,
+        validate: bool | None = None,
+        listen_socket: socket.socket | None = None,
+        version: str = __version__,
+    ) -> None:
+        self.engine = engine
+        self.socket_path = Path(socket_path) if socket_path else default_socket_path()
+        self.queue_limit = queue_limit
+        self.max_clients = max_clients
+        self.version = version
+        self.socket_activated = False
+        self._listen_socket = listen_socket
+        self._uid = os.geteuid()
+        self._seq = count(1)
+        self._connection_numbers = count(1)
+        self._connections: set[_Connection] = set()
+        self._shutdown: anyio.Event | None = None
+        self._started_at = time.monotonic()
+        if validate is None:
+            validate = os.environ.get(ENV_VALIDATE, "") not in ("", "0")
+        self._check: Callable[[dict[str, Any]], None] | None = None
+        if validate:
+            from daemon.socket.protocol_schema import check_server_message
+
+            self._check = check_server_message
+
+    # ------------------------------------------------------------------ public API
+
+    def publish(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Send ``event`` to every subscriber that wants it. Never blocks.
+
+        Call it from the event loop's thread. Returns the event as sent (with ``seq``).
+        """
+        kind = event.get("type")
+        if kind not in EVENT_TYPES:
+            raise ValueError(f"not an event type: {kind!r}")
+        message, data = self._stamp(event)
+        for connection in list(self._connections):
+            if connection.subscription is not None and connection.subscription.wants(message):
+                connection.enqueue(data)
+        return message
+
+    def request_shutdown(self) -> None:
+        if self._shutdown is not None:
+            self._shutdown.set()
+
+    @property
+    def client_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(1 for c in self._connections if c.subscription is not None)
+
+    def queued_messages(self) -> int:
+        """Messages waiting in all client queues (bounded by clients × queue_limit)."""
+        return sum(c.outbox.statistics().current_buffer_used for c in self._connections)
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._shutdown = anyio.Event()
+        bound: BoundSocket | None = None
+        sock = self._listen_socket
+        if sock is None:
+            sock = systemd.activated_unix_listener()
+            self.socket_activated = sock is not None
+        if sock is None:
+            bound = await anyio.to_thread.run_sync(bind_or_fail, self.socket_path)
+            sock = bound.sock
+        else:
+            name = sock.getsockname()
+            if isinstance(name, str) and name:
+                self.socket_path = Path(name)
+        listener = await anyio.abc.SocketListener.from_socket(sock)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._accept_loop, listener, tg)
+                log.info("listening", socket=str(self.socket_path), activated=self.socket_activated)
+                systemd.notify_ready(f"listening on {self.socket_path}")
+                task_status.started(self)
+                await self._shutdown.wait()
+                log.info("shutdown requested by a client")
+                await self._flush_all()
+                tg.cancel_scope.cancel()
+        finally:
+            systemd.notify_stopping()
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+            if bound is not None:
+                bound.release()
+            self._connections.clear()
+            log.info("stopped", socket=str(self.socket_path))
+
+    # ------------------------------------------------------------------ connections
+
+    async def _accept_loop(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            except OSError as exc:  # EMFILE and friends: wait for descriptors to free up
+                log.warning("accept failed", error=str(exc))
+                await anyio.sleep(0.1)
+                continue
+            tg.start_soon(self._serve_connection, stream)
+
+    async def _serve_connection(self, stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            refusal = self._refusal_for(stream)
+            if refusal is not None:
+                await self._send_final(stream, protocol.error(refusal))
+                return
+            connection = _Connection(next(self._connection_numbers), stream, self.queue_limit)
+            self._connections.add(connection)
+            log.debug("client connected", client=connection.number, clients=len(self._connections))
+            try:
+                async with anyio.create_task_group() as tg:
+                    connection.scope = tg.cancel_scope
+                    connection.enqueue(self._encode(protocol.hello(self.version, os.getpid())))
+                    tg.start_soon(self._write_loop, connection)
+                    await self._read_loop(connection)
+                    # The client stopped sending: write what it is owed, then hang up.
+                    connection.outbox.close()
+                    with anyio.move_on_after(FLUSH_TIMEOUT_S):
+                        await connection.writer_done.wait()
+                    tg.cancel_scope.cancel()
+            except Exception:
+                log.exception("client connection failed", client=connection.number)
+            finally:
+                self._connections.discard(connection)
+                connection.subscription = None
+            if connection.drop_reason is not None:
+                log.warning("client dropped", client=connection.number, reason=connection.drop_reason)
+                if not connection.mid_write:
+                    await self._send_final(stream, protocol.error(connection.drop_reason))
+            log.debug("client disconnected", client=connection.number)
+
+    def _refusal_for(self, stream: anyio.abc.SocketStream) -> str | None:
+        raw = stream.extra(SocketAttribute.raw_socket)
+        try:
+            credentials = peer_credentials(raw)
+        except OSError:
+            credentials = None
+        if credentials is not None and credentials.uid != self._uid:
+            log.warning("refused a client of another user", uid=credentials.uid, pid=credentials.pid)
+            return (
+                f"permission denied: this thinpatch daemon serves uid {self._uid} only, "
+                f"and this client runs as uid {credentials.uid}"
+            )
+        if len(self._connections) >= self.max_clients:
+            log.warning("refused a client: too many clients", limit=self.max_clients)
+            return f"too many clients (limit {self.max_clients}); try again later"
+        return None
+
+    async def _send_final(self, stream: anyio.abc.SocketStream, message: dict[str, Any]) -> None:
+        """Best effort: a last message before closing, never waiting long."""
+        with anyio.move_on_after(FINAL_MESSAGE_TIMEOUT_S):
+            try:
+                await stream.send(self._encode(message))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                pass
+
+    async def _read_loop(self, connection: _Connection) -> None:
+        lines = LineBuffer(MAX_LINE_BYTES)
+        while connection.drop_reason is None:
+            try:
+                chunk = await connection.stream.receive(READ_CHUNK_BYTES)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                last = lines.finish()
+                if last is not None:
+                    await self._handle_line(connection, last)
+                return
+            try:
+                complete = lines.feed(chunk)
+            except LineTooLong as exc:
+                log.warning("client sent an oversized line", client=connection.number)
+                connection.enqueue(self._encode(protocol.error(str(exc))))
+                return
+            for line in complete:
+                await self._handle_line(connection, line)
+                if connection.drop_reason is not None:
+                    return
+
+    async def _write_loop(self, connection: _Connection) -> None:
+        try:
+            async with connection.inbox:
+                async for data in connection.inbox:
+                    batch = [data]
+                    size = len(data)
+                    while size < WRITE_BATCH_BYTES:
+                        try:
+                            more = connection.inbox.receive_nowait()
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                        batch.append(more)
+                        size += len(more)
+                    connection.mid_write = True
+                    await connection.stream.send(b"".join(batch))
+                    connection.mid_write = False
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            if connection.scope is not None:  # the peer went away
+                connection.scope.cancel()
+        finally:
+            connection.writer_done.set()
+
+    async def _flush_all(self) -> None:
+        for connection in list(self._connections):
+            connection.outbox.close()
+        with anyio.move_on_after(FLUSH_TIMEOUT_S):
+            for connection in list(self._connections):
+                await connection.writer_done.wait()
+
+    # ------------------------------------------------------------------ requests
+
+    async def _handle_line(self, connection: _Connection, line: bytes) -> None:
+        if not line.strip():
+            return  # blank lines are harmless (keep-alives from hand-typed sessions)
+        try:
+            request = protocol.parse_request(line)
+        except ProtocolError as exc:
+            connection.enqueue(self._encode(protocol.error(str(exc), exc.re_seq)))
+            return
+        try:
+            for reply in await self._answer(connection, request):
+                connection.enqueue(self._encode(reply))
+        except RequestError as exc:
+            connection.enqueue(self._encode(protocol.error(str(exc), request.seq)))
+        except Exception as exc:
+            log.exception("request failed", client=connection.number, request=request.type)
+            message = f"internal error while handling {request.type!r}: {type(exc).__name__}: {exc}"
+            connection.enqueue(self._encode(protocol.error(message, request.seq)))
+
+    async def _answer(self, connection: _Connection, request: Request) -> list[dict[str, Any]]:
+        if request.type == "ping":
+            return [protocol.reply("pong", request.seq)]
+        if request.type == "status":
+            return [self._status_reply(request.seq)]
+        if request.type == "subscribe":
+            subscription = request.subscription()
+            current = self.engine.current_state_for(subscription)
+            # No await from here on: the snapshot and the switch-over are atomic.
+            connection.subscription = subscription
+            replies = [protocol.reply("subscribed", request.seq, **request.fields)]
+            replies += [{**event, "replayed": True} for event in current]
+            return replies
+        if request.type == "rebuild":
+            await self.engine.request_rebuild(request.fields["workspace"], request.fields.get("crate"))
+            return [protocol.reply("ok", request.seq)]
+        if request.type == "shutdown":
+            self.request_shutdown()
+            return [protocol.reply("ok", request.seq)]
+        raise AssertionError(f"unhandled request type {request.type}")
+
+    def _status_reply(self, re_seq: int | None) -> dict[str, Any]:
+        fields: dict[str, Any] = {"workspaces": []}
+        fields.update(self.engine.status())
+        fields["daemon"] = {
+            "pid": os.getpid(),
+            "version": self.version,
+            "protocol": protocol.PROTOCOL_VERSION,
+            "socket": str(self.socket_path),
+            "socket_activated": self.socket_activated,
+            "uptime_s": round(time.monotonic() - self._started_at, 3),
+            "clients": len(self._connections),
+            "subscribers": self.subscriber_count,
+        }
+        fields.pop("seq", None)
+        fields.pop("re", None)
+        return protocol.reply("status", re_seq, **{k: v for k, v in fields.items() if k != "type"})
+
+    # ------------------------------------------------------------------ encoding
+
+    def _stamp(self, message: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        stamped = {**message, "seq": next(self._seq)}
+        if self._check is not None:
+            self._check(stamped)
+        return stamped, protocol.encode(stamped)
+
+    def _encode(self, message: dict[str, Any]) -> bytes:
+        return self._stamp(message)[1]
+
+
+async def serve(
+    engine: Engine,
+    socket_path: Path | str | None = None,
+    *,
+    task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Run a :class:`DaemonServer` until shutdown or cancellation.
+
+    ``server = await tg.start(serve, engine)`` gives the running server, whose
+    ``publish`` the engine calls.
+    """
+    server = DaemonServer(engine, socket_path, **options)
+    await server.run(task_status=task_status)

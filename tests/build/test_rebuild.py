@@ -1,0 +1,249 @@
+"""The patch runner with real processes: rustc, cc, process groups and cancellation.
+
+These tests record a real rustc invocation and link line by hand (rustc with a linker script
+that saves its arguments), so they need rustc and cc but not cargo.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from functools import partial
+from pathlib import Path
+
+import anyio
+import pytest
+
+from capture.store import Captures, LinkRecord, RustcRecord, load_captures, rustc_key
+from daemon.build.rebuild import (
+    CompileError,
+    LinkError,
+    MissingCapture,
+    ToolNotFound,
+    build_patch,
+    run_tool,
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("rustc") is None or shutil.which("cc") is None,
+                                reason="needs rustc and cc")
+
+MAIN_RS = """\
+fn answer() -> u32 {
+    41
+}
+
+fn main() {
+    println!("answer = {}", answer());
+}
+"""
+
+SAVE_ARGS = """#!/bin/sh
+printf '%s\\n' "$@" > "$(dirname "$0")/link-args.txt"
+exec cc "$@"
+"""
+
+
+def _rustc_args(src_dir: Path) -> list[str]:
+    return [
+        "--crate-name", "hello", "--edition=2021", "src/main.rs",
+        "--error-format=json", "--json=diagnostic-rendered-ansi,artifacts,future-incompat",
+        "--crate-type", "bin", "--emit=dep-info,link", "-C", "debuginfo=0",
+        "-C", "metadata=0123456789abcdef", "-C", "extra-filename=-0123456789abcdef",
+        "--out-dir", str(src_dir / "target"), "-C", f"incremental={src_dir / 'target' / 'incremental'}",
+        "-C", "link-arg=-Wl,--export-dynamic",
+    ]
+
+
+@pytest.fixture(scope="module")
+def hello(tmp_path_factory):
+    """A bin crate built once with rustc; its rustc args and link line as capture records."""
+    root = tmp_path_factory.mktemp("hello crate")
+    (root / "src").mkdir()
+    (root / "src" / "main.rs").write_text(MAIN_RS)
+    saver = root / "save-link.sh"
+    saver.write_text(SAVE_ARGS)
+    saver.chmod(0o755)
+    args = _rustc_args(root)
+    rustc = shutil.which("rustc")
+    subprocess.run([rustc, *args, "-C", f"linker={saver}"], cwd=root, check=True, capture_output=True)
+    link_args = (root / "link-args.txt").read_text().splitlines()
+    return root, rustc, args, link_args
+
+
+def make_captures(root: Path, rustc_path: str, rustc_args: list[str], link_args: list[str], **overrides) -> Captures:
+    data = {
+        "format": 1, "crate_name": "hello", "kind": "bin", "crate_types": ["bin"], "rustc": rustc_path,
+        "args": rustc_args, "cwd": str(root), "env": dict(os.environ), "recorded_at": time.time(),
+        "scope": "host-debug", "is_top": True, "extra_filename": "-0123456789abcdef",
+    }
+    data.update(overrides)
+    link = {"format": 1, "linker": "cc", "args": link_args, "output": str(root / "target" / "hello"),
+            "cwd": str(root), "crate_name": "hello", "recorded_at": time.time()}
+    return Captures(
+        capture_root=root / "captures",
+        scope="host-debug",
+        rustc={rustc_key("hello", "bin"): RustcRecord(root / "hello.bin.json", data)},
+        links={"hello": LinkRecord(root / "link.json", link)},
+        warnings=[],
+    )
+
+
+def nm_defined(path: Path) -> set[str]:
+    out = subprocess.run(["nm", "--defined-only", str(path)], check=True, capture_output=True, text=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def edited_hello(hello):
+    root, rustc, args, link_args = hello
+    main = root / "src" / "main.rs"
+    original = main.read_text()
+    yield root, rustc, args, link_args, main
+    main.write_text(original)
+
+
+# --------------------------------------------------------------------------- run_tool
+
+
+@pytest.mark.asyncio
+async def test_run_tool_captures_output_and_status(tmp_path):
+    run = await run_tool(["sh", "-c", "echo out; echo err >&2; exit 3"], cwd=str(tmp_path), env=os.environ, tool="sh")
+    assert (run.returncode, run.stdout, run.stderr) == (3, "out\n", "err\n")
+    assert run.elapsed_ms > 0
+
+
+@pytest.mark.asyncio
+async def test_cancellation_kills_the_whole_process_group(tmp_path):
+    pidfile = tmp_path / "grandchild.pid"
+    script = f"sleep 60 & echo $! > '{pidfile}'; wait"
+    with anyio.move_on_after(10):
+        async with anyio.create_task_group() as group:
+            group.start_soon(partial(run_tool, ["sh", "-c", script], cwd=str(tmp_path), env=os.environ, tool="sh"))
+            while not pidfile.exists() or not pidfile.read_text().strip():
+                await anyio.sleep(0.02)
+            group.cancel_scope.cancel()
+    grandchild = int(pidfile.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(grandchild):
+        await anyio.sleep(0.05)
+    assert not _alive(grandchild), "the grandchild outlived the cancelled build"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.asyncio
+async def test_missing_program_is_tool_not_found(tmp_path):
+    with pytest.raises(ToolNotFound, match="thinpatch capture") as info:
+        await run_tool([str(tmp_path / "no-such-rustc")], cwd=str(tmp_path), env=os.environ, tool="rustc")
+    assert info.value.program == str(tmp_path / "no-such-rustc")
+
+
+@pytest.mark.asyncio
+async def test_missing_working_directory_is_missing_capture(tmp_path):
+    with pytest.raises(MissingCapture, match="no longer exists"):
+        await run_tool(["true"], cwd=str(tmp_path / "gone"), env=os.environ, tool="rustc")
+
+
+# --------------------------------------------------------------------------- build_patch
+
+
+@pytest.mark.asyncio
+async def test_patch_keeps_symbol_names_and_gets_new_names(edited_hello, tmp_path):
+    root, rustc, args, link_args, main = edited_hello
+    host = root / "target" / "hello-0123456789abcdef"
+    host_answer = {s for s in nm_defined(host) if "6answer" in s}
+    assert len(host_answer) == 1
+
+    main.write_text(MAIN_RS.replace("41", "42"))
+    captures = make_captures(root, rustc, args, link_args)
+    first = await build_patch(captures, None, tmp_path / "session")
+    assert first.library.name == "libhello-patch-1.so" and first.library.is_file()
+    assert host_answer <= nm_defined(first.library)
+    assert first.rustc_ms > 0 and first.link_ms > 0
+    assert [c.crate_name for c in first.crates] == ["hello"]
+    # the patch calls std through the host: no second copy of std inside it
+    assert not any("print" in s and s.startswith("_RNv") for s in nm_defined(first.library))
+
+    second = await build_patch(captures, "hello", tmp_path / "session")
+    assert second.library.name == "libhello-patch-2.so"
+    assert first.library.exists() and second.library.exists()
+    assert json.loads(json.dumps(second.to_dict()))["library"] == str(second.library)
+
+
+@pytest.mark.asyncio
+async def test_syntax_error_names_file_and_line_and_writes_no_library(edited_hello, tmp_path):
+    root, rustc, args, link_args, main = edited_hello
+    main.write_text(MAIN_RS.replace("    41\n", "    41 +\n"))
+    with pytest.raises(CompileError) as info:
+        await build_patch(make_captures(root, rustc, args, link_args), None, tmp_path / "session")
+    err = info.value
+    first = err.diagnostics.errors[0]
+    assert first.span.file == str(main) and first.span.line in (2, 3)
+    assert f"{main}:{first.span.line}:" in str(err)
+    assert list((tmp_path / "session" / "patches").iterdir()) == []
+
+
+@pytest.mark.asyncio
+async def test_link_failure_reports_stderr_and_argv(edited_hello, tmp_path):
+    root, rustc, args, link_args, main = edited_hello
+    captures = make_captures(root, rustc, args, [*link_args, "-lthinpatch_no_such_library"])
+    with pytest.raises(LinkError) as info:
+        await build_patch(captures, None, tmp_path / "session")
+    assert "thinpatch_no_such_library" in info.value.stderr
+    assert "-shared" in info.value.argv
+    assert [p.name for p in (tmp_path / "session" / "patches").iterdir() if not p.name.startswith(".lock")] == []
+
+
+@pytest.mark.asyncio
+async def test_vanished_toolchain_is_tool_not_found(hello, tmp_path):
+    root, rustc, args, link_args = hello
+    captures = make_captures(root, rustc, args, link_args, rustc="/nonexistent/toolchain/bin/rustc")
+    with pytest.raises(ToolNotFound, match="/nonexistent/toolchain/bin/rustc"):
+        await build_patch(captures, None, tmp_path / "session")
+
+
+@pytest.mark.asyncio
+async def test_corrupted_record_fields_are_missing_capture(hello, tmp_path):
+    root, rustc, args, link_args = hello
+    captures = make_captures(root, rustc, args, link_args, args="--crate-name hello")
+    with pytest.raises(MissingCapture, match="corrupted"):
+        await build_patch(captures, None, tmp_path / "session")
+
+
+@pytest.mark.asyncio
+async def test_unknown_crate_and_missing_link_are_missing_capture(hello, tmp_path):
+    root, rustc, args, link_args = hello
+    captures = make_captures(root, rustc, args, link_args)
+    with pytest.raises(MissingCapture, match="no capture for crate 'nope'.*captured: hello.bin"):
+        await build_patch(captures, "nope", tmp_path / "session")
+    captures.links.clear()
+    with pytest.raises(MissingCapture, match="no link line captured for hello"):
+        await build_patch(captures, None, tmp_path / "session")
+
+
+@pytest.mark.asyncio
+async def test_unreadable_capture_store_names_the_bad_file(tmp_path):
+    rustc_dir = tmp_path / "thinpatch" / "captures" / "host-debug" / "rustc"
+    rustc_dir.mkdir(parents=True)
+    (rustc_dir / "hello.bin.json").write_text('{"format": 1, "crate_na')
+    captures = load_captures(tmp_path / "thinpatch")
+    with pytest.raises(MissingCapture) as info:
+        await build_patch(captures, None, tmp_path / "session")
+    message = str(info.value)
+    assert "hello.bin.json" in message and "thinpatch capture" in message
+
+
+@pytest.mark.asyncio
+async def test_empty_capture_store(tmp_path):
+    captures = load_captures(tmp_path / "never captured")
+    with pytest.raises(MissingCapture, match="no program crate"):
+        await build_patch(captures, None, tmp_path / "session")

@@ -1,0 +1,152 @@
+"""Patches built from real `thinpatch capture` records of the fixture workspaces.
+
+The captured workspaces are shared by the whole test session, so every edit here is undone
+afterwards with the file's original bytes AND modification time: cargo then still sees the
+workspace as built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from capture.store import load_captures
+from daemon.build.rebuild import CompileError, MissingCapture, build_patch
+
+pytestmark = pytest.mark.cargo
+
+
+@contextlib.contextmanager
+def edited(path: Path, old: str, new: str):
+    original = path.read_bytes()
+    stat = path.stat()
+    text = original.decode()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+    try:
+        yield path
+    finally:
+        path.write_bytes(original)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def defined_symbols(path: Path) -> set[str]:
+    out = subprocess.run(["nm", "--defined-only", str(path)], check=True, capture_output=True, text=True).stdout
+    return {line.split()[-1] for line in out.splitlines() if line.strip()}
+
+
+def symbols_containing(path: Path, *fragments: str) -> set[str]:
+    return {s for s in defined_symbols(path) if all(f in s for f in fragments)}
+
+
+def strings(path: Path) -> str:
+    return path.read_bytes().decode("latin-1")
+
+
+def _binary(result, name: str) -> Path:
+    matches = [b for b in result.binaries if b.name == name]
+    assert matches, f"no binary {name} in {result.binaries}"
+    return matches[0]
+
+
+@pytest.mark.asyncio
+async def test_single_bin_patch(captured_single_bin, tmp_path):
+    result = captured_single_bin
+    host = _binary(result, "single_bin")
+    captures = load_captures(result.capture_root, result.scope)
+    host_greeting = symbols_containing(host, "8greeting17h")
+    assert len(host_greeting) == 1
+
+    source = result.workspace / "src" / "main.rs"
+    with edited(source, 'format!("hello, {name}")', 'format!("patched hello, {name}")'):
+        first = await build_patch(captures, None, tmp_path / "session")
+        assert first.library.is_file() and first.library.name == "libsingle_bin-patch-1.so"
+        # same mangled name as in the running binary: the jump table can pair them
+        assert host_greeting <= defined_symbols(first.library)
+        assert "patched hello, " in strings(first.library)
+        assert "main" in defined_symbols(first.library)
+
+        second = await build_patch(captures, "single_bin", tmp_path / "session")
+        assert second.library.name == "libsingle_bin-patch-2.so" and second.library != first.library
+        assert first.rustc_ms > 0 and first.link_ms > 0
+
+
+@pytest.mark.asyncio
+async def test_single_bin_syntax_error(captured_single_bin, tmp_path):
+    result = captured_single_bin
+    captures = load_captures(result.capture_root, result.scope)
+    source = result.workspace / "src" / "main.rs"
+    with edited(source, "(1..=n).map(|i| i * i).sum()", "(1..=n).map(|i| i * i).sum() +"):
+        with pytest.raises(CompileError) as info:
+            await build_patch(captures, None, tmp_path / "session")
+    error = info.value.diagnostics.errors[0]
+    assert error.span.file == str(source)
+    line = source.read_text().splitlines().index("    (1..=n).map(|i| i * i).sum()") + 1
+    assert error.span.line in (line, line + 1)
+    assert f"{source}:" in str(info.value)
+    assert not any((tmp_path / "session" / "patches").iterdir())
+
+
+@pytest.mark.asyncio
+async def test_corrupted_capture_gives_a_clear_error(captured_single_bin, tmp_path):
+    result = captured_single_bin
+    captures = load_captures(result.capture_root, result.scope)
+    record = captures.crate("single_bin")
+    # a copy of the capture store with the program's record cut in half
+    copy_root = tmp_path / "thinpatch"
+    for path in (result.capture_root / "captures").rglob("*.json"):
+        dest = copy_root / path.relative_to(result.capture_root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        data = path.read_bytes()
+        dest.write_bytes(data[: len(data) // 2] if path == record.path else data)
+    broken = load_captures(copy_root, result.scope)
+    with pytest.raises(MissingCapture) as info:
+        await build_patch(broken, "single_bin", tmp_path / "session")
+    message = str(info.value)
+    assert record.path.name in message and "thinpatch capture" in message
+
+    with pytest.raises(MissingCapture, match="no program crate"):
+        await build_patch(load_captures(tmp_path / "nothing here"), None, tmp_path / "session")
+
+
+@pytest.mark.asyncio
+async def test_library_edit_in_workspace_patches_both_crates(captured_workspace, tmp_path):
+    result = captured_workspace
+    host = _binary(result, "app")
+    captures = load_captures(result.capture_root, result.scope)
+    host_describe = symbols_containing(host, "7corelib", "8describe17h")
+    host_main = symbols_containing(host, "3app4main17h")
+    assert len(host_describe) == 1 and len(host_main) == 1
+
+    lib = result.workspace / "corelib" / "src" / "lib.rs"
+    with edited(lib, 'format!("corelib describes {what}")', 'format!("corelib newly describes {what}")'):
+        patch = await build_patch(captures, "corelib", tmp_path / "session")
+    assert [c.crate_name for c in patch.crates] == ["corelib", "app"]
+    assert patch.edited_crate == "corelib" and patch.crate_name == "app"
+    symbols = defined_symbols(patch.library)
+    # one library with both crates' code, under the running program's names
+    assert host_describe <= symbols and host_main <= symbols
+    assert "corelib newly describes " in strings(patch.library)
+    # the build script's OUT_DIR and the proc-macro still worked in the replay
+    assert symbols_containing(patch.library, "6answer17h")
+
+
+@pytest.mark.asyncio
+async def test_debian_dependencies_stay_in_the_host(captured_debian, tmp_path):
+    result = captured_debian
+    captures = load_captures(result.capture_root, result.scope)
+    top = captures.top_crates()[0]
+    source = Path(top.data["src"])
+    host = Path(captures.link_for(top.crate_name).output)  # cargo hard-links it to target/debug
+    with edited(source, "fn main()", "fn unused_patch_marker() {}\nfn main()"):
+        patch = await build_patch(captures, None, tmp_path / "session")
+    regex_in_host = symbols_containing(host, "5regex")
+    regex_in_patch = symbols_containing(patch.library, "5regex")
+    assert regex_in_host
+    # the patch calls regex/serde_json in the running program; it does not carry its own copy
+    assert len(regex_in_patch) < len(regex_in_host) / 10
+    assert patch.library.stat().st_size < host.stat().st_size / 10

@@ -1,0 +1,115 @@
+"""Session cache: layout, unique patch numbers across processes and restarts, pruning."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.build.session_cache import (
+    SessionLayout,
+    default_session_root,
+    normalize_os,
+    open_session,
+    patch_library_filename,
+    patch_number_of,
+    prune_patches,
+    reserve_patch_number,
+)
+
+
+def test_layout_paths_are_pure(tmp_path):
+    layout = SessionLayout(tmp_path / "s")
+    assert layout.object_path("my-crate", "bin") == tmp_path / "s" / "objects" / "bin" / "my_crate.o"
+    assert layout.object_path("my-crate", "lib") != layout.object_path("my-crate", "bin")
+    assert layout.incremental_dir("my-crate", "lib") == tmp_path / "s" / "incremental" / "my_crate.lib"
+    assert layout.metadata_path("greet", "-5c25") == tmp_path / "s" / "deps" / "libgreet-5c25.rmeta"
+    assert layout.patch_library_path("my-app", 7, "linux") == tmp_path / "s" / "patches" / "libmy_app-patch-7.so"
+    assert not (tmp_path / "s").exists()
+    assert default_session_root(Path("/t/thinpatch"), "host-debug") == Path("/t/thinpatch/sessions/host-debug")
+
+
+@pytest.mark.parametrize(
+    "os_name, expected",
+    [("linux", "libapp-patch-3.so"), ("android", "libapp-patch-3.so"), ("macos", "libapp-patch-3.dylib"),
+     ("darwin", "libapp-patch-3.dylib"), ("ios", "libapp-patch-3.dylib"), ("windows", "app-patch-3.dll")],
+)
+def test_patch_library_names(os_name, expected):
+    assert patch_library_filename("app", 3, os_name) == expected
+    assert patch_number_of(expected) == 3
+
+
+def test_unknown_os():
+    with pytest.raises(ValueError, match="unsupported OS"):
+        normalize_os("beos")
+
+
+def test_open_session_makes_private_dirs(tmp_path):
+    layout = open_session(tmp_path / "s")
+    for d in (layout.root, layout.deps_dir, layout.patches_dir, layout.out_dir):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+
+
+def test_numbers_grow_and_survive_a_new_layout_object(tmp_path):
+    layout = open_session(tmp_path / "s")
+    assert [reserve_patch_number(layout) for _ in range(3)] == [1, 2, 3]
+    # a restarted process builds a fresh layout object from the same directory
+    assert reserve_patch_number(SessionLayout(tmp_path / "s")) == 4
+    assert stat.S_IMODE(layout.counter_path.stat().st_mode) == 0o600
+
+
+def test_numbers_never_reused_even_after_pruning_everything(tmp_path):
+    layout = open_session(tmp_path / "s")
+    for _ in range(5):
+        n = reserve_patch_number(layout)
+        layout.patch_library_path("app", n, "linux").write_bytes(b"x")
+    prune_patches(layout, keep=0)
+    assert list(layout.patches_dir.iterdir()) == []
+    assert reserve_patch_number(layout) == 6
+
+
+def test_existing_libraries_are_a_floor_when_the_counter_is_lost(tmp_path):
+    layout = open_session(tmp_path / "s")
+    layout.patch_library_path("app", 41, "linux").write_bytes(b"x")
+    assert reserve_patch_number(layout) == 42
+    layout.counter_path.write_text("garbage")
+    assert reserve_patch_number(layout) == 42  # 41 is the largest library, 42 was never written
+
+
+_RESERVE = """
+import sys
+from pathlib import Path
+from daemon.build.session_cache import SessionLayout, reserve_patch_number
+layout = SessionLayout(Path(sys.argv[1]))
+print(" ".join(str(reserve_patch_number(layout)) for _ in range(25)))
+"""
+
+
+def test_concurrent_processes_get_distinct_numbers(tmp_path):
+    open_session(tmp_path / "s")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RESERVE, str(tmp_path / "s")], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    numbers = [int(n) for p in procs for n in p.communicate(timeout=60)[0].split()]
+    assert all(p.returncode == 0 for p in procs)
+    assert sorted(numbers) == list(range(1, 101))
+
+
+def test_prune_keeps_the_newest_and_their_sidecars(tmp_path):
+    layout = open_session(tmp_path / "s")
+    for n in range(1, 21):
+        lib = layout.patch_library_path("app", n, "linux")
+        lib.write_bytes(b"x")
+        lib.with_suffix(".json").write_text("{}")  # e.g. a jump table beside the library
+    (layout.patches_dir / "unrelated.txt").write_text("keep me")
+    removed = prune_patches(layout, keep=16)
+    assert len(removed) == 8
+    left = sorted(p.name for p in layout.patches_dir.iterdir())
+    assert left[-1] == "unrelated.txt"
+    numbers = sorted({patch_number_of(n.replace(".json", ".so")) for n in left if n != "unrelated.txt"})
+    assert numbers == list(range(5, 21))
+    assert prune_patches(layout, keep=16) == []

@@ -1,0 +1,215 @@
+"""Protocol v1 as data: encoding, line splitting, request validation, and the JSON Schema."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from daemon.socket import protocol
+from daemon.socket.protocol import LineBuffer, LineTooLong, ProtocolError, Subscription, parse_request
+from daemon.socket.protocol_schema import client_request_errors, protocol_schema, server_message_errors
+from tests.support.protocol_harness import WORKSPACE, every_event_kind, patch_ready
+
+
+def test_schema_is_a_valid_draft_2020_12_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(protocol_schema())
+
+
+def test_encode_is_one_compact_line_that_decodes_back() -> None:
+    message = {"type": "error", "seq": 3, "message": "ünïcode and\nnewline"}
+    data = protocol.encode(message)
+    assert data.endswith(b"\n") and data.count(b"\n") == 1
+    assert protocol.decode(data) == message
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe\x00garbage", "not valid UTF-8"),
+        (b"[1, 2]", "must be a JSON object, got an array"),
+        (b'"text"', "got a string"),
+        (b"   ", "empty line"),
+    ],
+)
+def test_decode_explains_bad_lines(line: bytes, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        protocol.decode(line)
+
+
+def test_line_buffer_splits_across_chunks() -> None:
+    lines = LineBuffer(limit=100)
+    assert lines.feed(b'{"a":') == []
+    assert lines.feed(b'1}\n{"b":2}\n{"c"') == [b'{"a":1}', b'{"b":2}']
+    assert lines.pending_bytes == 4
+    assert lines.finish() == b'{"c"'
+
+
+def test_line_buffer_refuses_a_line_over_the_limit_without_keeping_it() -> None:
+    lines = LineBuffer(limit=1000)
+    lines.feed(b"x" * 600)
+    with pytest.raises(LineTooLong, match="longer than 1000 bytes"):
+        lines.feed(b"x" * 600)
+    assert lines.pending_bytes == 0
+
+
+def test_line_buffer_accepts_a_line_exactly_at_the_limit() -> None:
+    lines = LineBuffer(limit=10)
+    assert lines.feed(b"0123456789\n") == [b"0123456789"]
+
+
+def test_line_buffer_refuses_a_complete_overlong_line_in_one_chunk() -> None:
+    with pytest.raises(LineTooLong):
+        LineBuffer(limit=10).feed(b"01234567890\n")
+
+
+# --------------------------------------------------------------------------- requests
+
+VALID_REQUESTS = [
+    {"type": "ping", "seq": 1},
+    {"type": "ping"},
+    {"type": "status", "seq": 2, "future_field": [1, 2]},
+    {"type": "subscribe", "seq": 3},
+    {"type": "subscribe", "seq": 4, "workspace": WORKSPACE, "pid": 1234, "aslr_reference": 4196000, "build_id": "abc"},
+    {"type": "rebuild", "seq": 5, "workspace": WORKSPACE},
+    {"type": "rebuild", "seq": 6, "workspace": WORKSPACE, "crate": "my-crate_2"},
+    {"type": "shutdown", "seq": 7},
+]
+
+INVALID_REQUESTS = [
+    ({"seq": 1}, "no 'type'"),
+    ({"type": "explode", "seq": 1}, "unknown request type 'explode'"),
+    ({"type": 7}, "'type' must be a string"),
+    ({"type": "ping", "seq": -1}, "'seq' must be a non-negative integer"),
+    ({"type": "ping", "seq": "1"}, "'seq' must be a non-negative integer"),
+    ({"type": "rebuild", "seq": 1}, "needs a 'workspace'"),
+    ({"type": "rebuild", "seq": 1, "workspace": "relative/dir"}, "absolute path"),
+    ({"type": "rebuild", "seq": 1, "workspace": WORKSPACE, "crate": "../../etc"}, "not a crate name"),
+    ({"type": "rebuild", "seq": 1, "workspace": WORKSPACE, "crate": "a/b"}, "not a crate name"),
+    ({"type": "rebuild", "seq": 1, "workspace": WORKSPACE, "crate": ""}, "non-empty string"),
+    ({"type": "subscribe", "seq": 1, "pid": 0}, "'pid' must be an integer >= 1"),
+    ({"type": "subscribe", "seq": 1, "pid": True}, "'pid' must be an integer >= 1"),
+    ({"type": "subscribe", "seq": 1, "aslr_reference": "0x10"}, "'aslr_reference' must be an integer"),
+    ({"type": "subscribe", "seq": 1, "workspace": 5}, "'workspace' must be a non-empty string"),
+]
+
+
+@pytest.mark.parametrize("message", VALID_REQUESTS)
+def test_valid_requests_pass_both_the_parser_and_the_schema(message: dict) -> None:
+    request = parse_request(json.dumps(message).encode())
+    assert request.type == message["type"]
+    assert request.seq == message.get("seq")
+    assert client_request_errors(message) == []
+
+
+@pytest.mark.parametrize(("message", "reason"), INVALID_REQUESTS)
+def test_invalid_requests_fail_both_the_parser_and_the_schema(message: dict, reason: str) -> None:
+    with pytest.raises(ProtocolError, match=reason):
+        parse_request(json.dumps(message).encode())
+    assert client_request_errors(message) != []
+
+
+def test_a_protocol_error_remembers_which_request_it_answers() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_request(b'{"type": "rebuild", "seq": 41}')
+    assert caught.value.re_seq == 41
+
+
+def test_subscribe_fields_become_a_subscription() -> None:
+    request = parse_request(json.dumps(VALID_REQUESTS[4]).encode())
+    assert request.subscription() == Subscription(WORKSPACE, 1234, 4196000, "abc")
+
+
+# --------------------------------------------------------------------------- filtering
+
+
+def test_workspace_filter() -> None:
+    mine = Subscription(workspace=WORKSPACE)
+    assert mine.wants(patch_ready(1))
+    assert not mine.wants(patch_ready(1, workspace="/elsewhere"))
+    assert mine.wants({"type": "error", "message": "about no workspace"})
+    assert Subscription().wants(patch_ready(1, workspace="/elsewhere"))
+
+
+def test_patches_for_one_pid_reach_that_pid_and_observers_only() -> None:
+    event = patch_ready(1, for_pid=100)
+    assert Subscription(pid=100).wants(event)
+    assert not Subscription(pid=200).wants(event)
+    assert Subscription().wants(event)  # `thinpatch watch` sees every build
+    assert Subscription(pid=200).wants(patch_ready(2))  # no for_pid: for everyone
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@pytest.mark.parametrize("event", every_event_kind(), ids=lambda e: e["type"])
+def test_every_event_kind_matches_the_schema_and_tolerates_extra_fields(event: dict) -> None:
+    stamped = {**event, "seq": 9}
+    assert server_message_errors(stamped) == []
+    assert server_message_errors({**stamped, "added_in_v1_1": {"x": 1}}) == []
+
+
+@pytest.mark.parametrize("event", every_event_kind(), ids=lambda e: e["type"])
+def test_every_required_event_field_is_required(event: dict) -> None:
+    stamped = {**event, "seq": 9}
+    for name in stamped:
+        if name == "type":
+            continue
+        incomplete = {k: v for k, v in stamped.items() if k != name}
+        required = name in {"seq", "id", "workspace", "crate", "files", "lib", "jump_table", "report",
+                            "timings", "message", "diagnostics", "reason", "missing_symbols", "action"}
+        assert (server_message_errors(incomplete) != []) == required, name
+
+
+def test_schema_rejects_wrong_types_inside_events() -> None:
+    event = {**patch_ready(1), "seq": 1}
+    event["timings"] = {**event["timings"], "total_ms": "fast"}
+    assert any("total_ms" in problem for problem in server_message_errors(event))
+    event = {**patch_ready(1), "seq": 1}
+    event["jump_table"] = {**event["jump_table"], "map": {"0x10": 5}}
+    assert server_message_errors(event) != []
+    assert server_message_errors({"type": "hello", "seq": 1, "protocol": 2, "version": "x", "pid": 1}) != []
+    assert server_message_errors({"type": "no-such-event", "seq": 1}) != []
+
+
+def test_constructors_build_schema_valid_messages() -> None:
+    assert server_message_errors({**protocol.hello("0.1.0", 42), "seq": 1}) == []
+    assert server_message_errors({**protocol.error("bad", 3), "seq": 2}) == []
+    assert server_message_errors({**protocol.reply("pong", None), "seq": 3}) == []
+    assert protocol.is_event({"type": "error", "message": "x"})
+    assert not protocol.is_event({"type": "error", "message": "x", "re": 1})
+    assert not protocol.is_event({"type": "pong"})
+
+
+def documented_examples() -> list[dict]:
+    """Every complete one-line JSON example in docs/protocol.md."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    examples = []
+    for block in re.findall(r"```json\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            try:
+                examples.append(json.loads(line))
+            except ValueError:
+                continue  # multi-line or abbreviated (…) examples
+    return examples
+
+
+def test_documented_examples_match_the_schema() -> None:
+    examples = documented_examples()
+    assert len(examples) >= 15
+    for example in examples:
+        is_request = example["type"] in protocol.REQUEST_TYPES and "re" not in example and "daemon" not in example
+        if not is_request:
+            assert server_message_errors(example) == [], example
+            continue
+        try:
+            parse_request(json.dumps(example).encode())
+        except ProtocolError:  # an example of a refused request: the schema refuses it too
+            assert client_request_errors(example) != [], example
+        else:
+            assert client_request_errors(example) == [], example
