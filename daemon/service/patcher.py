@@ -137,6 +137,7 @@ class Patcher:
         capture_root: str | Path,
         *,
         scope: str | None = None,
+        top: str | None = None,
         session_root: Path | None = None,
         keep: int = DEFAULT_KEEP,
         symbol_cache: SymbolCache | None = None,
@@ -144,6 +145,7 @@ class Patcher:
         self.workspace = str(workspace)
         self.capture_root = Path(capture_root)
         self.scope = scope
+        self.top = top  # the program's crate (record key); None: the newest captured top crate
         self.keep = keep
         self.symbol_cache = symbol_cache or SymbolCache()
         self.captures = self.reload()
@@ -171,7 +173,7 @@ class Patcher:
 
     async def host(self) -> HostImage:
         if self._host is None or not self._host.path.exists():
-            path = host_binary(self.captures)
+            path = host_binary(self.captures, self.top)
             self._host = await anyio.to_thread.run_sync(
                 read_host, path, self.symbol_cache, self.symbol_cache_dir
             )
@@ -186,7 +188,7 @@ class Patcher:
         started = time.perf_counter()
         host = await self.host()
         build = await build_patch(
-            self.captures, crate, self.session, keep=self.keep, rendered_ansi=rendered_ansi
+            self.captures, crate, self.session, top=self.top, keep=self.keep, rendered_ansi=rendered_ansi
         )
         verify_started = time.perf_counter()
         table, report, check = await anyio.to_thread.run_sync(self._verify, host, build)
