@@ -112,6 +112,7 @@ pub(crate) fn apply(table: &JumpTable) -> Result<usize, String> {
 /// [`HotFunction::call_it`] is the function the table is asked about: it is instantiated in
 /// the caller's crate for each closure type, so a patch of that crate contains its new version.
 pub trait HotFunction<Args, Marker> {
+    /// What the function returns.
     type Return;
     /// Call with the arguments unpacked.
     fn call_it(&mut self, args: Args) -> Self::Return;
@@ -172,6 +173,7 @@ pub struct HotFn<A, M, F: HotFunction<A, M>> {
 }
 
 impl<A, M, F: HotFunction<A, M>> HotFn<A, M, F> {
+    /// Wrap `f`; each [`HotFn::call`] looks up its newest version.
     pub const fn current(f: F) -> Self {
         HotFn { inner: f, _marker: std::marker::PhantomData }
     }

@@ -37,6 +37,8 @@
 //!
 //! Using subsecond? Hand each table to it with [`on_patch`] instead of [`connect`].
 
+#![warn(missing_docs)]
+
 mod build_id;
 mod hot;
 mod json;
@@ -44,22 +46,25 @@ mod listener;
 mod sys;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use hot::{call, HotFn, HotFunction, JumpTable};
 pub use listener::default_socket_path;
 
-/// What the listener saw, for [`Client::on_event`].
+/// What the listener saw, for [`Client::on_event`]. `id`s are the daemon's build ids, as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(missing_docs)] // the fields are named for what they hold
 pub enum Event {
     /// Subscribed to the daemon at `socket`.
     Subscribed { socket: PathBuf },
-    /// A patch was applied (or accepted by the [`on_patch`] callback).
+    /// A patch was applied (or accepted by the [`on_patch`] callback); `entries` functions
+    /// are redirected.
     Patched { id: String, entries: usize },
     /// A patch was not applied, and why (also reported to the daemon and printed to stderr).
     PatchFailed { id: String, message: String },
-    /// Any event from the daemon (`build-started`, `build-failed`, ...), as its JSON text.
+    /// Any event from the daemon (`build-started`, `build-failed`, ...), with its JSON text.
     Message { kind: String, id: Option<String>, json: String },
     /// No daemon to talk to yet; the listener retries with backoff.
     Unavailable { reason: String },
@@ -86,6 +91,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A listener on the default socket that applies patches itself.
     pub fn new() -> Client {
         Client::default()
     }
@@ -117,13 +123,15 @@ impl Client {
     }
 }
 
-/// Start listening for patches and apply them, on a background thread.
+/// Start listening for patches and apply them, on a background thread. Calling it again
+/// (or after [`on_patch`]) does nothing: one listener per process.
 pub fn connect() {
     start(Client::new());
 }
 
 /// Start listening for patches and hand each one to `callback` instead of applying it, for
 /// programs that apply patches themselves (for example with `subsecond::apply_patch`).
+/// Once per process, like [`connect`].
 ///
 /// ```no_run
 /// thinpatch_client::on_patch(|table| {
@@ -136,6 +144,10 @@ pub fn on_patch(callback: impl Fn(&JumpTable) -> Result<(), String> + Send + Syn
 }
 
 fn start(client: Client) {
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
     if let Err(e) = client.spawn() {
         eprintln!("thinpatch: cannot start the listener thread: {e}");
     }
