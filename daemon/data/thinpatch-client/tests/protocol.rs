@@ -203,7 +203,10 @@ const CHILD_DIR: &str = "THINPATCH_CLIENT_TEST_FAKE_DAEMON_DIR";
 #[test]
 #[ignore = "a fake daemon that another test runs under another uid"]
 fn fake_daemon_of_another_user() {
-    let dir = PathBuf::from(std::env::var_os(CHILD_DIR).expect("run by another test"));
+    let Some(dir) = std::env::var_os(CHILD_DIR).map(PathBuf::from) else {
+        eprintln!("nothing to do: refuses_a_daemon_run_by_another_user runs this as its fake daemon");
+        return;
+    };
     let listener = UnixListener::bind(dir.join("thinpatch.sock")).unwrap();
     let (mut stream, _) = listener.accept().unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
