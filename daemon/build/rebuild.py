@@ -330,7 +330,7 @@ def _check_inputs_exist(plan: ObjPlan) -> None:
 
 async def compile_crate(plan: ObjPlan, session_root: Path | None = None) -> CrateBuild:
     _check_inputs_exist(plan)
-    for path in (plan.obj_path, plan.metadata_path):
+    for path in (plan.obj_path, plan.metadata_path, plan.depinfo_path):
         if path is not None:
             with _writing_session(session_root or path.parent):
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -260,6 +260,7 @@ class ObjPlan:
     obj_path: Path
     incremental_dir: Path
     metadata_path: Path | None = None  # set for library crates whose dependents are rebuilt too
+    depinfo_path: Path | None = None  # the files rustc read (new modules, include_str! inputs)
 
     @property
     def argv(self) -> list[str]:
@@ -297,7 +298,8 @@ def build_obj_plan(
 
     obj_path = layout.object_path(crate, kind)
     incremental_dir = layout.incremental_dir(crate, kind)
-    emits: dict[str, str | Path | None] = {"obj": obj_path}
+    depinfo_path = layout.depinfo_path(crate, kind)
+    emits: dict[str, str | Path | None] = {"dep-info": depinfo_path, "obj": obj_path}
     metadata_path = None
     if emit_metadata:
         extra = codegen_value(args, "extra-filename") or ""
@@ -324,4 +326,5 @@ def build_obj_plan(
         obj_path=obj_path,
         incremental_dir=incremental_dir,
         metadata_path=metadata_path,
+        depinfo_path=depinfo_path,
     )

@@ -135,6 +135,10 @@ class SessionLayout:
         # A package may have a lib and a bin crate of the same name: one directory per kind.
         return self.root / "objects" / safe_name(kind) / object_filename(crate)
 
+    def depinfo_path(self, crate: str, kind: str) -> Path:
+        # Every file rustc read for this crate's last patch build: new modules join the watch.
+        return self.root / "depinfo" / f"{safe_name(crate_file_stem(crate))}.{safe_name(kind)}.d"
+
     def metadata_path(self, crate: str, extra_filename: str) -> Path:
         # Same file name cargo uses, so rustc's crate locator accepts it next to the originals.
         return self.deps_dir / f"lib{crate_file_stem(crate)}{extra_filename}.rmeta"

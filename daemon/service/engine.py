@@ -23,7 +23,7 @@ from capture.store import Captures, captures_dir, rustc_key
 from daemon.binary.build_id import process_build_id, process_executable
 from daemon.binary.symbol_cache import SymbolCache
 from daemon.build.rebuild import CompileError, LinkError, MissingCapture, RebuildError
-from daemon.service.depinfo import build_source_map, changed_kinds, crate_sources, read_depinfo_file
+from daemon.service.depinfo import MANIFEST_NAMES, build_source_map, changed_kinds, crate_sources, read_depinfo_file
 from daemon.service.patcher import Patcher, PatchRejected
 from daemon.service.programs import Identity, Program, identify, program_crates, read_programs
 from daemon.service.scheduler import BuildRequest, WorkspaceScheduler
@@ -202,6 +202,11 @@ class ServedWorkspace:
         ignored = git_ignored(sorted(files), self.name) if os.path.isdir(self.name) else set()
         keep = filter_watch_set(files, [target_dir], ignored)
         smap.by_file = {f: v for f, v in smap.by_file.items() if f in keep}
+        # A symlinked source is edited through its target: watch the target under the same crates.
+        for path, crates in list(smap.by_file.items()):
+            real = os.path.realpath(path)
+            if real != path:
+                smap.by_file.setdefault(real, list(crates))
         smap.manifests = {f: v for f, v in smap.manifests.items() if f in keep or f.endswith(("Cargo.toml", "Cargo.lock", "build.rs"))}
         self.source_map = smap
 
@@ -275,7 +280,11 @@ class ServedWorkspace:
         bound = log.bind(workspace=self.name, program=program.label, crate=crate_label, build=build_id)
         try:
             crate_arg = rustc_key(*chosen) if chosen else None
-            result = await served.patcher.patch(crate_arg)
+            try:
+                result = await served.patcher.patch(crate_arg)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.learn_sources(served)
         except CompileError as exc:
             self._failed(build_id, crate_label, str(exc), [d.to_dict() for d in exc.diagnostics.diagnostics])
             bound.info("build failed", outcome="compile-error", errors=len(exc.diagnostics.errors))
@@ -328,6 +337,39 @@ class ServedWorkspace:
             self.last_outcome = "patch-ready"
             self.emit(event)
             bound.info("patch ready", outcome="patch-ready", lib=result.lib, **event["timings"])
+
+    async def learn_sources(self, served: ServedProgram) -> None:
+        """Watch every file rustc read in the last patch build (a new `mod`, a new
+        include_str! input), so its edits patch without a new capture."""
+        if self.source_map is None or self.watcher is None:
+            return
+        records = dict(served.patcher.captures.rustc)
+        layout = served.patcher.session
+        target_dir = str(self.found.capture_root.parent)
+
+        def read() -> dict[str, set[tuple[str, str]]]:
+            found: dict[str, set[tuple[str, str]]] = {}
+            for key in served.crates:
+                record = records.get(key)
+                if record is None:
+                    continue
+                path = layout.depinfo_path(record.crate_name, record.kind)
+                for source in read_depinfo_file(path, record.cwd):
+                    found.setdefault(source, set()).add((record.crate_name, record.kind))
+            return found
+
+        read_now = await anyio.to_thread.run_sync(read)
+        candidates = {
+            f for f in read_now
+            if f not in self.source_map.by_file and f not in self.source_map.manifests
+            and os.path.basename(f) not in MANIFEST_NAMES
+        }
+        new = filter_watch_set(candidates, [target_dir])
+        for path in new:
+            self.source_map.by_file[path] = sorted(read_now[path])
+        added = self.watcher.watch_more(new)
+        if added:
+            log.info("watching new source files", workspace=self.name, files=sorted(added))
 
     def _no_program(self, request: BuildRequest) -> None:
         """Edits while no program is patchable (its link record damaged or gone) fail visibly."""

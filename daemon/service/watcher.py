@@ -151,6 +151,20 @@ class SourceWatcher:
                 changed.add(f)
         return changed
 
+    def watch_more(self, files: Iterable[str]) -> set[str]:
+        """Add files to the watch (a module rustc read for the first time); their content now
+        is the baseline. Re-arms the OS watch when one lives in a directory not watched yet."""
+        new = set(files) - self._files
+        if not new:
+            return new
+        watched_dirs = watch_roots(self._files)
+        for path in new:
+            self._files.add(path)
+            self._digests[path] = content_digest(path)
+        if not watch_roots(new) <= watched_dirs:
+            self._rearm.set()
+        return new
+
     async def changes(self) -> AsyncIterator[set[str]]:
         while not self._stop.is_set():
             roots = sorted(watch_roots(self._files))

@@ -248,7 +248,8 @@ def test_bin_plan_keeps_bin_and_emits_one_object(tmp_path):
     assert plan.incremental_dir == tmp_path / "incremental" / "app.bin"
     assert plan.metadata_path is None
     # exactly one of each edited option, with the session's paths
-    assert [a for a in args if a.startswith("--emit")] == [f"--emit=obj={plan.obj_path}"]
+    assert [a for a in args if a.startswith("--emit")] == [f"--emit=dep-info={plan.depinfo_path},obj={plan.obj_path}"]
+    assert plan.depinfo_path == tmp_path / "depinfo" / "app.bin.d"
     assert args[args.index("--crate-type") + 1] == "bin" and args.count("--crate-type") == 1
     assert args[args.index("--out-dir") + 1] == str(tmp_path / "out") and args.count("--out-dir") == 1
     assert codegen_value(args, "incremental") == str(plan.incremental_dir)
@@ -306,7 +307,7 @@ def test_proc_macro_is_refused(tmp_path):
 def test_lib_plan_with_metadata_for_dependents(tmp_path):
     plan = build_obj_plan(record(GREET_ARGS, "greet", "lib", ["lib"]), tmp_path, emit_metadata=True)
     assert plan.metadata_path == tmp_path / "deps" / "libgreet-5c25fea796287d64.rmeta"
-    assert f"--emit=obj={plan.obj_path},metadata={plan.metadata_path}" in plan.args
+    assert f"--emit=dep-info={plan.depinfo_path},obj={plan.obj_path},metadata={plan.metadata_path}" in plan.args
 
 
 def test_dependent_plan_points_extern_at_rebuilt_metadata(tmp_path):
