@@ -12,6 +12,7 @@ from daemon import __version__
 COMMANDS = [
     "demo",
     "init",
+    "run",
     "capture",
     "patch",
     "serve",
@@ -25,10 +26,14 @@ COMMANDS = [
 EPILOG = """\
 typical session:
   thinpatch demo                     watch a bundled Rust app get patched live (about 10 s)
+  thinpatch init                     add the client crate to your program (once)
+  thinpatch run                      run your program; every save patches it while it runs
+  thinpatch watch                    (another terminal) follow builds, timings and errors
+
+by hand, step by step:
   thinpatch capture                  build your workspace once, recording how cargo built it
-  ./target/debug/<your-app> &        run the binary that capture built
   thinpatch serve                    watch sources; every save becomes a patch for subscribers
-  thinpatch watch                    follow builds, timings and compile errors live
+  ./target/debug/<your-app>          run the binary that capture built
 
 Run `thinpatch <command> --help` for the details of each command.
 """

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -59,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     except InitError as exc:
         print(f"thinpatch init: {exc}", file=sys.stderr)
         return 1
-    has_run = importlib.util.find_spec("daemon.cli.commands.run") is not None
-    print(next_steps(manifest, crate, changed=edited != text, has_run=has_run))
+    print(next_steps(manifest, crate, changed=edited != text))
     return 0
 
 
@@ -188,7 +185,7 @@ def _is_one_line_entry(line: str) -> bool:
     return True
 
 
-def next_steps(manifest: Path, crate: Path, changed: bool, has_run: bool) -> str:
+def next_steps(manifest: Path, crate: Path, changed: bool) -> str:
     done = (
         f"Added {CRATE} to {manifest} (a path dependency on {crate})."
         if changed
@@ -199,9 +196,5 @@ def next_steps(manifest: Path, crate: Path, changed: bool, has_run: bool) -> str
         f"{done}\n\nAdd these two lines to your program:\n\n{code}\n\n"
         "Functions that take arguments: `let mut f = thinpatch_client::HotFn::current(my_fn);` "
         "then `f.call((a, b))`.\n"
-        + (
-            "Then start it with `thinpatch run` and edit away."
-            if has_run
-            else "Then build it with `thinpatch capture`, start `thinpatch serve`, run the binary capture built, and edit away."
-        )
+        + "Then start it with `thinpatch run` and edit away."
     )

@@ -1,0 +1,91 @@
+"""`thinpatch run`: like `cargo run`, and every save patches the running program."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "run your program and patch it live on every save (like `cargo run`)"
+DESCRIPTION = """\
+Builds your program under capture when needed, starts the thinpatch daemon if none is
+running, runs the program, and patches it on every save while it keeps running. Its
+input and output are your terminal's; thinpatch's own lines start with [thinpatch].
+
+The program applies patches through thinpatch-client: add it once with `thinpatch init`.
+A Cargo.toml or build.rs change can't be patched: `run` rebuilds and restarts the program
+by itself (--no-restart turns that off). A program that exits starts again on the next
+save. Ctrl-C stops the program, and the daemon if `run` started it.
+
+examples:
+  thinpatch run
+  thinpatch run --bin server --release -- --port 8080
+  thinpatch run -p game --features debug-overlay
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from daemon.cli.commands._socket_option import add_socket_option
+
+    parser.add_argument("--workspace", metavar="DIR", default=".", help="your cargo project or workspace (default: current directory)")
+    parser.add_argument("--bin", metavar="NAME", help="the binary to run, when there are several")
+    parser.add_argument("-p", "--package", metavar="NAME", help="the package whose binary to run")
+    parser.add_argument("-r", "--release", action="store_true", help="build and run the release profile")
+    parser.add_argument("--profile", metavar="NAME", help="build and run this cargo profile")
+    parser.add_argument("--target", metavar="TRIPLE", help="build for this target triple")
+    parser.add_argument("-F", "--features", metavar="FEATURES", action="append", default=[], help="features to enable, as with cargo")
+    parser.add_argument("--all-features", action="store_true", help="enable every feature")
+    parser.add_argument("--no-default-features", action="store_true", help="don't enable the default features")
+    parser.add_argument("--no-restart", action="store_true", help="on a Cargo.toml/build.rs change, say so instead of rebuilding and restarting")
+    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour thinpatch's lines (default: auto)")
+    add_socket_option(parser)
+    parser.add_argument("program_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for your program")
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    import anyio
+
+    from daemon.cli.run_session import RunError, RunOptions, Selection, run_session
+    from daemon.socket.socket_paths import default_socket_path
+
+    program_args = list(args.program_args)
+    if program_args and program_args[0] == "--":
+        program_args = program_args[1:]
+    workspace = Path(os.path.realpath(args.workspace))
+    options = RunOptions(
+        workspace=_workspace_root(workspace),
+        selection=Selection(
+            bin=args.bin, package=args.package, release=args.release, profile=args.profile, target=args.target,
+            features=tuple(args.features), all_features=args.all_features,
+            no_default_features=args.no_default_features,
+        ),
+        program_args=program_args,
+        socket_path=Path(args.socket) if args.socket else default_socket_path(),
+        restart_on_rebuild=not args.no_restart,
+        colour=args.color,
+    )
+    try:
+        return anyio.run(run_session, options)
+    except RunError as exc:
+        print(f"thinpatch run: {exc}", file=sys.stderr)
+        return 1
+
+
+def _workspace_root(directory):
+    """The cargo workspace root containing ``directory`` (as `cargo locate-project --workspace`)."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    try:
+        out = subprocess.run(
+            ["cargo", "locate-project", "--workspace", "--message-format", "json"],
+            cwd=directory, capture_output=True, text=True, timeout=60,
+        )
+        if out.returncode == 0:
+            return Path(json.loads(out.stdout)["root"]).parent
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
+        pass
+    return directory

@@ -1,0 +1,429 @@
+"""`thinpatch run`: capture if needed, serve, run the program, and patch it on every save.
+
+One command does what a developer would otherwise do in three terminals: it captures the
+program when there is no capture or the capture is stale, uses the running daemon or
+starts one for the session, launches the captured binary with the socket in its
+environment, and prints thinpatch's own status lines beside the program's output. A
+`Cargo.toml` or `build.rs` change re-captures and restarts the program; a program that
+exits is started again on the next save; Ctrl-C stops everything this command started.
+
+The decisions (staleness, which lines to print) are pure functions at the top; the
+processes and the socket are below them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+
+from capture.store import CAPTURE_DIRNAME, Captures
+from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
+
+PREFIX = "[thinpatch]"
+STOP_GRACE_S = 3.0
+
+
+# --------------------------------------------------------------------------- pure
+
+
+@dataclass(frozen=True)
+class Selection:
+    """cargo's selection flags, as `cargo run` takes them."""
+
+    bin: str | None = None
+    package: str | None = None
+    release: bool = False
+    profile: str | None = None
+    target: str | None = None
+    features: tuple[str, ...] = ()
+    all_features: bool = False
+    no_default_features: bool = False
+
+    def cargo_args(self) -> list[str]:
+        """Arguments for `cargo build` besides --release and --target."""
+        args: list[str] = []
+        if self.bin:
+            args += ["--bin", self.bin]
+        if self.package:
+            args += ["--package", self.package]
+        if self.profile:
+            args += ["--profile", self.profile]
+        for feature in self.features:
+            args += ["--features", feature]
+        if self.all_features:
+            args.append("--all-features")
+        if self.no_default_features:
+            args.append("--no-default-features")
+        return args
+
+
+def manifest_files(captures: Captures, workspace: Path) -> set[str]:
+    """Files whose change needs cargo: every captured crate's Cargo.toml and build.rs, and
+    the workspace's Cargo.toml and Cargo.lock."""
+    files = {str(workspace / "Cargo.toml"), str(workspace / "Cargo.lock")}
+    for record in captures.rustc.values():
+        manifest_dir = record.data.get("manifest_dir")
+        if isinstance(manifest_dir, str):
+            files.add(os.path.join(manifest_dir, "Cargo.toml"))
+            files.add(os.path.join(manifest_dir, "build.rs"))
+    return files
+
+
+def stale_reason(program: Program | None, captured_at: float, mtimes: dict[str, float]) -> str | None:
+    """Why the capture can't serve this run (None: it can). Source edits are not a reason:
+    the daemon patches edits made since the capture as soon as it starts."""
+    if program is None:
+        return "no capture of this program yet"
+    changed = sorted(path for path, mtime in mtimes.items() if mtime > captured_at)
+    if changed:
+        return f"{', '.join(os.path.basename(p) for p in changed)} changed since the capture"
+    return None
+
+
+@dataclass
+class Painter:
+    """Colour for a terminal, plain text otherwise (NO_COLOR is respected)."""
+
+    enabled: bool
+
+    @classmethod
+    def for_stream(cls, stream: TextIO, choice: str = "auto") -> Painter:
+        if choice == "always":
+            return cls(True)
+        if choice == "never" or os.environ.get("NO_COLOR"):
+            return cls(False)
+        return cls(stream.isatty() and os.environ.get("TERM") != "dumb")
+
+    def __call__(self, text: str, colour: str) -> str:
+        codes = {"cyan": "36", "green": "32", "red": "31", "yellow": "33", "bold": "1", "dim": "2"}
+        return f"\x1b[{codes[colour]}m{text}\x1b[0m" if self.enabled else text
+
+
+@dataclass
+class RunView:
+    """Turns daemon events into the status lines `thinpatch run` prints (pure)."""
+
+    program: Program
+    paint: Painter
+    pid: int | None = None
+    built_ms: dict[Any, float] = field(default_factory=dict)
+
+    def mine(self, event: dict[str, Any]) -> bool:
+        program = event.get("program") or {}
+        if program:
+            return program.get("build_id") == self.program.build_id
+        return event.get("type") in ("full-rebuild-required", "error")
+
+    def lines(self, event: dict[str, Any]) -> list[str]:
+        kind = event.get("type")
+        tag = self.paint(PREFIX, "cyan")
+        if event.get("replayed"):
+            return []
+        if kind == "build-started" and self.mine(event):
+            files = ", ".join(os.path.basename(f) for f in event.get("files") or []) or "requested"
+            return [f"{tag} building {event.get('crate')} ({files})"]
+        if kind == "patch-ready" and self.mine(event):
+            total = (event.get("timings") or {}).get("total_ms", 0.0)
+            self.built_ms[event.get("id")] = total
+            if event.get("subscribers") == 0 and self.pid is not None:
+                return [
+                    f"{tag} patch built in {total:.0f} ms, but {self.program.name} is not listening: add "
+                    "thinpatch-client to it (`thinpatch init`) and call `thinpatch_client::connect()`"
+                ]
+            return []  # the process's own report says whether it applied
+        if kind == "patch-result" and event.get("pid") == self.pid:
+            total = self.built_ms.get(event.get("id"))
+            took = f" in {total:.0f} ms" if total is not None else ""
+            if event.get("applied"):
+                return [f"{tag} {self.paint('patched', 'green')}{took}: {self.program.name} (pid {self.pid}) runs the new code"]
+            return [f"{tag} {self.paint('patch failed', 'red')} in {self.program.name}: {event.get('message')}"]
+        if kind == "build-failed" and self.mine(event):
+            diagnostics = event.get("diagnostics") or []
+            errors = [d for d in diagnostics if d.get("level") == "error" and not _is_summary(d)]
+            warnings = [d for d in diagnostics if d.get("level") == "warning" and not _is_summary(d)]
+            out = [(d.get("rendered") or d.get("message") or "").rstrip("\n") for d in errors]
+            if not errors:
+                out.append(str(event.get("message")))
+            count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+            if warnings:
+                count += f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
+            out.append(f"{tag} {self.paint('build failed', 'red')} ({count}); {self.program.name} keeps running the last good code")
+            return out
+        if kind == "patch-rejected" and self.mine(event):
+            return [f"{tag} {self.paint('patch refused', 'red')}: {event.get('reason')}. {event.get('action') or ''}".rstrip()]
+        if kind == "not-patchable" and event.get("for_pid") == self.pid:
+            return [f"{tag} {self.paint('not patchable', 'yellow')}: {event.get('message')}"]
+        return []
+
+
+def _is_summary(diagnostic: dict[str, Any]) -> bool:
+    message = str(diagnostic.get("message", ""))
+    return message.startswith(("aborting due to", "Some errors have detailed", "For more information"))
+
+
+def describe_exit(name: str, returncode: int) -> str:
+    if returncode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            how = f"was killed by signal {-returncode}"
+    else:
+        how = f"exited with status {returncode}"
+    return f"{name} {how}; it starts again on the next save"
+
+
+# --------------------------------------------------------------------------- effects
+
+
+class RunError(Exception):
+    """Something `thinpatch run` can't get past; the message says what to do."""
+
+
+@dataclass
+class RunOptions:
+    workspace: Path
+    selection: Selection
+    program_args: list[str]
+    socket_path: Path
+    restart_on_rebuild: bool = True
+    colour: str = "auto"
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def tagged(paint: Painter, text: str) -> str:
+    return f"{paint(PREFIX, 'cyan')} {text}"
+
+
+def find_program(workspace: Path, selection: Selection) -> tuple[Program | None, Captures | None, Path]:
+    """The captured program this selection runs, its scope's captures, and the capture root."""
+    from daemon.cli.capture_run import profile_dir_name
+
+    capture_root = workspace / "target" / CAPTURE_DIRNAME
+    target_dir = os.environ.get("CARGO_TARGET_DIR")
+    if target_dir:
+        capture_root = Path(target_dir) / CAPTURE_DIRNAME
+    programs, _, by_scope = read_programs(str(workspace), capture_root)
+    profile = profile_dir_name(selection.release, ["--profile", selection.profile] if selection.profile else [])
+    try:
+        program = choose_program(programs, bin_name=selection.bin, profile=profile, target=selection.target)
+    except ProgramChoiceError as exc:
+        if programs and "several captured programs" in str(exc):
+            raise RunError(str(exc)) from None
+        return None, None, capture_root
+    return program, by_scope.get(program.scope), capture_root
+
+
+async def capture(workspace: Path, selection: Selection) -> None:
+    from daemon.cli.capture_run import CaptureError, capture_workspace
+
+    try:
+        result = await capture_workspace(
+            workspace, selection.release, selection.target, selection.cargo_args()
+        )
+    except CaptureError as exc:
+        raise RunError(str(exc)) from None
+    if not result.ok:
+        raise RunError("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
+
+
+async def fresh_program(options: RunOptions, paint: Painter, *, force: bool = False) -> Program:
+    """The program to run, captured first when there is no capture or it is stale."""
+    program, captures, _ = find_program(options.workspace, options.selection)
+    if program is not None and captures is not None and not force:
+        files = manifest_files(captures, options.workspace)
+        mtimes = {f: os.stat(f).st_mtime for f in files if os.path.exists(f)}
+        captured_at = max((r.recorded_at for r in captures.links.values()), default=0.0)
+        reason = stale_reason(program, captured_at, mtimes)
+    else:
+        reason = "a rebuild was requested" if force else stale_reason(None, 0.0, {})
+    if reason is None and program is not None:
+        return program
+    say(tagged(paint, f"building {options.workspace.name} under capture ({reason})"))
+    await capture(options.workspace, options.selection)
+    program, _, _ = find_program(options.workspace, options.selection)
+    if program is None:
+        raise RunError(
+            "the build finished but captured no program to run. Is there a bin crate? Choose one with --bin "
+            "or -p, as with `cargo run`."
+        )
+    return program
+
+
+def daemon_running(socket_path: Path) -> bool:
+    from daemon.socket.single_instance import probe
+
+    return probe(socket_path).state == "running"
+
+
+def start_daemon(socket_path: Path, log_path: Path) -> subprocess.Popen:
+    """A `thinpatch serve` for this session, in its own process group (Ctrl-C reaches us, and
+    we stop it once the program is stopped)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "serve", "--socket", str(socket_path)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+    deadline = time.monotonic() + 20
+    while not daemon_running(socket_path):
+        if process.poll() is not None:
+            raise RunError(f"the thinpatch daemon could not start; see {log_path}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RunError(f"the thinpatch daemon did not start listening within 20 s; see {log_path}")
+        time.sleep(0.05)
+    return process
+
+
+def stop_process(process: subprocess.Popen | None, *, group: bool = False) -> None:
+    if process is None or process.poll() is not None:
+        return
+    try:
+        if group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()
+        process.wait(timeout=STOP_GRACE_S)
+    except (subprocess.TimeoutExpired, ProcessLookupError, PermissionError):
+        try:
+            if group:
+                os.killpg(process.pid, signal.SIGKILL)
+            else:
+                process.kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
+
+
+class ProgramRunner:
+    """The program as a child process: stdin, stdout and stderr are the terminal's."""
+
+    def __init__(self, options: RunOptions, paint: Painter) -> None:
+        self.options = options
+        self.paint = paint
+        self.process: subprocess.Popen | None = None
+        self.exited = anyio.Event()
+
+    def start(self, program: Program) -> int:
+        env = dict(os.environ)
+        env["THINPATCH_SOCKET"] = str(self.options.socket_path)
+        if program.build_id:
+            env["THINPATCH_BUILD_ID"] = program.build_id
+        self.process = subprocess.Popen([program.binary, *self.options.program_args], env=env)
+        self.exited = anyio.Event()
+        return self.process.pid
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        process, self.process = self.process, None  # stopped on purpose: no "exited" line
+        stop_process(process)
+
+    async def watch_exit(self, name: str) -> None:
+        """Report when the program ends on its own (not when we stopped it)."""
+        process = self.process
+        assert process is not None
+        returncode = await anyio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
+        if process is self.process:
+            say(tagged(self.paint, describe_exit(name, returncode)))
+            self.exited.set()
+
+
+async def wait_until_served(client: Any, program: Program, timeout: float = 20.0) -> None:
+    """A daemon started without --workspace picks up a new capture within a second or so."""
+    with anyio.move_on_after(timeout):
+        while True:
+            status = await client.request({"type": "status"})
+            served = {p.get("build_id") for w in status.get("workspaces", []) for p in w.get("programs", [])}
+            if program.build_id in served:
+                return
+            await anyio.sleep(0.2)
+    raise RunError(
+        f"the running daemon does not serve {program.workspace}. If it was started with --workspace, "
+        "stop it (`thinpatch stop`) and run `thinpatch run` again."
+    )
+
+
+async def run_session(options: RunOptions) -> int:
+    from daemon.socket.client import DaemonUnavailable, connect
+
+    paint = Painter.for_stream(sys.stderr, options.colour)
+    program = await fresh_program(options, paint)
+    started_daemon = None
+    if not daemon_running(options.socket_path):
+        log_path = Path(program.binary).parents[2] / CAPTURE_DIRNAME / "run-daemon.log"
+        started_daemon = await anyio.to_thread.run_sync(start_daemon, options.socket_path, log_path)
+        say(tagged(paint, f"started the thinpatch daemon for this session (log: {log_path})"))
+    runner = ProgramRunner(options, paint)
+    interrupted = False
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signals() -> None:
+                nonlocal interrupted
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        interrupted = True
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(stop_on_signals)
+            try:
+                async with connect(options.socket_path) as client:
+                    await client.subscribe(str(options.workspace))
+                    await wait_until_served(client, program)
+                    view = RunView(program, paint)
+                    view.pid = runner.start(program)
+                    tg.start_soon(runner.watch_exit, program.name)
+                    say(tagged(paint, f"running {program.label} (pid {view.pid}); edit and save to patch it, Ctrl-C to stop"))
+                    async for event in client.events():
+                        if runner.exited.is_set():
+                            view.pid = None  # it ended; the next patch starts it again
+                        for line in view.lines(event):
+                            say(line)
+                        kind = event.get("type")
+                        if kind == "full-rebuild-required" and not event.get("replayed"):
+                            changed = ", ".join(os.path.basename(f) for f in event.get("files") or []) or "the build"
+                            if not options.restart_on_rebuild:
+                                say(tagged(paint, f"{changed} changed: a patch can't carry that. Stop and run "
+                                                  "`thinpatch run` again (or drop --no-restart)"))
+                                continue
+                            say(tagged(paint, f"{changed} changed: {paint('restarting', 'yellow')} {program.name} "
+                                              "with a fresh build"))
+                            runner.stop()
+                            program = await fresh_program(options, paint, force=True)
+                            await wait_until_served(client, program)
+                            view = RunView(program, paint, built_ms=view.built_ms)
+                            view.pid = runner.start(program)
+                            tg.start_soon(runner.watch_exit, program.name)
+                            say(tagged(paint, f"running {program.label} (pid {view.pid})"))
+                        elif kind in ("build-started", "patch-ready") and runner.exited.is_set() and view.mine(event):
+                            if kind == "patch-ready":  # the new process applies it on subscribe
+                                view.pid = runner.start(program)
+                                tg.start_soon(runner.watch_exit, program.name)
+                                say(tagged(paint, f"started {program.name} again (pid {view.pid})"))
+                    say(tagged(paint, f"the daemon closed the connection: {client.disconnect_reason or 'it stopped'}"))
+                    tg.cancel_scope.cancel()
+            except DaemonUnavailable as exc:
+                raise RunError(str(exc)) from None
+    finally:
+        with anyio.CancelScope(shield=True):
+            runner.stop()
+            stop_process(started_daemon, group=True)
+    if interrupted:
+        say(tagged(paint, "stopped"))
+        return 130
+    return 1

@@ -1,0 +1,123 @@
+"""A new user, following the README: `cargo new`, `thinpatch init`, two lines of code,
+`thinpatch run` in a terminal, then edits. Everything real: cargo, the daemon `run` starts,
+the program under a pseudo-terminal, file saves, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.daemon_process import save_like_an_editor
+from tests.support.protocol_harness import short_socket_path
+
+pexpect = pytest.importorskip("pexpect")
+pytestmark = pytest.mark.cargo
+
+MAIN_RS = """\
+use std::time::Duration;
+
+fn frame(n: u64) -> String {
+    format!("frame {n} says v1")
+}
+
+fn main() {
+    thinpatch_client::connect();
+    let mut hot_frame = thinpatch_client::HotFn::current(frame);
+    for n in 1.. {
+        println!("{}", hot_frame.call((n,)));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+"""
+
+
+GREEN, RESET = r"\x1b\[32m", r"\x1b\[0m"
+
+
+def thinpatch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def frame_number(child) -> int:
+    return int(child.match.group(1))
+
+
+def processes_matching(text: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if text in line and "ps -eo" not in line]
+
+
+def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state_dir):
+    subprocess.run(["cargo", "new", "--bin", "--edition", "2024", "--vcs", "none", "game"], cwd=tmp_path,
+                   check=True, capture_output=True)
+    game = tmp_path / "game"
+    init = thinpatch("init", cwd=game)
+    assert init.returncode == 0, init.stderr
+    assert "thinpatch_client::connect();" in init.stdout
+    (game / "src" / "main.rs").write_text(MAIN_RS)
+    main = game / "src" / "main.rs"
+    socket_path = short_socket_path(tmp_path)
+
+    child = pexpect.spawn(
+        sys.executable, ["-m", "daemon", "run", "--socket", str(socket_path)],
+        cwd=str(game), env={**os.environ, "TERM": "xterm"}, encoding="utf-8", timeout=90,
+    )
+    child.logfile_read = open(tmp_path / "terminal.txt", "w")  # what the user saw, for a failure
+    try:
+        child.expect(r"\[thinpatch\]\S* running game \(host-debug\) \(pid (\d+)\)")
+        pid = int(child.match.group(1))
+        child.expect(r"frame (\d+) says v1")
+        before = frame_number(child)
+
+        # 4. an edit shows in the same process, its counter going on
+        save_like_an_editor(main, main.read_text().replace("says v1", "says v2"))
+        child.expect(f"{GREEN}patched{RESET} in \\d+ ms: game \\(pid (\\d+)\\) runs the new code")
+        assert int(child.match.group(1)) == pid  # in colour: this is a terminal
+        child.expect(r"frame (\d+) says v2")
+        assert frame_number(child) > before
+
+        # 5. a compile error is shown as cargo shows it; the program keeps running; the fix patches
+        save_like_an_editor(main, main.read_text().replace('format!("frame {n} says v2")', 'format!("frame {n} says v3"'))
+        child.expect(r"error")
+        child.expect(r"build failed\S* \(1 error")
+        child.expect(r"frame (\d+) says v2")
+        save_like_an_editor(main, main.read_text().replace('format!("frame {n} says v3"', 'format!("frame {n} says v3")'))
+        child.expect(r"patched\S* in \d+ ms")
+        child.expect(r"frame (\d+) says v3")
+        assert os.path.exists(f"/proc/{pid}")
+
+        # 6. Cargo.toml can't be patched: the program is rebuilt and restarted by itself
+        manifest = game / "Cargo.toml"
+        save_like_an_editor(manifest, manifest.read_text() + "\n[features]\nextra = []\n")
+        child.expect(r"Cargo.toml changed: \S*restarting\S* game with a fresh build")
+        child.expect(r"\[thinpatch\]\S* running game \(host-debug\) \(pid (\d+)\)")
+        restarted = int(child.match.group(1))
+        assert restarted != pid
+        child.expect(r"frame 1 says v3")
+
+        # A program that dies is said so, and starts again on the next save, with that save's code.
+        os.kill(restarted, signal.SIGKILL)
+        child.expect(r"game was killed by SIGKILL; it starts again on the next save")
+        save_like_an_editor(main, main.read_text().replace("says v3", "says v4"))
+        child.expect(r"started game again \(pid \d+\)")
+        child.expect(r"frame \d+ says v4")
+
+        # 7. Ctrl-C stops everything run started
+        child.sendintr()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        left = processes_matching(str(game / "target")) + processes_matching(f"serve --socket {socket_path}")
+        if not left:
+            break
+        time.sleep(0.2)
+    assert not left, left
+    assert child.exitstatus == 130, (child.exitstatus, child.signalstatus)
