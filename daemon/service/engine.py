@@ -180,8 +180,8 @@ class ServedWorkspace:
         )
         bound = log.bind(workspace=self.name, crate=crate_label, build=build_id)
         try:
-            crate_arg = rustc_key(*chosen) if chosen else None
-            result = await self.patcher.patch(crate_arg)
+            # every crate saved in this burst: one patch holds them all
+            result = await self.patcher.patch(sorted(rustc_key(*c) for c in request.crates) or None)
         except CompileError as exc:
             self._failed(build_id, crate_label, str(exc), [d.to_dict() for d in exc.diagnostics.diagnostics])
             bound.info("build failed", outcome="compile-error", errors=len(exc.diagnostics.errors))
