@@ -24,6 +24,7 @@ from capture.store import Captures, RustcRecord, rustc_key
 from daemon.build.crate_graph import crate_node, crates_to_rebuild_all, dependency_graph
 from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, parse_stream
 from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
+from daemon.build.refusals import link_error_advice, lto_refusal, strip_refusal
 from daemon.build.rustc_plan import ObjPlan, PlanError, build_obj_plan, extern_paths, replay_env
 from daemon.build.session_cache import (
     DEFAULT_KEEP,
@@ -118,7 +119,12 @@ class LinkError(RebuildError):
         self.stderr = stderr
         self.argv = list(argv)
         self.returncode = returncode
+        self.advice = link_error_advice(stderr)
         tail = "\n".join(stderr.strip().splitlines()[-20:])
+        if self.advice:
+            first = next((l for l in stderr.splitlines() if "error" in l), "").strip()
+            super().__init__(f"{self.advice}\nlinker: {first[:300]}" if first else self.advice)
+            return
         super().__init__(
             f"linking the patch library failed (status {returncode}):\n{tail}\n"
             f"command: {' '.join(self.argv)}"
@@ -421,6 +427,9 @@ async def build_patch(
     top_record = resolve_top(captures, top)
     names = [crate_name] if isinstance(crate_name, str) else list(crate_name or ())
     edited = [resolve_crate(captures, name) for name in names] or [top_record]
+    refusal = lto_refusal(top_record.args) or strip_refusal(top_record.args)
+    if refusal:
+        raise UnsupportedEdit(refusal)
     link_record = captures.link_for(top_record.crate_name)
     if link_record is None:
         raise MissingCapture(

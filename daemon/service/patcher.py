@@ -17,7 +17,15 @@ from capture.store import Captures, load_captures, rustc_key
 from daemon.binary.demangle import demangle
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
-from daemon.build.rebuild import MissingCapture, PatchBuild, build_patch, resolve_crate, resolve_top
+from daemon.build.rebuild import (
+    MissingCapture,
+    PatchBuild,
+    UnsupportedEdit,
+    build_patch,
+    resolve_crate,
+    resolve_top,
+)
+from daemon.build.refusals import no_symbol_table_refusal
 from daemon.build.session_cache import (
     DEFAULT_KEEP,
     SessionLayout,
@@ -27,7 +35,7 @@ from daemon.build.session_cache import (
     record_edited_crates,
 )
 from daemon.binary.symbol_cache import SymbolCache
-from daemon.binary.symbols import DATA, LOCAL, SymbolTable, read_symbols
+from daemon.binary.symbols import DATA, LOCAL, STATIC, SymbolTable, read_symbols
 
 RECAPTURE = "Run `thinpatch capture` again: a fresh fat build exports what patches need."
 
@@ -195,9 +203,11 @@ class Patcher:
     async def host(self) -> HostImage:
         if self._host is None or not self._host.path.exists():
             path = host_binary(self.captures)
-            self._host = await anyio.to_thread.run_sync(
-                read_host, path, self.symbol_cache, self.symbol_cache_dir
-            )
+            host = await anyio.to_thread.run_sync(read_host, path, self.symbol_cache, self.symbol_cache_dir)
+            if not any(s.table == STATIC for s in host.table.symbols):
+                # only exported names left: patches would map next to nothing and change nothing
+                raise UnsupportedEdit(no_symbol_table_refusal(str(path)))
+            self._host = host
         return self._host
 
     def _crate_keys(self, crates: str | Iterable[str] | None) -> list[str]:
