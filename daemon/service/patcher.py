@@ -125,6 +125,10 @@ def _is_constant_data(name: str) -> bool:
     return any(part in name for part in ("vtable", "{{constant}}", "CALLSITE", "::{{closure}}"))
 
 
+def _patchable(record: Any) -> bool:
+    return record.kind != "build-script" and "proc-macro" not in record.crate_types
+
+
 def read_host(path: Path, symbol_cache: SymbolCache, cache_dir: Path | None) -> HostImage:
     """Parse the program binary and the libraries the loader maps with it (blocking)."""
     started = time.perf_counter()
@@ -235,7 +239,9 @@ class Patcher:
         top = resolve_top(self.captures)
         program = rustc_key(top.crate_name, top.kind)
         edited, captured_at = self._edited_since_capture(program)
-        edited |= set(requested)
+        # a crate that can never be in a patch (proc-macro, build script) is refused for this
+        # build only, not carried into every later one
+        edited |= {key for key in requested if _patchable(self.captures.rustc[key])}
         self._edited[program] = edited
         self._stale |= set(requested)
         try:
