@@ -17,6 +17,8 @@ Why each addition is there:
   crate's unchanged functions resolve against the host's *dynamic* symbol table. Without this
   flag an executable exports nothing and the patch fails to load. It also exports ``main``,
   which subsecond's jump table uses as its ASLR reference.
+* Linux/ELF ``-C link-arg=-Wl,--build-id``: most toolchains add it already; made explicit
+  because the daemon matches each running process to the captured binary by this ID.
 * macOS ``-C link-arg=-Wl,-export_dynamic``: the same for ld64 (keeps global symbols
   visible to ``dlsym``/two-level lookups from the patch dylib).
 
@@ -122,7 +124,8 @@ def target_os_family(target: str | None, platform: str) -> str:
 def load_flags(os_family: str) -> list[str]:
     """rustc arguments that make the host accept patch libraries (see the module docstring)."""
     if os_family == "elf":
-        return ["-C", "link-arg=-Wl,--export-dynamic"]
+        # --build-id: the daemon tells which process runs which captured binary by it.
+        return ["-C", "link-arg=-Wl,--export-dynamic", "-C", "link-arg=-Wl,--build-id"]
     if os_family == "macos":
         return ["-C", "link-arg=-Wl,-export_dynamic"]
     return []

@@ -47,6 +47,8 @@ from daemon.cli.demo_script import (
 
 T = TypeVar("T")
 
+CLIENT_CRATE = "thinpatch-client"  # the demo app's path dependency: "../thinpatch-client"
+
 APP_START_TIMEOUT_S = 20.0
 OUTPUT_TIMEOUT_S = 10.0  # a patch applied -> the app's next ticks show it
 
@@ -100,18 +102,22 @@ class Feed(Generic[T]):
 
 
 def copy_bundled_app(destination: Path) -> None:
-    """Copy daemon/data/demo_app (package data, so it works from a wheel too)."""
+    """Copy daemon/data/demo_app (package data, so it works from a wheel too) to
+    ``destination``, and the client crate it depends on beside it, as in the package."""
 
-    def copy(node: Traversable, target: Path) -> None:
+    def copy(node: Traversable, target: Path, skip: set[str]) -> None:
         if node.is_dir():
             target.mkdir(parents=True, exist_ok=True)
             for child in node.iterdir():
-                if child.name != "target":
-                    copy(child, target / child.name)
+                if child.name not in skip:
+                    copy(child, target / child.name, skip)
         else:
             target.write_bytes(node.read_bytes())
 
-    copy(resources.files("daemon") / "data" / "demo_app", destination)
+    data = resources.files("daemon") / "data"
+    copy(data / "demo_app", destination, {"target"})
+    # A library's own lock file and build output are not part of it.
+    copy(data / CLIENT_CRATE, destination.parent / CLIENT_CRATE, {"target", "Cargo.lock"})
 
 
 def save_like_an_editor(path: Path, text: str) -> None:

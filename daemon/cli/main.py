@@ -11,6 +11,7 @@ from daemon import __version__
 # Subcommands in the order `--help` lists them: the order a newcomer uses them.
 COMMANDS = [
     "demo",
+    "init",
     "capture",
     "patch",
     "serve",

@@ -29,6 +29,7 @@ async def serve_forever(
     engine = Engine(workspaces=workspaces, options=options)
     server = DaemonServer(engine, socket_path)
     engine.publish = server.publish
+    engine.count_receivers = server.processes_running
     async with anyio.create_task_group() as tg:
 
         def stop() -> None:

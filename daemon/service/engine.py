@@ -1,7 +1,7 @@
 """The daemon's engine: watches captured workspaces, builds patches, publishes events.
 
-One ``ServedWorkspace`` per captured workspace holds its patcher (captures + host symbols),
-its source map, its watcher and its scheduler. The ``Engine`` finds workspaces through
+One ``ServedWorkspace`` per captured workspace holds its programs (every captured bin, each
+profile and target, each with its patcher), its source map, its watcher and its scheduler. The ``Engine`` finds workspaces through
 the capture registry (or is given them), notices fresh captures, and answers the socket
 server's requests. Every outcome, good or bad, becomes an event; nothing here raises
 out of a build.
@@ -12,28 +12,33 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
 
-from capture.store import captures_dir, rustc_key
+from capture.store import Captures, captures_dir, rustc_key
+from daemon.binary.build_id import process_build_id, process_executable
+from daemon.binary.symbol_cache import SymbolCache
+from daemon.build.rebuild import CompileError, LinkError, MissingCapture, RebuildError
 from daemon.service.depinfo import build_source_map, changed_kinds, crate_sources, read_depinfo_file
 from daemon.service.patcher import Patcher, PatchRejected
-from daemon.socket.protocol import RequestError, Subscription
-from daemon.build.rebuild import CompileError, LinkError, RebuildError
+from daemon.service.programs import Identity, Program, identify, program_crates, read_programs
 from daemon.service.scheduler import BuildRequest, WorkspaceScheduler
 from daemon.service.watcher import DEFAULT_DEBOUNCE_MS, SourceWatcher, content_digest, filter_watch_set, git_ignored
 from daemon.service.workspaces import CapturedWorkspace, registered_workspaces
+from daemon.socket.protocol import RequestError, Subscription
 
 log = structlog.get_logger("thinpatch.engine")
 
 Publish = Callable[[dict[str, Any]], Any]
+# How many subscribed processes run the binary with this build ID (set by the server side).
+CountReceivers = Callable[[str], int]
 
 DISCOVERY_INTERVAL_S = 1.0
-
+MAX_RESULTS_KEPT = 32  # patch ids whose per-process outcomes status still shows
 
 
 def capture_stamp(capture_root: Path) -> tuple[int, ...]:
@@ -72,12 +77,73 @@ class EngineOptions:
 
 
 @dataclass
+class ServedProgram:
+    """One captured binary of a workspace, and the patches built for it."""
+
+    program: Program
+    patcher: Patcher
+    crates: set[str]  # record keys of the crates its binary is built from
+    last_patch: dict[str, Any] | None = None
+    # patch id -> pid -> {"applied": bool, "message": str | None}, newest patches only
+    results: dict[Any, dict[int, dict[str, Any]]] = field(default_factory=dict)
+
+    def record_result(self, patch_id: Any, pid: int, applied: bool, message: str | None) -> None:
+        self.results.setdefault(patch_id, {})[pid] = {"applied": applied, "message": message}
+        while len(self.results) > MAX_RESULTS_KEPT:
+            self.results.pop(next(iter(self.results)))
+
+    def status(self) -> dict[str, Any]:
+        last = self.last_patch
+        outcomes = self.results.get(last["id"], {}) if last else {}
+        return {
+            **self.program.describe(),
+            "crate": self.program.crate,
+            "last_patch": (
+                {
+                    "id": last["id"],
+                    "lib": last.get("lib"),
+                    "subscribers": last.get("subscribers", 0),
+                    "applied": sorted(pid for pid, r in outcomes.items() if r["applied"]),
+                    "failed": [
+                        {"pid": pid, "message": r["message"]} for pid, r in sorted(outcomes.items()) if not r["applied"]
+                    ],
+                }
+                if last
+                else None
+            ),
+        }
+
+
+def load_programs(
+    workspace: str, capture_root: Path, *, keep: int, symbol_cache: SymbolCache
+) -> tuple[dict[str, ServedProgram], list[str], dict[str, Captures]]:
+    """Every patchable program under ``capture_root`` with its patcher, the reasons other top
+    crates are not programs, and each scope's captures (blocking: reads files).
+
+    Raises MissingCapture when nothing at all is captured there."""
+    programs, skipped, by_scope = read_programs(workspace, capture_root)
+    notes = [s.reason for s in skipped]
+    if not by_scope:
+        raise MissingCapture(f"no captures in {capture_root}. Run `thinpatch capture` in {workspace} first.")
+    served = {}
+    for program in programs:
+        patcher = Patcher(
+            workspace, capture_root, scope=program.scope, top=program.crate, keep=keep, symbol_cache=symbol_cache
+        )
+        served[program.key] = ServedProgram(program, patcher, program_crates(by_scope[program.scope], program.crate))
+    return served, notes, by_scope
+
+
+@dataclass
 class ServedWorkspace:
     found: CapturedWorkspace
-    patcher: Patcher
+    programs: dict[str, ServedProgram]
     options: EngineOptions
     publish: Publish
     ids: itertools.count
+    count_receivers: CountReceivers = lambda build_id: 0
+    notes: list[str] = field(default_factory=list)
+    scopes: dict[str, Captures] = field(default_factory=dict)
     watcher: SourceWatcher | None = None
     scheduler: WorkspaceScheduler | None = None
     last_patch: dict[str, Any] | None = None
@@ -86,6 +152,7 @@ class ServedWorkspace:
     builds: int = 0
     source_map: Any = None
     manifest_digests: dict[str, str | None] = field(default_factory=dict)
+    _program: Program | None = field(default=None, repr=False)  # the program being built
     _cancel: anyio.CancelScope | None = field(default=None, repr=False)
 
     @property
@@ -99,12 +166,17 @@ class ServedWorkspace:
         except Exception:
             log.exception("could not publish event", workspace=self.name, event_type=event.get("type"))
 
+    @property
+    def captures(self) -> list[Captures]:
+        """Each capture scope's records (a scope is one profile and target)."""
+        return list(self.scopes.values())
+
     def load_source_map(self) -> None:
-        captures = self.patcher.captures
         target_dir = str(self.found.capture_root.parent)
         crates = []
         compile_time_only: list[str] = []
-        for record in captures.rustc.values():
+        records = {(c.scope, key): r for c in self.captures for key, r in c.rustc.items()}
+        for record in records.values():
             dep_info = record.data.get("dep_info")
             deps = read_depinfo_file(dep_info, record.cwd) if dep_info else []
             if not deps and record.data.get("src"):
@@ -134,18 +206,20 @@ class ServedWorkspace:
         self.source_map = smap
 
     def status(self) -> dict[str, Any]:
-        captures = self.patcher.captures
+        captures = self.captures
         return {
             "workspace": self.name,
             "capture_root": str(self.found.capture_root),
-            "scope": captures.scope,
-            "crates": sorted(captures.rustc),
+            "scope": ", ".join(sorted({c.scope for c in captures})),
+            "programs": [sp.status() for sp in self.programs.values()],
+            "notes": list(self.notes),
+            "crates": sorted({key for c in captures for key in c.rustc}),
             "watched_files": len(self.source_map.watched_files()) if self.source_map else 0,
             "watching": bool(self.watcher and self.watcher.armed.is_set()),
             "busy": bool(self.scheduler and self.scheduler.busy),
             "builds": self.builds,
             "last_outcome": self.last_outcome,
-            "capture_warnings": list(captures.warnings),
+            "capture_warnings": sorted({w for c in captures for w in c.warnings}),
             "last_patch": (
                 {k: self.last_patch[k] for k in ("id", "crate", "lib", "timings") if k in self.last_patch}
                 if self.last_patch
@@ -165,9 +239,28 @@ class ServedWorkspace:
         return libs[0] if libs else sorted(crates)[0]
 
     async def build(self, request: BuildRequest) -> None:
+        """One patch for every program built from an edited crate, each for that binary only."""
+        targets = [
+            sp for sp in self.programs.values() if any(rustc_key(*c) in sp.crates for c in request.crates)
+        ]
+        if not self.programs:
+            self._no_program(request)
+            return
+        if not targets:
+            log.info("edit is in no captured program", workspace=self.name, crates=sorted(request.crates))
+            return
+        for served in targets:
+            edited = frozenset(c for c in request.crates if rustc_key(*c) in served.crates)
+            await self.build_program(served, edited, request.files)
+
+    async def build_program(
+        self, served: ServedProgram, crates: frozenset[tuple[str, str]], files: frozenset[str]
+    ) -> None:
         build_id = next(self.ids)
-        chosen = self.pick_crate(request.crates)
+        chosen = self.pick_crate(crates)
         crate_label = chosen[0] if chosen else "?"
+        program = served.program
+        self._program = program
         self.builds += 1
         self.emit(
             {
@@ -175,13 +268,14 @@ class ServedWorkspace:
                 "id": build_id,
                 "workspace": self.name,
                 "crate": crate_label,
-                "files": sorted(request.files),
+                "files": sorted(files),
+                "program": program.describe(),
             }
         )
-        bound = log.bind(workspace=self.name, crate=crate_label, build=build_id)
+        bound = log.bind(workspace=self.name, program=program.label, crate=crate_label, build=build_id)
         try:
-            # every crate saved in this burst: one patch holds them all
-            result = await self.patcher.patch(sorted(rustc_key(*c) for c in request.crates) or None)
+            # every crate of this program saved in this burst: one patch holds them all
+            result = await served.patcher.patch(sorted(rustc_key(*c) for c in crates) or None)
         except CompileError as exc:
             self._failed(build_id, crate_label, str(exc), [d.to_dict() for d in exc.diagnostics.diagnostics])
             bound.info("build failed", outcome="compile-error", errors=len(exc.diagnostics.errors))
@@ -196,6 +290,7 @@ class ServedWorkspace:
                     "reason": exc.reason,
                     "missing_symbols": exc.missing_symbols,
                     "action": exc.action,
+                    "program": program.describe(),
                 }
             )
             bound.info("patch rejected", outcome="rejected", missing=len(exc.missing_symbols))
@@ -223,11 +318,32 @@ class ServedWorkspace:
                 "jump_table": data["jump_table"],
                 "report": data["report"],
                 "timings": data["timings"],
+                "program": program.describe(),
             }
+            if program.build_id:
+                event["for_build_id"] = program.build_id
+                event["subscribers"] = self.count_receivers(program.build_id)
+            served.last_patch = event
             self.last_patch = event
             self.last_outcome = "patch-ready"
             self.emit(event)
             bound.info("patch ready", outcome="patch-ready", lib=result.lib, **event["timings"])
+
+    def _no_program(self, request: BuildRequest) -> None:
+        """Edits while no program is patchable (its link record damaged or gone) fail visibly."""
+        build_id = next(self.ids)
+        crate = sorted(request.crates)[0][0] if request.crates else "?"
+        self.emit({"type": "build-started", "id": build_id, "workspace": self.name, "crate": crate,
+                   "files": sorted(request.files)})
+        warnings = sorted({w for c in self.captures for w in c.warnings})
+        self._failed(
+            build_id,
+            crate,
+            f"no program in {self.name} can be patched:"
+            + "".join(f"\n  {n}" for n in self.notes + warnings)
+            + "\nRun `thinpatch capture` and restart the program.",
+            [],
+        )
 
     def _failed(self, build_id: int, crate: str, message: str, diagnostics: list[dict[str, Any]]) -> None:
         self.last_outcome = "build-failed"
@@ -239,6 +355,7 @@ class ServedWorkspace:
                 "crate": crate,
                 "message": message,
                 "diagnostics": diagnostics,
+                "program": self._program.describe() if self._program else None,
             }
         )
 
@@ -290,7 +407,9 @@ class ServedWorkspace:
                 tg.start_soon(self.scheduler.run)
                 # Saves made while no daemon was watching (after the capture, before this
                 # session) would otherwise become the baseline and never reach the program.
-                edited = sources_edited_since_capture(self.source_map.by_file, self.patcher.captures)
+                edited = set().union(
+                    *(sources_edited_since_capture(self.source_map.by_file, c) for c in self.captures)
+                )
                 if edited:
                     log.info("sources changed since the capture", workspace=self.name, files=len(edited))
                     self.on_changes(edited)
@@ -318,6 +437,9 @@ class Engine:
         self.env = env
         self.served: dict[str, ServedWorkspace] = {}
         self.problems: dict[str, str] = {}
+        self.retired: dict[str, Program] = {}  # build ID -> program of an earlier session
+        self.count_receivers: CountReceivers = lambda build_id: 0
+        self.symbol_cache = SymbolCache()
         self._ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -349,27 +471,79 @@ class Engine:
 
     async def request_rebuild(self, workspace: str | None, crate: str | None) -> None:
         ws = self._find(workspace)
-        captures = ws.patcher.captures
         if crate is None:
-            tops = captures.top_crates()
-            if not tops:
-                raise RequestError(f"no program crate is captured in {ws.name}; run `thinpatch capture`.")
-            key = (tops[0].crate_name, tops[0].kind)
+            keys = {tuple(sp.program.crate.rsplit(".", 1)) for sp in ws.programs.values()}
         else:
-            record = captures.rustc.get(crate) or captures.crate(crate)
-            if record is None:
-                raise RequestError(
-                    f"crate {crate!r} is not captured in {ws.name}; captured: {', '.join(sorted(captures.rustc))}"
-                )
-            key = (record.crate_name, record.kind)
+            records = [c.rustc.get(crate) or c.crate(crate) for c in ws.captures]
+            found = [r for r in records if r is not None]
+            if not found:
+                known = sorted({key for c in ws.captures for key in c.rustc})
+                raise RequestError(f"crate {crate!r} is not captured in {ws.name}; captured: {', '.join(known)}")
+            keys = {(found[0].crate_name, found[0].kind)}
         assert ws.scheduler is not None
-        ws.scheduler.submit(BuildRequest(ws.name, frozenset({key}), frozenset(), reason="rebuild"))
+        ws.scheduler.submit(BuildRequest(ws.name, frozenset(keys), frozenset(), reason="rebuild"))  # type: ignore[arg-type]
+
+    def programs(self) -> list[Program]:
+        return [sp.program for ws in self.served.values() for sp in ws.programs.values()]
+
+    async def identify(self, subscription: Subscription) -> tuple[Subscription, list[dict[str, Any]]]:
+        """Which program a subscriber runs. Observers (no pid, no build ID) get everything; a
+        process gets only its own binary's patches, or one `not-patchable` event saying why not."""
+        pid, build_id = subscription.pid, subscription.build_id
+        if pid is None and build_id is None:
+            return subscription, []
+        executable = None
+        if pid is not None:
+            executable = await anyio.to_thread.run_sync(process_executable, pid)
+            if build_id is None:
+                build_id = await anyio.to_thread.run_sync(process_build_id, pid)
+        who: Identity = identify(
+            pid=pid, build_id=build_id, executable=executable, programs=self.programs(), retired=self.retired
+        )
+        # An unidentified process still gets a build ID no patch carries: it must receive none.
+        matched = replace(subscription, build_id=who.build_id or f"unidentified-{pid}")
+        if who.program is not None:
+            return matched, []
+        event: dict[str, Any] = {"type": "not-patchable", "reason": who.reason, "message": who.message}
+        if pid is not None:
+            event["for_pid"] = pid
+        return matched, [event]
+
+    def record_patch_result(self, subscription: Subscription | None, fields: dict[str, Any]) -> None:
+        """A process reports whether it applied a patch; observers hear about it."""
+        pid = fields.get("pid") or (subscription.pid if subscription else None)
+        if pid is None:
+            raise RequestError("say which process this result is from: send `pid`, or subscribe with it first")
+        patch_id = fields["id"]
+        for ws in self.served.values():
+            for served in ws.programs.values():
+                if served.last_patch is not None and served.last_patch["id"] == patch_id or patch_id in served.results:
+                    served.record_result(patch_id, pid, fields["applied"], fields.get("message"))
+                    log.info(
+                        "patch applied" if fields["applied"] else "patch failed in the program",
+                        workspace=ws.name, program=served.program.label, patch=patch_id, pid=pid,
+                        message=fields.get("message"),
+                    )
+                    ws.emit(
+                        {
+                            "type": "patch-result",
+                            "id": patch_id,
+                            "workspace": ws.name,
+                            "pid": pid,
+                            "applied": fields["applied"],
+                            "message": fields.get("message"),
+                            "program": served.program.describe(),
+                        }
+                    )
+                    return
+        raise RequestError(f"no patch with id {patch_id!r} is current; results are taken for the latest patches only")
 
     def current_state_for(self, subscription: Subscription) -> list[dict[str, Any]]:
         events = []
         for ws in self.served.values():
-            if ws.last_patch and subscription.wants(ws.last_patch):
-                events.append(dict(ws.last_patch))
+            for served in ws.programs.values():
+                if served.last_patch and subscription.wants(served.last_patch):
+                    events.append(dict(served.last_patch))
         return events
 
     # ------------------------------------------------------------------ lifecycle
@@ -390,17 +564,22 @@ class Engine:
     def _start(self, found: CapturedWorkspace) -> ServedWorkspace | None:
         key = os.path.realpath(found.workspace)
         try:
-            patcher = Patcher(key, found.capture_root, keep=self.options.keep_patches)
+            programs, notes, scopes = load_programs(
+                key, found.capture_root, keep=self.options.keep_patches, symbol_cache=self.symbol_cache
+            )
         except RebuildError as exc:
             self.problems[key] = str(exc)
             return None
         self.problems.pop(key, None)
         ws = ServedWorkspace(
             found=CapturedWorkspace(Path(key), found.capture_root),
-            patcher=patcher,
+            programs=programs,
             options=self.options,
             publish=self.publish,
             ids=self._ids,
+            count_receivers=lambda build_id: self.count_receivers(build_id),
+            notes=notes,
+            scopes=scopes,
             stamp=capture_stamp(found.capture_root),
         )
         self.served[key] = ws
@@ -411,9 +590,9 @@ class Engine:
     def _report_damaged_records(self, ws: ServedWorkspace | None) -> None:
         """A session that starts on records it could not read serves only part of the
         workspace: say so, or edits to the crates they describe would pass in silence."""
-        if ws is None or not ws.patcher.captures.warnings:
+        warnings = sorted({w for c in ws.captures for w in c.warnings}) if ws is not None else []
+        if ws is None or not warnings:
             return
-        warnings = ws.patcher.captures.warnings
         damaged = sorted(
             str(path)
             for path in captures_dir(ws.found.capture_root).glob("*/*/*.json")
@@ -466,6 +645,7 @@ class Engine:
                 log.info("fresh capture: new session", workspace=key)
                 self._stop(key)
                 started = self._start(found)
+                self._retire(ws, started)
                 self.publish(
                     {
                         "type": "session-reset",
@@ -474,6 +654,26 @@ class Engine:
                     }
                 )
                 self._report_damaged_records(started)
+
+    def _retire(self, old: ServedWorkspace, new: ServedWorkspace | None) -> None:
+        """Processes still running an earlier session's binaries must restart: tell each once."""
+        current = {sp.program.build_id for sp in new.programs.values()} if new else set()
+        for served in old.programs.values():
+            program = served.program
+            if program.build_id and program.build_id not in current:
+                self.retired[program.build_id] = program
+                self.publish(
+                    {
+                        "type": "not-patchable",
+                        "workspace": old.name,
+                        "for_build_id": program.build_id,
+                        "reason": "old-session",
+                        "message": f"a new `thinpatch capture` rebuilt {program.label}; processes still running "
+                        "the earlier binary get no more patches. Restart them with `thinpatch run`, or run the "
+                        "binary the capture built.",
+                        "program": program.describe(),
+                    }
+                )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:

@@ -166,6 +166,7 @@ class Patcher:
         capture_root: str | Path,
         *,
         scope: str | None = None,
+        top: str | None = None,
         session_root: Path | None = None,
         keep: int = DEFAULT_KEEP,
         symbol_cache: SymbolCache | None = None,
@@ -173,6 +174,7 @@ class Patcher:
         self.workspace = str(workspace)
         self.capture_root = Path(capture_root)
         self.scope = scope
+        self.top = top  # the program's crate (record key); None: the newest captured top crate
         self.keep = keep
         self.symbol_cache = symbol_cache or SymbolCache()
         self.captures = self.reload()
@@ -206,7 +208,7 @@ class Patcher:
 
     async def host(self) -> HostImage:
         if self._host is None or not self._host.path.exists():
-            path = host_binary(self.captures)
+            path = host_binary(self.captures, self.top)
             host = await anyio.to_thread.run_sync(read_host, path, self.symbol_cache, self.symbol_cache_dir)
             if not any(s.table == STATIC for s in host.table.symbols):
                 # only exported names left: patches would map next to nothing and change nothing
@@ -216,7 +218,7 @@ class Patcher:
 
     def _crate_keys(self, crates: str | Iterable[str] | None) -> list[str]:
         names = [crates] if isinstance(crates, str) else list(crates or ())
-        records = [resolve_crate(self.captures, name) for name in names] or [resolve_top(self.captures)]
+        records = [resolve_crate(self.captures, name) for name in names] or [resolve_top(self.captures, self.top)]
         return list(dict.fromkeys(rustc_key(r.crate_name, r.kind) for r in records))
 
     def _edited_since_capture(self, program: str) -> tuple[set[str], float]:
@@ -236,7 +238,7 @@ class Patcher:
         started = time.perf_counter()
         host = await self.host()
         requested = self._crate_keys(crates)
-        top = resolve_top(self.captures)
+        top = resolve_top(self.captures, self.top)
         program = rustc_key(top.crate_name, top.kind)
         edited, captured_at = self._edited_since_capture(program)
         # a crate that can never be in a patch (proc-macro, build script) is refused for this
@@ -252,6 +254,7 @@ class Patcher:
             self.captures,
             [*requested, *sorted(edited - set(requested))],
             self.session,
+            top=self.top,
             keep=self.keep,
             rendered_ansi=rendered_ansi,
             reuse=self._fresh - self._stale,

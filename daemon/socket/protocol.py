@@ -18,7 +18,7 @@ PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 1024 * 1024
 
 # Client → daemon.
-REQUEST_TYPES = ("subscribe", "status", "rebuild", "ping", "shutdown")
+REQUEST_TYPES = ("subscribe", "status", "rebuild", "patch-result", "ping", "shutdown")
 
 # Daemon → client, in reply to a request (each carries ``re`` when the request had a ``seq``).
 REPLY_TYPES = ("subscribed", "status", "pong", "ok", "error")
@@ -31,6 +31,8 @@ EVENT_TYPES = (
     "patch-rejected",
     "full-rebuild-required",
     "session-reset",
+    "not-patchable",
+    "patch-result",
     "error",
 )
 
@@ -144,8 +146,9 @@ class Subscription:
         """Whether this subscriber receives ``event``.
 
         A workspace filter drops events about other workspaces. A patch built for one
-        process (``for_pid``) reaches the subscribers that announced that pid, and the
-        observers that announced none (``thinpatch watch``), never another process.
+        process (``for_pid``) or one binary (``for_build_id``) reaches the subscribers that
+        run it, and the observers that announced no process (``thinpatch watch``), never
+        another process.
         """
         workspace = event.get("workspace")
         if self.workspace is not None and workspace is not None and workspace != self.workspace:
@@ -153,7 +156,18 @@ class Subscription:
         for_pid = event.get("for_pid")
         if for_pid is not None and self.pid is not None and for_pid != self.pid:
             return False
-        return True
+        if self.is_observer:
+            return True
+        # A process gets only what was built for its exact binary, and no other process's reports.
+        for_build_id = event.get("for_build_id")
+        if for_build_id is not None and for_build_id != self.build_id:
+            return False
+        return event.get("type") != "patch-result"
+
+    @property
+    def is_observer(self) -> bool:
+        """`thinpatch watch`, an editor: no process of its own, so it sees every event."""
+        return self.pid is None and self.build_id is None
 
 
 @dataclass(frozen=True)
@@ -208,6 +222,20 @@ def parse_request(line: bytes) -> Request:
                 seq,
             )
         fields["crate"] = crate
+    elif kind == "patch-result":
+        patch_id = message.get("id")
+        if not (isinstance(patch_id, str) and patch_id) and not _is_int(patch_id, minimum=0):
+            raise ProtocolError("'patch-result' needs the 'id' of the patch-ready event it answers", seq)
+        applied = message.get("applied")
+        if not isinstance(applied, bool):
+            raise ProtocolError("'patch-result' needs 'applied': true or false", seq)
+        fields["id"] = patch_id
+        fields["applied"] = applied
+        fields["pid"] = _optional_int(message, "pid", seq, minimum=1)
+        text = message.get("message")
+        if text is not None and not isinstance(text, str):
+            raise ProtocolError("field 'message' must be a string", seq)
+        fields["message"] = text[:4000] if text else None
     return Request(type=kind, seq=seq, fields={k: v for k, v in fields.items() if v is not None})
 
 

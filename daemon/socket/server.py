@@ -74,6 +74,15 @@ class Engine(Protocol):
         is valid for it. Synchronous, so no event can slip in between."""
         ...
 
+    async def identify(self, subscription: Subscription) -> tuple[Subscription, list[dict[str, Any]]]:
+        """The subscription completed with the binary the subscriber runs (its build ID), and
+        events for it alone (such as `not-patchable`) to send right after `subscribed`."""
+        ...
+
+    def record_patch_result(self, subscription: Subscription | None, fields: dict[str, Any]) -> None:
+        """A process reports whether it applied a patch. Raise RequestError for an unknown id."""
+        ...
+
 
 class _Connection:
     def __init__(self, number: int, stream: anyio.abc.SocketStream, queue_limit: int) -> None:
@@ -174,6 +183,14 @@ class DaemonServer:
     @property
     def client_count(self) -> int:
         return len(self._connections)
+
+    def processes_running(self, build_id: str) -> int:
+        """Subscribed processes whose binary has ``build_id``."""
+        return sum(
+            1
+            for c in self._connections
+            if c.subscription is not None and not c.subscription.is_observer and c.subscription.build_id == build_id
+        )
 
     @property
     def subscriber_count(self) -> int:
@@ -363,13 +380,20 @@ class DaemonServer:
         if request.type == "status":
             return [self._status_reply(request.seq)]
         if request.type == "subscribe":
-            subscription = request.subscription()
+            subscription, notices = await self.engine.identify(request.subscription())
             current = self.engine.current_state_for(subscription)
             # No await from here on: the snapshot and the switch-over are atomic.
             connection.subscription = subscription
-            replies = [protocol.reply("subscribed", request.seq, **request.fields)]
+            fields = dict(request.fields)
+            if subscription.build_id is not None:
+                fields["build_id"] = subscription.build_id
+            replies = [protocol.reply("subscribed", request.seq, **fields)]
+            replies += notices
             replies += [{**event, "replayed": True} for event in current]
             return replies
+        if request.type == "patch-result":
+            self.engine.record_patch_result(connection.subscription, dict(request.fields))
+            return [protocol.reply("ok", request.seq)]
         if request.type == "rebuild":
             await self.engine.request_rebuild(request.fields["workspace"], request.fields.get("crate"))
             return [protocol.reply("ok", request.seq)]

@@ -12,10 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from daemon.cli.demo import copy_bundled_app
 from daemon.cli.demo_script import (
     COMPILE_ERROR,
     PATCH,
@@ -242,13 +244,23 @@ def test_the_scripted_edits_apply_in_order_to_the_bundled_app():
     assert 'n * n + 1' in source and "BTreeMap" in source and '+ "1"' not in source
 
 
-def test_the_bundled_app_has_no_dependencies_and_no_build_output():
-    manifest = (BUNDLED_APP / "Cargo.toml").read_text()
-    assert manifest.rstrip().endswith("[dependencies]")
+def test_the_bundled_app_depends_only_on_the_bundled_client_crate_and_has_no_build_output():
+    manifest = tomllib.loads((BUNDLED_APP / "Cargo.toml").read_text())
+    assert manifest["dependencies"] == {"thinpatch-client": {"path": "../thinpatch-client"}}
+    assert (BUNDLED_APP / "../thinpatch-client/Cargo.toml").is_file()
+    client = tomllib.loads((BUNDLED_APP / "../thinpatch-client/Cargo.toml").read_text())
+    assert client.get("dependencies", {}) == {}
     assert not (BUNDLED_APP / "target").exists()
     # The app uses no std API the "new std API" step introduces.
     main_sources = "".join(p.read_text() for p in (BUNDLED_APP / "src").glob("*.rs"))
     assert "BTreeMap" not in main_sources and "env::var" not in main_sources
+
+
+def test_the_demo_copies_the_app_with_the_client_crate_beside_it(tmp_path):
+    copy_bundled_app(tmp_path / "app")
+    assert (tmp_path / "app" / SCENE_FILE).is_file() and (tmp_path / "app" / "Cargo.lock").is_file()
+    assert (tmp_path / "thinpatch-client" / "src" / "lib.rs").is_file()
+    assert not (tmp_path / "thinpatch-client" / "target").exists()
 
 
 def test_a_step_refuses_to_apply_when_its_text_is_missing():
@@ -342,13 +354,3 @@ def test_sigterm_in_the_middle_stops_the_app_and_the_daemon_and_exits_non_zero()
     assert process_gone(summary["app_pid"])
     assert not Path(summary["directory"]).exists()
     assert processes_mentioning(summary["directory"]) == []
-
-
-@pytest.mark.cargo
-def test_the_bundled_apps_own_tests_pass_offline(tmp_path):
-    """The app's hand-written JSON reader is checked by its own `cargo test` (std only, offline)."""
-    app = tmp_path / "demo app"
-    shutil.copytree(BUNDLED_APP, app, ignore=shutil.ignore_patterns("target"))
-    out = subprocess.run(["cargo", "test", "--offline", "--quiet"], cwd=app, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert "2 passed" in out.stdout

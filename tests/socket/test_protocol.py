@@ -76,6 +76,8 @@ VALID_REQUESTS = [
     {"type": "rebuild", "seq": 5, "workspace": WORKSPACE},
     {"type": "rebuild", "seq": 6, "workspace": WORKSPACE, "crate": "my-crate_2"},
     {"type": "shutdown", "seq": 7},
+    {"type": "patch-result", "seq": 8, "id": 3, "applied": True},
+    {"type": "patch-result", "seq": 9, "id": "b-4", "applied": False, "pid": 77, "message": "dlopen: no such file"},
 ]
 
 INVALID_REQUESTS = [
@@ -93,6 +95,9 @@ INVALID_REQUESTS = [
     ({"type": "subscribe", "seq": 1, "pid": True}, "'pid' must be an integer >= 1"),
     ({"type": "subscribe", "seq": 1, "aslr_reference": "0x10"}, "'aslr_reference' must be an integer"),
     ({"type": "subscribe", "seq": 1, "workspace": 5}, "'workspace' must be a non-empty string"),
+    ({"type": "patch-result", "seq": 1, "applied": True}, "needs the 'id'"),
+    ({"type": "patch-result", "seq": 1, "id": 3, "applied": "yes"}, "'applied': true or false"),
+    ({"type": "patch-result", "seq": 1, "id": 3, "applied": True, "pid": 0}, "'pid' must be an integer >= 1"),
 ]
 
 
@@ -141,6 +146,17 @@ def test_patches_for_one_pid_reach_that_pid_and_observers_only() -> None:
     assert Subscription(pid=200).wants(patch_ready(2))  # no for_pid: for everyone
 
 
+def test_patches_for_one_binary_reach_its_processes_and_observers_only() -> None:
+    event = patch_ready(3, for_build_id="aaaa")
+    assert Subscription(pid=100, build_id="aaaa").wants(event)
+    assert not Subscription(pid=200, build_id="bbbb").wants(event)
+    assert not Subscription(pid=300, build_id="unidentified-300").wants(event)
+    assert Subscription().wants(event)
+    report = {"type": "patch-result", "id": 3, "workspace": WORKSPACE, "pid": 100, "applied": True}
+    assert Subscription().wants(report)  # `thinpatch watch` shows who applied what
+    assert not Subscription(pid=100, build_id="aaaa").wants(report)  # a program needs no one's reports
+
+
 # --------------------------------------------------------------------------- schema
 
 
@@ -151,6 +167,14 @@ def test_every_event_kind_matches_the_schema_and_tolerates_extra_fields(event: d
     assert server_message_errors({**stamped, "added_in_v1_1": {"x": 1}}) == []
 
 
+COMMON_REQUIRED = {"seq", "id", "workspace", "crate", "files", "lib", "jump_table", "report", "timings",
+                   "message", "diagnostics", "reason", "missing_symbols", "action"}
+REQUIRED_FIELDS = {
+    "not-patchable": {"seq", "reason", "message"},  # sent before the subscriber's workspace is known
+    "patch-result": {"seq", "id", "workspace", "pid", "applied"},
+}
+
+
 @pytest.mark.parametrize("event", every_event_kind(), ids=lambda e: e["type"])
 def test_every_required_event_field_is_required(event: dict) -> None:
     stamped = {**event, "seq": 9}
@@ -158,8 +182,7 @@ def test_every_required_event_field_is_required(event: dict) -> None:
         if name == "type":
             continue
         incomplete = {k: v for k, v in stamped.items() if k != name}
-        required = name in {"seq", "id", "workspace", "crate", "files", "lib", "jump_table", "report",
-                            "timings", "message", "diagnostics", "reason", "missing_symbols", "action"}
+        required = name in REQUIRED_FIELDS.get(event["type"], COMMON_REQUIRED)
         assert (server_message_errors(incomplete) != []) == required, name
 
 

@@ -32,6 +32,7 @@ class FakeEngine:
         self.workspaces = list(workspaces)
         self.last_patch: dict[str, dict[str, Any]] = {}
         self.rebuilds: list[tuple[str, str | None]] = []
+        self.results: list[dict[str, Any]] = []
 
     def status(self) -> dict[str, Any]:
         return {"workspaces": [{"workspace": w, "state": "idle"} for w in self.workspaces]}
@@ -45,6 +46,14 @@ class FakeEngine:
 
     def current_state_for(self, subscription: Subscription) -> list[dict[str, Any]]:
         return [event for event in self.last_patch.values() if subscription.wants(event)]
+
+    async def identify(self, subscription: Subscription) -> tuple[Subscription, list[dict[str, Any]]]:
+        return subscription, []  # the real engine matches binaries; tests/service covers it
+
+    def record_patch_result(self, subscription: Subscription | None, fields: dict[str, Any]) -> None:
+        if fields["id"] not in {e["id"] for e in self.last_patch.values()}:
+            raise RequestError(f"no patch with id {fields['id']!r} is current")
+        self.results.append(fields)
 
     def remember(self, event: dict[str, Any]) -> None:
         if event["type"] == "patch-ready":
@@ -106,6 +115,10 @@ def every_event_kind(build_id: int = 1, workspace: str = WORKSPACE) -> list[dict
         {"type": "full-rebuild-required", "workspace": workspace,
          "reason": "Cargo.toml changed", "files": [f"{workspace}/Cargo.toml"]},
         {"type": "session-reset", "workspace": workspace, "reason": "a new fat build was captured"},
+        {"type": "not-patchable", "workspace": workspace, "for_pid": 4242, "reason": "replaced",
+         "message": "process 4242 runs a binary thinpatch did not capture; restart it with `thinpatch run`"},
+        {"type": "patch-result", "id": build_id, "workspace": workspace, "pid": 4242, "applied": False,
+         "message": "dlopen failed: no such file"},
         {"type": "error", "message": "the session cache is not writable"},
     ]
 

@@ -9,7 +9,8 @@ HELP = "watch a running Rust program get hot-patched, step by step (needs only c
 DESCRIPTION = """\
 Copies a small example app (a counter, standard library only) into a temp dir, builds it
 once under capture, starts the daemon inside this process and launches the app, which
-subscribes to the daemon over its socket and applies patches the way subsecond does.
+subscribes to the daemon over its socket and applies patches the way subsecond does, through
+thinpatch-client: the crate `thinpatch init` adds to your own program.
 
 Then it edits the app's src/scene.rs like an editor would (write a temp file, rename it
 over), one step at a time, and shows each step as it lands: what was edited, the patch

@@ -14,9 +14,13 @@ that it will load into the captured program, and computes the jump table in subs
 format. Prints the library path and timings; --json prints the whole result, the same
 object the daemon sends in `patch-ready` events.
 
+The patch is for one captured program: one bin, one profile, one target. When several
+are captured, choose with --bin, --release/--profile and --target, as with cargo.
+
 examples:
   thinpatch patch                          patch the program's own crate
   thinpatch patch --crate mylib            an edit in a workspace library crate
+  thinpatch patch --bin server --release   one of several captured programs
   thinpatch patch --json > patch.json      the JumpTable and report, for a client
 """
 
@@ -24,20 +28,38 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", metavar="DIR", default=None, help="workspace directory (default: current directory)")
     parser.add_argument("--crate", metavar="NAME", default=None, help="the edited crate (default: the program's crate)")
+    parser.add_argument("--bin", metavar="NAME", default=None, help="the program to patch, when several bins are captured")
+    parser.add_argument("-r", "--release", action="store_true", help="patch the release build's program")
+    parser.add_argument("--profile", metavar="NAME", default=None, help="patch the program of this cargo profile")
+    parser.add_argument("--target", metavar="TRIPLE", default=None, help="patch the program built for this target")
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     import anyio
 
-    from daemon.service.patcher import Patcher, PatchRejected
     from daemon.build.rebuild import CompileError, RebuildError
+    from daemon.cli.capture_run import profile_dir_name
+    from daemon.service.patcher import Patcher, PatchRejected
+    from daemon.service.programs import ProgramChoiceError, choose_program, read_programs
     from daemon.service.workspaces import NoCapture, find_captured_workspace
 
+    profile = None
+    if args.release or args.profile:
+        profile = profile_dir_name(args.release, ["--profile", args.profile] if args.profile else [])
     try:
         found = find_captured_workspace(args.workspace)
-        patcher = Patcher(found.workspace, found.capture_root)
+        programs, skipped, _ = read_programs(str(found.workspace), found.capture_root)
+        if not programs:
+            notes = "".join(f"\n  {s.reason}" for s in skipped)
+            return _fail(args, "missing-capture", f"no program is captured in {found.workspace}.{notes}\n"
+                         "Run `thinpatch capture` there first.")
+        program = choose_program(programs, bin_name=args.bin, profile=profile, target=args.target)
+        patcher = Patcher(found.workspace, found.capture_root, scope=program.scope, top=program.crate)
         result = anyio.run(lambda: patcher.patch(args.crate, rendered_ansi=sys.stderr.isatty() and not args.json))
+    except ProgramChoiceError as exc:
+        _fail(args, "choose-program", str(exc))
+        return 2
     except NoCapture as exc:
         return _fail(args, "missing-capture", str(exc))
     except PatchRejected as exc:
@@ -52,13 +74,17 @@ def run(args: argparse.Namespace) -> int:
     except RebuildError as exc:
         return _fail(args, type(exc).__name__, str(exc))
     if args.json:
-        json.dump(result.to_json(), sys.stdout)
+        data = result.to_json()
+        data["program"] = program.describe()
+        if program.build_id:
+            data["for_build_id"] = program.build_id
+        json.dump(data, sys.stdout)
         sys.stdout.write("\n")
     else:
         t = result.timings
         print(result.lib)
         print(
-            f"patched {result.edited_crate} into {result.crate}: {result.report.mapped} functions mapped; "
+            f"built a patch of {result.edited_crate} for {program.label}: {result.report.mapped} functions mapped; "
             f"rustc {t['rustc_ms']:.0f} ms, link {t['link_ms']:.0f} ms, verify {t['verify_ms']:.0f} ms, "
             f"total {t['total_ms']:.0f} ms",
             file=sys.stderr,

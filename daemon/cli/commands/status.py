@@ -56,13 +56,31 @@ def render_status(reply: dict[str, Any]) -> str:
         lines.append("no workspaces served yet: run `thinpatch capture` in a cargo workspace")
     for entry in workspaces:
         lines.append(f"workspace {entry.get('workspace')}")
+        for program in entry.get("programs") or []:
+            lines.extend(_render_program(program))
         for key, value in entry.items():
-            if key == "workspace":
+            if key in ("workspace", "programs"):
                 continue
             if isinstance(value, (dict, list)):
                 value = json.dumps(value, sort_keys=True)
             lines.append(f"  {key.replace('_', ' ')}: {value}")
     return "\n".join(lines)
+
+
+def _render_program(program: dict[str, Any]) -> list[str]:
+    """One program, its latest patch, and which processes applied it."""
+    lines = [f"  program {program.get('name')} ({program.get('scope')}), build ID {str(program.get('build_id'))[:12]}"]
+    last = program.get("last_patch")
+    if not last:
+        lines.append("    no patch yet")
+        return lines
+    applied = ", ".join(str(pid) for pid in last.get("applied") or []) or "none yet"
+    lines.append(f"    patch {last.get('id')}: sent to {last.get('subscribers', 0)} process(es), applied by: {applied}")
+    for failure in last.get("failed") or []:
+        lines.append(f"    FAILED in pid {failure.get('pid')}: {failure.get('message')}")
+    if not last.get("subscribers") and not last.get("applied"):
+        lines.append("    no process of this program was subscribed when it was built: start it with `thinpatch run`")
+    return lines
 
 
 def _duration(seconds: float) -> str:

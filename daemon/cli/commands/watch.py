@@ -71,12 +71,29 @@ def render_event(event: dict[str, Any], now: float | None = None) -> list[str]:
         return [f"{prefix}building {crate}" + (f" ({shown})" if shown else "")]
     if kind == "patch-ready":
         t = event.get("timings") or {}
-        target = f" for pid {event['for_pid']}" if event.get("for_pid") else ""
-        return [
-            f"{prefix}patched {crate}{target} in {_ms(t.get('total_ms'))} "
+        target = f" for pid {event['for_pid']}" if event.get("for_pid") else _program(event)
+        lines = [
+            f"{prefix}patch {event.get('id')} ready: {crate}{target} in {_ms(t.get('total_ms'))} "
             f"(rustc {_ms(t.get('rustc_ms'))}, link {_ms(t.get('link_ms'))}, "
             f"verify {_ms(t.get('verify_ms'))}) -> {event.get('lib')}"
         ]
+        if event.get("subscribers") == 0 and not event.get("replayed"):
+            name = (event.get("program") or {}).get("name", "the program")
+            lines.append(
+                f"  no running process of {name} is subscribed: nothing was patched. Start it with "
+                "`thinpatch run`, or add thinpatch-client to it (`thinpatch init`)."
+            )
+        elif event.get("subscribers"):
+            n = event["subscribers"]
+            lines.append(f"  sent to {n} process{'es' if n != 1 else ''}")
+        return lines
+    if kind == "patch-result":
+        if event.get("applied"):
+            return [f"{prefix}patch {event.get('id')} applied in pid {event.get('pid')}{_program(event)}"]
+        return [f"{prefix}patch {event.get('id')} FAILED in pid {event.get('pid')}{_program(event)}: {event.get('message')}"]
+    if kind == "not-patchable":
+        who = f"pid {event['for_pid']}" if event.get("for_pid") else "a subscribed process"
+        return [f"{prefix}{who} can't be patched ({event.get('reason')}): {event.get('message')}"]
     if kind == "build-failed":
         lines = [f"{prefix}build of {crate} failed: {event.get('message')}"]
         for diagnostic in event.get("diagnostics") or []:
@@ -98,6 +115,11 @@ def render_event(event: dict[str, Any], now: float | None = None) -> list[str]:
     if kind == "error":
         return [f"{prefix}daemon error: {event.get('message')}"]
     return [f"{prefix}{kind}: {json.dumps(event, sort_keys=True)}"]
+
+
+def _program(event: dict[str, Any]) -> str:
+    program = event.get("program") or {}
+    return f" for {program['name']} ({program.get('scope')})" if program.get("name") else ""
 
 
 def _render_diagnostic(diagnostic: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
-//! A small JSON reader, enough for the daemon's events: objects, arrays, strings, numbers.
-//! Numbers are kept as text and converted on use, so 64-bit addresses stay exact.
+//! A small JSON reader and writer, enough for the daemon's protocol: objects, arrays,
+//! strings, numbers. Numbers are kept as text and converted on use, so 64-bit addresses stay
+//! exact.
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {
@@ -37,16 +38,50 @@ impl Json {
         }
     }
 
-    /// The value as it would appear in JSON, for numbers and strings (used to echo ids).
-    pub fn display(&self) -> String {
+    /// The value as JSON text (used to echo a patch's `id` back to the daemon).
+    pub fn to_json(&self) -> String {
         match self {
-            Json::Number(n) => n.clone(),
-            Json::Str(s) => s.clone(),
-            Json::Bool(b) => b.to_string(),
             Json::Null => "null".into(),
-            _ => "…".into(),
+            Json::Bool(b) => b.to_string(),
+            Json::Number(n) => n.clone(),
+            Json::Str(s) => quote(s),
+            Json::Array(items) => {
+                let items: Vec<String> = items.iter().map(Json::to_json).collect();
+                format!("[{}]", items.join(","))
+            }
+            Json::Object(fields) => {
+                let fields: Vec<String> = fields.iter().map(|(k, v)| format!("{}:{}", quote(k), v.to_json())).collect();
+                format!("{{{}}}", fields.join(","))
+            }
         }
     }
+
+    /// Numbers and strings as a person reads them (`7`, `abc`), for logs and callbacks.
+    pub fn display(&self) -> String {
+        match self {
+            Json::Str(s) => s.clone(),
+            other => other.to_json(),
+        }
+    }
+}
+
+/// `text` as a JSON string literal.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 const MAX_DEPTH: usize = 64;
@@ -103,7 +138,7 @@ impl Parser<'_> {
             b't' => self.literal("true", Json::Bool(true)),
             b'f' => self.literal("false", Json::Bool(false)),
             b'n' => self.literal("null", Json::Null),
-            b'-' | b'0'..=b'9' => Ok(self.number()),
+            b'-' | b'0'..=b'9' => self.number(),
             b => Err(format!("unexpected '{}' at byte {}", b as char, self.pos)),
         }
     }
@@ -117,12 +152,17 @@ impl Parser<'_> {
         }
     }
 
-    fn number(&mut self) -> Json {
+    fn number(&mut self) -> Result<Json, String> {
         let start = self.pos;
         while matches!(self.peek(), Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
             self.pos += 1;
         }
-        Json::Number(String::from_utf8_lossy(&self.bytes[start..self.pos]).into_owned())
+        let text = String::from_utf8_lossy(&self.bytes[start..self.pos]).into_owned();
+        // Echoed back verbatim in replies, so it must be a number and nothing else.
+        if text.parse::<f64>().is_err() {
+            return Err(format!("bad number '{text}' at byte {start}"));
+        }
+        Ok(Json::Number(text))
     }
 
     fn object(&mut self, depth: usize) -> Result<Json, String> {
@@ -243,6 +283,19 @@ mod tests {
     fn rejects_broken_input() {
         assert!(parse(r#"{"a":1"#).is_err());
         assert!(parse(r#"{"a":1} x"#).is_err());
+        assert!(parse(r#"{"a":1-2}"#).is_err());
+        assert!(parse("[1,]").is_err());
+        assert!(parse(&"[".repeat(1000)).is_err());
         assert_eq!(parse(r#""\ud83d\ude00""#).unwrap(), Json::Str("😀".into()));
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        let text = r#"{"id":"b-7","n":-12.5e3,"s":"a\"b\\c\n\u0001é","l":[true,null,{}]}"#;
+        let value = parse(text).unwrap();
+        assert_eq!(parse(&value.to_json()).unwrap(), value);
+        assert_eq!(value.to_json(), r#"{"id":"b-7","n":-12.5e3,"s":"a\"b\\c\n\u0001é","l":[true,null,{}]}"#);
+        assert_eq!(value.get("id").map(Json::display).as_deref(), Some("b-7"));
+        assert_eq!(quote("tab\tend"), r#""tab\tend""#);
     }
 }

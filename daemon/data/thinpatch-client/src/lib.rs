@@ -1,0 +1,154 @@
+//! The app side of [thinpatch](https://github.com/thinpatch/thinpatch): subscribe to the
+//! daemon and run the newest version of your hot functions, with the standard library only.
+//!
+//! Two lines in your program: start the listener, and route the code you edit through
+//! [`call`] (or [`HotFn`] when it takes arguments).
+//!
+//! ```no_run
+//! fn tick(frame: u64) -> String {
+//!     format!("frame {frame}")
+//! }
+//!
+//! fn main() {
+//!     thinpatch_client::connect();
+//!     let mut hot_tick = thinpatch_client::HotFn::current(tick);
+//!     for frame in 0.. {
+//!         println!("{}", hot_tick.call((frame,)));
+//!         std::thread::sleep(std::time::Duration::from_millis(100));
+//!     }
+//! }
+//! ```
+//!
+//! The listener thread finds the daemon's socket as the daemon does (`$THINPATCH_SOCKET`,
+//! else `$XDG_RUNTIME_DIR/thinpatch/thinpatch.sock`, else
+//! `<tmpdir>/thinpatch-<uid>/thinpatch.sock`), and trusts it only if the socket's directory
+//! belongs to this program's user and is closed to others, and the process at the other end
+//! runs as the same user. It subscribes with this process's pid and build ID, applies each
+//! patch built for exactly this process, tells the daemon whether it applied, and reconnects
+//! when the daemon restarts. It never panics.
+//!
+//! Patches follow subsecond's rules: each patch replaces the previous table (it carries every
+//! edit so far); only the function you pass to [`call`]/[`HotFn`] is looked up, and calls made
+//! from patched code go to the patch's own versions. A closure the size of one pointer (for
+//! example `|| f(&x)`, one captured reference) is taken for a function pointer, as subsecond
+//! does, and is never redirected: pass arguments through [`HotFn::call`] instead. An
+//! `async fn` called this way returns its future, whose code is the old one: build a boxed
+//! future inside the hot function instead.
+//!
+//! Using subsecond? Hand each table to it with [`on_patch`] instead of [`connect`].
+
+#![warn(missing_docs)]
+
+mod build_id;
+mod hot;
+mod json;
+mod listener;
+mod sys;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use hot::{call, HotFn, HotFunction, JumpTable};
+pub use listener::default_socket_path;
+
+/// What the listener saw, for [`Client::on_event`]. `id`s are the daemon's build ids, as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+#[allow(missing_docs)] // the fields are named for what they hold
+pub enum Event {
+    /// Subscribed to the daemon at `socket`.
+    Subscribed { socket: PathBuf },
+    /// A patch was applied (or accepted by the [`on_patch`] callback); `entries` functions
+    /// are redirected.
+    Patched { id: String, entries: usize },
+    /// A patch was not applied, and why (also reported to the daemon and printed to stderr).
+    PatchFailed { id: String, message: String },
+    /// Any event from the daemon (`build-started`, `build-failed`, ...), with its JSON text.
+    Message { kind: String, id: Option<String>, json: String },
+    /// No daemon to talk to yet; the listener retries with backoff.
+    Unavailable { reason: String },
+    /// The socket or the process behind it failed the trust checks; nothing was loaded.
+    Refused { reason: String },
+    /// The connection ended; the listener reconnects with backoff.
+    Disconnected { reason: String },
+}
+
+/// A listener with options: another socket, a patch callback, an event callback.
+///
+/// ```no_run
+/// thinpatch_client::Client::new()
+///     .socket("/tmp/my-daemon/thinpatch.sock")
+///     .on_event(|event| eprintln!("{event:?}"))
+///     .spawn()
+///     .expect("a thread for the thinpatch listener");
+/// ```
+#[derive(Default)]
+pub struct Client {
+    socket: Option<PathBuf>,
+    on_patch: Option<Arc<listener::PatchCallback>>,
+    on_event: Option<Arc<listener::EventCallback>>,
+}
+
+impl Client {
+    /// A listener on the default socket that applies patches itself.
+    pub fn new() -> Client {
+        Client::default()
+    }
+
+    /// Use this socket instead of the default one.
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Client {
+        self.socket = Some(path.into());
+        self
+    }
+
+    /// Hand each patch meant for this process to `callback` instead of applying it. Its
+    /// result is reported to the daemon (`Err(message)`: not applied).
+    pub fn on_patch(mut self, callback: impl Fn(&JumpTable) -> Result<(), String> + Send + Sync + 'static) -> Client {
+        self.on_patch = Some(Arc::new(callback));
+        self
+    }
+
+    /// Called on the listener thread for everything it sees.
+    pub fn on_event(mut self, callback: impl Fn(&Event) + Send + Sync + 'static) -> Client {
+        self.on_event = Some(Arc::new(callback));
+        self
+    }
+
+    /// Start the listener thread; it runs for the life of the process.
+    pub fn spawn(self) -> std::io::Result<()> {
+        let listener = listener::Listener::new(self.socket, self.on_patch, self.on_event);
+        std::thread::Builder::new().name("thinpatch".into()).spawn(move || listener.run())?;
+        Ok(())
+    }
+}
+
+/// Start listening for patches and apply them, on a background thread. Calling it again
+/// (or after [`on_patch`]) does nothing: one listener per process.
+pub fn connect() {
+    start(Client::new());
+}
+
+/// Start listening for patches and hand each one to `callback` instead of applying it, for
+/// programs that apply patches themselves (for example with `subsecond::apply_patch`).
+/// Once per process, like [`connect`].
+///
+/// ```no_run
+/// thinpatch_client::on_patch(|table| {
+///     eprintln!("patch library {} with {} functions", table.lib, table.map.len());
+///     Ok(())
+/// });
+/// ```
+pub fn on_patch(callback: impl Fn(&JumpTable) -> Result<(), String> + Send + Sync + 'static) {
+    start(Client::new().on_patch(callback));
+}
+
+fn start(client: Client) {
+    static STARTED: AtomicBool = AtomicBool::new(false);
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    if let Err(e) = client.spawn() {
+        eprintln!("thinpatch: cannot start the listener thread: {e}");
+    }
+}

@@ -1,0 +1,346 @@
+//! The listener thread: find the daemon, check it is ours, subscribe, apply each patch meant
+//! for this process, report back, and reconnect when the daemon goes away. Nothing in here
+//! may panic: a dead listener would leave the program silently unpatched.
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::hot::{self, JumpTable};
+use crate::json::{self, quote, Json};
+use crate::{sys, Event};
+
+pub(crate) type PatchCallback = dyn Fn(&JumpTable) -> Result<(), String> + Send + Sync;
+pub(crate) type EventCallback = dyn Fn(&Event) + Send + Sync;
+
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LONGEST_RETRY: Duration = Duration::from_secs(5);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The protocol allows 1 MiB lines; anything far beyond is not our daemon.
+const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// Where the daemon listens, found exactly as the daemon finds it.
+pub fn default_socket_path() -> PathBuf {
+    socket_path_from(|name| std::env::var_os(name), sys::effective_uid())
+}
+
+pub(crate) fn socket_path_from(env: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u32) -> PathBuf {
+    let set = |name: &str| env(name).filter(|value| !value.is_empty());
+    if let Some(path) = set("THINPATCH_SOCKET") {
+        return PathBuf::from(path);
+    }
+    if let Some(runtime) = set("XDG_RUNTIME_DIR") {
+        return Path::new(&runtime).join("thinpatch").join("thinpatch.sock");
+    }
+    let tmp = set("TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
+    tmp.join(format!("thinpatch-{uid}")).join("thinpatch.sock")
+}
+
+/// The socket's directory must be ours and closed to others: anyone who can write there can
+/// put their own socket in place of the daemon's and feed us libraries to load.
+pub(crate) fn check_socket_dir(socket: &Path, uid: u32) -> Result<(), String> {
+    let directory = match socket.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let info = std::fs::metadata(directory).map_err(|e| format!("cannot inspect {}: {e}", directory.display()))?;
+    if info.uid() != uid {
+        return Err(format!(
+            "its directory {} belongs to uid {}, not to this program's uid {uid}",
+            directory.display(),
+            info.uid()
+        ));
+    }
+    if info.mode() & 0o022 != 0 {
+        return Err(format!(
+            "its directory {} is writable by other users (mode {:o}); `chmod 700` it",
+            directory.display(),
+            info.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) struct Listener {
+    pub socket: Option<PathBuf>,
+    pub on_patch: Option<Arc<PatchCallback>>,
+    pub on_event: Option<Arc<EventCallback>>,
+    pub pid: u32,
+    pub build_id: Option<String>,
+    said: HashSet<String>,
+}
+
+enum Failure {
+    /// The daemon is not there (yet): retry quietly.
+    Unavailable(String),
+    /// Something is there that we must not trust.
+    Refused(String),
+}
+
+impl Listener {
+    pub fn new(socket: Option<PathBuf>, on_patch: Option<Arc<PatchCallback>>, on_event: Option<Arc<EventCallback>>) -> Self {
+        Listener {
+            socket,
+            on_patch,
+            on_event,
+            pid: std::process::id(),
+            build_id: crate::build_id::current(),
+            said: HashSet::new(),
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut wait = FIRST_RETRY;
+        loop {
+            let socket = self.socket.clone().unwrap_or_else(default_socket_path);
+            match self.session(&socket) {
+                Ok(reason) => {
+                    self.emit(&Event::Disconnected { reason });
+                    wait = FIRST_RETRY;
+                }
+                Err(Failure::Unavailable(reason)) => self.emit(&Event::Unavailable { reason }),
+                Err(Failure::Refused(reason)) => {
+                    let reason = format!("not using the daemon at {}: {reason}", socket.display());
+                    self.say_once(&reason);
+                    self.emit(&Event::Refused { reason });
+                }
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(LONGEST_RETRY);
+        }
+    }
+
+    fn emit(&self, event: &Event) {
+        if let Some(callback) = &self.on_event {
+            // A panicking callback must not take the listener down with it.
+            let _ = catch_unwind(AssertUnwindSafe(|| callback(event)));
+        }
+    }
+
+    /// Print a message to stderr the first time it comes up.
+    fn say_once(&mut self, message: &str) {
+        if self.said.insert(message.to_string()) {
+            let _ = writeln!(std::io::stderr(), "thinpatch: {message}");
+        }
+    }
+
+    /// One connection, from the trust checks to the daemon going away (Ok: why it ended).
+    fn session(&mut self, socket: &Path) -> Result<String, Failure> {
+        let uid = sys::effective_uid();
+        check_socket_dir(socket, uid).map_err(|reason| {
+            if socket.parent().is_some_and(|dir| !dir.exists()) {
+                Failure::Unavailable(format!("no daemon at {} yet", socket.display()))
+            } else {
+                Failure::Refused(reason)
+            }
+        })?;
+        let stream = UnixStream::connect(socket)
+            .map_err(|e| Failure::Unavailable(format!("cannot connect to {}: {e}", socket.display())))?;
+        let peer = sys::peer_uid(&stream).map_err(Failure::Refused)?;
+        if peer != uid {
+            return Err(Failure::Refused(format!("it is run by uid {peer}, not by this program's uid {uid}")));
+        }
+        let mut writer = stream.try_clone().map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
+        let mut reader = BufReader::new(stream);
+        let hello = read_line(&mut reader)
+            .map_err(|e| Failure::Unavailable(format!("no greeting from {}: {e}", socket.display())))?;
+        match hello.get("type").and_then(Json::as_str) {
+            Some("hello") => {}
+            Some("error") => {
+                let message = hello.get("message").and_then(Json::as_str).unwrap_or("no reason given");
+                return Err(Failure::Unavailable(format!("the daemon turned the connection down: {message}")));
+            }
+            _ => return Err(Failure::Refused("it did not greet like a thinpatch daemon".into())),
+        }
+        let _ = reader.get_ref().set_read_timeout(None);
+        let mut seq = 1u64;
+        writer
+            .write_all(self.subscribe_request(seq).as_bytes())
+            .map_err(|e| Failure::Unavailable(format!("subscribe: {e}")))?;
+        loop {
+            let event = match read_line(&mut reader) {
+                Ok(event) => event,
+                Err(reason) => return Ok(reason),
+            };
+            if let Some(report) = self.handle(&event, socket) {
+                seq += 1;
+                if let Err(e) = writer.write_all(report.line(seq, self.pid).as_bytes()) {
+                    return Ok(format!("cannot report a patch: {e}"));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn subscribe_request(&self, seq: u64) -> String {
+        let build_id = match &self.build_id {
+            Some(id) => format!(",\"build_id\":{}", quote(id)),
+            None => String::new(),
+        };
+        format!("{{\"type\":\"subscribe\",\"seq\":{seq},\"pid\":{}{build_id}}}\n", self.pid)
+    }
+
+    /// React to one event; a patch gives the report to send back.
+    fn handle(&mut self, event: &Json, socket: &Path) -> Option<PatchReport> {
+        let kind = event.get("type").and_then(Json::as_str).unwrap_or("");
+        let id = event.get("id");
+        match kind {
+            "subscribed" => self.emit(&Event::Subscribed { socket: socket.to_path_buf() }),
+            "patch-ready" => {
+                let id_text = id.map(Json::display).unwrap_or_default();
+                let outcome = self.patch(event);
+                match &outcome {
+                    Ok(entries) => self.emit(&Event::Patched { id: id_text, entries: *entries }),
+                    Err(message) => {
+                        let _ = writeln!(std::io::stderr(), "thinpatch: patch {id_text} not applied: {message}");
+                        self.emit(&Event::PatchFailed { id: id_text, message: message.clone() });
+                    }
+                }
+                return Some(PatchReport { id: id.map(Json::to_json).unwrap_or_else(|| "null".into()), outcome });
+            }
+            "not-patchable" => {
+                let message = event.get("message").and_then(Json::as_str).unwrap_or("this program cannot be patched");
+                self.say_once(message);
+            }
+            _ => {}
+        }
+        if !kind.is_empty() {
+            self.emit(&Event::Message { kind: kind.to_string(), id: id.map(Json::display), json: event.to_json() });
+        }
+        None
+    }
+
+    /// Apply a `patch-ready` event if it was built for this very process.
+    fn patch(&self, event: &Json) -> Result<usize, String> {
+        if let Some(for_pid) = event.get("for_pid").and_then(Json::as_u64) {
+            if for_pid != self.pid as u64 {
+                return Err(format!("built for process {for_pid}, not for this process {}", self.pid));
+            }
+        }
+        if let Some(wanted) = event.get("for_build_id").and_then(Json::as_str) {
+            if self.build_id.as_deref() != Some(wanted) {
+                let ours = self.build_id.as_deref().unwrap_or("none");
+                return Err(format!("built for the binary with build ID {wanted}, this program's is {ours}"));
+            }
+        }
+        let table = JumpTable::from_json(event.get("jump_table").ok_or("the event has no jump_table")?)?;
+        match &self.on_patch {
+            Some(callback) => match catch_unwind(AssertUnwindSafe(|| callback(&table))) {
+                Ok(result) => result.map(|()| table.map.len()),
+                Err(_) => Err("the patch callback panicked".into()),
+            },
+            None => hot::apply(&table),
+        }
+    }
+}
+
+pub(crate) struct PatchReport {
+    /// The event's `id`, as JSON.
+    id: String,
+    outcome: Result<usize, String>,
+}
+
+impl PatchReport {
+    fn line(&self, seq: u64, pid: u32) -> String {
+        let tail = match &self.outcome {
+            Ok(_) => "\"applied\":true".to_string(),
+            Err(message) => format!("\"applied\":false,\"message\":{}", quote(message)),
+        };
+        format!("{{\"type\":\"patch-result\",\"seq\":{seq},\"id\":{},\"pid\":{pid},{tail}}}\n", self.id)
+    }
+}
+
+/// The next non-blank line as JSON; Err says why the connection is over.
+fn read_line<R: BufRead>(reader: &mut R) -> Result<Json, String> {
+    loop {
+        let mut line = Vec::new();
+        let mut limited = std::io::Read::take(&mut *reader, MAX_LINE_BYTES as u64 + 1);
+        match limited.read_until(b'\n', &mut line) {
+            Ok(0) => return Err("the daemon closed the connection".into()),
+            Ok(_) if line.len() > MAX_LINE_BYTES => return Err("the daemon sent an over-long line".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("reading from the daemon: {e}")),
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        // A line we cannot read is skipped, as the protocol asks of unknown content.
+        if let Ok(value) = json::parse(text.trim()) {
+            return Ok(value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
+    }
+
+    #[test]
+    fn finds_the_socket_as_the_daemon_does() {
+        let all = [("THINPATCH_SOCKET", "/s/x.sock"), ("XDG_RUNTIME_DIR", "/run/user/7"), ("TMPDIR", "/t")];
+        assert_eq!(socket_path_from(env(&all), 7), PathBuf::from("/s/x.sock"));
+        assert_eq!(socket_path_from(env(&all[1..]), 7), PathBuf::from("/run/user/7/thinpatch/thinpatch.sock"));
+        assert_eq!(socket_path_from(env(&all[2..]), 7), PathBuf::from("/t/thinpatch-7/thinpatch.sock"));
+        assert_eq!(socket_path_from(env(&[("XDG_RUNTIME_DIR", "")]), 9), PathBuf::from("/tmp/thinpatch-9/thinpatch.sock"));
+    }
+
+    fn listener(pid: u32, build_id: Option<&str>) -> Listener {
+        let mut l = Listener::new(None, Some(Arc::new(|_: &JumpTable| Ok(()))), None);
+        l.pid = pid;
+        l.build_id = build_id.map(str::to_string);
+        l
+    }
+
+    fn patch_event(extra: &str) -> Json {
+        json::parse(&format!(
+            r#"{{"type":"patch-ready","id":"b-3","jump_table":{{"lib":"/p.so","map":{{"16":32}},"aslr_reference":1,"new_base_address":2,"ifunc_count":0}}{extra}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn applies_only_patches_built_for_this_process_and_binary() {
+        let mut l = listener(40, Some("abcd"));
+        let socket = Path::new("/s");
+        let report = |l: &mut Listener, extra: &str| l.handle(&patch_event(extra), socket).unwrap().line(2, 40);
+        assert_eq!(report(&mut l, ""), "{\"type\":\"patch-result\",\"seq\":2,\"id\":\"b-3\",\"pid\":40,\"applied\":true}\n");
+        assert!(report(&mut l, r#","for_pid":40,"for_build_id":"abcd""#).contains("\"applied\":true"));
+        let other_pid = report(&mut l, r#","for_pid":41"#);
+        assert!(other_pid.contains("\"applied\":false,\"message\":\"built for process 41, not for this process 40\""), "{other_pid}");
+        let other_binary = report(&mut l, r#","for_build_id":"ef01""#);
+        assert!(other_binary.contains("\"applied\":false") && other_binary.contains("ef01"), "{other_binary}");
+        let mut no_build_id = listener(40, None);
+        assert!(report(&mut no_build_id, r#","for_build_id":"abcd""#).contains("\"applied\":false"));
+    }
+
+    #[test]
+    fn a_panicking_callback_is_a_failed_patch() {
+        let mut l = listener(5, None);
+        l.on_patch = Some(Arc::new(|_: &JumpTable| panic!("boom")));
+        let line = l.handle(&patch_event(""), Path::new("/s")).unwrap().line(3, 5);
+        assert!(line.contains("\"applied\":false,\"message\":\"the patch callback panicked\""), "{line}");
+    }
+
+    #[test]
+    fn subscribes_with_pid_and_build_id() {
+        assert_eq!(listener(12, Some("00ff")).subscribe_request(1), "{\"type\":\"subscribe\",\"seq\":1,\"pid\":12,\"build_id\":\"00ff\"}\n");
+        assert_eq!(listener(12, None).subscribe_request(1), "{\"type\":\"subscribe\",\"seq\":1,\"pid\":12}\n");
+    }
+
+    #[test]
+    fn reads_lines_skipping_blank_and_broken_ones() {
+        let mut input: &[u8] = b"\n  \nnot json\n{\"type\":\"hello\"}\n";
+        assert_eq!(read_line(&mut input).unwrap().get("type").and_then(Json::as_str), Some("hello"));
+        assert_eq!(read_line(&mut input).unwrap_err(), "the daemon closed the connection");
+    }
+}
