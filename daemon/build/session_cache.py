@@ -248,18 +248,27 @@ def read_edited_crates(layout: SessionLayout, program: str, captured_at: float) 
 
 
 def record_edited_crates(layout: SessionLayout, program: str, captured_at: float, crates: set[str]) -> None:
-    try:
-        data = json.loads(layout.edited_path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            data = {}
-    except (OSError, ValueError):
-        data = {}
-    data[program] = {"captured_at": captured_at, "crates": sorted(crates)}
+    """Remember ``program``'s edited crates; other programs' entries are kept (read-modify-write
+    under the session lock, as patch numbers are)."""
+    import fcntl
+
     ensure_private_dir(layout.root)
-    tmp = layout.edited_path.with_name(f".{EDITED_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, layout.edited_path)
+    fd = os.open(layout.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            data = json.loads(layout.edited_path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                data = {}
+        except (OSError, ValueError):
+            data = {}
+        data[program] = {"captured_at": captured_at, "crates": sorted(crates)}
+        tmp = layout.edited_path.with_name(f".{EDITED_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, layout.edited_path)
+    finally:
+        os.close(fd)
 
 
 def prune_patches(layout: SessionLayout, keep: int = DEFAULT_KEEP) -> list[Path]:
