@@ -84,14 +84,28 @@ def crates_to_rebuild(graph: Mapping[str, Iterable[str]], edited: str, top: str)
     edited crate: its code may inline or monomorphise the edited code, and the patch's code
     must call the new library code rather than the running program's.
     """
-    if edited not in graph:
-        raise PlanError(f"no captured crate {edited!r}")
+    return crates_to_rebuild_all(graph, [edited], top)
+
+
+def crates_to_rebuild_all(graph: Mapping[str, Iterable[str]], edited: Iterable[str], top: str) -> list[str]:
+    """``crates_to_rebuild`` for several edited crates at once: the union, dependencies first.
+
+    Edited crates that ``top`` does not contain are left out (they belong to another
+    program); if none of them is part of ``top``, that is an error.
+    """
+    edited = list(dict.fromkeys(edited))
+    if not edited:
+        raise PlanError("no edited crate given")
+    for key in edited:
+        if key not in graph:
+            raise PlanError(f"no captured crate {key!r}")
     if top not in graph:
         raise PlanError(f"no captured crate {top!r}")
     below_top = _reachable(graph, top)
-    if edited not in below_top:
-        raise PlanError(f"crate {edited!r} is not part of {top!r}: editing it cannot change the running program")
-    selected = {key for key in below_top if edited in _reachable(graph, key)}
+    inside = [key for key in edited if key in below_top]
+    if not inside:
+        raise PlanError(f"crate {edited[0]!r} is not part of {top!r}: editing it cannot change the running program")
+    selected = {key for key in below_top if any(e in _reachable(graph, key) for e in inside)}
 
     ordered: list[str] = []
     done: set[str] = set()

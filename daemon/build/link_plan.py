@@ -4,8 +4,9 @@ Pure functions only. The captured line already has what the platform needs (the 
 ``-B…``/``-fuse-ld=lld`` for rust-lld, target flags, native ``-l`` libraries, search paths);
 the plan removes what makes an executable (objects, ``-o``, ``-pie``, symbol-visibility
 lists, section garbage collection) and adds what makes a patch library: ``-shared``, a
-directive that leaves undefined symbols to be resolved against the running program when
-the library is loaded, the new objects and the output path.
+directive that binds the patch's calls to its own functions, one that leaves undefined
+symbols to be resolved against the running program when the library is loaded, the new
+objects and the output path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,21 @@ DependencyArchives = Literal["drop", "keep"]
 UNRESOLVED_DIRECTIVE = {
     OS_LINUX: ["-Wl,--unresolved-symbols=ignore-all"],
     OS_MACOS: ["-Wl,-undefined,dynamic_lookup"],
+}
+
+# The patch's calls to its own functions must reach its own new code. Hot-patch runtimes
+# look up only the hot entry point; every call made inside the patch is an ordinary call,
+# and the running program exports its old copies (--export-dynamic), which would win.
+# Data stays interposable, so a library `pub static` keeps binding to the program's copy.
+# ELF: -Bsymbolic-functions binds defined functions inside the library, never data.
+# Mach-O: two-level namespace (ld64's default, restated in case the captured line chose
+# flat) binds the library's references to its own non-weak definitions at link time. That
+# also binds data the patch defines to its own copy; keeping a library `pub static` bound to
+# the program's copy there needs those symbols listed as interposable (not done yet, and the
+# macOS plan is checked as data only: no macOS machine here).
+SELF_BINDING_DIRECTIVE = {
+    OS_LINUX: ["-Wl,-Bsymbolic-functions"],
+    OS_MACOS: ["-Wl,-twolevel_namespace"],
 }
 
 # rustc's per-invocation temp dir (``rustcXXXXXX``): deleted right after the original link.
@@ -94,6 +110,12 @@ def _linker_option_dropped(option: str, value: str | None) -> bool:
         # the patch must not claim the host's identity, nor be an executable
         return True
     if name == "-z" and value == "defs":
+        return True
+    if name.startswith("-Bsymbolic") or name in ("-flat_namespace", "-force_flat_namespace", "-interposable"):
+        # -Bsymbolic would bind data too; flat namespace makes every function interposable.
+        # The plan adds the binding a patch needs itself.
+        return True
+    if name == "-twolevel_namespace":
         return True
     return False
 
@@ -239,6 +261,7 @@ def build_link_plan(
         *new_objects,
         *kept[objects_at:],
         "-shared",
+        *SELF_BINDING_DIRECTIVE[family],
         *UNRESOLVED_DIRECTIVE[family],
         "-o",
         str(output),

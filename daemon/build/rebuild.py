@@ -15,15 +15,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
 
 import anyio
 from anyio.abc import ByteReceiveStream
 
 from capture.store import Captures, RustcRecord, rustc_key
-from daemon.build.crate_graph import crate_node, crates_to_rebuild, dependency_graph
+from daemon.build.crate_graph import crate_node, crates_to_rebuild_all, dependency_graph
 from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, parse_stream
 from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
+from daemon.build.refusals import link_error_advice, lto_refusal, strip_refusal
 from daemon.build.rustc_plan import ObjPlan, PlanError, build_obj_plan, extern_paths, replay_env
 from daemon.build.session_cache import (
     DEFAULT_KEEP,
@@ -31,6 +32,7 @@ from daemon.build.session_cache import (
     open_session,
     prune_patches,
     reserve_patch_number,
+    session_tag,
 )
 
 RECAPTURE_HINT = "Run `thinpatch capture` in the workspace to record a fresh build."
@@ -117,7 +119,12 @@ class LinkError(RebuildError):
         self.stderr = stderr
         self.argv = list(argv)
         self.returncode = returncode
+        self.advice = link_error_advice(stderr)
         tail = "\n".join(stderr.strip().splitlines()[-20:])
+        if self.advice:
+            first = next((l for l in stderr.splitlines() if "error" in l), "").strip()
+            super().__init__(f"{self.advice}\nlinker: {first[:300]}" if first else self.advice)
+            return
         super().__init__(
             f"linking the patch library failed (status {returncode}):\n{tail}\n"
             f"command: {' '.join(self.argv)}"
@@ -201,6 +208,7 @@ class CrateBuild:
     object_path: Path
     rustc_ms: float
     warnings: tuple[Diagnostic, ...] = ()
+    reused: bool = False  # the object of an earlier patch build, its sources unchanged since
 
 
 @dataclass(frozen=True)
@@ -290,14 +298,24 @@ def _key(record: RustcRecord) -> str:
 
 
 def plan_crates(
-    captures: Captures, edited: RustcRecord, top: RustcRecord, session_root: Path, *, rendered_ansi: bool = False
+    captures: Captures,
+    edited: RustcRecord | Sequence[RustcRecord],
+    top: RustcRecord,
+    session_root: Path,
+    *,
+    rendered_ansi: bool = False,
 ) -> list[ObjPlan]:
-    """Plans for every crate the patch rebuilds, dependencies first. Pure given captures."""
+    """Plans for every crate the patch rebuilds, dependencies first. Pure given captures.
+
+    Several edited crates give one patch holding all of them (and every crate between each
+    of them and the program), each compiled against the others' new metadata."""
+    edited = [edited] if isinstance(edited, RustcRecord) else list(edited)
     records = {k: r for k, r in captures.rustc.items() if r.kind != "build-script"}
     records.setdefault(_key(top), top)
-    records.setdefault(_key(edited), edited)
+    for record in edited:
+        records.setdefault(_key(record), record)
     nodes = {k: crate_node(k, r.data) for k, r in records.items()}
-    order = crates_to_rebuild(dependency_graph(nodes.values()), _key(edited), _key(top))
+    order = crates_to_rebuild_all(dependency_graph(nodes.values()), [_key(r) for r in edited], _key(top))
     plans: list[ObjPlan] = []
     rebuilt_metadata: dict[str, Path] = {}  # crate name -> new .rmeta
     for key in order:
@@ -373,9 +391,17 @@ async def link_patch(plan: LinkPlan, final_path: Path, env: Mapping[str, str], c
     return run
 
 
+def _reads_rebuilt_metadata(plan: ObjPlan, rebuilt: set[str]) -> bool:
+    return any(path in rebuilt for path in extern_paths(plan.args).values())
+
+
+def _reusable(plan: ObjPlan) -> bool:
+    return plan.obj_path.is_file() and (plan.metadata_path is None or plan.metadata_path.is_file())
+
+
 async def build_patch(
     captures: Captures,
-    crate_name: str | None,
+    crate_name: str | Iterable[str] | None,
     session: SessionLayout | str | Path,
     *,
     top: str | None = None,
@@ -383,9 +409,15 @@ async def build_patch(
     rendered_ansi: bool = False,
     dependency_archives: DependencyArchives = "drop",
     os_name: str | None = None,
+    reuse: Collection[str] = (),
 ) -> PatchBuild:
-    """Rebuild ``crate_name`` (default: the program's own crate) and every workspace crate
-    between it and the program, then link their objects into a new patch library.
+    """Rebuild ``crate_name`` (one crate, or several edited crates; default: the program's
+    own crate) and every workspace crate between them and the program, then link their
+    objects into a new patch library.
+
+    ``reuse``: crate keys whose sources are unchanged since this session last compiled them;
+    their objects are linked again without recompiling, unless a crate they read was
+    recompiled in this build.
 
     Raises MissingCapture, ToolNotFound, ToolKilled, SessionCacheError, CompileError or LinkError.
     """
@@ -393,7 +425,11 @@ async def build_patch(
     with _writing_session(session_root):
         layout = open_session(session_root)
     top_record = resolve_top(captures, top)
-    edited = resolve_crate(captures, crate_name) if crate_name else top_record
+    names = [crate_name] if isinstance(crate_name, str) else list(crate_name or ())
+    edited = [resolve_crate(captures, name) for name in names] or [top_record]
+    refusal = lto_refusal(top_record.args) or strip_refusal(top_record.args)
+    if refusal:
+        raise UnsupportedEdit(refusal)
     link_record = captures.link_for(top_record.crate_name)
     if link_record is None:
         raise MissingCapture(
@@ -406,13 +442,21 @@ async def build_patch(
         raise UnsupportedEdit(str(exc)) from exc
 
     crates: list[CrateBuild] = []
+    recompiled_metadata: set[str] = set()
     for plan in plans:
+        key = rustc_key(plan.crate_name, plan.kind)
+        if key in reuse and _reusable(plan) and not _reads_rebuilt_metadata(plan, recompiled_metadata):
+            crates.append(CrateBuild(plan.crate_name, plan.kind, plan.obj_path, 0.0, reused=True))
+            continue
         crates.append(await compile_crate(plan, layout.root))
+        if plan.metadata_path is not None:
+            recompiled_metadata.add(str(plan.metadata_path))
 
     objects = [c.object_path for c in crates]
     with _writing_session(layout.root):
         number = reserve_patch_number(layout)
-    final_path = layout.patch_library_path(top_record.crate_name, number, os_name)
+        tag = session_tag(layout)
+    final_path = layout.patch_library_path(top_record.crate_name, number, os_name, tag)
     temp_path = final_path.with_name(f".{final_path.name}.{os.getpid()}.tmp")
     try:
         link_plan = build_link_plan(
@@ -435,7 +479,7 @@ async def build_patch(
         library=final_path,
         patch_number=number,
         crate_name=top_record.crate_name,
-        edited_crate=edited.crate_name,
+        edited_crate=", ".join(dict.fromkeys(r.crate_name for r in edited)),
         objects=tuple(objects),
         crates=tuple(crates),
         rustc_ms=sum(c.rustc_ms for c in crates),

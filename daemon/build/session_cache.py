@@ -4,24 +4,31 @@ Layout of one session (one workspace and scope)::
 
     <root>/
         patch-counter                    last patch number handed out (never reused)
+        session-tag                      random tag made with the directory, part of every library name
+        edited-crates.json               crates edited since each program's capture (cumulative patches)
         .lock                            serialises number reservations between processes
         incremental/<crate>.<kind>/      rustc's incremental state for patch builds only
         objects/<kind>/<crate>.o         the newest object of each rebuilt crate
         deps/lib<crate><extra>.rmeta     metadata of rebuilt library crates, for their dependents
         out/                             rustc's --out-dir (nothing of ours lands here)
-        patches/lib<crate>-patch-<n>.so  patch libraries, the newest ``keep`` of them
+        patches/lib<crate>-<tag>-patch-<n>.so  patch libraries, the newest ``keep`` of them
 
 Patch builds get incremental state of their own so they never wait on cargo's locks in
 ``target/``, and stay incremental from one patch to the next.
 
-Library names are unique per session because ``dlopen`` returns the already-loaded handle
-for a path it has seen: a rebuilt file under an old name would never be loaded.
+Library names must never repeat while a process that loaded one may still run, because
+``dlopen`` returns the already-loaded handle for a path it has seen: a rebuilt file under an
+old name would never be loaded. Numbers only grow within a session directory, and the tag
+changes whenever the directory is made anew (deleted mid-session, say), so a restarted
+count never gives a name already used.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +37,8 @@ from capture.store import ensure_private_dir, safe_name
 
 DEFAULT_KEEP = 16
 COUNTER_NAME = "patch-counter"
+TAG_NAME = "session-tag"
+EDITED_NAME = "edited-crates.json"
 LOCK_NAME = ".lock"
 
 OS_LINUX = "linux"
@@ -89,9 +98,10 @@ def library_filename(crate: str) -> str:
     return library_filename_for_os(crate, host_os())
 
 
-def patch_library_filename(crate: str, number: int, os_name: str | None = None) -> str:
-    """``lib<crate>-patch-<n>.so`` (or the OS's equivalent)."""
-    return _library_filename(f"{crate_file_stem(crate)}-patch-{number}", os_name or host_os())
+def patch_library_filename(crate: str, number: int, os_name: str | None = None, tag: str | None = None) -> str:
+    """``lib<crate>-<tag>-patch-<n>.so`` (or the OS's equivalent); without a tag ``lib<crate>-patch-<n>.so``."""
+    stem = crate_file_stem(crate) + (f"-{tag}" if tag else "")
+    return _library_filename(f"{stem}-patch-{number}", os_name or host_os())
 
 
 _PATCH_NUMBER = re.compile(r"-patch-(\d+)\.(?:so|dylib|dll)$")
@@ -111,6 +121,14 @@ class SessionLayout:
     @property
     def counter_path(self) -> Path:
         return self.root / COUNTER_NAME
+
+    @property
+    def tag_path(self) -> Path:
+        return self.root / TAG_NAME
+
+    @property
+    def edited_path(self) -> Path:
+        return self.root / EDITED_NAME
 
     @property
     def lock_path(self) -> Path:
@@ -143,8 +161,8 @@ class SessionLayout:
         # Same file name cargo uses, so rustc's crate locator accepts it next to the originals.
         return self.deps_dir / f"lib{crate_file_stem(crate)}{extra_filename}.rmeta"
 
-    def patch_library_path(self, crate: str, number: int, os_name: str | None = None) -> Path:
-        return self.patches_dir / patch_library_filename(crate, number, os_name)
+    def patch_library_path(self, crate: str, number: int, os_name: str | None = None, tag: str | None = None) -> Path:
+        return self.patches_dir / patch_library_filename(crate, number, os_name, tag)
 
 
 def default_session_root(capture_root: Path, scope: str) -> Path:
@@ -197,6 +215,64 @@ def reserve_patch_number(layout: SessionLayout) -> int:
         return number
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def session_tag(layout: SessionLayout) -> str:
+    """The tag of this session directory, made (8 random hex digits) the first time it is asked for."""
+    ensure_private_dir(layout.root)
+    try:
+        tag = layout.tag_path.read_text(encoding="ascii").strip()
+        if re.fullmatch(r"[0-9a-f]{8}", tag):
+            return tag
+    except OSError:
+        pass
+    tag = secrets.token_hex(4)
+    tmp = layout.tag_path.with_name(f".{TAG_NAME}.{os.getpid()}.tmp")
+    tmp.write_text(f"{tag}\n", encoding="ascii")
+    os.chmod(tmp, 0o600)
+    try:
+        os.link(tmp, layout.tag_path)  # first writer wins; a concurrent one reads its tag
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return layout.tag_path.read_text(encoding="ascii").strip()
+
+
+def read_edited_crates(layout: SessionLayout, program: str, captured_at: float) -> set[str]:
+    """Crates edited since ``program`` was captured (at ``captured_at``), as recorded by earlier patches."""
+    try:
+        data = json.loads(layout.edited_path.read_text(encoding="utf-8"))
+        entry = data[program]
+        if entry["captured_at"] == captured_at and all(isinstance(c, str) for c in entry["crates"]):
+            return set(entry["crates"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return set()
+
+
+def record_edited_crates(layout: SessionLayout, program: str, captured_at: float, crates: set[str]) -> None:
+    """Remember ``program``'s edited crates; other programs' entries are kept (read-modify-write
+    under the session lock, as patch numbers are)."""
+    import fcntl
+
+    ensure_private_dir(layout.root)
+    fd = os.open(layout.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            data = json.loads(layout.edited_path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                data = {}
+        except (OSError, ValueError):
+            data = {}
+        data[program] = {"captured_at": captured_at, "crates": sorted(crates)}
+        tmp = layout.edited_path.with_name(f".{EDITED_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, layout.edited_path)
+    finally:
+        os.close(fd)
 
 
 def prune_patches(layout: SessionLayout, keep: int = DEFAULT_KEEP) -> list[Path]:

@@ -279,9 +279,9 @@ class ServedWorkspace:
         )
         bound = log.bind(workspace=self.name, program=program.label, crate=crate_label, build=build_id)
         try:
-            crate_arg = rustc_key(*chosen) if chosen else None
+            # every crate of this program saved in this burst: one patch holds them all
             try:
-                result = await served.patcher.patch(crate_arg)
+                result = await served.patcher.patch(sorted(rustc_key(*c) for c in crates) or None)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.learn_sources(served)

@@ -9,18 +9,33 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import anyio
 
-from capture.store import Captures, load_captures
+from capture.store import Captures, load_captures, rustc_key
 from daemon.binary.demangle import demangle
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
-from daemon.build.rebuild import MissingCapture, PatchBuild, build_patch, resolve_top
-from daemon.build.session_cache import DEFAULT_KEEP, SessionLayout, default_session_root, open_session
+from daemon.build.rebuild import (
+    MissingCapture,
+    PatchBuild,
+    UnsupportedEdit,
+    build_patch,
+    resolve_crate,
+    resolve_top,
+)
+from daemon.build.refusals import no_symbol_table_refusal
+from daemon.build.session_cache import (
+    DEFAULT_KEEP,
+    SessionLayout,
+    default_session_root,
+    open_session,
+    read_edited_crates,
+    record_edited_crates,
+)
 from daemon.binary.symbol_cache import SymbolCache
-from daemon.binary.symbols import DATA, LOCAL, SymbolTable, read_symbols
+from daemon.binary.symbols import DATA, LOCAL, STATIC, SymbolTable, read_symbols
 
 RECAPTURE = "Run `thinpatch capture` again: a fresh fat build exports what patches need."
 
@@ -65,9 +80,14 @@ class PatchResult:
     timings: dict[str, float]
     compiler_warnings: list[dict[str, Any]] = field(default_factory=list)
 
+    rebuilt_crates: list[str] = field(default_factory=list)  # every crate in the patch
+    reused_crates: list[str] = field(default_factory=list)  # of those, linked from an earlier build
+
     def to_json(self) -> dict[str, Any]:
         report = self.report.to_json()
         report["compiler_warnings"] = self.compiler_warnings
+        report["rebuilt_crates"] = self.rebuilt_crates
+        report["reused_crates"] = self.reused_crates
         return {
             "workspace": self.workspace,
             "crate": self.crate,
@@ -105,6 +125,10 @@ def _is_constant_data(name: str) -> bool:
     return any(part in name for part in ("vtable", "{{constant}}", "CALLSITE", "::{{closure}}"))
 
 
+def _patchable(record: Any) -> bool:
+    return record.kind != "build-script" and "proc-macro" not in record.crate_types
+
+
 def read_host(path: Path, symbol_cache: SymbolCache, cache_dir: Path | None) -> HostImage:
     """Parse the program binary and the libraries the loader maps with it (blocking)."""
     started = time.perf_counter()
@@ -129,7 +153,12 @@ def host_binary(captures: Captures, top: str | None = None) -> Path:
 
 
 class Patcher:
-    """Builds verified patches for one captured workspace; keeps the host parsed between patches."""
+    """Builds verified patches for one captured workspace; keeps the host parsed between patches.
+
+    Patches are cumulative: a hot-patch runtime replaces its whole jump table with each patch,
+    so every patch holds every crate edited since the program was captured (remembered in the
+    session, per program), each compiled against the others' newest metadata.
+    """
 
     def __init__(
         self,
@@ -153,6 +182,9 @@ class Patcher:
             session_root or default_session_root(self.capture_root, self.captures.scope)
         )
         self._host: HostImage | None = None
+        self._edited: dict[str, set[str]] = {}  # program crate key -> crate keys edited since capture
+        self._fresh: set[str] = set()  # crate keys this patcher compiled, unchanged since
+        self._stale: set[str] = set()  # crate keys saved since their last successful compile
 
     @property
     def symbol_cache_dir(self) -> Path:
@@ -169,27 +201,66 @@ class Patcher:
             )
         self.captures = captures
         self._host = None
+        self._edited = {}
+        self._fresh = set()
+        self._stale = set()
         return captures
 
     async def host(self) -> HostImage:
         if self._host is None or not self._host.path.exists():
             path = host_binary(self.captures, self.top)
-            self._host = await anyio.to_thread.run_sync(
-                read_host, path, self.symbol_cache, self.symbol_cache_dir
-            )
+            host = await anyio.to_thread.run_sync(read_host, path, self.symbol_cache, self.symbol_cache_dir)
+            if not any(s.table == STATIC for s in host.table.symbols):
+                # only exported names left: patches would map next to nothing and change nothing
+                raise UnsupportedEdit(no_symbol_table_refusal(str(path)))
+            self._host = host
         return self._host
 
-    async def patch(self, crate: str | None = None, *, rendered_ansi: bool = False) -> PatchResult:
-        """Rebuild ``crate`` (default: the program's crate) into a verified patch.
+    def _crate_keys(self, crates: str | Iterable[str] | None) -> list[str]:
+        names = [crates] if isinstance(crates, str) else list(crates or ())
+        records = [resolve_crate(self.captures, name) for name in names] or [resolve_top(self.captures, self.top)]
+        return list(dict.fromkeys(rustc_key(r.crate_name, r.kind) for r in records))
+
+    def _edited_since_capture(self, program: str) -> tuple[set[str], float]:
+        link = self.captures.link_for(self.captures.rustc[program].crate_name)
+        captured_at = link.recorded_at if link is not None else 0.0
+        remembered = read_edited_crates(self.session, program, captured_at)
+        return self._edited.setdefault(program, set()) | remembered, captured_at
+
+    async def patch(self, crates: str | Iterable[str] | None = None, *, rendered_ansi: bool = False) -> PatchResult:
+        """A verified patch for the saved ``crates`` (names or keys; default: the program's
+        crate). It also holds every crate edited earlier since the capture, so applying it
+        alone gives all edits made so far.
 
         Raises the rebuild errors (MissingCapture, CompileError, LinkError, ToolNotFound,
         UnsupportedEdit) or PatchRejected.
         """
         started = time.perf_counter()
         host = await self.host()
+        requested = self._crate_keys(crates)
+        top = resolve_top(self.captures, self.top)
+        program = rustc_key(top.crate_name, top.kind)
+        edited, captured_at = self._edited_since_capture(program)
+        # a crate that can never be in a patch (proc-macro, build script) is refused for this
+        # build only, not carried into every later one
+        edited |= {key for key in requested if _patchable(self.captures.rustc[key])}
+        self._edited[program] = edited
+        self._stale |= set(requested)
+        try:
+            record_edited_crates(self.session, program, captured_at, edited)
+        except OSError:
+            pass  # remembered in memory; the build reports an unwritable session itself
         build = await build_patch(
-            self.captures, crate, self.session, top=self.top, keep=self.keep, rendered_ansi=rendered_ansi
+            self.captures,
+            [*requested, *sorted(edited - set(requested))],
+            self.session,
+            top=self.top,
+            keep=self.keep,
+            rendered_ansi=rendered_ansi,
+            reuse=self._fresh - self._stale,
         )
+        self._fresh = {rustc_key(c.crate_name, c.kind) for c in build.crates}
+        self._stale = set()
         verify_started = time.perf_counter()
         table, report, check = await anyio.to_thread.run_sync(self._verify, host, build)
         verify_ms = (time.perf_counter() - verify_started) * 1000
@@ -203,7 +274,7 @@ class Patcher:
         return PatchResult(
             workspace=self.workspace,
             crate=build.crate_name,
-            edited_crate=build.edited_crate,
+            edited_crate=", ".join(dict.fromkeys(self.captures.rustc[k].crate_name for k in requested)),
             lib=str(build.library),
             patch_number=build.patch_number,
             jump_table=table,
@@ -215,6 +286,8 @@ class Patcher:
                 "total_ms": total_ms,
             },
             compiler_warnings=[w.to_dict() for w in build.warnings],
+            rebuilt_crates=[c.crate_name for c in build.crates],
+            reused_crates=[c.crate_name for c in build.crates if c.reused],
         )
 
     def _verify(self, host: HostImage, build: PatchBuild) -> tuple[JumpTable, PatchReport, LoadCheck]:

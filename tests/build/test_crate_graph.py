@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.build.crate_graph import crate_node, crates_to_rebuild, dependency_graph
+from daemon.build.crate_graph import crate_node, crates_to_rebuild, crates_to_rebuild_all, dependency_graph
 from daemon.build.rustc_plan import PlanError
 
 D = "/ws/target/debug/deps"
@@ -94,3 +94,18 @@ def test_diamond_orders_each_crate_after_its_dependencies():
     order = crates_to_rebuild(graph, "base.lib", "top.bin")
     assert order[0] == "base.lib" and order[-1] == "top.bin"
     assert sorted(order[1:3]) == ["left.lib", "right.lib"]
+
+
+def test_several_edited_crates_rebuild_the_union_in_dependency_order(graph):
+    assert crates_to_rebuild_all(graph, ["util.lib", "greet.lib"], "app.bin") == ["greet.lib", "mid.lib", "util.lib", "app.bin"]
+    assert crates_to_rebuild_all(graph, ["app.bin", "mid.lib"], "app.bin") == ["mid.lib", "app.bin"]
+
+
+def test_edited_crates_of_another_program_are_left_out_unless_none_is_ours():
+    records = {**RECORDS, "tool.bin": rec("tool", "bin", "-t1")}
+    graph = dependency_graph(crate_node(k, r) for k, r in records.items())
+    assert crates_to_rebuild_all(graph, ["tool.bin", "util.lib"], "app.bin") == ["util.lib", "app.bin"]
+    with pytest.raises(PlanError, match="not part of"):
+        crates_to_rebuild_all(graph, ["tool.bin"], "app.bin")
+    with pytest.raises(PlanError, match="no edited crate"):
+        crates_to_rebuild_all(graph, [], "app.bin")

@@ -144,6 +144,7 @@ def test_linux_bin_plan_exact():
         "-nodefaultlibs",
         "-Wl,--export-dynamic",
         "-shared",
+        "-Wl,-Bsymbolic-functions",
         "-Wl,--unresolved-symbols=ignore-all",
         "-o", "/s/patches/libapp-patch-3.so",
     ]
@@ -181,6 +182,7 @@ def test_linux_cdylib_plan_drops_version_script_and_duplicate_shared():
         (["-static-pie", "-no-pie", "-pie", "-shared", "-shared"], []),
         (["-Wl,-soname=libhost.so", "-Wl,-soname,libhost.so"], []),
         (["-o/t/out", "-lc"], ["-lc"]),
+        (["-Wl,-Bsymbolic", "-Wl,--as-needed,-Bsymbolic-functions", "-Xlinker", "-Bsymbolic"], ["-Wl,--as-needed"]),
         (["-L/t/rustcAbC123/raw-dylibs", "-L/keep/me"], ["-L/keep/me"]),
     ],
     ids=[
@@ -193,12 +195,15 @@ def test_linux_cdylib_plan_drops_version_script_and_duplicate_shared():
         "pie variants and shared",
         "soname",
         "joined -o",
+        "captured -Bsymbolic (binds data too) replaced by the plan's own",
         "rustc temp search dir",
     ],
 )
 def test_linux_edits(given, expected):
     plan = build_link_plan({"linker": "cc", "args": given}, ["/s/a.o"], "/s/p.so", "linux")
-    assert list(plan.args) == [*expected, "/s/a.o", "-shared", "-Wl,--unresolved-symbols=ignore-all", "-o", "/s/p.so"]
+    assert list(plan.args) == [
+        *expected, "/s/a.o", "-shared", "-Wl,-Bsymbolic-functions", "-Wl,--unresolved-symbols=ignore-all", "-o", "/s/p.so"
+    ]
 
 
 def test_macos_bin_plan_exact():
@@ -213,6 +218,7 @@ def test_macos_bin_plan_exact():
         "-nodefaultlibs",
         "-Wl,-export_dynamic",
         "-shared",
+        "-Wl,-twolevel_namespace",
         "-Wl,-undefined,dynamic_lookup",
         "-o", "/s/patches/libapp-patch-3.so",
     ]
@@ -226,6 +232,7 @@ def test_macos_cdylib_plan_drops_exported_symbols_dead_strip_and_undefined():
         "-arch", "arm64",
         "-nodefaultlibs",
         "-shared",
+        "-Wl,-twolevel_namespace",
         "-Wl,-undefined,dynamic_lookup",
         "-o", "/s/patches/libapp-patch-3.so",
     ]
@@ -236,7 +243,26 @@ def test_macos_driver_level_exported_symbols_list():
         {"linker": "clang", "args": ["-exported_symbols_list", "/t/l", "-undefined", "error", "-lSystem"]},
         ["/s/a.o"], "/s/p.dylib", "macos",
     )
-    assert list(plan.args) == ["-lSystem", "/s/a.o", "-shared", "-Wl,-undefined,dynamic_lookup", "-o", "/s/p.dylib"]
+    assert list(plan.args) == [
+        "-lSystem", "/s/a.o", "-shared", "-Wl,-twolevel_namespace", "-Wl,-undefined,dynamic_lookup", "-o", "/s/p.dylib"
+    ]
+
+
+def test_macos_patch_binds_its_own_functions_never_through_a_flat_namespace():
+    # flat namespace makes every function interposable by the running program's old copy
+    captured = ["-Wl,-flat_namespace", "-Xlinker", "-interposable", "-Wl,-force_flat_namespace,-lSystem"]
+    plan = build_link_plan({"linker": "clang", "args": captured}, ["/s/a.o"], "/s/p.dylib", "macos")
+    args = list(plan.args)
+    assert not any("flat_namespace" in a or "interposable" in a for a in args)
+    assert args.count("-Wl,-twolevel_namespace") == 1
+    assert args.index("-Wl,-twolevel_namespace") > args.index("-shared")
+
+
+def test_patch_binds_functions_to_itself_but_not_data():
+    # -Bsymbolic (all symbols) would give the patch its own copy of a library `pub static`
+    args = list(link(LINUX_BIN_LINE, "linux").args)
+    assert args.count("-Wl,-Bsymbolic-functions") == 1
+    assert not any(a.split(",")[-1] == "-Bsymbolic" for a in args)
 
 
 def test_plan_is_stable_when_applied_to_its_own_output():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -64,14 +65,14 @@ async def test_single_bin_patch(captured_single_bin, tmp_path):
     source = result.workspace / "src" / "main.rs"
     with edited(source, 'format!("hello, {name}")', 'format!("patched hello, {name}")'):
         first = await build_patch(captures, None, tmp_path / "session")
-        assert first.library.is_file() and first.library.name == "libsingle_bin-patch-1.so"
+        assert first.library.is_file() and re.fullmatch(r"libsingle_bin-[0-9a-f]{8}-patch-1\.so", first.library.name)
         # same mangled name as in the running binary: the jump table can pair them
         assert host_greeting <= defined_symbols(first.library)
         assert "patched hello, " in strings(first.library)
         assert "main" in defined_symbols(first.library)
 
         second = await build_patch(captures, "single_bin", tmp_path / "session")
-        assert second.library.name == "libsingle_bin-patch-2.so" and second.library != first.library
+        assert second.library.name == first.library.name.replace("-patch-1.", "-patch-2.")
         assert first.rustc_ms > 0 and first.link_ms > 0
 
 
@@ -150,3 +151,28 @@ async def test_debian_dependencies_stay_in_the_host(captured_debian, tmp_path):
     # the patch calls regex/serde_json in the running program; it does not carry its own copy
     assert len(regex_in_patch) < len(regex_in_host) / 10
     assert patch.library.stat().st_size < host.stat().st_size / 10
+
+
+@pytest.mark.asyncio
+async def test_several_edited_crates_in_one_patch_and_unchanged_objects_reused(captured_workspace, tmp_path):
+    result = captured_workspace
+    captures = load_captures(result.capture_root, result.scope)
+    lib = result.workspace / "corelib" / "src" / "lib.rs"
+    app = result.workspace / "app" / "src" / "main.rs"
+    session = tmp_path / "session"
+    with edited(lib, "pub fn add(", 'pub fn added_in_a_patch() -> &\'static str {\n    "added"\n}\n\npub fn add('):
+        both = await build_patch(captures, ["app", "corelib"], session)
+        assert [(c.crate_name, c.reused) for c in both.crates] == [("corelib", False), ("app", False)]
+        assert both.edited_crate == "app, corelib"
+
+        # the app uses what only the patched library has: it compiles against the new metadata,
+        # and the library's object (unchanged) is linked again without recompiling
+        with edited(app, 'corelib::describe("workspace")', 'corelib::added_in_a_patch()'):
+            again = await build_patch(captures, ["app", "corelib"], session, reuse={"corelib.lib"})
+        assert [(c.crate_name, c.reused) for c in again.crates] == [("corelib", True), ("app", False)]
+        assert again.crates[0].rustc_ms == 0 and "added_in_a_patch" in " ".join(defined_symbols(again.library))
+
+        # a crate reading metadata rebuilt in this build is never reused
+        third = await build_patch(captures, ["corelib", "app"], session, reuse={"app.bin"})
+        assert [(c.crate_name, c.reused) for c in third.crates] == [("corelib", False), ("app", False)]
+    assert len({both.library, again.library, third.library}) == 3

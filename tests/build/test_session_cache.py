@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -113,3 +115,32 @@ def test_prune_keeps_the_newest_and_their_sidecars(tmp_path):
     numbers = sorted({patch_number_of(n.replace(".json", ".so")) for n in left if n != "unrelated.txt"})
     assert numbers == list(range(5, 21))
     assert prune_patches(layout, keep=16) == []
+
+
+def test_library_names_carry_the_session_tag_and_a_recreated_session_gets_a_new_one(tmp_path):
+    from daemon.build.session_cache import session_tag
+
+    layout = open_session(tmp_path / "s")
+    tag = session_tag(layout)
+    assert re.fullmatch(r"[0-9a-f]{8}", tag) and session_tag(layout) == tag
+    first = layout.patch_library_path("my-app", reserve_patch_number(layout), "linux", tag)
+    assert first.name == f"libmy_app-{tag}-patch-1.so" and patch_number_of(first.name) == 1
+
+    shutil.rmtree(layout.root)  # deleted mid-session: the count restarts, the name must not repeat
+    layout = open_session(tmp_path / "s")
+    again = layout.patch_library_path("my-app", reserve_patch_number(layout), "linux", session_tag(layout))
+    assert patch_number_of(again.name) == 1 and again != first
+
+
+def test_edited_crates_are_remembered_per_program_and_forgotten_by_a_new_capture(tmp_path):
+    from daemon.build.session_cache import read_edited_crates, record_edited_crates
+
+    layout = open_session(tmp_path / "s")
+    assert read_edited_crates(layout, "app.bin", 10.0) == set()
+    record_edited_crates(layout, "app.bin", 10.0, {"lib.lib", "app.bin"})
+    record_edited_crates(layout, "tool.bin", 11.0, {"tool.bin"})
+    assert read_edited_crates(layout, "app.bin", 10.0) == {"lib.lib", "app.bin"}
+    assert read_edited_crates(layout, "tool.bin", 11.0) == {"tool.bin"}
+    assert read_edited_crates(layout, "app.bin", 12.0) == set()  # captured again since
+    layout.edited_path.write_text("{not json")
+    assert read_edited_crates(layout, "app.bin", 10.0) == set()

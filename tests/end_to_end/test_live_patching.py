@@ -211,3 +211,16 @@ def test_7_statics_a_library_pub_static_keeps_its_value_a_bin_private_static_is_
     assert after["app"].endswith("calls=1")
     warnings = " ".join(result["report"]["warnings"])
     assert "livehost::GREETINGS" in warnings and "library crate" in warnings
+
+
+def test_8_an_app_only_patch_keeps_an_earlier_library_edit(host, captured_livehost, sources):
+    # Each `thinpatch patch` is a new process: the crates edited since the capture are
+    # remembered in the session, and the host replaces its whole table with every patch.
+    sources.replace("counterlib/src/lib.rs", 'format!("lib v1 ticks={}", n)', 'format!("lib KEPT ticks={}", n)')
+    patch_and_apply(host, captured_livehost, "--crate", "counterlib")
+    sources.replace("app/src/main.rs", '"app v1 #{} calls={}"', '"app LATER #{} calls={}"')
+    result = patch_and_apply(host, captured_livehost)
+    after = host.tick()
+    assert after["app"].startswith("app LATER #") and after["lib"].startswith("lib KEPT "), after
+    assert result["edited_crate"] == "livehost"
+    assert set(result["report"]["rebuilt_crates"]) == {"counterlib", "livehost"}
