@@ -59,7 +59,7 @@ def test_a_patch_is_one_line_with_its_time_program_and_timings():
         f"{at(event)} patched demo_app (host-debug) in {t['total_ms']:.0f} ms "
         f"(rustc {t['rustc_ms']:.0f} ms, link {t['link_ms']:.0f} ms, verify {t['verify_ms']:.0f} ms; patch 1)"
     )
-    assert lines[1:] == ["  sent to 1 process"]
+    assert lines[1:] == [f"  warning: {w}" for w in event["report"]["warnings"]] + ["  sent to 1 process"]
 
 
 def test_applied_per_process_and_no_process_subscribed():
@@ -97,14 +97,12 @@ def test_compiler_warnings_are_shown_with_a_patch_in_one_line_and_in_full_with_v
 
 
 def test_the_patch_reports_own_warnings_are_shown():
-    # The wording the daemon uses for a private static of a binary crate (daemon/service/patcher.py).
-    fresh = (
-        "`demo_app::scene::CALLS` is a private static of a binary crate: patched code uses a fresh copy that "
-        "starts from its initial value. Move it into a library crate as a `pub static` to keep its running value across patches."
-    )
+    # The recorded app counts calls in a private static of its binary crate.
     event = first("patch-ready", id=1)
-    event = {**event, "report": {**event["report"], "warnings": [fresh]}}
+    [fresh] = event["report"]["warnings"]
+    assert "`demo_app::scene::CALLS` is a private static of a binary crate" in fresh
     assert f"  warning: {fresh}" in render([event]).splitlines()
+    assert f"  \x1b[1;33mwarning\x1b[0m: {fresh}" in render([event], COLOUR).splitlines()
 
 
 def test_builds_starting_show_only_with_verbose_and_name_files_in_the_workspace():
