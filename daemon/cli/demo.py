@@ -23,6 +23,7 @@ from typing import Any, Callable, Generic, TextIO, TypeVar
 
 import anyio
 
+from daemon.cli.terminal import PLAIN, Style
 from daemon.socket.socket_paths import MAX_SOCKET_PATH_BYTES
 
 from daemon.cli.demo_script import (
@@ -60,6 +61,7 @@ class DemoOptions:
     tick_ms: int = 300
     step_timeout_s: float = 120.0
     progress: TextIO = sys.stdout
+    style: Style = PLAIN
 
 
 class DemoFailed(Exception):
@@ -179,6 +181,9 @@ class Demo:
     def say(self, text: str = "") -> None:
         print(text, file=self.options.progress, flush=True)
 
+    def _phase(self, number: int) -> str:
+        return self.options.style.strong(f"[{number}/4]")
+
     # ------------------------------------------------------------------ phases
 
     async def run(self) -> DemoReport:
@@ -231,7 +236,10 @@ class Demo:
         env["CARGO_TARGET_DIR"] = str(app_dir / "target")
         scene = app_dir / SCENE_FILE
         self.report.source_file = str(scene)
-        self.say(f"thinpatch demo: the example app is in {app_dir}")
+        if self.options.keep:
+            self.say(f"thinpatch demo: the example app is in {app_dir}")
+        else:
+            self.say("thinpatch demo: a small example app, copied into a temporary directory (--keep keeps it)")
 
         binary = await self._capture(app_dir, env)
         socket_path = directory / "thinpatch.sock"
@@ -261,7 +269,7 @@ class Demo:
                 if not engine.served:
                     problems = "; ".join(engine.problems.values()) or "no captured workspace found"
                     raise DemoFailed(f"the daemon could not serve the app: {problems}")
-                self.say(f"[2/4] daemon running in this process, socket {socket_path}")
+                self.say(f"{self._phase(2)} daemon running in this process, on its own socket")
                 await self._launch_app(binary, socket_path, env, daemon_tg)
                 await self._warm_up(engine, str(app_dir.resolve()))
                 await self._play_steps(scene)
@@ -283,10 +291,11 @@ class Demo:
     async def _capture(self, app_dir: Path, env: dict[str, str]) -> Path:
         from daemon.cli.capture_run import CaptureError, capture_workspace
 
-        self.say("[1/4] building the app once under capture (cargo build with thinpatch's rustc wrapper)...")
+        self.say(f"{self._phase(1)} building the app once under capture (cargo build with thinpatch's rustc wrapper)...")
         started = time.monotonic()
         try:
-            result = await capture_workspace(app_dir, env=env)
+            # --quiet: cargo's progress names the temporary directory; its errors still show.
+            result = await capture_workspace(app_dir, cargo_args=["--quiet"], env=env)
         except (CaptureError, OSError) as exc:
             raise DemoFailed(f"could not build the example app: {exc}", _rust_hint(str(exc))) from None
         self.report.capture_s = round(time.monotonic() - started, 2)
@@ -299,7 +308,7 @@ class Demo:
         binaries = [b for b in result.binaries if b.name == APP_BINARY]
         if not binaries:
             raise DemoFailed(f"the capture built no `{APP_BINARY}` binary (built: {[str(b) for b in result.binaries]})")
-        self.say(f"      captured {len(result.captured)} crate in {self.report.capture_s:.1f} s: {binaries[0]}")
+        self.say(f"      captured {len(result.captured)} crate in {self.report.capture_s:.1f} s: {binaries[0].name}")
         return binaries[0]
 
     async def _launch_app(self, binary: Path, socket_path: Path, env: dict[str, str], tg: anyio.abc.TaskGroup) -> None:
@@ -326,7 +335,8 @@ class Demo:
         tick = await self.app.lines.wait_for(lambda l: parse_tick(l) is not None, found[0], APP_START_TIMEOUT_S)
         if tick is None:
             raise DemoFailed("the app subscribed but printed no tick")
-        self.say(f"[3/4] app running (pid {process.pid}), subscribed to the daemon: {tick[1]}")
+        self.say(f"{self._phase(3)} app running (pid {process.pid}), subscribed to the daemon")
+        self.say(f"      it prints: {tick[1]}")
 
     async def _warm_up(self, engine: Any, workspace: str) -> None:
         """Build one patch of the unchanged code: the daemon reads the program's symbols once,
@@ -346,16 +356,17 @@ class Demo:
         if applied is None or not applied[1].startswith("PATCHED"):
             raise DemoFailed(f"the app did not apply the first patch: {applied[1] if applied else 'no answer'}")
         self.say(
-            f"[4/4] first patch (unchanged code) built in {event['timings'].get('total_ms', 0):.0f} ms "
-            "and applied; now editing the app's source like an editor would"
+            f"{self._phase(4)} first patch (unchanged code) built in {event['timings'].get('total_ms', 0):.0f} ms "
+            "and applied"
         )
+        self.say("      now editing the app's source like an editor would")
 
     # ------------------------------------------------------------------ steps
 
     async def _play_steps(self, scene: Path) -> None:
         for step, result in zip(STEPS, self.report.steps):
             self.say()
-            self.say(step_heading(result, len(STEPS)))
+            self.say(step_heading(result, len(STEPS), self.options.style))
             try:
                 await self._play(step, result, scene)
                 result.status = "passed"
@@ -365,7 +376,7 @@ class Demo:
             except anyio.get_cancelled_exc_class():
                 result.status = "interrupted"
                 raise
-            for line in step_outcome_lines(result):
+            for line in step_outcome_lines(result, self.options.style, step.field):
                 self.say(line)
             if not result.passed:
                 raise DemoFailed(f"step {result.number} ({result.name}): {result.problem}", _step_hint(result))
@@ -440,7 +451,8 @@ class Demo:
         assert self.app is not None
         self.say()
         self.say("Interactive: the app and the daemon keep running.")
-        self.say("Edit this file and save; each save is patched into the running app:")
+        self.say("Edit this file and save; each save is patched into the running app"
+                 + ("" if self.options.keep else " (the directory is removed when you stop)") + ":")
         self.say(f"    {scene}")
         self.say("Press Ctrl-C to stop both and clean up.")
         async with anyio.create_task_group() as tg:
@@ -488,7 +500,7 @@ class Demo:
                     show_next = True
             elif show_next:
                 show_next = False
-                self.say(f"  app: {line}")
+                self.say(f"  app: {line.removeprefix('TICK ')}")
 
 
 def _patch_line(build_id: Any) -> Callable[[str], bool]:

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from daemon.cli.terminal import PLAIN, Style
+
 SCENE_FILE = "src/scene.rs"
 APP_BINARY = "demo-app"
 # The value the app's environment carries for the step that starts reading it.
@@ -58,6 +60,7 @@ class DemoStep:
     # For PATCH steps: the output the app must show, given its counter on that tick.
     shows: Callable[[Tick], bool] = lambda tick: True
     expected: str = ""  # the same, in words, for the reports
+    field: str = "title"  # the part of a tick line this step changes: title, formula or extra
 
     def apply(self, source: str) -> str:
         if source.count(self.old) != 1:
@@ -106,6 +109,7 @@ STEPS: tuple[DemoStep, ...] = (
         kind=PATCH,
         shows=lambda t: t.formula == f"n * n = {t.counter * t.counter}",
         expected="formula shows n * n for the current counter",
+        field="formula",
     ),
     DemoStep(
         name="new std API",
@@ -115,6 +119,7 @@ STEPS: tuple[DemoStep, ...] = (
         kind=PATCH,
         shows=lambda t: t.extra == f"letters=7 t=2 env={DEMO_GREETING}",
         expected=f"extra is 'letters=7 t=2 env={DEMO_GREETING}'",
+        field="extra",
     ),
     DemoStep(
         name="compile error",
@@ -125,6 +130,7 @@ STEPS: tuple[DemoStep, ...] = (
         # The app keeps running the last good code.
         shows=lambda t: t.formula == f"n * n = {t.counter * t.counter}",
         expected="build-failed at src/scene.rs:<line>; the app keeps running the previous code",
+        field="formula",
     ),
     DemoStep(
         name="fix",
@@ -134,6 +140,7 @@ STEPS: tuple[DemoStep, ...] = (
         kind=PATCH,
         shows=lambda t: t.formula == f"n * n + 1 = {t.counter * t.counter + 1}",
         expected="formula shows n * n + 1 for the current counter",
+        field="formula",
     ),
 )
 
@@ -283,16 +290,27 @@ def pending_steps(steps: tuple[DemoStep, ...] = STEPS) -> list[StepResult]:
 
 # --------------------------------------------------------------------------- text
 
+WIDTH = 100  # the widest line the demo prints (the app's own lines aside)
+
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
-def step_heading(result: StepResult, total: int) -> str:
-    return f"step {result.number}/{total}  {result.name}: {result.description}"
+def _fit(text: str, width: int = WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def step_outcome_lines(result: StepResult) -> list[str]:
+def step_heading(result: StepResult, total: int, style: Style = PLAIN) -> str:
+    label = f"step {result.number}/{total}"
+    return style.strong(label) + _fit(f"{label}  {result.name}: {result.description}")[len(label):]
+
+
+def shown_part(tick: Tick, field: str) -> str:
+    return {"title": tick.title, "formula": tick.formula, "extra": tick.extra}.get(field, tick.line)
+
+
+def step_outcome_lines(result: StepResult, style: Style = PLAIN, field: str | None = None) -> list[str]:
     lines = []
     if result.outcome == "patch-ready" and result.timings:
         t = result.timings
@@ -302,65 +320,89 @@ def step_outcome_lines(result: StepResult) -> list[str]:
         )
     if result.error is not None:
         e = result.error
-        lines.append(f"    build-failed at {e.file}:{e.line}:{e.column}: {e.message}")
+        lines.append(_fit(f"    compile error at {e.file}:{e.line}:{e.column}: {e.message}"))
     if result.output is not None:
-        seen = f" {_ms(result.seen_ms)} ms after the save" if result.seen_ms is not None else ""
-        lines.append(f"    app{seen}: {result.output}")
+        tick = parse_tick(result.output)
+        seen = f", {_ms(result.seen_ms)} ms after the save" if result.seen_ms is not None else ""
+        if tick is not None and field is not None:
+            kept = " (still the previous code)" if result.kind == COMPILE_ERROR else ""
+            lines.append(_fit(f"    the app at tick {tick.counter}{seen}: {shown_part(tick, field)}{kept}"))
+        else:
+            lines.append(_fit(f"    the app{seen}: {result.output}"))
     if result.passed:
-        lines.append("    ok")
+        lines.append("    " + style.ok("ok"))
     elif result.problem:
-        lines.append(f"    FAILED: {result.problem}")
+        lines.append(f"    {style.bad('FAILED')}: {result.problem}")
     return lines
 
 
-def summary_table(steps: list[StepResult]) -> str:
-    headers = ("step", "edit", "result", "rustc ms", "link ms", "verify ms", "total ms", "seen ms", "counter", "app output / error")
+def result_word(result: StepResult) -> str:
+    """What happened, in a word or two: `patched`, `error shown`, `FAILED`, `not run`."""
+    if result.status == "passed":
+        return "error shown" if result.kind == COMPILE_ERROR else "patched"
+    return {"failed": "FAILED"}.get(result.status, result.status)
+
+
+def summary_table(steps: list[StepResult], style: Style = PLAIN) -> str:
+    """One row of figures per step, and under it what the app showed (or the error)."""
+    headers = ("step", "edit", "result", "rustc ms", "total ms", "seen ms", "counter")
     rows = []
+    details = []
     for s in steps:
         t = s.timings
-        if s.error is not None:
-            detail = f"{s.error.file}:{s.error.line}: {s.error.message}"
-        else:
-            detail = s.output or s.problem or ""
-            tick = parse_tick(detail)
-            if tick is not None:  # the counter has its own column
-                detail = f"{tick.title} | {tick.formula} | {tick.extra}"
         rows.append(
             (
                 str(s.number),
                 s.name,
-                s.status if s.outcome is None or s.status != "passed" else f"{s.status} ({s.outcome})",
+                result_word(s),
                 _ms(t.get("rustc_ms")),
-                _ms(t.get("link_ms")),
-                _ms(t.get("verify_ms")),
                 _ms(t.get("total_ms")),
                 _ms(s.seen_ms),
                 "-" if s.counter is None else str(s.counter),
-                detail if len(detail) <= 90 else detail[:87] + "...",
             )
         )
+        if s.error is not None:
+            detail = f"{s.error.file}:{s.error.line}: {s.error.message}"
+        elif s.problem and not s.passed:
+            detail = s.problem
+        else:
+            detail = s.output or ""
+            tick = parse_tick(detail)
+            if tick is not None:  # the counter has its own column
+                detail = f"{tick.title} | {tick.formula} | {tick.extra}"
+        details.append(detail)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    numeric = {3, 4, 5, 6, 7, 8}
+    numeric = {3, 4, 5, 6}
+    indent = " " * (widths[0] + 2)
 
     def fmt(row: tuple[str, ...]) -> str:
         cells = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
         return "  ".join(cells).rstrip()
 
+    def painted(row: tuple[str, ...]) -> str:
+        text = fmt(row)
+        word = row[2]
+        colour = style.ok if word in ("patched", "error shown") else style.bad if word == "FAILED" else style.quiet
+        return text.replace(f"  {word}", f"  {colour(word)}", 1) if word else text
+
     lines = [fmt(headers), "  ".join("-" * w for w in widths)]
-    lines.extend(fmt(r) for r in rows)
+    for row, detail in zip(rows, details):
+        lines.append(painted(row))
+        if detail:
+            lines.append(_fit(indent + detail))
     return "\n".join(lines)
 
 
-def final_message(report: DemoReport) -> str:
+def final_message(report: DemoReport, style: Style = PLAIN) -> str:
     passed = sum(s.passed for s in report.steps)
     if report.ok:
         counters = [s.counter for s in report.steps if s.counter is not None]
         took = report.steps_s if report.steps_s is not None else report.duration_s
-        return (
+        return style.ok(
             f"All {len(report.steps)} steps observed in {took:.1f} s; the app's counter went "
             f"{counters[0]} -> {counters[-1]} without a restart."
         )
-    lines = [f"thinpatch demo failed: {passed} of {len(report.steps)} steps observed."]
+    lines = [style.bad(f"thinpatch demo failed: {passed} of {len(report.steps)} steps observed.")]
     if report.problem:
         lines.append(f"problem: {report.problem}")
     if report.steps and not counters_increase(report.steps):
@@ -368,3 +410,15 @@ def final_message(report: DemoReport) -> str:
     if report.hint:
         lines.append(report.hint)
     return "\n".join(lines)
+
+
+def next_step(style: Style = PLAIN) -> str:
+    """What to do after a demo that worked: the same on your own program."""
+    return "\n".join(
+        [
+            style.strong("Next: hot-patch your own program."),
+            "  cd path/to/your/cargo/project",
+            "  thinpatch init    adds the client crate (thinpatch-client) and shows the two lines to call",
+            "  thinpatch run     builds and runs your program; every save patches it while it runs",
+        ]
+    )

@@ -133,7 +133,90 @@ def enable_instructions(kind: str, files: list[ServiceFile]) -> str:
     )
 
 
+# --------------------------------------------------------------------------- uninstall
+
+
+@dataclass(frozen=True)
+class UninstallPlan:
+    stop: list[list[str]]  # run first: stop the daemon and disable it in the service manager
+    files: list[Path]  # then removed: the service files and the links that enable them
+    reload: list[list[str]]  # run last: the manager forgets the removed files
+
+
+def uninstall_plan(kind: str, home: Path, env: dict[str, str], existing: list[Path]) -> UninstallPlan:
+    """What `service uninstall` does for ``kind``. ``existing`` lists the files under the
+    unit or agent directory (the caller reads the disk), so links left by `enable` in
+    ``*.wants`` directories are removed even when the manager cannot be reached."""
+    if kind == "systemd":
+        directory = systemd_unit_dir(home, env)
+        names = {SYSTEMD_SOCKET, SYSTEMD_SERVICE}
+        ours = [directory / SYSTEMD_SOCKET, directory / SYSTEMD_SERVICE]
+        links = sorted(
+            p for p in existing if p.name in names and p.parent.parent == directory and p.parent.name.endswith(".wants")
+        )
+        return UninstallPlan(
+            # Two steps: `disable` only edits links and works without a running user manager.
+            stop=[
+                ["systemctl", "--user", "stop", SYSTEMD_SOCKET, SYSTEMD_SERVICE],
+                ["systemctl", "--user", "disable", SYSTEMD_SOCKET, SYSTEMD_SERVICE],
+            ],
+            files=[p for p in ours + links if p in existing],
+            reload=[["systemctl", "--user", "daemon-reload"]],
+        )
+    if kind == "launchd":
+        plist = home / "Library" / "LaunchAgents" / LAUNCHD_PLIST
+        return UninstallPlan(
+            stop=[["launchctl", "bootout", f"gui/{os.getuid()}/{LAUNCHD_LABEL}"]],
+            files=[plist] if plist in existing else [],
+            reload=[],
+        )
+    raise ValueError(f"unknown service manager {kind!r}")
+
+
+def service_directory(kind: str, home: Path, env: dict[str, str]) -> Path:
+    return systemd_unit_dir(home, env) if kind == "systemd" else home / "Library" / "LaunchAgents"
+
+
 # --------------------------------------------------------------------------- effects
+
+
+def list_service_directory(directory: Path) -> list[Path]:
+    """Files and links in ``directory`` and its ``*.wants`` subdirectories."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if not p.is_dir() or p.is_symlink()]
+    for wants in directory.glob("*.wants"):
+        if wants.is_dir() and not wants.is_symlink():
+            found += [p for p in wants.iterdir()]
+    return found
+
+
+def run_manager(command: list[str]) -> str | None:
+    """Run a service-manager command; None when it worked, else why not (in one line)."""
+    if shutil.which(command[0]) is None:
+        return f"{command[0]} is not installed"
+    import subprocess
+
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode == 0:
+        return None
+    said = (done.stderr or done.stdout).strip().splitlines()
+    return said[-1] if said else f"exit status {done.returncode}"
+
+
+def remove_files(paths: list[Path]) -> list[Path]:
+    """Remove each path that still exists; returns those removed."""
+    removed = []
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def find_executable() -> str:

@@ -170,6 +170,9 @@ class DaemonServer:
         kind = event.get("type")
         if kind not in EVENT_TYPES:
             raise ValueError(f"not an event type: {kind!r}")
+        # Set on the caller's dict: the engine keeps it as the current state, and a replay
+        # must show when the event happened, not when it was re-sent.
+        event.setdefault("time", round(time.time(), 3))
         message, data = self._stamp(event)
         for connection in list(self._connections):
             if connection.subscription is not None and connection.subscription.wants(message):

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from daemon.cli.demo import copy_bundled_app
+from daemon.cli.terminal import Style, strip_ansi
 from daemon.cli.demo_script import (
     COMPILE_ERROR,
     PATCH,
@@ -148,6 +149,18 @@ def test_demo_shows_progress_and_a_summary_table(demo_run):
     header = next(l for l in stderr.splitlines() if l.startswith("step  edit"))
     assert "rustc ms" in header and "counter" in header
     assert re.search(r"All 5 steps observed in [\d.]+ s", stderr)
+
+
+@pytest.mark.cargo
+def test_demo_output_fits_100_columns_names_no_deleted_path_and_ends_with_the_next_step(demo_run):
+    stderr = demo_run[0].stderr
+    summary = json.loads(demo_run[0].stdout)
+    assert "\x1b[" not in stderr  # not a terminal: no colour
+    assert [line for line in stderr.splitlines() if len(line) > 100] == []
+    assert summary["directory"] not in stderr
+    assert "passed (" not in stderr
+    ending = stderr.rstrip().splitlines()[-3:]
+    assert ending[1].split()[:2] == ["thinpatch", "init"] and ending[2].split()[:2] == ["thinpatch", "run"]
 
 
 @pytest.mark.cargo
@@ -315,9 +328,29 @@ def test_summary_table_has_a_row_per_step():
         StepResult(2, "changed formula", "", PATCH, "", status="failed", problem="no build within 120 s"),
     ]
     table = summary_table(results).splitlines()
-    assert len(table) == 4
-    assert table[2].split()[:2] == ["1", "changed"] and "300" in table[2] and "Hi | n + n = 8 | none" in table[2]
-    assert "failed" in table[3] and "no build within 120 s" in table[3]
+    assert len(table) == 6  # headers, then a row of figures and a line of detail per step
+    assert table[2].split()[:3] == ["1", "changed", "string"] and "300" in table[2] and "patched" in table[2]
+    assert table[3].strip() == "Hi | n + n = 8 | none"
+    assert "FAILED" in table[4] and table[5].strip() == "no build within 120 s"
+
+
+def test_summary_table_fits_100_columns_and_reads_naturally_in_colour_and_plain():
+    long_output = "TICK 1234 | Hello, hot-patched world! | n * n + 1 = 1522757 | letters=7 t=2 env=" + "x" * 80
+    results = [
+        StepResult(i, step.name, step.description, step.kind, step.expected, status="passed",
+                   outcome="build-failed" if step.kind == COMPILE_ERROR else "patch-ready",
+                   timings={"rustc_ms": 12345.6, "link_ms": 20, "verify_ms": 3, "total_ms": 23456.7},
+                   seen_ms=34567.8, counter=1234, output=long_output)
+        for i, step in enumerate(STEPS, 1)
+    ]
+    plain = summary_table(results)
+    assert max(len(line) for line in plain.splitlines()) <= 100
+    assert "passed (" not in plain and "build-failed" not in plain
+    assert [re.split(r"\s{2,}", line)[2] for line in plain.splitlines()[2::2]] == [
+        "error shown" if s.kind == COMPILE_ERROR else "patched" for s in STEPS
+    ]
+    coloured = summary_table(results, Style(True))
+    assert "\x1b[32mpatched\x1b[0m" in coloured and strip_ansi(coloured) == plain
 
 
 @pytest.mark.cargo

@@ -137,3 +137,69 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     # verify only warns about unknown keys and bad values: treat any remark on our files as a failure
     remarks = [line for line in result.stderr.splitlines() if "thinpatch." in line]
     assert remarks == [], remarks
+
+
+# --------------------------------------------------------------------------- uninstall
+
+
+def test_uninstall_plan_removes_our_units_and_the_links_enabling_them(tmp_path: Path) -> None:
+    unit_dir = tmp_path / "cfg/systemd/user"
+    existing = [
+        unit_dir / "thinpatch.socket",
+        unit_dir / "thinpatch.service",
+        unit_dir / "sockets.target.wants/thinpatch.socket",
+        unit_dir / "default.target.wants/thinpatch.service",
+        unit_dir / "other.service",
+        unit_dir / "sockets.target.wants/other.socket",
+    ]
+    plan = service_files.uninstall_plan("systemd", tmp_path, {"XDG_CONFIG_HOME": str(tmp_path / "cfg")}, existing)
+    assert plan.files == existing[:2] + sorted(existing[2:4])
+    assert ["systemctl", "--user", "stop", "thinpatch.socket", "thinpatch.service"] in plan.stop
+    assert plan.reload == [["systemctl", "--user", "daemon-reload"]]
+    # Only what exists is listed: a half-removed install is finished, not an error.
+    assert service_files.uninstall_plan("systemd", tmp_path, {}, []).files == []
+
+
+def test_uninstall_plan_for_launchd_boots_the_agent_out(tmp_path: Path) -> None:
+    plist = tmp_path / "Library/LaunchAgents/dev.thinpatch.daemon.plist"
+    plan = service_files.uninstall_plan("launchd", tmp_path, {}, [plist])
+    assert plan.files == [plist]
+    assert plan.stop == [["launchctl", "bootout", f"gui/{os.getuid()}/dev.thinpatch.daemon"]]
+
+
+@pytest.mark.skipif(shutil.which("thinpatch") is None, reason="the thinpatch entry point is not installed")
+@pytest.mark.skipif(shutil.which("systemctl") is None, reason="systemctl is not installed")
+def test_service_uninstall_undoes_install_and_enable(tmp_path: Path) -> None:
+    assert run_thinpatch(tmp_path, "service", "install", "--manager", "systemd").returncode == 0
+    unit_dir = tmp_path / ".config/systemd/user"
+    (unit_dir / "mine.service").write_text("[Service]\nExecStart=/bin/true\n")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("XDG_CONFIG_HOME", None)
+    # `enable` only writes links: it works without a running user manager.
+    enabled = subprocess.run(["systemctl", "--user", "enable", "thinpatch.socket"], env=env, capture_output=True, text=True, timeout=30)
+    assert enabled.returncode == 0, enabled.stderr
+    assert (unit_dir / "sockets.target.wants/thinpatch.socket").is_symlink()
+
+    dry = run_thinpatch(tmp_path, "service", "uninstall", "--dry-run", "--manager", "systemd")
+    assert dry.returncode == 0, dry.stderr
+    assert f"would remove {unit_dir / 'thinpatch.service'}" in dry.stdout
+    assert (unit_dir / "thinpatch.service").exists()
+
+    result = run_thinpatch(tmp_path, "service", "uninstall", "--manager", "systemd")
+    assert result.returncode == 0, result.stderr
+    assert not (unit_dir / "thinpatch.socket").exists() and not (unit_dir / "thinpatch.service").exists()
+    assert not (unit_dir / "sockets.target.wants/thinpatch.socket").is_symlink()
+    assert (unit_dir / "mine.service").exists()  # only ours
+    assert "Traceback" not in result.stderr
+    again = run_thinpatch(tmp_path, "service", "uninstall", "--manager", "systemd")
+    assert again.returncode == 0 and again.stdout.startswith("nothing to remove")
+
+
+@pytest.mark.skipif(shutil.which("thinpatch") is None, reason="the thinpatch entry point is not installed")
+def test_service_uninstall_removes_the_launchd_agent(tmp_path: Path) -> None:
+    assert run_thinpatch(tmp_path, "service", "install", "--manager", "launchd").returncode == 0
+    plist = tmp_path / "Library/LaunchAgents/dev.thinpatch.daemon.plist"
+    assert plist.exists()
+    result = run_thinpatch(tmp_path, "service", "uninstall", "--manager", "launchd")
+    assert result.returncode == 0, result.stderr
+    assert f"removed {plist}" in result.stdout and not plist.exists()

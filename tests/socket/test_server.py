@@ -113,6 +113,26 @@ async def test_workspace_and_pid_filters(sock_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_events_carry_their_time_and_a_replay_keeps_it(sock_path: Path) -> None:
+    engine = FakeEngine()
+    async with running_server(engine, sock_path) as server:
+        async with RawClient.connect(sock_path) as early:
+            await early.request({"type": "subscribe"})
+            before = time.time()
+            event = patch_ready(1)
+            server.publish(event)
+            after = time.time()
+            engine.remember(event)  # the engine keeps the dict it published, not the stamped copy
+            live = await early.read()
+        assert before - 0.001 <= live["time"] <= after + 0.001
+        await anyio.sleep(0.05)
+        async with RawClient.connect(sock_path) as late:
+            await late.request({"type": "subscribe"})
+            replayed = await late.read()
+        assert replayed["replayed"] is True and replayed["time"] == live["time"]
+
+
+@pytest.mark.asyncio
 async def test_new_subscriber_first_gets_the_current_state(sock_path: Path) -> None:
     engine = FakeEngine()
     async with running_server(engine, sock_path) as server:

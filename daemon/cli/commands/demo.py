@@ -22,7 +22,7 @@ going because the process is never restarted:
   4. a compile error: reported with file and line, the app keeps running
   5. the fix: patched again
 
-Ends with a summary table. Exits 0 when every step was observed, 1 otherwise (with what
+Ends with a summary table and the next step: the same on your own project. Exits 0 when every step was observed, 1 otherwise (with what
 went wrong and how to fix it). The app and the daemon are always stopped, and the temp
 dir is removed unless --keep. The demo uses its own socket and capture registry: a daemon
 you already run is not affected.
@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--interactive", action="store_true",
         help="after the scripted steps, keep the app and daemon running for your own edits until Ctrl-C",
     )
+    from daemon.cli.terminal import add_color_option
+
+    add_color_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (the app's source, build and patches)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (progress goes to stderr)")
     parser.add_argument("--tick-ms", type=int, default=300, metavar="MS", help="the app's tick period (default: 300)")
@@ -55,10 +58,12 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from daemon.cli.demo import DemoOptions, run_demo
-    from daemon.cli.demo_script import final_message, summary_table
+    from daemon.cli.demo_script import final_message, next_step, summary_table
     from daemon.cli.logging_setup import configure_logging
+    from daemon.cli.terminal import Style, wants_color
 
     progress = sys.stderr if args.json else sys.stdout
+    style = Style(wants_color(args.color, progress))
     configure_logging("warning")  # the demo shows the daemon's events itself
     options = DemoOptions(
         interactive=args.interactive,
@@ -66,13 +71,16 @@ def run(args: argparse.Namespace) -> int:
         tick_ms=max(20, args.tick_ms),
         step_timeout_s=args.step_timeout,
         progress=progress,
+        style=style,
     )
     report = run_demo(options)
     if any(s.status != "not run" for s in report.steps):
-        print("\n" + summary_table(report.steps), file=progress)
-    print("\n" + final_message(report), file=progress)
+        print("\n" + summary_table(report.steps, style), file=progress)
+    print("\n" + final_message(report, style), file=progress)
     if report.kept and report.directory:
         print(f"kept: {report.directory}", file=progress)
+    if report.ok:
+        print("\n" + next_step(style), file=progress)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
     return 0 if report.ok else 1

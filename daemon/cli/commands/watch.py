@@ -6,22 +6,35 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
+
+from daemon.cli.terminal import PLAIN, Style, colour_rendered
 
 HELP = "follow builds, timings and compile errors live"
 DESCRIPTION = """\
-Subscribe to the daemon and print one line per build with its timings. Compile errors
-are printed as cargo prints them. With --json, print every event exactly as the daemon
-sends it, one JSON object per line (the protocol is described in docs/protocol.md).
+Subscribe to the daemon and print one line per build: patched (with its timings and which
+processes applied it), or the compile errors and warnings as cargo prints them. When the
+daemon restarts, watch says so and reconnects by itself; Ctrl-C quits.
+
+Colour is used on a terminal unless NO_COLOR is set; --color always|never overrides it.
+With --json, print every event exactly as the daemon sends it, one JSON object per line
+(the protocol is described in docs/protocol.md).
 """
+
+# Waits between reconnection attempts once the daemon has gone away.
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from daemon.cli.commands._socket_option import add_socket_option
+    from daemon.cli.terminal import add_color_option
 
     parser.add_argument("--json", action="store_true", help="print the raw events, one JSON object per line")
     parser.add_argument("--workspace", metavar="DIR", help="only events about this workspace root")
-    parser.add_argument("-v", "--verbose", action="store_true", help="also print a line when a build starts")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also print builds as they start, and patch library paths")
+    parser.add_argument("--no-reconnect", action="store_true", help="exit when the daemon stops instead of waiting for it")
+    add_color_option(parser)
     add_socket_option(parser)
 
 
@@ -30,108 +43,230 @@ def run(args: argparse.Namespace) -> int:
 
     import anyio
 
+    from daemon.cli.terminal import wants_color
     from daemon.socket.client import DaemonUnavailable, RequestFailed, connect
 
     workspace = os.path.realpath(args.workspace) if args.workspace else None
+    style = Style(wants_color(args.color, sys.stdout))
+    note_style = Style(wants_color(args.color, sys.stderr))
 
-    async def watch() -> str | None:
-        async with connect(args.socket) as client:
-            await client.subscribe(workspace)
-            if not args.json:
-                print(f"watching thinpatch daemon (pid {client.hello.get('pid')}); Ctrl-C to stop", file=sys.stderr)
-            async for event in client.events():
-                if args.json:
-                    line = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-                    print(line, flush=True)
-                    continue
-                if event.get("type") == "build-started" and not args.verbose:
-                    continue
-                for text in render_event(event):
-                    print(text, flush=True)
-            return client.disconnect_reason
+    def note(text: str) -> None:
+        print(note_style.quiet(text), file=sys.stderr, flush=True)
+
+    def show(event: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(event, separators=(",", ":"), ensure_ascii=False), flush=True)
+            return
+        for text in render_event(event, style, verbose=args.verbose):
+            print(text, flush=True)
+
+    async def follow() -> int:
+        connected_before = False
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                async with connect(args.socket) as client:
+                    await client.subscribe(workspace)
+                    pid = client.hello.get("pid")
+                    if connected_before:
+                        note(f"reconnected to the thinpatch daemon (pid {pid})")
+                    else:
+                        note(f"watching the thinpatch daemon (pid {pid}); Ctrl-C to stop")
+                    connected_before = True
+                    delay = RETRY_FIRST_S
+                    async for event in client.events():
+                        show(event)
+                    reason = client.disconnect_reason
+            except (DaemonUnavailable, ConnectionError):
+                if not connected_before:
+                    raise
+                # Still away (or restarting): keep waiting quietly.
+            else:
+                why = f": {reason}" if reason else ""
+                if args.no_reconnect:
+                    note(f"the daemon closed the connection{why}")
+                    return 1
+                note(f"the daemon closed the connection{why}; reconnecting when it is back (Ctrl-C to stop)")
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
     try:
-        reason = anyio.run(watch)
+        return anyio.run(follow)
     except (RequestFailed, DaemonUnavailable, ConnectionError) as exc:
         print(f"thinpatch: {exc}", file=sys.stderr)
         return 1
-    print("thinpatch: the daemon closed the connection" + (f": {reason}" if reason else ""), file=sys.stderr)
-    return 1
 
 
-def render_event(event: dict[str, Any], now: float | None = None) -> list[str]:
-    """Human-readable lines for one event (pure)."""
-    stamp = time.strftime("%H:%M:%S", time.localtime(now))
-    prefix = f"{stamp} " + ("(current) " if event.get("replayed") else "")
+def render_event(
+    event: dict[str, Any], style: Style = PLAIN, *, verbose: bool = False, clock: Callable[[], float] = time.time
+) -> list[str]:
+    """Human-readable lines for one event (pure but for the clock, used for events
+    from daemons that do not stamp them). An empty list: nothing to show."""
     kind = event.get("type")
-    crate = event.get("crate", "?")
-    if kind == "build-started":
-        files = event.get("files") or []
-        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        return [f"{prefix}building {crate}" + (f" ({shown})" if shown else "")]
-    if kind == "patch-ready":
-        t = event.get("timings") or {}
-        target = f" for pid {event['for_pid']}" if event.get("for_pid") else _program(event)
-        lines = [
-            f"{prefix}patch {event.get('id')} ready: {crate}{target} in {_ms(t.get('total_ms'))} "
-            f"(rustc {_ms(t.get('rustc_ms'))}, link {_ms(t.get('link_ms'))}, "
-            f"verify {_ms(t.get('verify_ms'))}) -> {event.get('lib')}"
-        ]
-        if event.get("subscribers") == 0 and not event.get("replayed"):
-            name = (event.get("program") or {}).get("name", "the program")
-            lines.append(
-                f"  no running process of {name} is subscribed: nothing was patched. Start it with "
-                "`thinpatch run`, or add thinpatch-client to it (`thinpatch init`)."
-            )
-        elif event.get("subscribers"):
-            n = event["subscribers"]
-            lines.append(f"  sent to {n} process{'es' if n != 1 else ''}")
-        return lines
-    if kind == "patch-result":
-        if event.get("applied"):
-            return [f"{prefix}patch {event.get('id')} applied in pid {event.get('pid')}{_program(event)}"]
-        return [f"{prefix}patch {event.get('id')} FAILED in pid {event.get('pid')}{_program(event)}: {event.get('message')}"]
-    if kind == "not-patchable":
-        who = f"pid {event['for_pid']}" if event.get("for_pid") else "a subscribed process"
-        return [f"{prefix}{who} can't be patched ({event.get('reason')}): {event.get('message')}"]
-    if kind == "build-failed":
-        lines = [f"{prefix}build of {crate} failed: {event.get('message')}"]
-        for diagnostic in event.get("diagnostics") or []:
-            lines.append(_render_diagnostic(diagnostic))
-        return lines
-    if kind == "patch-rejected":
-        lines = [f"{prefix}patch for {crate} rejected: {event.get('reason')}"]
-        missing = event.get("missing_symbols") or []
-        if missing:
-            lines.append(f"  missing symbols: {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
-        if event.get("action"):
-            lines.append(f"  {event['action']}")
-        return lines
-    if kind == "full-rebuild-required":
-        files = ", ".join(event.get("files") or [])
-        return [f"{prefix}full rebuild required in {event.get('workspace')}: {event.get('reason')}" + (f" ({files})" if files else "")]
-    if kind == "session-reset":
-        return [f"{prefix}new session for {event.get('workspace')}: {event.get('reason')}"]
-    if kind == "error":
-        return [f"{prefix}daemon error: {event.get('message')}"]
-    return [f"{prefix}{kind}: {json.dumps(event, sort_keys=True)}"]
+    if kind == "build-started" and not verbose:
+        return []
+    when = event.get("time")
+    stamp = time.strftime("%H:%M:%S", time.localtime(when if isinstance(when, (int, float)) else clock()))
+    prefix = style.quiet(stamp) + " " + ("(current) " if event.get("replayed") else "")
+    renderer = _RENDERERS.get(str(kind))
+    if renderer is None:
+        return [f"{prefix}{kind}: {json.dumps(event, sort_keys=True)}"]
+    return renderer(event, prefix, style, verbose)
 
 
-def _program(event: dict[str, Any]) -> str:
+def _build_started(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    files = [_short(f, event) for f in event.get("files") or []]
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    return [f"{prefix}building {_what(event)}" + (f" ({shown})" if shown else "")]
+
+
+def _patch_ready(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    t = event.get("timings") or {}
+    lines = [
+        f"{prefix}{style.ok('patched')} {_what(event)} in {_ms(t.get('total_ms'))} "
+        + style.quiet(f"(rustc {_ms(t.get('rustc_ms'))}, link {_ms(t.get('link_ms'))}, verify {_ms(t.get('verify_ms'))}; patch {event.get('id')})")
+    ]
+    if verbose and event.get("lib"):
+        lines.append(f"  library: {event['lib']}")
+    report = event.get("report") or {}
+    for warning in report.get("warnings") or []:
+        lines.append(f"  {style.paint('warning', 'bold', 'yellow')}: {warning}")
+    for diagnostic in report.get("compiler_warnings") or []:
+        # In full with -v; otherwise one line each, since they repeat on every save.
+        if verbose:
+            lines.append(_render_diagnostic(diagnostic, style))
+        else:
+            lines.append(f"  {style.paint('warning', 'bold', 'yellow')}: {_one_line(diagnostic, event)}")
+    if event.get("replayed"):
+        return lines
+    subscribers = event.get("subscribers")
+    if event.get("for_pid"):
+        lines.append(f"  sent to pid {event['for_pid']}")
+    elif subscribers == 0:
+        name = (event.get("program") or {}).get("name") or "the program"
+        lines.append(
+            "  " + style.warn("no process subscribed: nothing was patched.")
+            + f" Start {name} with `thinpatch run`, or add thinpatch-client to it (`thinpatch init`)."
+        )
+    elif subscribers:
+        lines.append(style.quiet(f"  sent to {_count(subscribers, 'process', 'processes')}"))
+    return lines
+
+
+def _patch_result(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    who = f"pid {event.get('pid')}" + _program_name(event)
+    if event.get("applied"):
+        return [f"{prefix}  {style.ok('applied')} patch {event.get('id')} in {who}"]
+    message = event.get("message") or "no reason given"
+    return [f"{prefix}  {style.bad('failed')} to apply patch {event.get('id')} in {who}: {message}"]
+
+
+def _not_patchable(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    who = f"pid {event['for_pid']}" if event.get("for_pid") else "a subscribed process"
+    return [f"{prefix}{style.warn(f'{who} cannot be patched')}: {event.get('message')}"]
+
+
+def _build_failed(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    diagnostics = [d for d in event.get("diagnostics") or [] if not _is_summary(d)]
+    if not diagnostics:
+        head, *rest = str(event.get("message") or "no reason given").split("\n")
+        return [f"{prefix}{style.bad('build failed')}: {_what(event)}: {head}", *(f"  {line}" for line in rest)]
+    errors = sum(1 for d in diagnostics if str(d.get("level", "")).startswith("error"))
+    warnings = sum(1 for d in diagnostics if d.get("level") == "warning")
+    counts = _count(errors, "error", "errors") + (f", {_count(warnings, 'warning', 'warnings')}" if warnings else "")
+    # The headline counts; each diagnostic's own headline comes once, in cargo's rendering.
+    lines = [f"{prefix}{style.bad('build failed')}: {_what(event)} does not compile ({counts})"]
+    for diagnostic in diagnostics:
+        lines += [_render_diagnostic(diagnostic, style), ""]  # blank lines between, as cargo
+    return lines[:-1]
+
+
+def _patch_rejected(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    lines = [f"{prefix}{style.bad('patch rejected')}: {_what(event)}: {event.get('reason')}"]
+    missing = event.get("missing_symbols") or []
+    if missing and verbose:
+        lines.append(f"  missing symbols: {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    if event.get("action"):
+        lines.append(f"  {event['action']}")
+    return lines
+
+
+def _full_rebuild(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    files = ", ".join(_short(f, event) for f in event.get("files") or [])
+    return [f"{prefix}{style.warn('full rebuild required')}" + (f" ({files})" if files else "") + f": {event.get('reason')}"]
+
+
+def _session_reset(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    return [f"{prefix}{style.code('new capture')} of {event.get('workspace')}: {event.get('reason')}"]
+
+
+def _error(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    return [f"{prefix}{style.bad('daemon error')}: {event.get('message')}"]
+
+
+_RENDERERS: dict[str, Callable[[dict[str, Any], str, Style, bool], list[str]]] = {
+    "build-started": _build_started,
+    "patch-ready": _patch_ready,
+    "patch-result": _patch_result,
+    "not-patchable": _not_patchable,
+    "build-failed": _build_failed,
+    "patch-rejected": _patch_rejected,
+    "full-rebuild-required": _full_rebuild,
+    "session-reset": _session_reset,
+    "error": _error,
+}
+
+
+def _what(event: dict[str, Any]) -> str:
+    """The program a build is for (`demo (host-debug)`), else its crate."""
     program = event.get("program") or {}
-    return f" for {program['name']} ({program.get('scope')})" if program.get("name") else ""
+    if program.get("name"):
+        return f"{program['name']} ({program.get('scope')})" if program.get("scope") else program["name"]
+    return str(event.get("crate", "?"))
 
 
-def _render_diagnostic(diagnostic: dict[str, Any]) -> str:
+def _program_name(event: dict[str, Any]) -> str:
+    program = event.get("program") or {}
+    return f" ({program['name']})" if program.get("name") else ""
+
+
+def _short(path: str, event: dict[str, Any]) -> str:
+    """A path relative to the event's workspace when it lies inside it."""
+    root = str(event.get("workspace") or "").rstrip("/")
+    if root and path.startswith(root + "/"):
+        return path[len(root) + 1 :]
+    return path
+
+
+def _is_summary(diagnostic: dict[str, Any]) -> bool:
+    # rustc's closing counts ("aborting due to …", "1 warning emitted") repeat the headline's.
+    message = str(diagnostic.get("message", ""))
+    return not diagnostic.get("spans") and (message.startswith("aborting due to") or message.endswith(" emitted"))
+
+
+def _one_line(diagnostic: dict[str, Any], event: dict[str, Any]) -> str:
+    where = ""
+    for span in diagnostic.get("spans") or []:
+        if span.get("is_primary", True):
+            where = f" ({_short(str(span.get('file_name')), event)}:{span.get('line_start')}:{span.get('column_start')})"
+            break
+    return f"{diagnostic.get('message')}{where}"
+
+
+def _render_diagnostic(diagnostic: dict[str, Any], style: Style) -> str:
     rendered = diagnostic.get("rendered")
     if rendered:
-        return rendered.rstrip("\n")
+        return colour_rendered(rendered.rstrip("\n"), style)
     location = ""
     for span in diagnostic.get("spans") or []:
         if span.get("is_primary", True):
-            location = f"\n --> {span.get('file_name')}:{span.get('line_start')}:{span.get('column_start')}"
+            location = f"\n  --> {span.get('file_name')}:{span.get('line_start')}:{span.get('column_start')}"
             break
-    return f"{diagnostic.get('level', 'error')}: {diagnostic.get('message')}{location}"
+    return colour_rendered(f"{diagnostic.get('level', 'error')}: {diagnostic.get('message')}{location}", style)
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _ms(value: Any) -> str:
