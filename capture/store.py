@@ -80,6 +80,12 @@ def link_record_path(capture_root: Path, scope: str, key: str) -> Path:
     return captures_dir(capture_root) / scope / "link" / f"{key}.json"
 
 
+def capture_lock_path(capture_root: Path) -> Path:
+    """Locked (flock) by `thinpatch capture` while cargo runs: records and binaries are being
+    rewritten, so a daemon waits for the lock's release before it reloads them."""
+    return capture_root / "capture.lock"
+
+
 def log_path(capture_root: Path) -> Path:
     return capture_root / LOG_NAME
 

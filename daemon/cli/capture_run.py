@@ -7,6 +7,7 @@ data; the effects (cargo/rustc processes, file times) are thin async functions o
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -240,6 +241,17 @@ async def _run_cargo(cmd: list[str], cwd: Path, env: dict[str, str], collect_jso
         return await proc.wait(), lines
 
 
+def hold_capture_lock(capture_root: Path) -> int | None:
+    """Take the capture lock (see capture.store.capture_lock_path); None if it can't be made."""
+    try:
+        store.ensure_private_dir(capture_root)
+        fd = os.open(store.capture_lock_path(capture_root), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None  # a daemon may then reload mid-build; the capture itself still works
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a second capture of the same workspace waits its turn
+    return fd
+
+
 async def capture_workspace(
     workspace: str | os.PathLike | None = None,
     release: bool = False,
@@ -263,11 +275,14 @@ async def capture_workspace(
 
     started = time.time()
     touched_at = started
+    lock = hold_capture_lock(capture_root)
     old_times = touch_sources(crate_roots_to_touch(info.members), touched_at)
     try:
         exit_code, messages = await _run_cargo(cmd, info.root, run_env, collect_json)
     finally:
         restore_times(old_times, touched_at)
+        if lock is not None:
+            os.close(lock)  # releases the lock: a daemon may reload now that every binary is linked
     duration = time.time() - started
 
     warnings: list[str] = []

@@ -20,11 +20,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import anyio
 
 from capture.store import CAPTURE_DIRNAME, Captures
+from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
 
 PREFIX = "[thinpatch]"
@@ -36,33 +37,13 @@ STOP_GRACE_S = 3.0
 
 @dataclass(frozen=True)
 class Selection:
-    """cargo's selection flags, as `cargo run` takes them."""
+    """Which program to build and run, from cargo's selection flags (as `cargo run` takes them)."""
 
     bin: str | None = None
-    package: str | None = None
     release: bool = False
     profile: str | None = None
     target: str | None = None
-    features: tuple[str, ...] = ()
-    all_features: bool = False
-    no_default_features: bool = False
-
-    def cargo_args(self) -> list[str]:
-        """Arguments for `cargo build` besides --release and --target."""
-        args: list[str] = []
-        if self.bin:
-            args += ["--bin", self.bin]
-        if self.package:
-            args += ["--package", self.package]
-        if self.profile:
-            args += ["--profile", self.profile]
-        for feature in self.features:
-            args += ["--features", feature]
-        if self.all_features:
-            args.append("--all-features")
-        if self.no_default_features:
-            args.append("--no-default-features")
-        return args
+    cargo_args: tuple[str, ...] = ()  # for `cargo build`, besides --release and --target
 
 
 def manifest_files(captures: Captures, workspace: Path) -> set[str]:
@@ -89,30 +70,11 @@ def stale_reason(program: Program | None, captured_at: float, mtimes: dict[str, 
 
 
 @dataclass
-class Painter:
-    """Colour for a terminal, plain text otherwise (NO_COLOR is respected)."""
-
-    enabled: bool
-
-    @classmethod
-    def for_stream(cls, stream: TextIO, choice: str = "auto") -> Painter:
-        if choice == "always":
-            return cls(True)
-        if choice == "never" or os.environ.get("NO_COLOR"):
-            return cls(False)
-        return cls(stream.isatty() and os.environ.get("TERM") != "dumb")
-
-    def __call__(self, text: str, colour: str) -> str:
-        codes = {"cyan": "36", "green": "32", "red": "31", "yellow": "33", "bold": "1", "dim": "2"}
-        return f"\x1b[{codes[colour]}m{text}\x1b[0m" if self.enabled else text
-
-
-@dataclass
 class RunView:
     """Turns daemon events into the status lines `thinpatch run` prints (pure)."""
 
     program: Program
-    paint: Painter
+    style: Style
     pid: int | None = None
     built_ms: dict[Any, float] = field(default_factory=dict)
 
@@ -124,7 +86,7 @@ class RunView:
 
     def lines(self, event: dict[str, Any]) -> list[str]:
         kind = event.get("type")
-        tag = self.paint(PREFIX, "cyan")
+        tag = self.style.code(PREFIX)
         if event.get("replayed"):
             return []
         if kind == "build-started" and self.mine(event):
@@ -143,8 +105,8 @@ class RunView:
             total = self.built_ms.get(event.get("id"))
             took = f" in {total:.0f} ms" if total is not None else ""
             if event.get("applied"):
-                return [f"{tag} {self.paint('patched', 'green')}{took}: {self.program.name} (pid {self.pid}) runs the new code"]
-            return [f"{tag} {self.paint('patch failed', 'red')} in {self.program.name}: {event.get('message')}"]
+                return [f"{tag} {self.style.ok('patched')}{took}: {self.program.name} (pid {self.pid}) runs the new code"]
+            return [f"{tag} {self.style.bad('patch failed')} in {self.program.name}: {event.get('message')}"]
         if kind == "build-failed" and self.mine(event):
             diagnostics = event.get("diagnostics") or []
             errors = [d for d in diagnostics if d.get("level") == "error" and not _is_summary(d)]
@@ -155,12 +117,12 @@ class RunView:
             count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
             if warnings:
                 count += f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
-            out.append(f"{tag} {self.paint('build failed', 'red')} ({count}); {self.program.name} keeps running the last good code")
+            out.append(f"{tag} {self.style.bad('build failed')} ({count}); {self.program.name} keeps running the last good code")
             return out
         if kind == "patch-rejected" and self.mine(event):
-            return [f"{tag} {self.paint('patch refused', 'red')}: {event.get('reason')}. {event.get('action') or ''}".rstrip()]
+            return [f"{tag} {self.style.bad('patch refused')}: {event.get('reason')}. {event.get('action') or ''}".rstrip()]
         if kind == "not-patchable" and event.get("for_pid") == self.pid:
-            return [f"{tag} {self.paint('not patchable', 'yellow')}: {event.get('message')}"]
+            return [f"{tag} {self.style.warn('not patchable')}: {event.get('message')}"]
         return []
 
 
@@ -201,8 +163,8 @@ def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def tagged(paint: Painter, text: str) -> str:
-    return f"{paint(PREFIX, 'cyan')} {text}"
+def tagged(style: Style, text: str) -> str:
+    return f"{style.code(PREFIX)} {text}"
 
 
 def find_program(workspace: Path, selection: Selection) -> tuple[Program | None, Captures | None, Path]:
@@ -237,7 +199,7 @@ async def capture(workspace: Path, selection: Selection) -> None:
         raise RunError("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
 
 
-async def fresh_program(options: RunOptions, paint: Painter, *, force: bool = False) -> Program:
+async def fresh_program(options: RunOptions, style: Style, *, force: bool = False) -> Program:
     """The program to run, captured first when there is no capture or it is stale."""
     program, captures, _ = find_program(options.workspace, options.selection)
     if program is not None and captures is not None and not force:
@@ -249,7 +211,7 @@ async def fresh_program(options: RunOptions, paint: Painter, *, force: bool = Fa
         reason = "a rebuild was requested" if force else stale_reason(None, 0.0, {})
     if reason is None and program is not None:
         return program
-    say(tagged(paint, f"building {options.workspace.name} under capture ({reason})"))
+    say(tagged(style, f"building {options.workspace.name} under capture ({reason})"))
     await capture(options.workspace, options.selection)
     program, _, _ = find_program(options.workspace, options.selection)
     if program is None:
@@ -309,9 +271,9 @@ def stop_process(process: subprocess.Popen | None, *, group: bool = False) -> No
 class ProgramRunner:
     """The program as a child process: stdin, stdout and stderr are the terminal's."""
 
-    def __init__(self, options: RunOptions, paint: Painter) -> None:
+    def __init__(self, options: RunOptions, style: Style) -> None:
         self.options = options
-        self.paint = paint
+        self.style = style
         self.process: subprocess.Popen | None = None
         self.exited = anyio.Event()
 
@@ -338,7 +300,7 @@ class ProgramRunner:
         assert process is not None
         returncode = await anyio.to_thread.run_sync(process.wait, abandon_on_cancel=True)
         if process is self.process:
-            say(tagged(self.paint, describe_exit(name, returncode)))
+            say(tagged(self.style, describe_exit(name, returncode)))
             self.exited.set()
 
 
@@ -360,14 +322,14 @@ async def wait_until_served(client: Any, program: Program, timeout: float = 20.0
 async def run_session(options: RunOptions) -> int:
     from daemon.socket.client import DaemonUnavailable, connect
 
-    paint = Painter.for_stream(sys.stderr, options.colour)
-    program = await fresh_program(options, paint)
+    style = Style(wants_color(options.colour, sys.stderr))
+    program = await fresh_program(options, style)
     started_daemon = None
     if not daemon_running(options.socket_path):
         log_path = Path(program.binary).parents[2] / CAPTURE_DIRNAME / "run-daemon.log"
         started_daemon = await anyio.to_thread.run_sync(start_daemon, options.socket_path, log_path)
-        say(tagged(paint, f"started the thinpatch daemon for this session (log: {log_path})"))
-    runner = ProgramRunner(options, paint)
+        say(tagged(style, f"started the thinpatch daemon for this session (log: {log_path})"))
+    runner = ProgramRunner(options, style)
     interrupted = False
     try:
         async with anyio.create_task_group() as tg:
@@ -385,10 +347,10 @@ async def run_session(options: RunOptions) -> int:
                 async with connect(options.socket_path) as client:
                     await client.subscribe(str(options.workspace))
                     await wait_until_served(client, program)
-                    view = RunView(program, paint)
+                    view = RunView(program, style)
                     view.pid = runner.start(program)
                     tg.start_soon(runner.watch_exit, program.name)
-                    say(tagged(paint, f"running {program.label} (pid {view.pid}); edit and save to patch it, Ctrl-C to stop"))
+                    say(tagged(style, f"running {program.label} (pid {view.pid}); edit and save to patch it, Ctrl-C to stop"))
                     async for event in client.events():
                         if runner.exited.is_set():
                             view.pid = None  # it ended; the next patch starts it again
@@ -398,24 +360,24 @@ async def run_session(options: RunOptions) -> int:
                         if kind == "full-rebuild-required" and not event.get("replayed"):
                             changed = ", ".join(os.path.basename(f) for f in event.get("files") or []) or "the build"
                             if not options.restart_on_rebuild:
-                                say(tagged(paint, f"{changed} changed: a patch can't carry that. Stop and run "
+                                say(tagged(style, f"{changed} changed: a patch can't carry that. Stop and run "
                                                   "`thinpatch run` again (or drop --no-restart)"))
                                 continue
-                            say(tagged(paint, f"{changed} changed: {paint('restarting', 'yellow')} {program.name} "
+                            say(tagged(style, f"{changed} changed: {style.warn('restarting')} {program.name} "
                                               "with a fresh build"))
                             runner.stop()
-                            program = await fresh_program(options, paint, force=True)
+                            program = await fresh_program(options, style, force=True)
                             await wait_until_served(client, program)
-                            view = RunView(program, paint, built_ms=view.built_ms)
+                            view = RunView(program, style, built_ms=view.built_ms)
                             view.pid = runner.start(program)
                             tg.start_soon(runner.watch_exit, program.name)
-                            say(tagged(paint, f"running {program.label} (pid {view.pid})"))
+                            say(tagged(style, f"running {program.label} (pid {view.pid})"))
                         elif kind in ("build-started", "patch-ready") and runner.exited.is_set() and view.mine(event):
                             if kind == "patch-ready":  # the new process applies it on subscribe
                                 view.pid = runner.start(program)
                                 tg.start_soon(runner.watch_exit, program.name)
-                                say(tagged(paint, f"started {program.name} again (pid {view.pid})"))
-                    say(tagged(paint, f"the daemon closed the connection: {client.disconnect_reason or 'it stopped'}"))
+                                say(tagged(style, f"started {program.name} again (pid {view.pid})"))
+                    say(tagged(style, f"the daemon closed the connection: {client.disconnect_reason or 'it stopped'}"))
                     tg.cancel_scope.cancel()
             except DaemonUnavailable as exc:
                 raise RunError(str(exc)) from None
@@ -424,6 +386,6 @@ async def run_session(options: RunOptions) -> int:
             runner.stop()
             stop_process(started_daemon, group=True)
     if interrupted:
-        say(tagged(paint, "stopped"))
+        say(tagged(style, "stopped"))
         return 130
     return 1

@@ -9,6 +9,7 @@ out of a build.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import Any
 import anyio
 import structlog
 
-from capture.store import Captures, captures_dir, rustc_key
+from capture.store import Captures, capture_lock_path, captures_dir, rustc_key
 from daemon.binary.build_id import process_build_id, process_executable
 from daemon.binary.symbol_cache import SymbolCache
 from daemon.build.rebuild import CompileError, LinkError, MissingCapture, RebuildError
@@ -50,6 +51,21 @@ def capture_stamp(capture_root: Path) -> tuple[int, ...]:
         except OSError:
             pass
     return tuple(stamps)
+
+
+def capture_in_progress(capture_root: Path) -> bool:
+    """A `thinpatch capture` is still building: its records and binaries are not final yet."""
+    try:
+        fd = os.open(capture_lock_path(capture_root), os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock if it was taken
+    return False
 
 
 def sources_edited_since_capture(by_file: dict[str, list[tuple[str, str]]], captures: Any) -> set[str]:
@@ -549,6 +565,7 @@ class Engine:
         event: dict[str, Any] = {"type": "not-patchable", "reason": who.reason, "message": who.message}
         if pid is not None:
             event["for_pid"] = pid
+        self.publish(dict(event))  # observers (`thinpatch watch`) see it too; the subscriber isn't one yet
         return matched, [event]
 
     def record_patch_result(self, subscription: Subscription | None, fields: dict[str, Any]) -> None:
@@ -677,6 +694,8 @@ class Engine:
     def discover(self) -> None:
         """Start new workspaces; restart the session of any workspace with a fresh capture."""
         for found in self.candidates():
+            if capture_in_progress(found.capture_root):
+                continue  # reload once the capture has linked every binary
             key = os.path.realpath(found.workspace)
             ws = self.served.get(key)
             if ws is None:

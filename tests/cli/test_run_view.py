@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from capture.store import Captures, RustcRecord
-from daemon.cli.run_session import Painter, RunView, Selection, describe_exit, manifest_files, stale_reason
+from daemon.cli.run_session import RunView, describe_exit, manifest_files, stale_reason
+from daemon.cli.terminal import Style
 from daemon.service.programs import Program
 
 PROGRAM = Program("/w", "host-debug", "game.bin", "game", "/w/target/debug/deps/game-1", "b1d")
@@ -14,19 +15,17 @@ MINE = PROGRAM.describe()
 
 
 def view() -> RunView:
-    v = RunView(PROGRAM, Painter(False))
+    v = RunView(PROGRAM, Style(False))
     v.pid = 41
     return v
 
 
-def test_selection_flags_reach_cargo_as_cargo_run_takes_them() -> None:
-    selection = Selection(bin="game", package="core", profile="dev-fast", features=("a", "b c"),
-                          all_features=True, no_default_features=True)
-    assert selection.cargo_args() == [
-        "--bin", "game", "--package", "core", "--profile", "dev-fast", "--features", "a", "--features", "b c",
-        "--all-features", "--no-default-features",
-    ]
-    assert Selection().cargo_args() == []
+def test_run_takes_cargo_runs_flags() -> None:
+    from daemon.cli.main import build_parser
+
+    args = build_parser().parse_args(["run", "--bin", "game", "-p", "core", "--release", "-F", "a", "--", "--level", "3"])
+    assert (args.bin, args.package, args.release, args.features) == (["game"], ["core"], True, ["a"])
+    assert args.program_args == ["--", "--level", "3"]
 
 
 def test_a_manifest_changed_after_the_capture_makes_it_stale_but_a_source_edit_does_not() -> None:
@@ -77,11 +76,6 @@ def test_compile_errors_as_cargo_renders_them_with_a_count() -> None:
         "error: expected `;`\n --> src/main.rs:4:5",
         "[thinpatch] build failed (1 error, 1 warning); game keeps running the last good code",
     ]
-
-
-def test_colour_only_where_asked() -> None:
-    assert Painter(True)("patched", "green") == "\x1b[32mpatched\x1b[0m"
-    assert Painter(False)("patched", "green") == "patched"
 
 
 def test_exits_are_described_plainly() -> None:

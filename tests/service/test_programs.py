@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,17 @@ def test_unknown_and_unreadable_binaries_say_what_to_do() -> None:
     assert other.reason == "not-captured" and "thinpatch did not capture" in other.message
     unreadable = identify(pid=7, build_id=None, executable=None, programs=EVERY, retired={})
     assert unreadable.reason == "unidentified" and "build_id" in unreadable.message
+
+
+def test_a_running_capture_holds_the_daemon_back_until_it_ends(tmp_path: Path) -> None:
+    from daemon.cli.capture_run import hold_capture_lock
+    from daemon.service.engine import capture_in_progress
+
+    assert not capture_in_progress(tmp_path)  # never captured
+    lock = hold_capture_lock(tmp_path)
+    assert lock is not None
+    try:
+        assert capture_in_progress(tmp_path)
+    finally:
+        os.close(lock)
+    assert not capture_in_progress(tmp_path)

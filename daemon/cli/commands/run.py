@@ -25,18 +25,13 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from daemon.cli.commands._socket_option import add_socket_option
+    from daemon.cli.commands.capture import add_cargo_selection_options
+    from daemon.cli.terminal import add_color_option
 
     parser.add_argument("--workspace", metavar="DIR", default=".", help="your cargo project or workspace (default: current directory)")
-    parser.add_argument("--bin", metavar="NAME", help="the binary to run, when there are several")
-    parser.add_argument("-p", "--package", metavar="NAME", help="the package whose binary to run")
-    parser.add_argument("-r", "--release", action="store_true", help="build and run the release profile")
-    parser.add_argument("--profile", metavar="NAME", help="build and run this cargo profile")
-    parser.add_argument("--target", metavar="TRIPLE", help="build for this target triple")
-    parser.add_argument("-F", "--features", metavar="FEATURES", action="append", default=[], help="features to enable, as with cargo")
-    parser.add_argument("--all-features", action="store_true", help="enable every feature")
-    parser.add_argument("--no-default-features", action="store_true", help="don't enable the default features")
+    add_cargo_selection_options(parser)
     parser.add_argument("--no-restart", action="store_true", help="on a Cargo.toml/build.rs change, say so instead of rebuilding and restarting")
-    parser.add_argument("--color", choices=("auto", "always", "never"), default="auto", help="colour thinpatch's lines (default: auto)")
+    add_color_option(parser)
     add_socket_option(parser)
     parser.add_argument("program_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for your program")
 
@@ -47,9 +42,13 @@ def run(args: argparse.Namespace) -> int:
 
     import anyio
 
+    from daemon.cli.commands.capture import cargo_selection_args
     from daemon.cli.run_session import RunError, RunOptions, Selection, run_session
     from daemon.socket.socket_paths import default_socket_path
 
+    if len(args.bin) > 1:
+        print("thinpatch run: name one program with --bin (it runs one program, as `cargo run` does)", file=sys.stderr)
+        return 2
     program_args = list(args.program_args)
     if program_args and program_args[0] == "--":
         program_args = program_args[1:]
@@ -57,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
     options = RunOptions(
         workspace=_workspace_root(workspace),
         selection=Selection(
-            bin=args.bin, package=args.package, release=args.release, profile=args.profile, target=args.target,
-            features=tuple(args.features), all_features=args.all_features,
-            no_default_features=args.no_default_features,
+            bin=args.bin[0] if args.bin else None, release=args.release, profile=args.profile,
+            target=args.target, cargo_args=tuple(cargo_selection_args(args)),
         ),
         program_args=program_args,
         socket_path=Path(args.socket) if args.socket else default_socket_path(),
