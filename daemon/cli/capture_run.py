@@ -162,6 +162,21 @@ def binaries_from_messages(lines: Sequence[str]) -> list[Path]:
     return found
 
 
+def unpatchable_programs(captures: store.Captures, captured: Sequence[str]) -> list[str]:
+    """Programs this capture built that no patch can change (LTO, stripped), and the fix."""
+    from daemon.build.refusals import lto_refusal, strip_refusal
+
+    found = []
+    for key in captured:
+        record = captures.rustc.get(key)
+        if record is None or not record.data.get("is_top"):
+            continue
+        reason = lto_refusal(record.args) or strip_refusal(record.args)
+        if reason:
+            found.append(f"{record.crate_name} can't be hot-patched: {reason}")
+    return found
+
+
 def format_summary(result: CaptureResult) -> str:
     lines = []
     if result.ok:
@@ -294,6 +309,7 @@ async def capture_workspace(
         binaries = [Path(link.output) for link in captures.links.values() if link.recorded_at >= touched_at]
     if exit_code == 0 and not captured:
         warnings.append("no crate was recorded: see " + str(store.log_path(capture_root)))
+    warnings.extend(unpatchable_programs(captures, captured))
     if exit_code == 0:
         try:
             store.register_workspace(info.root, capture_root, base_env)

@@ -191,7 +191,7 @@ async def capture(workspace: Path, selection: Selection) -> None:
 
     try:
         result = await capture_workspace(
-            workspace, selection.release, selection.target, selection.cargo_args()
+            workspace, selection.release, selection.target, list(selection.cargo_args)
         )
     except CaptureError as exc:
         raise RunError(str(exc)) from None

@@ -4,6 +4,7 @@ the program under a pseudo-terminal, file saves, Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -69,9 +70,12 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         cwd=str(game), env={**os.environ, "TERM": "xterm"}, encoding="utf-8", timeout=90,
     )
     child.logfile_read = open(tmp_path / "terminal.txt", "w")  # what the user saw, for a failure
+    watch = None
     try:
         child.expect(r"\[thinpatch\]\S* running game \(host-debug\) \(pid (\d+)\)")
         pid = int(child.match.group(1))
+        watch = subprocess.Popen([sys.executable, "-m", "daemon", "watch", "--json", "--socket", str(socket_path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         child.expect(r"frame (\d+) says v1")
         before = frame_number(child)
 
@@ -105,14 +109,35 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         os.kill(restarted, signal.SIGKILL)
         child.expect(r"game was killed by SIGKILL; it starts again on the next save")
         save_like_an_editor(main, main.read_text().replace("says v3", "says v4"))
-        child.expect(r"started game again \(pid \d+\)")
+        child.expect(r"started game again \(pid (\d+)\)")
+        again = int(child.match.group(1))
         child.expect(r"frame \d+ says v4")
+
+        # A process that can't load the patch reports it: a second copy of the program starts
+        # after the latest patch library was deleted; the daemon replays that patch to it.
+        status = json.loads(thinpatch("status", "--json", "--socket", str(socket_path), cwd=game).stdout)
+        [program] = [p for w in status["workspaces"] for p in w["programs"]]
+        latest = Path(program["last_patch"]["lib"])
+        latest.unlink()
+        second = subprocess.Popen([str(game / "target" / "debug" / "game")], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, env={**os.environ, "THINPATCH_SOCKET": str(socket_path)})
+        time.sleep(2)
+        second.kill()
+        second.wait()
 
         # 7. Ctrl-C stops everything run started
         child.sendintr()
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+        if watch is not None:
+            watch.send_signal(signal.SIGINT)
+            watched, _ = watch.communicate(timeout=30)
+    reports = [e for e in map(json.loads, watched.splitlines()) if e["type"] == "patch-result"]
+    assert any(r["applied"] and r["pid"] == pid for r in reports), reports
+    assert any(r["applied"] and r["pid"] == again for r in reports), reports
+    [failed] = [r for r in reports if r["pid"] == second.pid]
+    assert failed["applied"] is False and str(latest) in failed["message"], failed
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         left = processes_matching(str(game / "target")) + processes_matching(f"serve --socket {socket_path}")

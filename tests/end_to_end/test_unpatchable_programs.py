@@ -13,11 +13,13 @@ import pytest
 pytestmark = pytest.mark.cargo
 
 
-def capture(workspace: Path) -> None:
+def capture(workspace: Path) -> list[str]:
+    """Capture; return the capture's warnings (what `thinpatch capture` prints under it)."""
     from daemon.cli.capture_run import run_capture
 
     result = run_capture(workspace)
     assert result.exit_code == 0, result
+    return result.warnings
 
 
 def patch_json(workspace: Path) -> tuple[int, dict]:
@@ -46,7 +48,8 @@ def no_library_left(workspace: Path) -> bool:
 def test_lto_is_refused_before_building(fixture_copy, capture_state_dir):
     ws = fixture_copy("single_bin")
     with_profile(ws, 'lto = "thin"')
-    capture(ws)
+    warnings = capture(ws)
+    assert any("single_bin can't be hot-patched" in w and "`lto = false`" in w for w in warnings), warnings
     edit(ws / "src" / "main.rs", "hello, {name}", "hi, {name}")
     code, result = patch_json(ws)
     assert code == 1 and "link-time optimisation" in result["message"], result
@@ -57,7 +60,8 @@ def test_lto_is_refused_before_building(fixture_copy, capture_state_dir):
 def test_strip_true_is_refused(fixture_copy, capture_state_dir):
     ws = fixture_copy("single_bin")
     with_profile(ws, "strip = true")
-    capture(ws)
+    warnings = capture(ws)
+    assert any("can't be hot-patched" in w and "`strip = false`" in w for w in warnings), warnings
     code, result = patch_json(ws)
     assert code == 1 and "`strip = false`" in result["message"], result
 
