@@ -484,6 +484,7 @@ class Engine:
         self.symbol_cache = SymbolCache()
         self._ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
+        self._stopped_at_stamp: dict[str, tuple[int, ...]] = {}
 
     # ------------------------------------------------------------------ server protocol
 
@@ -657,9 +658,11 @@ class Engine:
             try:
                 await ws.run()
             except Exception as exc:
-                log.exception("workspace stopped", workspace=ws.name)
-                self.problems[ws.name] = f"stopped watching: {exc}"
+                log.error("workspace stopped", workspace=ws.name, error=repr(exc))
+                self.problems[ws.name] = f"stopped watching: {exc}. Run `thinpatch capture` again to serve it."
                 self.served.pop(ws.name, None)
+                # Not restarted until a new capture: a damaged one would fail the same way every second.
+                self._stopped_at_stamp[ws.name] = ws.stamp
 
     def _stop(self, key: str) -> None:
         ws = self.served.pop(key, None)
@@ -674,15 +677,30 @@ class Engine:
             if ws.watcher is not None:
                 ws.watcher.stop()
 
-    def discover(self) -> None:
-        """Start new workspaces; restart the session of any workspace with a fresh capture."""
-        for found in self.candidates():
-            key = os.path.realpath(found.workspace)
+    def scan(self) -> list[tuple[CapturedWorkspace, str, tuple[int, ...]]]:
+        """The filesystem half of discovery (run in a worker thread): candidates, their
+        real paths and capture stamps."""
+        return [
+            (found, os.path.realpath(found.workspace), capture_stamp(found.capture_root)) for found in self.candidates()
+        ]
+
+    def discover(self, scanned: list[tuple[CapturedWorkspace, str, tuple[int, ...]]] | None = None) -> None:
+        """Start new workspaces; restart the session of any workspace with a fresh capture;
+        stop serving registered workspaces whose registry entry is gone (deleted or re-created
+        directories are not the workspace that was captured)."""
+        scanned = self.scan() if scanned is None else scanned
+        if self.fixed is None:
+            for key in set(self.served) - {key for _, key, _ in scanned}:
+                log.info("workspace no longer registered: stopped serving it", workspace=key)
+                self._stop(key)
+        for found, key, stamp in scanned:
             ws = self.served.get(key)
             if ws is None:
+                if key in self._stopped_at_stamp and self._stopped_at_stamp[key] == stamp:
+                    continue
+                self._stopped_at_stamp.pop(key, None)
                 self._report_damaged_records(self._start(found))
                 continue
-            stamp = capture_stamp(found.capture_root)
             if stamp != ws.stamp and stamp:
                 log.info("fresh capture: new session", workspace=key)
                 self._stop(key)
@@ -720,11 +738,11 @@ class Engine:
     async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            self.discover()
+            self.discover(await anyio.to_thread.run_sync(self.scan))
             task_status.started(self)
             while True:
                 await anyio.sleep(DISCOVERY_INTERVAL_S)
                 try:
-                    self.discover()
-                except Exception:
-                    log.exception("workspace discovery failed")
+                    self.discover(await anyio.to_thread.run_sync(self.scan))
+                except Exception as exc:
+                    log.error("workspace discovery failed", error=repr(exc))
