@@ -190,6 +190,13 @@ def registry_entry_path(workspace: Path, env: dict[str, str] | None = None) -> P
     return registry_dir(env) / f"{digest}.json"
 
 
+def _owner(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return None
+
+
 def directory_identity(path: Path) -> list[int] | None:
     """(device, inode) of a directory, or ``None`` if it is gone."""
     try:
@@ -459,8 +466,9 @@ def iter_registered_workspaces(env: dict[str, str] | None = None) -> Iterator[di
             and isinstance(entry.get("capture_root"), str)
         ):
             continue
-        identity = directory_identity(Path(entry["workspace"]))
-        if identity is None or identity != entry.get("identity"):
+        workspace = Path(entry["workspace"])
+        identity = directory_identity(workspace)
+        if identity is None or identity != entry.get("identity") or _owner(workspace) != os.geteuid():
             try:
                 os.unlink(path)
             except OSError:
