@@ -32,6 +32,10 @@ class CaptureError(Exception):
     """The workspace could not be inspected (no Cargo.toml, cargo metadata failed, ...)."""
 
 
+class CaptureUsageError(CaptureError):
+    """The command line names something that can't be captured (not a directory, ...)."""
+
+
 @dataclass(frozen=True)
 class WorkspaceInfo:
     root: Path
@@ -55,6 +59,7 @@ class CaptureResult:
     binaries: list[Path] = field(default_factory=list)
     captures: store.Captures | None = None
     warnings: list[str] = field(default_factory=list)
+    recorded_nothing: bool = False  # cargo succeeded, but no record could be written
 
     @property
     def ok(self) -> bool:
@@ -165,8 +170,10 @@ def format_summary(result: CaptureResult) -> str:
     lines = []
     if result.ok:
         lines.append(f"thinpatch: captured {len(result.captured)} crate invocation(s) in {result.duration:.1f}s")
+    elif result.recorded_nothing:
+        lines.append("thinpatch: cargo build finished, but nothing was captured")
     else:
-        lines.append(f"thinpatch: cargo build failed (exit {result.exit_code}); {len(result.captured)} crate(s) captured")
+        lines.append(f"thinpatch: cargo build failed (exit {result.exit_code}); nothing new was captured")
     if result.captured:
         lines.append("  crates:  " + ", ".join(sorted(result.captured)))
     for binary in result.binaries:
@@ -180,8 +187,24 @@ def format_summary(result: CaptureResult) -> str:
 # --------------------------------------------------------------------------- effects
 
 
+def _tool_error(tool: str, exc: OSError) -> CaptureError:
+    variable = {"cargo": "CARGO"}.get(os.path.basename(tool), "RUSTC")
+    if os.path.basename(tool) not in ("cargo", "rustc"):
+        where = f"{tool} (from ${variable})"
+    else:
+        where = f"`{tool}`"
+    reason = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+    return CaptureError(
+        f"cannot run {where}: {reason}. Install the Rust toolchain (rustup) or point ${variable} at a working "
+        f"{os.path.basename(tool) if os.path.basename(tool) in ('cargo', 'rustc') else variable.lower()}."
+    )
+
+
 async def _run_text(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = await anyio.run_process(cmd, cwd=cwd, env=env, check=False)
+    try:
+        result = await anyio.run_process(cmd, cwd=cwd, env=env, check=False)
+    except OSError as exc:
+        raise _tool_error(cmd[0], exc) from None
     if result.returncode != 0:
         raise CaptureError(f"`{' '.join(cmd)}` failed ({result.returncode}):\n{result.stderr.decode(errors='replace')}")
     return result.stdout.decode()
@@ -249,9 +272,20 @@ async def capture_workspace(
     wrapper: str = "workspace",
 ) -> CaptureResult:
     base_env = dict(os.environ if env is None else env)
-    info = await inspect_workspace(Path(workspace or os.getcwd()).resolve(), base_env)
+    directory = Path(workspace or os.getcwd())
+    if not directory.is_dir():
+        what = "does not exist" if not directory.exists() else "is not a directory"
+        raise CaptureUsageError(
+            f"{directory} {what}. Pass the workspace directory (the one with Cargo.toml) to --workspace, "
+            "or run `thinpatch capture` inside it."
+        )
+    info = await inspect_workspace(directory.resolve(), base_env)
     capture_root = info.target_dir / store.CAPTURE_DIRNAME
     scope = store.scope_name(target, profile_dir_name(release, cargo_args))
+    try:
+        last_good = keep_last_good(capture_root, scope)
+    except OSError:
+        last_good = None  # nothing readable to keep; the build's outcome says the rest
     run_env = capture_env(
         base_env, rustc_shim=find_shim(RUSTC_SHIM), capture_root=capture_root, workspace=info.root, host_triple=info.host_triple,
         wrapper=wrapper,
@@ -265,20 +299,42 @@ async def capture_workspace(
     touched_at = started
     old_times = touch_sources(crate_roots_to_touch(info.members), touched_at)
     try:
-        exit_code, messages = await _run_cargo(cmd, info.root, run_env, collect_json)
+        try:
+            exit_code, messages = await _run_cargo(cmd, info.root, run_env, collect_json)
+        except OSError as exc:
+            raise _tool_error(cmd[0], exc) from None
+    except BaseException:
+        restore_last_good(capture_root, scope, last_good)
+        raise
     finally:
         restore_times(old_times, touched_at)
     duration = time.time() - started
 
     warnings: list[str] = []
+    recorded_nothing = False
     captures = store.load_captures(capture_root, scope)
-    warnings.extend(captures.warnings)
     captured = sorted(k for k, r in captures.rustc.items() if r.recorded_at >= touched_at)
     binaries = binaries_from_messages(messages)
     if not binaries:
         binaries = [Path(link.output) for link in captures.links.values() if link.recorded_at >= touched_at]
     if exit_code == 0 and not captured:
-        warnings.append("no crate was recorded: see " + str(store.log_path(capture_root)))
+        logs = [p for p in (store.log_path(capture_root), store.state_dir(base_env) / store.LOG_NAME) if p.exists()]
+        warnings.append(
+            f"cargo built, but no crate was recorded under {capture_root}"
+            + (f": see {logs[0]}" if logs else "")
+            + ". Check that the target directory is writable, then capture again."
+        )
+        exit_code, recorded_nothing = 1, True
+    if exit_code != 0:
+        # A failed build is not a capture: the previous good one stays, and is what is served.
+        restore_last_good(capture_root, scope, last_good)
+        captures = store.load_captures(capture_root, scope)
+        captured, binaries = [], []
+        if last_good is not None:
+            warnings.append(f"kept the last good capture in {store.captures_dir(capture_root) / scope}")
+    else:
+        discard_last_good(last_good)
+    warnings.extend(captures.warnings)
     if exit_code == 0:
         try:
             store.register_workspace(info.root, capture_root, base_env)
@@ -298,7 +354,39 @@ async def capture_workspace(
         binaries=binaries,
         captures=captures,
         warnings=warnings,
+        recorded_nothing=recorded_nothing,
     )
+
+
+def _last_good_dir(capture_root: Path, scope: str) -> Path:
+    return capture_root / "last-good" / scope
+
+
+def keep_last_good(capture_root: Path, scope: str) -> Path | None:
+    """Copy the scope's current records aside before a build overwrites them."""
+    current = store.captures_dir(capture_root) / scope
+    if not current.is_dir():
+        return None
+    backup = _last_good_dir(capture_root, scope)
+    shutil.rmtree(backup, ignore_errors=True)
+    store.ensure_private_dir(backup.parent)
+    shutil.copytree(current, backup, symlinks=True)
+    return backup
+
+
+def restore_last_good(capture_root: Path, scope: str, backup: Path | None) -> None:
+    current = store.captures_dir(capture_root) / scope
+    shutil.rmtree(current, ignore_errors=True)  # without a good capture before, leave none
+    if backup is not None:
+        try:
+            os.replace(backup, current)
+        except OSError:
+            pass
+
+
+def discard_last_good(backup: Path | None) -> None:
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def run_capture(

@@ -174,18 +174,21 @@ class DaemonClient:
                 self.disconnect_reason = "this client fell behind reading events"
 
 
+START_HINT = "Start it with `thinpatch serve` (or `thinpatch service install` to start it with your session)."
+
+
 async def _open(path: Path) -> anyio.abc.SocketStream:
     try:
         return await anyio.connect_unix(os.fspath(path))
     except FileNotFoundError:
-        raise DaemonUnavailable(f"thinpatch daemon is not running (no socket at {path})") from None
+        raise DaemonUnavailable(f"thinpatch daemon is not running (no socket at {path}). {START_HINT}") from None
     except ConnectionRefusedError:
-        raise DaemonUnavailable(f"thinpatch daemon is not running (stale socket at {path})") from None
+        raise DaemonUnavailable(f"thinpatch daemon is not running (stale socket at {path}). {START_HINT}") from None
     except PermissionError:
         raise DaemonUnavailable(f"permission denied connecting to {path}") from None
     except OSError as exc:
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            raise DaemonUnavailable(f"thinpatch daemon is not running at {path}") from None
+            raise DaemonUnavailable(f"thinpatch daemon is not running at {path}. {START_HINT}") from None
         raise DaemonUnavailable(f"cannot connect to {path}: {exc.strerror or exc}") from None
 
 
@@ -235,10 +238,16 @@ async def connect(path: Path | str | None = None, *, timeout: float = DEFAULT_TI
         client.hello = first
         for line in rest:  # lines that arrived together with the hello
             client._dispatch(protocol.decode(line))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client._read_forever, lines)
-            try:
-                yield client
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client._read_forever, lines)
+                try:
+                    yield client
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The caller's own error (RequestFailed, ...) as itself, not wrapped by the reader's task group.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 

@@ -40,6 +40,10 @@ EVENT_TYPES = (
 _CRATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
 
 
+def is_crate_name(text: str) -> bool:
+    return bool(_CRATE_NAME.fullmatch(text))
+
+
 class ProtocolError(ValueError):
     """A message the peer sent cannot be accepted. ``str(error)`` is a plain-English reason."""
 

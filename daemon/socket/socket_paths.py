@@ -58,13 +58,19 @@ def prepare_socket_dir(socket_path: Path) -> Path:
     """
     directory = socket_path.parent
     try:
-        directory.mkdir(mode=0o700, parents=False)
-    except FileNotFoundError:
-        directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.mkdir(mode=0o700, exist_ok=True)
-    except FileExistsError:
-        pass
-    info = os.lstat(directory)
+        try:
+            directory.mkdir(mode=0o700, parents=False)
+        except FileNotFoundError:
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)
+        except FileExistsError:
+            pass
+        info = os.lstat(directory)
+    except OSError as exc:
+        raise SocketPathError(
+            f"cannot create the socket directory {directory}: {exc.strerror or exc}. "
+            f"Choose a socket path in a directory you can write (--socket or {ENV_SOCKET})."
+        ) from None
     if not stat.S_ISDIR(info.st_mode):
         raise SocketPathError(f"{directory} exists and is not a directory")
     if not directory.name.startswith("thinpatch"):

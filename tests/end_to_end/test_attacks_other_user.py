@@ -197,7 +197,10 @@ def assert_refused(out: subprocess.CompletedProcess, reason: str) -> None:
     assert out.returncode == 1, out
     assert "refusing to talk to" in out.stderr and reason in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
-    assert out.stdout == ""
+    if "--json" in out.args and "status" in out.args:
+        assert json.loads(out.stdout)["running"] is False
+    else:
+        assert out.stdout == ""
 
 
 def test_status_and_watch_refuse_a_squatted_socket_directory(shared, private, squatted):

@@ -180,3 +180,12 @@ class FakeDaemon:
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def plant_capture_as_self(workspace: Path, script: Path, marker: Path, recorded_at: float) -> Path:
+    """The same capture, written by this user (a victim's own, for comparison)."""
+    import subprocess
+
+    root = workspace / "target" / "thinpatch"
+    subprocess.run([SYSTEM_PYTHON, "-c", PLANT_CAPTURE, str(root), str(script), str(marker), str(recorded_at)], check=True)
+    return root
