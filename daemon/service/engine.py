@@ -496,7 +496,7 @@ class Engine:
             "debounce_ms": self.options.debounce_ms,
         }
 
-    def _find(self, workspace: str | None) -> ServedWorkspace:
+    def _find(self, workspace: str | None, real: str | None = None) -> ServedWorkspace:
         if workspace is None:
             if len(self.served) == 1:
                 return next(iter(self.served.values()))
@@ -504,7 +504,7 @@ class Engine:
                 "name the workspace: the daemon serves "
                 + (", ".join(sorted(self.served)) or "no workspace yet (run `thinpatch capture`)")
             )
-        key = os.path.realpath(workspace)
+        key = real if real is not None else os.path.realpath(workspace)
         if key not in self.served:
             raise RequestError(
                 f"workspace {workspace} is not served; served: {', '.join(sorted(self.served)) or 'none'}. "
@@ -513,7 +513,9 @@ class Engine:
         return self.served[key]
 
     async def request_rebuild(self, workspace: str | None, crate: str | None) -> None:
-        ws = self._find(workspace)
+        # realpath touches the filesystem once per component: never on the event loop.
+        real = None if workspace is None else await anyio.to_thread.run_sync(os.path.realpath, workspace)
+        ws = self._find(workspace, real)
         if crate is None:
             keys = {tuple(sp.program.crate.rsplit(".", 1)) for sp in ws.programs.values()}
         else:
