@@ -68,6 +68,11 @@ def sources_edited_since_capture(by_file: dict[str, list[tuple[str, str]]], capt
     return edited
 
 
+def damaged_records(capture_root: Path, warnings: str) -> list[str]:
+    """The record files that ``warnings`` (the store's messages) name."""
+    return sorted(str(p) for p in captures_dir(capture_root).glob("*/*/*.json") if str(p) in warnings)
+
+
 @dataclass
 class EngineOptions:
     debounce_ms: int = DEFAULT_DEBOUNCE_MS
@@ -613,6 +618,15 @@ class Engine:
                 key, found.capture_root, keep=self.options.keep_patches, symbol_cache=self.symbol_cache
             )
         except RebuildError as exc:
+            if self.problems.get(key) != str(exc):  # once per problem, not once per discovery round
+                self.publish(
+                    {
+                        "type": "full-rebuild-required",
+                        "workspace": key,
+                        "reason": f"{exc}",
+                        "files": damaged_records(found.capture_root, str(exc)),
+                    }
+                )
             self.problems[key] = str(exc)
             return None
         self.problems.pop(key, None)
@@ -638,11 +652,7 @@ class Engine:
         warnings = sorted({w for c in ws.captures for w in c.warnings}) if ws is not None else []
         if ws is None or not warnings:
             return
-        damaged = sorted(
-            str(path)
-            for path in captures_dir(ws.found.capture_root).glob("*/*/*.json")
-            if any(str(path) in w for w in warnings)
-        )
+        damaged = damaged_records(ws.found.capture_root, "\n".join(warnings))
         log.warning("capture records skipped", workspace=ws.name, records=len(warnings))
         ws.emit(
             {
