@@ -74,7 +74,15 @@ def prepare_socket_dir(socket_path: Path) -> Path:
     if not stat.S_ISDIR(info.st_mode):
         raise SocketPathError(f"{directory} exists and is not a directory")
     if not directory.name.startswith("thinpatch"):
-        return directory  # chosen by the user: theirs to secure
+        # Chosen by the user: its mode is theirs, but clients would refuse a directory
+        # others can write, so the daemon refuses it first, with the same reason.
+        reason = untrusted_reason(directory)
+        if reason is not None:
+            raise SocketPathError(
+                f"refusing to put the socket in {directory}: {reason}. "
+                f"Set --socket or {ENV_SOCKET} to a path in a directory only you can write."
+            )
+        return directory
     if info.st_uid != os.geteuid():
         raise SocketPathError(
             f"{directory} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); "
