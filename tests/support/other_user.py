@@ -46,8 +46,22 @@ def connect_as_nobody(path: Path) -> bytes:
 
 # --------------------------------------------------------------------------- an attacker's processes
 
-# A Python every user can run (the test's own interpreter may live in root's home).
-SYSTEM_PYTHON = "/usr/bin/python3"
+def _python_for_everyone() -> str:
+    """A Python every user can run (the test's own interpreter may live in root's home)."""
+    import shutil
+    import stat
+    import sys
+
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3", shutil.which("python3"), sys.executable):
+        if not candidate or not os.path.exists(candidate):
+            continue
+        real = Path(os.path.realpath(candidate))
+        if all(os.stat(p).st_mode & stat.S_IXOTH for p in (real, *real.parents)):
+            return str(real)
+    return sys.executable  # the attacker's steps will then fail, saying so
+
+
+SYSTEM_PYTHON = _python_for_everyone()
 
 
 def nobody_ids() -> tuple[int, int]:
