@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import structlog
@@ -71,6 +71,13 @@ def sources_edited_since_capture(by_file: dict[str, list[tuple[str, str]]], capt
 def damaged_records(capture_root: Path, warnings: str) -> list[str]:
     """The record files that ``warnings`` (the store's messages) name."""
     return sorted(str(p) for p in captures_dir(capture_root).glob("*/*/*.json") if str(p) in warnings)
+
+
+class Scanned(NamedTuple):
+    found: CapturedWorkspace
+    key: str  # the workspace's real path
+    stamp: tuple[int, ...]
+    prepared: Any  # Loaded | RebuildError for a session about to (re)start, else None
 
 
 @dataclass
@@ -137,6 +144,10 @@ def load_programs(
         )
         served[program.key] = ServedProgram(program, patcher, program_crates(by_scope[program.scope], program.crate))
     return served, notes, by_scope
+
+
+# What load_programs gives: the programs, notes on top crates that are not programs, captures by scope.
+Loaded = tuple[dict[str, "ServedProgram"], list[str], dict[str, Captures]]
 
 
 @dataclass
@@ -442,8 +453,12 @@ class ServedWorkspace:
 
     async def run(self) -> None:
         """Watch and build until cancelled."""
-        self.load_source_map()
-        self.manifest_digests = {m: content_digest(m) for m in self.source_map.manifests}
+
+        def read_sources() -> None:  # dep-info files, git, manifests: not on the event loop
+            self.load_source_map()
+            self.manifest_digests = {m: content_digest(m) for m in self.source_map.manifests}
+
+        await anyio.to_thread.run_sync(read_sources)
         self.watcher = SourceWatcher(
             self.source_map.watched_files(), debounce_ms=self.options.debounce_ms, force_polling=self.options.force_polling
         )
@@ -611,13 +626,18 @@ class Engine:
             return found
         return registered_workspaces(self.env)
 
-    def _start(self, found: CapturedWorkspace) -> ServedWorkspace | None:
-        key = os.path.realpath(found.workspace)
+    def prepare(self, key: str, capture_root: Path) -> Loaded | RebuildError:
+        """A session's programs and captures (reads files: a worker thread's job), or why not."""
         try:
-            programs, notes, scopes = load_programs(
-                key, found.capture_root, keep=self.options.keep_patches, symbol_cache=self.symbol_cache
-            )
+            return load_programs(key, capture_root, keep=self.options.keep_patches, symbol_cache=self.symbol_cache)
         except RebuildError as exc:
+            return exc
+
+    def _start(self, found: CapturedWorkspace, prepared: Loaded | RebuildError | None = None) -> ServedWorkspace | None:
+        key = os.path.realpath(found.workspace)
+        loaded = self.prepare(key, found.capture_root) if prepared is None else prepared
+        if isinstance(loaded, RebuildError):
+            exc = loaded
             if self.problems.get(key) != str(exc):  # once per problem, not once per discovery round
                 self.publish(
                     {
@@ -629,6 +649,7 @@ class Engine:
                 )
             self.problems[key] = str(exc)
             return None
+        programs, notes, scopes = loaded
         self.problems.pop(key, None)
         ws = ServedWorkspace(
             found=CapturedWorkspace(Path(key), found.capture_root),
@@ -689,34 +710,49 @@ class Engine:
             if ws.watcher is not None:
                 ws.watcher.stop()
 
-    def scan(self) -> list[tuple[CapturedWorkspace, str, tuple[int, ...]]]:
-        """The filesystem half of discovery (run in a worker thread): candidates, their
-        real paths and capture stamps."""
-        return [
-            (found, os.path.realpath(found.workspace), capture_stamp(found.capture_root)) for found in self.candidates()
-        ]
+    def scan(
+        self, served: dict[str, tuple[int, ...]] | None = None, stopped: dict[str, tuple[int, ...]] | None = None
+    ) -> list[Scanned]:
+        """The filesystem half of discovery (run in a worker thread): candidates, their real
+        paths and capture stamps, and for each session about to (re)start, its patcher.
+        ``served``/``stopped`` are snapshots of the stamps the loop knows."""
+        entries = []
+        for found in self.candidates():
+            key = os.path.realpath(found.workspace)
+            stamp = capture_stamp(found.capture_root)
+            prepared = None
+            if served is not None:
+                starts = key not in served and (stopped or {}).get(key) != stamp
+                if starts or (key in served and stamp and stamp != served[key]):
+                    prepared = self.prepare(key, found.capture_root)
+            entries.append(Scanned(found, key, stamp, prepared))
+        return entries
 
-    def discover(self, scanned: list[tuple[CapturedWorkspace, str, tuple[int, ...]]] | None = None) -> None:
+    async def scan_in_thread(self) -> list[Scanned]:
+        served = {key: ws.stamp for key, ws in self.served.items()}
+        return await anyio.to_thread.run_sync(self.scan, served, dict(self._stopped_at_stamp))
+
+    def discover(self, scanned: list[Scanned] | None = None) -> None:
         """Start new workspaces; restart the session of any workspace with a fresh capture;
         stop serving registered workspaces whose registry entry is gone (deleted or re-created
         directories are not the workspace that was captured)."""
         scanned = self.scan() if scanned is None else scanned
         if self.fixed is None:
-            for key in set(self.served) - {key for _, key, _ in scanned}:
+            for key in set(self.served) - {entry.key for entry in scanned}:
                 log.info("workspace no longer registered: stopped serving it", workspace=key)
                 self._stop(key)
-        for found, key, stamp in scanned:
+        for found, key, stamp, prepared in scanned:
             ws = self.served.get(key)
             if ws is None:
                 if key in self._stopped_at_stamp and self._stopped_at_stamp[key] == stamp:
                     continue
                 self._stopped_at_stamp.pop(key, None)
-                self._report_damaged_records(self._start(found))
+                self._report_damaged_records(self._start(found, prepared))
                 continue
             if stamp != ws.stamp and stamp:
                 log.info("fresh capture: new session", workspace=key)
                 self._stop(key)
-                started = self._start(found)
+                started = self._start(found, prepared)
                 self._retire(ws, started)
                 self.publish(
                     {
@@ -750,11 +786,11 @@ class Engine:
     async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            self.discover(await anyio.to_thread.run_sync(self.scan))
+            self.discover(await self.scan_in_thread())
             task_status.started(self)
             while True:
                 await anyio.sleep(DISCOVERY_INTERVAL_S)
                 try:
-                    self.discover(await anyio.to_thread.run_sync(self.scan))
+                    self.discover(await self.scan_in_thread())
                 except Exception as exc:
                     log.error("workspace discovery failed", error=repr(exc))
