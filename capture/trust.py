@@ -4,7 +4,8 @@ thinpatch runs the compilers and linkers that capture records name, and its clie
 the libraries a socket tells them about. So every record, capture root, registry entry,
 session cache and socket directory is used only when:
 
-- it belongs to this user and is not writable by group or others, and
+- it belongs to this user and is not writable by group or others (group write is fine
+  when the group is the user's private group, as with umask 002), and
 - every directory above it either belongs to this user and is not writable by others (that
   directory is ours: the walk stops there), or belongs to root and is not writable by others,
   or is a sticky directory such as ``/tmp`` (others can't rename what we own in it).
@@ -32,6 +33,28 @@ class UntrustedPath(PermissionError):
         self.reason = reason
 
 
+def _private_group(gid: int, uid: int) -> bool:
+    """A user private group (the umask-002 convention): named after the user, whose
+    primary group it is, with no other members. Group write there is the user's own."""
+    import grp
+    import pwd
+
+    try:
+        user = pwd.getpwuid(uid)
+        group = grp.getgrgid(gid)
+    except KeyError:
+        return False
+    if user.pw_gid != gid or group.gr_name != user.pw_name or not set(group.gr_mem) <= {user.pw_name}:
+        return False
+    return not any(other.pw_gid == gid and other.pw_uid != uid for other in pwd.getpwall())
+
+
+def _writable_by_others(info: os.stat_result, uid: int) -> bool:
+    if info.st_mode & stat.S_IWOTH:
+        return True
+    return bool(info.st_mode & stat.S_IWGRP) and not _private_group(info.st_gid, uid)
+
+
 def untrusted_reason(path: str | os.PathLike[str], uid: int | None = None) -> str | None:
     """Why ``path`` can't be trusted by ``uid`` (default: this process's user), or ``None``.
 
@@ -46,7 +69,7 @@ def untrusted_reason(path: str | os.PathLike[str], uid: int | None = None) -> st
         return f"{os.fspath(path)} can't be read ({exc.strerror or exc})"
     if info.st_uid != uid:
         return f"{real} belongs to uid {info.st_uid}, not to you (uid {uid})"
-    if info.st_mode & _WRITABLE_BY_OTHERS:
+    if info.st_mode & _WRITABLE_BY_OTHERS and _writable_by_others(info, uid):
         return f"{real} is writable by other users (mode {stat.S_IMODE(info.st_mode):04o})"
     child = real
     while True:
@@ -57,7 +80,7 @@ def untrusted_reason(path: str | os.PathLike[str], uid: int | None = None) -> st
             pinfo = os.stat(parent)
         except OSError as exc:
             return f"{parent} can't be read ({exc.strerror or exc})"
-        writable = pinfo.st_mode & _WRITABLE_BY_OTHERS
+        writable = bool(pinfo.st_mode & _WRITABLE_BY_OTHERS) and _writable_by_others(pinfo, uid)
         sticky = pinfo.st_mode & stat.S_ISVTX
         if pinfo.st_uid == uid and not writable:
             return None  # our own private directory: nobody else can swap what is below it

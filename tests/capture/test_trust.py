@@ -36,7 +36,7 @@ def test_own_private_file_is_trusted(tmp_path):
     require_trusted(f)
 
 
-@pytest.mark.parametrize("mode", [0o620, 0o602, 0o666])
+@pytest.mark.parametrize("mode", [0o602, 0o666])
 def test_file_writable_by_others_is_refused(tmp_path, mode):
     os.chmod(tmp_path, 0o700)
     f = tmp_path / "r.json"
@@ -46,6 +46,32 @@ def test_file_writable_by_others_is_refused(tmp_path, mode):
     with pytest.raises(UntrustedPath) as info:
         require_trusted(f)
     assert str(f) in str(info.value) and "remove it" in str(info.value)
+
+
+@needs_root
+def test_group_write_is_refused_unless_the_group_is_the_users_own(tmp_path):
+    import grp
+
+    os.chmod(tmp_path, 0o700)
+    f = tmp_path / "r.json"
+    f.write_text("{}")
+    os.chmod(f, 0o620)
+    os.chown(f, -1, grp.getgrnam("nogroup").gr_gid if _has_group("nogroup") else pwd.getpwnam("nobody").pw_gid)
+    assert "writable by other users" in untrusted_reason(f)
+    # root's own group, with no other member: a umask-002 setup, where group write is the user's.
+    os.chown(f, -1, 0)
+    if not grp.getgrgid(0).gr_mem and not any(u.pw_gid == 0 and u.pw_uid != 0 for u in pwd.getpwall()):
+        assert untrusted_reason(f) is None
+
+
+def _has_group(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+        return True
+    except KeyError:
+        return False
 
 
 def test_directory_above_writable_by_others_is_refused(tmp_path):
