@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import anyio
 import structlog
 
-from capture.store import Captures, captures_dir, rustc_key
+from capture.store import Captures, captures_dir, list_scopes, load_captures, rustc_key
 from daemon.binary.build_id import process_build_id, process_executable
 from daemon.binary.symbol_cache import SymbolCache
 from daemon.build.rebuild import CompileError, LinkError, MissingCapture, RebuildError
@@ -136,7 +136,12 @@ def load_programs(
     programs, skipped, by_scope = read_programs(workspace, capture_root)
     notes = [s.reason for s in skipped]
     if not by_scope:
-        raise MissingCapture(f"no captures in {capture_root}. Run `thinpatch capture` in {workspace} first.")
+        # Name the records that could not be read: they are why nothing is captured.
+        skipped = [w for scope in list_scopes(capture_root) for w in load_captures(capture_root, scope).warnings]
+        raise MissingCapture(
+            f"no captures in {capture_root}. Run `thinpatch capture` in {workspace} first."
+            + "".join(f"\n  {w}" for w in skipped)
+        )
     served = {}
     for program in programs:
         patcher = Patcher(
