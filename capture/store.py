@@ -468,7 +468,9 @@ def iter_registered_workspaces(env: dict[str, str] | None = None) -> Iterator[di
             continue
         workspace = Path(entry["workspace"])
         identity = directory_identity(workspace)
-        if identity is None or identity != entry.get("identity") or _owner(workspace) != os.geteuid():
+        # Entries written before identities were recorded are judged by their owner alone.
+        recorded = entry.get("identity", identity)
+        if identity is None or identity != recorded or _owner(workspace) != os.geteuid():
             try:
                 os.unlink(path)
             except OSError:

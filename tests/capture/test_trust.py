@@ -272,3 +272,20 @@ def test_registry_entry_others_can_write_is_ignored(tmp_path):
     store.register_workspace(ws, write_capture(ws), env)
     os.chmod(store.registry_entry_path(ws, env), 0o646)
     assert registered_workspaces(env) == []
+
+
+def test_registry_entry_from_before_identities_is_judged_by_its_owner(tmp_path):
+    os.chmod(tmp_path, 0o700)
+    env = {"THINPATCH_STATE_DIR": str(tmp_path / "state")}
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    store.register_workspace(ws, write_capture(ws), env)
+    entry = store.registry_entry_path(ws, env)
+    data = json.loads(entry.read_text())
+    del data["identity"]
+    store.write_json_atomic(entry, data)
+    assert [c.workspace for c in registered_workspaces(env)] == [ws]
+    if is_root:
+        os.chown(ws, nobody_uid(), -1)  # made again by someone else
+        assert registered_workspaces(env) == []
+        assert not entry.exists()
