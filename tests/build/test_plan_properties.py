@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.build.link_plan import UNRESOLVED_DIRECTIVE, build_link_plan
+from daemon.build.link_plan import SELF_BINDING_DIRECTIVE, UNRESOLVED_DIRECTIVE, build_link_plan
 from daemon.build.rustc_plan import (
     set_crate_type,
     set_emit_obj,
@@ -133,7 +133,7 @@ def test_link_plan_on_generated_link_lines(line, patch_objects):
     args = [*line, "-o", "/t/app"]
     plan = build_link_plan({"linker": "cc", "args": args}, patch_objects, "/s/libpatch-1.so", os=OS_LINUX)
     final = list(plan.args)
-    tail = ["-shared", *UNRESOLVED_DIRECTIVE[OS_LINUX], "-o", "/s/libpatch-1.so"]
+    tail = ["-shared", *SELF_BINDING_DIRECTIVE[OS_LINUX], *UNRESOLVED_DIRECTIVE[OS_LINUX], "-o", "/s/libpatch-1.so"]
     assert final[-len(tail):] == tail
     body = final[: -len(tail)]
     # The patch's objects, once each, in order, where the program's first object (or archive) was.
