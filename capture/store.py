@@ -24,6 +24,8 @@ import os
 import time
 from pathlib import Path
 
+from capture.trust import untrusted_reason
+
 # Annotations only (never evaluated): importing `typing` would cost every rustc call.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -174,18 +176,40 @@ def log_warning(capture_root: Path | None, message: str) -> None:
 
 def register_workspace(workspace: Path, capture_root: Path, env: dict[str, str] | None = None) -> None:
     """Record in the per-user registry that ``workspace`` has captures at ``capture_root``."""
-    import hashlib
-
-    digest = hashlib.sha256(str(workspace).encode()).hexdigest()[:16]
     write_json_atomic(
-        registry_dir(env) / f"{digest}.json",
+        registry_entry_path(workspace, env),
         {
             "format": FORMAT_VERSION,
             "workspace": str(workspace),
             "capture_root": str(capture_root),
+            # Which directory was registered: a path deleted and made again is another workspace.
+            "identity": directory_identity(workspace),
             "updated_at": time.time(),
         },
     )
+
+
+def registry_entry_path(workspace: Path, env: dict[str, str] | None = None) -> Path:
+    import hashlib
+
+    digest = hashlib.sha256(str(workspace).encode()).hexdigest()[:16]
+    return registry_dir(env) / f"{digest}.json"
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_uid
+    except OSError:
+        return None
+
+
+def directory_identity(path: Path) -> list[int] | None:
+    """(device, inode) of a directory, or ``None`` if it is gone."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return [info.st_dev, info.st_ino]
 
 
 # --------------------------------------------------------------------------- reading
@@ -320,7 +344,26 @@ class Captures:
         return max(matches, key=lambda l: l.recorded_at, default=None)
 
 
+# The type every required field must have: a record that names a compiler must name it as text.
+_FIELD_TYPES: dict[str, Any] = {
+    "crate_name": str,
+    "kind": str,
+    "crate_types": list,
+    "rustc": str,
+    "args": list,
+    "cwd": str,
+    "env": dict,
+    "recorded_at": (int, float),
+    "linker": str,
+    "output": str,
+}
+
+
 def _load_json(path: Path, required: tuple[str, ...], warnings: list[str]) -> dict[str, Any] | None:
+    reason = untrusted_reason(path)
+    if reason is not None:
+        warnings.append(f"skipped untrusted capture record {path}: {reason}")
+        return None
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -335,6 +378,18 @@ def _load_json(path: Path, required: tuple[str, ...], warnings: list[str]) -> di
             f"skipped capture record {path}: format {data.get('format')!r}, expected {FORMAT_VERSION}"
         )
         return None
+    for name in required:
+        expected = _FIELD_TYPES.get(name)
+        value = data[name]
+        if expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+            warnings.append(f"skipped malformed capture record {path}: field {name!r} has the wrong type")
+            return None
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            warnings.append(f"skipped malformed capture record {path}: field {name!r} must be a list of strings")
+            return None
+        if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
+            warnings.append(f"skipped malformed capture record {path}: field {name!r} must map names to strings")
+            return None
     return data
 
 
@@ -357,6 +412,10 @@ def load_captures(capture_root: Path, scope: str | None = None) -> Captures:
     """
     capture_root = Path(capture_root)
     warnings: list[str] = []
+    reason = untrusted_reason(capture_root)
+    if reason is not None:
+        warnings.append(f"skipped untrusted capture root {capture_root}: {reason}")
+        return Captures(capture_root=capture_root, scope=scope or "", rustc={}, links={}, warnings=warnings)
     if scope is None:
         scopes = list_scopes(capture_root)
         scope = max(scopes, key=lambda s: _newest_mtime(captures_dir(capture_root) / s), default="")
@@ -390,12 +449,37 @@ def _newest_mtime(path: Path) -> float:
 
 
 def iter_registered_workspaces(env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
-    """Yield registry entries ({workspace, capture_root, updated_at}) that still exist."""
-    for path in sorted(registry_dir(env).glob("*.json")):
+    """Yield trusted registry entries ({workspace, capture_root, updated_at}) whose workspace
+    is still the directory that was registered.
+
+    An entry whose workspace is gone, or was made again (another inode), is deleted: a
+    re-created path is a new workspace that nobody has captured yet.
+    """
+    directory = registry_dir(env)
+    if untrusted_reason(directory) is not None:
+        return
+    for path in sorted(directory.glob("*.json")):
+        if untrusted_reason(path) is not None:
+            continue
         try:
             with open(path, encoding="utf-8") as fh:
                 entry = json.load(fh)
         except (OSError, ValueError):
             continue
-        if isinstance(entry, dict) and "workspace" in entry and "capture_root" in entry:
-            yield entry
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("workspace"), str)
+            and isinstance(entry.get("capture_root"), str)
+        ):
+            continue
+        workspace = Path(entry["workspace"])
+        identity = directory_identity(workspace)
+        # Entries written before identities were recorded are judged by their owner alone.
+        recorded = entry.get("identity", identity)
+        if identity is None or identity != recorded or _owner(workspace) != os.geteuid():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            continue
+        yield entry

@@ -4,6 +4,7 @@ The pipeline runs capture → build / binary → service → cli, with ``socket`
   - ``capture`` is stdlib-only and knows nothing of the daemon;
   - ``build`` and ``binary`` use only ``capture``'s records (and the standard library);
   - ``socket`` knows nothing of builds; anyone may use ``socket.protocol``'s types;
+    it shares ``capture.trust`` (who may have written a path) with every other reader;
   - ``service`` uses build, binary and socket.protocol;
   - ``cli`` may use everything.
 """
@@ -24,7 +25,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "capture": (),
     "daemon.build": ("capture",),
     "daemon.binary": ("capture",),
-    "daemon.socket": ("daemon.__version__",),
+    "daemon.socket": ("daemon.__version__", "capture.trust"),
     "daemon.service": ("capture", "daemon.build", "daemon.binary", "daemon.socket.protocol"),
     "daemon.cli": ("capture", "daemon"),
     "daemon.__main__": ("daemon.cli",),

@@ -9,8 +9,10 @@ half-finished rustc must not keep writing into the session.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -150,6 +152,24 @@ async def _drain(stream: ByteReceiveStream | None, sink: list[bytes]) -> None:
         sink.append(chunk)
 
 
+# Linux: a tool started through `setpriv --pdeathsig KILL` is killed by the kernel when the
+# daemon dies, even by SIGKILL, so it never writes into a session the next daemon uses.
+_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+
+
+def dies_with_parent(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """``argv``, started so that it dies with this process where the OS allows.
+
+    Only wrapped when the program exists and is executable: a missing compiler must still
+    fail to start (ToolNotFound), not run a wrapper that reports it."""
+    if _SETPRIV is None or not argv:
+        return list(argv)
+    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+    if program is None or not os.path.isfile(program) or not os.access(program, os.X_OK):
+        return list(argv)
+    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+
+
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -165,7 +185,7 @@ async def run_tool(argv: Sequence[str], *, cwd: str | None, env: Mapping[str, st
     started = time.perf_counter()
     try:
         process = await anyio.open_process(
-            list(argv), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True
+            dies_with_parent(argv, env), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True
         )
     except FileNotFoundError as exc:
         if cwd is not None and not os.path.isdir(cwd):

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capture.store import ensure_private_dir, safe_name
+from capture.trust import require_trusted
 
 DEFAULT_KEEP = 16
 COUNTER_NAME = "patch-counter"
@@ -178,6 +179,7 @@ def open_session(root: Path) -> SessionLayout:
     layout = SessionLayout(Path(root))
     for d in (layout.root, layout.out_dir, layout.deps_dir, layout.patches_dir):
         ensure_private_dir(d)
+    require_trusted(layout.root)  # objects and libraries from here are loaded into the program
     return layout
 
 

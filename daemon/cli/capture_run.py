@@ -13,9 +13,10 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import anyio
 
@@ -31,6 +32,10 @@ _SELECTION_OPTIONS = ("-p", "--package", "--workspace", "--all", "--bin", "--bin
 
 class CaptureError(Exception):
     """The workspace could not be inspected (no Cargo.toml, cargo metadata failed, ...)."""
+
+
+class CaptureUsageError(CaptureError):
+    """The command line names something that can't be captured (not a directory, ...)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class CaptureResult:
     binaries: list[Path] = field(default_factory=list)
     captures: store.Captures | None = None
     warnings: list[str] = field(default_factory=list)
+    recorded_nothing: bool = False  # cargo succeeded, but no record could be written
 
     @property
     def ok(self) -> bool:
@@ -181,8 +187,10 @@ def format_summary(result: CaptureResult) -> str:
     lines = []
     if result.ok:
         lines.append(f"thinpatch: captured {len(result.captured)} crate invocation(s) in {result.duration:.1f}s")
+    elif result.recorded_nothing:
+        lines.append("thinpatch: cargo build finished, but nothing was captured")
     else:
-        lines.append(f"thinpatch: cargo build failed (exit {result.exit_code}); {len(result.captured)} crate(s) captured")
+        lines.append(f"thinpatch: cargo build failed (exit {result.exit_code}); nothing new was captured")
     if result.captured:
         lines.append("  crates:  " + ", ".join(sorted(result.captured)))
     for binary in result.binaries:
@@ -196,8 +204,24 @@ def format_summary(result: CaptureResult) -> str:
 # --------------------------------------------------------------------------- effects
 
 
+def _tool_error(tool: str, exc: OSError) -> CaptureError:
+    variable = {"cargo": "CARGO"}.get(os.path.basename(tool), "RUSTC")
+    if os.path.basename(tool) not in ("cargo", "rustc"):
+        where = f"{tool} (from ${variable})"
+    else:
+        where = f"`{tool}`"
+    reason = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+    return CaptureError(
+        f"cannot run {where}: {reason}. Install the Rust toolchain (rustup) or point ${variable} at a working "
+        f"{os.path.basename(tool) if os.path.basename(tool) in ('cargo', 'rustc') else variable.lower()}."
+    )
+
+
 async def _run_text(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
-    result = await anyio.run_process(cmd, cwd=cwd, env=env, check=False)
+    try:
+        result = await anyio.run_process(cmd, cwd=cwd, env=env, check=False)
+    except OSError as exc:
+        raise _tool_error(cmd[0], exc) from None
     if result.returncode != 0:
         raise CaptureError(f"`{' '.join(cmd)}` failed ({result.returncode}):\n{result.stderr.decode(errors='replace')}")
     return result.stdout.decode()
@@ -256,13 +280,25 @@ async def _run_cargo(cmd: list[str], cwd: Path, env: dict[str, str], collect_jso
         return await proc.wait(), lines
 
 
+@contextmanager
+def capture_lock(capture_root: Path) -> Iterator[None]:
+    """Hold the capture lock (see capture.store.capture_lock_path) while records are rewritten."""
+    fd = hold_capture_lock(capture_root)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def hold_capture_lock(capture_root: Path) -> int | None:
-    """Take the capture lock (see capture.store.capture_lock_path); None if it can't be made."""
+    """Take the capture lock; None if it can't be made (a daemon may then reload mid-build,
+    the capture itself still works)."""
     try:
         store.ensure_private_dir(capture_root)
         fd = os.open(store.capture_lock_path(capture_root), os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
-        return None  # a daemon may then reload mid-build; the capture itself still works
+        return None
     fcntl.flock(fd, fcntl.LOCK_EX)  # a second capture of the same workspace waits its turn
     return fd
 
@@ -276,60 +312,125 @@ async def capture_workspace(
     wrapper: str = "workspace",
 ) -> CaptureResult:
     base_env = dict(os.environ if env is None else env)
-    info = await inspect_workspace(Path(workspace or os.getcwd()).resolve(), base_env)
+    directory = Path(workspace or os.getcwd())
+    if not directory.is_dir():
+        what = "does not exist" if not directory.exists() else "is not a directory"
+        raise CaptureUsageError(
+            f"{directory} {what}. Pass the workspace directory (the one with Cargo.toml) to --workspace, "
+            "or run `thinpatch capture` inside it."
+        )
+    info = await inspect_workspace(directory.resolve(), base_env)
     capture_root = info.target_dir / store.CAPTURE_DIRNAME
     scope = store.scope_name(target, profile_dir_name(release, cargo_args))
-    run_env = capture_env(
-        base_env, rustc_shim=find_shim(RUSTC_SHIM), capture_root=capture_root, workspace=info.root, host_triple=info.host_triple,
-        wrapper=wrapper,
-    )
-    collect_json = not any(a.startswith("--message-format") for a in cargo_args)
-    cmd = cargo_build_command(release, target, cargo_args)
-    if collect_json:
-        cmd.append("--message-format=json-render-diagnostics")
-
-    started = time.time()
-    touched_at = started
-    lock = hold_capture_lock(capture_root)
-    old_times = touch_sources(crate_roots_to_touch(info.members), touched_at)
-    try:
-        exit_code, messages = await _run_cargo(cmd, info.root, run_env, collect_json)
-    finally:
-        restore_times(old_times, touched_at)
-        if lock is not None:
-            os.close(lock)  # releases the lock: a daemon may reload now that every binary is linked
-    duration = time.time() - started
-
-    warnings: list[str] = []
-    captures = store.load_captures(capture_root, scope)
-    warnings.extend(captures.warnings)
-    captured = sorted(k for k, r in captures.rustc.items() if r.recorded_at >= touched_at)
-    binaries = binaries_from_messages(messages)
-    if not binaries:
-        binaries = [Path(link.output) for link in captures.links.values() if link.recorded_at >= touched_at]
-    if exit_code == 0 and not captured:
-        warnings.append("no crate was recorded: see " + str(store.log_path(capture_root)))
-    warnings.extend(unpatchable_programs(captures, captured))
-    if exit_code == 0:
+    # Held until the records are final (a failed build restores the last good ones): a
+    # daemon reloads only after its release, when every binary is linked.
+    with capture_lock(capture_root):
         try:
-            store.register_workspace(info.root, capture_root, base_env)
-        except OSError as exc:
-            warnings.append(f"could not register the workspace: {exc}")
-    return CaptureResult(
-        workspace=info.root,
-        target_dir=info.target_dir,
-        capture_root=capture_root,
-        scope=scope,
-        host_triple=info.host_triple,
-        exit_code=exit_code,
-        cargo_command=cmd,
-        started_at=started,
-        duration=duration,
-        captured=captured,
-        binaries=binaries,
-        captures=captures,
-        warnings=warnings,
-    )
+            last_good = keep_last_good(capture_root, scope)
+        except OSError:
+            last_good = None  # nothing readable to keep; the build's outcome says the rest
+        run_env = capture_env(
+            base_env, rustc_shim=find_shim(RUSTC_SHIM), capture_root=capture_root, workspace=info.root, host_triple=info.host_triple,
+            wrapper=wrapper,
+        )
+        collect_json = not any(a.startswith("--message-format") for a in cargo_args)
+        cmd = cargo_build_command(release, target, cargo_args)
+        if collect_json:
+            cmd.append("--message-format=json-render-diagnostics")
+
+        started = time.time()
+        touched_at = started
+        old_times = touch_sources(crate_roots_to_touch(info.members), touched_at)
+        try:
+            try:
+                exit_code, messages = await _run_cargo(cmd, info.root, run_env, collect_json)
+            except OSError as exc:
+                raise _tool_error(cmd[0], exc) from None
+        except BaseException:
+            restore_last_good(capture_root, scope, last_good)
+            raise
+        finally:
+            restore_times(old_times, touched_at)
+        duration = time.time() - started
+
+        warnings: list[str] = []
+        recorded_nothing = False
+        captures = store.load_captures(capture_root, scope)
+        captured = sorted(k for k, r in captures.rustc.items() if r.recorded_at >= touched_at)
+        binaries = binaries_from_messages(messages)
+        if not binaries:
+            binaries = [Path(link.output) for link in captures.links.values() if link.recorded_at >= touched_at]
+        if exit_code == 0 and not captured:
+            logs = [p for p in (store.log_path(capture_root), store.state_dir(base_env) / store.LOG_NAME) if p.exists()]
+            warnings.append(
+                f"cargo built, but no crate was recorded under {capture_root}"
+                + (f": see {logs[0]}" if logs else "")
+                + ". Check that the target directory is writable, then capture again."
+            )
+            exit_code, recorded_nothing = 1, True
+        if exit_code != 0:
+            # A failed build is not a capture: the previous good one stays, and is what is served.
+            restore_last_good(capture_root, scope, last_good)
+            captures = store.load_captures(capture_root, scope)
+            captured, binaries = [], []
+            if last_good is not None:
+                warnings.append(f"kept the last good capture in {store.captures_dir(capture_root) / scope}")
+        else:
+            discard_last_good(last_good)
+        warnings.extend(captures.warnings)
+        warnings.extend(unpatchable_programs(captures, captured))
+        if exit_code == 0:
+            try:
+                store.register_workspace(info.root, capture_root, base_env)
+            except OSError as exc:
+                warnings.append(f"could not register the workspace: {exc}")
+        return CaptureResult(
+            workspace=info.root,
+            target_dir=info.target_dir,
+            capture_root=capture_root,
+            scope=scope,
+            host_triple=info.host_triple,
+            exit_code=exit_code,
+            cargo_command=cmd,
+            started_at=started,
+            duration=duration,
+            captured=captured,
+            binaries=binaries,
+            captures=captures,
+            warnings=warnings,
+            recorded_nothing=recorded_nothing,
+        )
+
+
+def _last_good_dir(capture_root: Path, scope: str) -> Path:
+    return capture_root / "last-good" / scope
+
+
+def keep_last_good(capture_root: Path, scope: str) -> Path | None:
+    """Copy the scope's current records aside before a build overwrites them."""
+    current = store.captures_dir(capture_root) / scope
+    if not current.is_dir():
+        return None
+    backup = _last_good_dir(capture_root, scope)
+    shutil.rmtree(backup, ignore_errors=True)
+    store.ensure_private_dir(backup.parent)
+    shutil.copytree(current, backup, symlinks=True)
+    return backup
+
+
+def restore_last_good(capture_root: Path, scope: str, backup: Path | None) -> None:
+    current = store.captures_dir(capture_root) / scope
+    shutil.rmtree(current, ignore_errors=True)  # without a good capture before, leave none
+    if backup is not None:
+        try:
+            os.replace(backup, current)
+        except OSError:
+            pass
+
+
+def discard_last_good(backup: Path | None) -> None:
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
 
 
 def run_capture(

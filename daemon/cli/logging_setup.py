@@ -34,10 +34,12 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None, json
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
+    # Never rich's traceback: it prints every frame's locals (show_locals), and a frame
+    # replaying a build holds its recorded environment. Plain tracebacks show code only.
     renderer = (
         structlog.processors.JSONRenderer()
         if json_lines
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(

@@ -9,7 +9,7 @@ import anyio
 import structlog
 
 from daemon.service.engine import Engine, EngineOptions
-from daemon.socket.server import DaemonServer
+from daemon.socket.server import DaemonServer, client_limit, raise_fd_limit
 
 log = structlog.get_logger("thinpatch.serve")
 
@@ -26,8 +26,9 @@ async def serve_forever(
     On the way out the watcher stops through its stop event, running builds are cancelled
     (their process groups killed) and the server removes its socket file.
     """
+    fd_limit = raise_fd_limit()
     engine = Engine(workspaces=workspaces, options=options)
-    server = DaemonServer(engine, socket_path)
+    server = DaemonServer(engine, socket_path, max_clients=client_limit(fd_limit))
     engine.publish = server.publish
     engine.count_receivers = server.processes_running
     async with anyio.create_task_group() as tg:

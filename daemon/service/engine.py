@@ -15,12 +15,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import structlog
 
-from capture.store import Captures, capture_lock_path, captures_dir, rustc_key
+from capture.store import Captures, capture_lock_path, captures_dir, list_scopes, load_captures, rustc_key
 from daemon.binary.build_id import process_build_id, process_executable
 from daemon.binary.symbol_cache import SymbolCache
 from daemon.build.rebuild import CompileError, LinkError, MissingCapture, RebuildError
@@ -84,6 +84,18 @@ def sources_edited_since_capture(by_file: dict[str, list[tuple[str, str]]], capt
     return edited
 
 
+def damaged_records(capture_root: Path, warnings: str) -> list[str]:
+    """The record files that ``warnings`` (the store's messages) name."""
+    return sorted(str(p) for p in captures_dir(capture_root).glob("*/*/*.json") if str(p) in warnings)
+
+
+class Scanned(NamedTuple):
+    found: CapturedWorkspace
+    key: str  # the workspace's real path
+    stamp: tuple[int, ...]
+    prepared: Any  # Loaded | RebuildError for a session about to (re)start, else None
+
+
 @dataclass
 class EngineOptions:
     debounce_ms: int = DEFAULT_DEBOUNCE_MS
@@ -140,7 +152,12 @@ def load_programs(
     programs, skipped, by_scope = read_programs(workspace, capture_root)
     notes = [s.reason for s in skipped]
     if not by_scope:
-        raise MissingCapture(f"no captures in {capture_root}. Run `thinpatch capture` in {workspace} first.")
+        # Name the records that could not be read: they are why nothing is captured.
+        skipped = [w for scope in list_scopes(capture_root) for w in load_captures(capture_root, scope).warnings]
+        raise MissingCapture(
+            f"no captures in {capture_root}. Run `thinpatch capture` in {workspace} first."
+            + "".join(f"\n  {w}" for w in skipped)
+        )
     served = {}
     for program in programs:
         patcher = Patcher(
@@ -148,6 +165,10 @@ def load_programs(
         )
         served[program.key] = ServedProgram(program, patcher, program_crates(by_scope[program.scope], program.crate))
     return served, notes, by_scope
+
+
+# What load_programs gives: the programs, notes on top crates that are not programs, captures by scope.
+Loaded = tuple[dict[str, "ServedProgram"], list[str], dict[str, Captures]]
 
 
 @dataclass
@@ -453,8 +474,12 @@ class ServedWorkspace:
 
     async def run(self) -> None:
         """Watch and build until cancelled."""
-        self.load_source_map()
-        self.manifest_digests = {m: content_digest(m) for m in self.source_map.manifests}
+
+        def read_sources() -> None:  # dep-info files, git, manifests: not on the event loop
+            self.load_source_map()
+            self.manifest_digests = {m: content_digest(m) for m in self.source_map.manifests}
+
+        await anyio.to_thread.run_sync(read_sources)
         self.watcher = SourceWatcher(
             self.source_map.watched_files(), debounce_ms=self.options.debounce_ms, force_polling=self.options.force_polling
         )
@@ -500,6 +525,7 @@ class Engine:
         self.symbol_cache = SymbolCache()
         self._ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
+        self._stopped_at_stamp: dict[str, tuple[int, ...]] = {}
 
     # ------------------------------------------------------------------ server protocol
 
@@ -511,7 +537,7 @@ class Engine:
             "debounce_ms": self.options.debounce_ms,
         }
 
-    def _find(self, workspace: str | None) -> ServedWorkspace:
+    def _find(self, workspace: str | None, real: str | None = None) -> ServedWorkspace:
         if workspace is None:
             if len(self.served) == 1:
                 return next(iter(self.served.values()))
@@ -519,7 +545,7 @@ class Engine:
                 "name the workspace: the daemon serves "
                 + (", ".join(sorted(self.served)) or "no workspace yet (run `thinpatch capture`)")
             )
-        key = os.path.realpath(workspace)
+        key = real if real is not None else os.path.realpath(workspace)
         if key not in self.served:
             raise RequestError(
                 f"workspace {workspace} is not served; served: {', '.join(sorted(self.served)) or 'none'}. "
@@ -528,7 +554,9 @@ class Engine:
         return self.served[key]
 
     async def request_rebuild(self, workspace: str | None, crate: str | None) -> None:
-        ws = self._find(workspace)
+        # realpath touches the filesystem once per component: never on the event loop.
+        real = None if workspace is None else await anyio.to_thread.run_sync(os.path.realpath, workspace)
+        ws = self._find(workspace, real)
         if crate is None:
             keys = {tuple(sp.program.crate.rsplit(".", 1)) for sp in ws.programs.values()}
         else:
@@ -620,15 +648,30 @@ class Engine:
             return found
         return registered_workspaces(self.env)
 
-    def _start(self, found: CapturedWorkspace) -> ServedWorkspace | None:
-        key = os.path.realpath(found.workspace)
+    def prepare(self, key: str, capture_root: Path) -> Loaded | RebuildError:
+        """A session's programs and captures (reads files: a worker thread's job), or why not."""
         try:
-            programs, notes, scopes = load_programs(
-                key, found.capture_root, keep=self.options.keep_patches, symbol_cache=self.symbol_cache
-            )
+            return load_programs(key, capture_root, keep=self.options.keep_patches, symbol_cache=self.symbol_cache)
         except RebuildError as exc:
+            return exc
+
+    def _start(self, found: CapturedWorkspace, prepared: Loaded | RebuildError | None = None) -> ServedWorkspace | None:
+        key = os.path.realpath(found.workspace)
+        loaded = self.prepare(key, found.capture_root) if prepared is None else prepared
+        if isinstance(loaded, RebuildError):
+            exc = loaded
+            if self.problems.get(key) != str(exc):  # once per problem, not once per discovery round
+                self.publish(
+                    {
+                        "type": "full-rebuild-required",
+                        "workspace": key,
+                        "reason": f"{exc}",
+                        "files": damaged_records(found.capture_root, str(exc)),
+                    }
+                )
             self.problems[key] = str(exc)
             return None
+        programs, notes, scopes = loaded
         self.problems.pop(key, None)
         ws = ServedWorkspace(
             found=CapturedWorkspace(Path(key), found.capture_root),
@@ -652,11 +695,7 @@ class Engine:
         warnings = sorted({w for c in ws.captures for w in c.warnings}) if ws is not None else []
         if ws is None or not warnings:
             return
-        damaged = sorted(
-            str(path)
-            for path in captures_dir(ws.found.capture_root).glob("*/*/*.json")
-            if any(str(path) in w for w in warnings)
-        )
+        damaged = damaged_records(ws.found.capture_root, "\n".join(warnings))
         log.warning("capture records skipped", workspace=ws.name, records=len(warnings))
         ws.emit(
             {
@@ -674,9 +713,11 @@ class Engine:
             try:
                 await ws.run()
             except Exception as exc:
-                log.exception("workspace stopped", workspace=ws.name)
-                self.problems[ws.name] = f"stopped watching: {exc}"
+                log.error("workspace stopped", workspace=ws.name, error=repr(exc))
+                self.problems[ws.name] = f"stopped watching: {exc}. Run `thinpatch capture` again to serve it."
                 self.served.pop(ws.name, None)
+                # Not restarted until a new capture: a damaged one would fail the same way every second.
+                self._stopped_at_stamp[ws.name] = ws.stamp
 
     def _stop(self, key: str) -> None:
         ws = self.served.pop(key, None)
@@ -691,21 +732,55 @@ class Engine:
             if ws.watcher is not None:
                 ws.watcher.stop()
 
-    def discover(self) -> None:
-        """Start new workspaces; restart the session of any workspace with a fresh capture."""
+    def scan(
+        self, served: dict[str, tuple[int, ...]] | None = None, stopped: dict[str, tuple[int, ...]] | None = None
+    ) -> list[Scanned]:
+        """The filesystem half of discovery (run in a worker thread): candidates, their real
+        paths and capture stamps, and for each session about to (re)start, its patcher.
+        ``served``/``stopped`` are snapshots of the stamps the loop knows."""
+        entries = []
+        known = served if served is not None else {key: ws.stamp for key, ws in self.served.items()}
         for found in self.candidates():
-            if capture_in_progress(found.capture_root):
-                continue  # reload once the capture has linked every binary
             key = os.path.realpath(found.workspace)
-            ws = self.served.get(key)
-            if ws is None:
-                self._report_damaged_records(self._start(found))
+            if capture_in_progress(found.capture_root):
+                # Reload once the capture has linked every binary; meanwhile nothing changes.
+                if key in known:
+                    entries.append(Scanned(found, key, known[key], None))
                 continue
             stamp = capture_stamp(found.capture_root)
+            prepared = None
+            if served is not None:
+                starts = key not in served and (stopped or {}).get(key) != stamp
+                if starts or (key in served and stamp and stamp != served[key]):
+                    prepared = self.prepare(key, found.capture_root)
+            entries.append(Scanned(found, key, stamp, prepared))
+        return entries
+
+    async def scan_in_thread(self) -> list[Scanned]:
+        served = {key: ws.stamp for key, ws in self.served.items()}
+        return await anyio.to_thread.run_sync(self.scan, served, dict(self._stopped_at_stamp))
+
+    def discover(self, scanned: list[Scanned] | None = None) -> None:
+        """Start new workspaces; restart the session of any workspace with a fresh capture;
+        stop serving registered workspaces whose registry entry is gone (deleted or re-created
+        directories are not the workspace that was captured)."""
+        scanned = self.scan() if scanned is None else scanned
+        if self.fixed is None:
+            for key in set(self.served) - {entry.key for entry in scanned}:
+                log.info("workspace no longer registered: stopped serving it", workspace=key)
+                self._stop(key)
+        for found, key, stamp, prepared in scanned:
+            ws = self.served.get(key)
+            if ws is None:
+                if key in self._stopped_at_stamp and self._stopped_at_stamp[key] == stamp:
+                    continue
+                self._stopped_at_stamp.pop(key, None)
+                self._report_damaged_records(self._start(found, prepared))
+                continue
             if stamp != ws.stamp and stamp:
                 log.info("fresh capture: new session", workspace=key)
                 self._stop(key)
-                started = self._start(found)
+                started = self._start(found, prepared)
                 self._retire(ws, started)
                 self.publish(
                     {
@@ -739,11 +814,11 @@ class Engine:
     async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            self.discover()
+            self.discover(await self.scan_in_thread())
             task_status.started(self)
             while True:
                 await anyio.sleep(DISCOVERY_INTERVAL_S)
                 try:
-                    self.discover()
-                except Exception:
-                    log.exception("workspace discovery failed")
+                    self.discover(await self.scan_in_thread())
+                except Exception as exc:
+                    log.error("workspace discovery failed", error=repr(exc))

@@ -27,8 +27,9 @@ import anyio
 import anyio.abc
 
 from daemon.socket import protocol
+from daemon.socket.peercred import peer_credentials
 from daemon.socket.protocol import LineBuffer, ProtocolError
-from daemon.socket.socket_paths import default_socket_path
+from daemon.socket.socket_paths import ENV_SOCKET, default_socket_path, untrusted_socket_reason
 
 DEFAULT_TIMEOUT_S = 5.0
 # Events buffered on the client side before the reader stops reading (and the daemon,
@@ -38,6 +39,31 @@ EVENT_BUFFER = 4096
 
 class DaemonUnavailable(ConnectionError):
     """No daemon answers at the socket path."""
+
+
+class DaemonNotTrusted(DaemonUnavailable):
+    """Whatever listens at the socket path might not be this user's daemon: refused."""
+
+
+def _not_trusted(socket_path: Path, reason: str) -> DaemonNotTrusted:
+    return DaemonNotTrusted(
+        f"refusing to talk to {socket_path}: {reason}. Another user could be impersonating the daemon; "
+        f"remove that directory (or set {ENV_SOCKET} to a path in a directory only you can write) "
+        "and start the daemon again."
+    )
+
+
+def verify_peer(stream: anyio.abc.SocketStream, socket_path: Path) -> None:
+    """Refuse a daemon that runs as another user (SO_PEERCRED / LOCAL_PEERCRED)."""
+    raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+    try:
+        credentials = peer_credentials(raw)
+    except OSError as exc:
+        raise _not_trusted(socket_path, f"cannot tell who runs the daemon ({exc.strerror or exc})") from None
+    if credentials is None:
+        raise _not_trusted(socket_path, "this system does not say who runs the daemon")
+    if credentials.uid != os.geteuid():
+        raise _not_trusted(socket_path, f"the daemon runs as uid {credentials.uid}, not as you (uid {os.geteuid()})")
 
 
 class DaemonDisconnected(ConnectionError):
@@ -148,18 +174,21 @@ class DaemonClient:
                 self.disconnect_reason = "this client fell behind reading events"
 
 
+START_HINT = "Start it with `thinpatch serve` (or `thinpatch service install` to start it with your session)."
+
+
 async def _open(path: Path) -> anyio.abc.SocketStream:
     try:
         return await anyio.connect_unix(os.fspath(path))
     except FileNotFoundError:
-        raise DaemonUnavailable(f"thinpatch daemon is not running (no socket at {path})") from None
+        raise DaemonUnavailable(f"thinpatch daemon is not running (no socket at {path}). {START_HINT}") from None
     except ConnectionRefusedError:
-        raise DaemonUnavailable(f"thinpatch daemon is not running (stale socket at {path})") from None
+        raise DaemonUnavailable(f"thinpatch daemon is not running (stale socket at {path}). {START_HINT}") from None
     except PermissionError:
         raise DaemonUnavailable(f"permission denied connecting to {path}") from None
     except OSError as exc:
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
-            raise DaemonUnavailable(f"thinpatch daemon is not running at {path}") from None
+            raise DaemonUnavailable(f"thinpatch daemon is not running at {path}. {START_HINT}") from None
         raise DaemonUnavailable(f"cannot connect to {path}: {exc.strerror or exc}") from None
 
 
@@ -178,12 +207,20 @@ async def _read_hello(stream: anyio.abc.SocketStream, lines: LineBuffer) -> tupl
 async def connect(path: Path | str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> AsyncIterator[DaemonClient]:
     """Connect, read the daemon's ``hello``, and yield a :class:`DaemonClient`."""
     socket_path = Path(path) if path else default_socket_path()
+    reason = untrusted_socket_reason(socket_path)
+    if reason is not None:
+        raise _not_trusted(socket_path, reason)
     try:
         with anyio.fail_after(timeout):
             stream = await _open(socket_path)
     except TimeoutError:
         raise DaemonUnavailable(f"timed out connecting to {socket_path}") from None
     async with stream:
+        try:
+            verify_peer(stream, socket_path)
+        except DaemonNotTrusted:
+            await stream.aclose()
+            raise
         lines = LineBuffer(protocol.MAX_LINE_BYTES)
         try:
             with anyio.fail_after(timeout):
@@ -201,10 +238,16 @@ async def connect(path: Path | str | None = None, *, timeout: float = DEFAULT_TI
         client.hello = first
         for line in rest:  # lines that arrived together with the hello
             client._dispatch(protocol.decode(line))
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client._read_forever, lines)
-            try:
-                yield client
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client._read_forever, lines)
+                try:
+                    yield client
+                finally:
+                    tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The caller's own error (RequestFailed, ...) as itself, not wrapped by the reader's task group.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 

@@ -16,6 +16,12 @@ PROTOCOL_VERSION = 1
 
 # A line longer than this (excluding its newline) is refused and the connection closed.
 MAX_LINE_BYTES = 1024 * 1024
+# Limits on what one message may hold, so that no line can make the parser recurse,
+# compute or allocate without bound. Addresses are u64: at most 20 digits.
+MAX_DEPTH = 32
+MAX_INT_DIGITS = 20
+# Paths longer than PATH_MAX can't name a workspace (and would make path work slow).
+MAX_PATH_BYTES = 4096
 
 # Client → daemon.
 REQUEST_TYPES = ("subscribe", "status", "rebuild", "patch-result", "ping", "shutdown")
@@ -38,6 +44,10 @@ EVENT_TYPES = (
 
 # Crate names as cargo and rustc accept them. Anything else (paths, `..`) is refused early.
 _CRATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
+
+
+def is_crate_name(text: str) -> bool:
+    return bool(_CRATE_NAME.fullmatch(text))
 
 
 class ProtocolError(ValueError):
@@ -77,12 +87,50 @@ def decode(line: bytes) -> dict[str, Any]:
     if not text:
         raise ProtocolError("empty line: expected a JSON object")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=_bounded_int, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"message is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:
+        raise ProtocolError(f"message is nested too deeply (limit {MAX_DEPTH} levels)") from None
     if not isinstance(value, dict):
         raise ProtocolError(f"message must be a JSON object, got {_json_kind(value)}")
+    _check_value(value)
     return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ProtocolError(f"message holds an integer of {len(text)} digits (limit {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ProtocolError(f"message holds {name}, which is not JSON")
+
+
+def _check_value(value: Any) -> None:
+    """Depth and text limits, checked without recursion."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ProtocolError(f"message is nested too deeply (limit {MAX_DEPTH} levels)")
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                _check_text(key)
+                stack.append((inner, depth + 1))
+        elif isinstance(item, list):
+            stack.extend((inner, depth + 1) for inner in item)
+        elif isinstance(item, str):
+            _check_text(item)
+
+
+def _check_text(text: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ProtocolError("message holds a lone surrogate (\\ud800-\\udfff) in a string: not valid text") from None
 
 
 class LineBuffer:
@@ -245,6 +293,8 @@ def _optional_workspace(message: dict[str, Any], seq: int | None) -> str | None:
         return None
     if "\0" in value or not value.startswith("/"):
         raise ProtocolError("field 'workspace' must be an absolute path", seq)
+    if len(value.encode("utf-8")) > MAX_PATH_BYTES:
+        raise ProtocolError(f"field 'workspace' is longer than {MAX_PATH_BYTES} bytes: not a path", seq)
     return value
 
 

@@ -46,6 +46,13 @@ log = structlog.get_logger("thinpatch.server")
 
 DEFAULT_QUEUE_LIMIT = 256
 DEFAULT_MAX_CLIENTS = 1024
+# File descriptors kept free for builds (pipes, objects), the watcher and the symbol cache.
+RESERVED_FDS = 256
+MAX_FD_SOFT_LIMIT = 65536
+# A connection that has not subscribed is closed after this long without a request.
+IDLE_TIMEOUT_S = 60.0
+# Unfinished lines held for all clients together; a client past it is disconnected.
+TOTAL_PENDING_INPUT_BYTES = 32 * 1024 * 1024
 READ_CHUNK_BYTES = 64 * 1024
 # A writer sends queued messages in batches of up to this many bytes.
 WRITE_BATCH_BYTES = 256 * 1024
@@ -54,6 +61,26 @@ WRITE_BATCH_BYTES = 256 * 1024
 FLUSH_TIMEOUT_S = 0.5
 FINAL_MESSAGE_TIMEOUT_S = 0.2
 ENV_VALIDATE = "THINPATCH_VALIDATE_PROTOCOL"
+
+
+def raise_fd_limit(ceiling: int = MAX_FD_SOFT_LIMIT) -> int:
+    """Raise the soft limit on open files toward the hard limit; return the soft limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = ceiling if hard == resource.RLIM_INFINITY else min(hard, ceiling)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return ceiling if soft == resource.RLIM_INFINITY else soft
+
+
+def client_limit(fd_limit: int) -> int:
+    """How many clients fit beside the descriptors builds need (one descriptor each)."""
+    return max(8, min(DEFAULT_MAX_CLIENTS * 4, fd_limit - RESERVED_FDS))
 
 
 class Engine(Protocol):
@@ -134,7 +161,9 @@ class DaemonServer:
         socket_path: Path | str | None = None,
         *,
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
-        max_clients: int = DEFAULT_MAX_CLIENTS,
+        max_clients: int | None = None,
+        idle_timeout: float = IDLE_TIMEOUT_S,
+        max_pending_input: int = TOTAL_PENDING_INPUT_BYTES,
         validate: bool | None = None,
         listen_socket: socket.socket | None = None,
         version: str = __version__,
@@ -142,7 +171,14 @@ class DaemonServer:
         self.engine = engine
         self.socket_path = Path(socket_path) if socket_path else default_socket_path()
         self.queue_limit = queue_limit
+        if max_clients is None:
+            import resource
+
+            max_clients = client_limit(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         self.max_clients = max_clients
+        self.idle_timeout = idle_timeout
+        self.max_pending_input = max_pending_input
+        self.pending_input = 0  # bytes of unfinished lines held for all clients
         self.version = version
         self.socket_activated = False
         self._listen_socket = listen_socket
@@ -309,24 +345,45 @@ class DaemonServer:
 
     async def _read_loop(self, connection: _Connection) -> None:
         lines = LineBuffer(MAX_LINE_BYTES)
-        while connection.drop_reason is None:
-            try:
-                chunk = await connection.stream.receive(READ_CHUNK_BYTES)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                last = lines.finish()
-                if last is not None:
-                    await self._handle_line(connection, last)
-                return
-            try:
-                complete = lines.feed(chunk)
-            except LineTooLong as exc:
-                log.warning("client sent an oversized line", client=connection.number)
-                connection.enqueue(self._encode(protocol.error(str(exc))))
-                return
-            for line in complete:
-                await self._handle_line(connection, line)
-                if connection.drop_reason is not None:
+        held = 0  # this connection's share of self.pending_input
+        try:
+            while connection.drop_reason is None:
+                # Subscribers may stay silent for ever; anyone else must keep asking.
+                timeout = self.idle_timeout if connection.subscription is None else None
+                chunk = None
+                with anyio.move_on_after(timeout):
+                    try:
+                        chunk = await connection.stream.receive(READ_CHUNK_BYTES)
+                    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                        last = lines.finish()
+                        if last is not None:
+                            await self._handle_line(connection, last)
+                        return
+                if chunk is None:
+                    connection.drop(
+                        f"disconnected: no request for {self.idle_timeout:g} s and no subscription"
+                    )
                     return
+                try:
+                    complete = lines.feed(chunk)
+                except LineTooLong as exc:
+                    log.warning("client sent an oversized line", client=connection.number)
+                    connection.enqueue(self._encode(protocol.error(str(exc))))
+                    return
+                self.pending_input += lines.pending_bytes - held
+                held = lines.pending_bytes
+                if held and self.pending_input > self.max_pending_input:
+                    connection.drop(
+                        "disconnected: the daemon holds too much unfinished input from its clients; "
+                        "send each message as one complete line"
+                    )
+                    return
+                for line in complete:
+                    await self._handle_line(connection, line)
+                    if connection.drop_reason is not None:
+                        return
+        finally:
+            self.pending_input -= held
 
     async def _write_loop(self, connection: _Connection) -> None:
         try:

@@ -11,6 +11,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from capture.trust import untrusted_reason
+
 ENV_SOCKET = "THINPATCH_SOCKET"
 SOCKET_NAME = "thinpatch.sock"
 
@@ -56,17 +58,31 @@ def prepare_socket_dir(socket_path: Path) -> Path:
     """
     directory = socket_path.parent
     try:
-        directory.mkdir(mode=0o700, parents=False)
-    except FileNotFoundError:
-        directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.mkdir(mode=0o700, exist_ok=True)
-    except FileExistsError:
-        pass
-    info = os.lstat(directory)
+        try:
+            directory.mkdir(mode=0o700, parents=False)
+        except FileNotFoundError:
+            directory.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)
+        except FileExistsError:
+            pass
+        info = os.lstat(directory)
+    except OSError as exc:
+        raise SocketPathError(
+            f"cannot create the socket directory {directory}: {exc.strerror or exc}. "
+            f"Choose a socket path in a directory you can write (--socket or {ENV_SOCKET})."
+        ) from None
     if not stat.S_ISDIR(info.st_mode):
         raise SocketPathError(f"{directory} exists and is not a directory")
     if not directory.name.startswith("thinpatch"):
-        return directory  # chosen by the user: theirs to secure
+        # Chosen by the user: its mode is theirs, but clients would refuse a directory
+        # others can write, so the daemon refuses it first, with the same reason.
+        reason = untrusted_reason(directory)
+        if reason is not None:
+            raise SocketPathError(
+                f"refusing to put the socket in {directory}: {reason}. "
+                f"Set --socket or {ENV_SOCKET} to a path in a directory only you can write."
+            )
+        return directory
     if info.st_uid != os.geteuid():
         raise SocketPathError(
             f"{directory} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}); "
@@ -75,3 +91,26 @@ def prepare_socket_dir(socket_path: Path) -> Path:
     if stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(directory, 0o700)
     return directory
+
+
+def untrusted_socket_reason(socket_path: Path, uid: int | None = None) -> str | None:
+    """Why a client must not talk to whatever listens at ``socket_path``, or ``None``.
+
+    The directory must pass the trust rule (ours, nobody else can write it or a directory
+    above it) and the socket file must be ours: otherwise another user could be listening
+    there, and a client would load the libraries they name.
+    """
+    uid = os.geteuid() if uid is None else uid
+    directory = socket_path.parent
+    if not os.path.lexists(directory):
+        return None  # nothing listens there; connecting will say so
+    reason = untrusted_reason(directory, uid)
+    if reason is not None:
+        return f"the socket directory is not safe: {reason}"
+    try:
+        info = os.lstat(socket_path)
+    except OSError:
+        return None  # nothing listens there; connecting will say so
+    if info.st_uid != uid:
+        return f"{socket_path} belongs to uid {info.st_uid}, not to you (uid {uid})"
+    return None

@@ -118,27 +118,31 @@ async def test_run_tool_captures_output_and_status(tmp_path):
 
 @pytest.mark.asyncio
 async def test_cancellation_kills_the_whole_process_group(tmp_path):
-    pidfile = tmp_path / "grandchild.pid"
-    script = f"sleep 60 & echo $! > '{pidfile}'; wait"
-    with anyio.move_on_after(10):
-        async with anyio.create_task_group() as group:
-            group.start_soon(partial(run_tool, ["sh", "-c", script], cwd=str(tmp_path), env=os.environ, tool="sh"))
-            while not pidfile.exists() or not pidfile.read_text().strip():
-                await anyio.sleep(0.02)
-            group.cancel_scope.cancel()
-    grandchild = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(grandchild):
-        await anyio.sleep(0.05)
-    assert not _alive(grandchild), "the grandchild outlived the cancelled build"
-
-
-def _alive(pid: int) -> bool:
+    """Deterministic under load: the grandchild holds the only write end of a FIFO, so its
+    death is seen as end-of-file (no polling of pids, which a busy machine reuses)."""
+    fifo = tmp_path / "held-by-grandchild"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+        script = f"(echo ready; exec sleep 60) > '{fifo}' & wait"
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                group.start_soon(partial(run_tool, ["sh", "-c", script], cwd=str(tmp_path), env=os.environ, tool="sh"))
+                while _read_fifo(reader) != b"ready\n":
+                    await anyio.sleep(0.02)
+                group.cancel_scope.cancel()
+            while _read_fifo(reader) != b"":  # EOF: no process holds the write end any more
+                await anyio.sleep(0.02)
+    finally:
+        os.close(reader)
+
+
+def _read_fifo(fd: int) -> bytes | None:
+    """What the FIFO holds, b"" at end-of-file (no writer left), None while a writer is silent."""
+    try:
+        return os.read(fd, 64)
+    except BlockingIOError:
+        return None
 
 
 @pytest.mark.asyncio

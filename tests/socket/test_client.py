@@ -165,7 +165,7 @@ def test_rebuild_command(daemon_process: subprocess.Popen, sock_path: Path) -> N
     assert ok.returncode == 0, ok.stderr
     assert f"rebuild requested for {WORKSPACE} (crate demo)" in ok.stdout
     refused = thinpatch("rebuild", "--workspace", WORKSPACE, "--crate", "../../etc", "--socket", str(sock_path))
-    assert refused.returncode == 1 and "not a crate name" in refused.stderr
+    assert refused.returncode == 2 and "not a crate name" in refused.stderr  # a usage error, found before asking
     ambiguous = thinpatch("rebuild", "--socket", str(sock_path))
     assert ambiguous.returncode == 1 and "--workspace" in ambiguous.stderr
 

@@ -552,3 +552,15 @@ async def test_other_uid_is_refused_by_peer_credentials_even_if_the_socket_is_op
         assert server.client_count == 0
         async with RawClient.connect(sock_path) as same_user:
             assert (await same_user.request({"type": "ping"}))["type"] == "pong"
+
+
+def test_a_chosen_socket_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    """Clients would refuse it (tests/end_to_end/test_attacks_other_user.py): the daemon says so first."""
+    os.chmod(tmp_path, 0o700)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with pytest.raises(SocketPathError, match="writable by other users"):
+        prepare_socket_dir(shared / "my.sock")
+    os.chmod(shared, 0o755)
+    assert prepare_socket_dir(shared / "my.sock") == shared

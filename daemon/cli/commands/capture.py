@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon.cli.capture_run import CaptureError, format_summary, run_capture
+    from daemon.cli.capture_run import CaptureError, CaptureUsageError, format_summary, run_capture
 
     extra = list(args.cargo_args)
     if extra and extra[0] == "--":
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_capture(args.workspace, release=args.release, target=args.target, cargo_args=cargo_args)
     except CaptureError as exc:
         print(f"thinpatch capture: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, CaptureUsageError) else 1
     # The summary goes to stderr with cargo's own progress; stdout stays free for scripts.
     print(format_summary(result), file=sys.stderr)
     return result.exit_code

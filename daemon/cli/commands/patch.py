@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fail(args: argparse.Namespace, kind: str, message: str, **extra) -> int:
+    # The message first: if stdout's reader has gone away, the user still reads why.
+    print(f"thinpatch patch: {message}", file=sys.stderr)
     if args.json:
         json.dump({"error": kind, "message": message, **extra}, sys.stdout)
         sys.stdout.write("\n")
-    print(f"thinpatch patch: {message}", file=sys.stderr)
     return 1

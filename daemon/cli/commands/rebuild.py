@@ -48,6 +48,16 @@ def pick_workspace(served: list[str], requested: str | None, cwd: str) -> str:
 def run(args: argparse.Namespace) -> int:
     import anyio
 
+    from daemon.socket.protocol import is_crate_name
+
+    if args.crate is not None and not is_crate_name(args.crate):
+        print(
+            f"thinpatch rebuild: {args.crate!r} is not a crate name. Pass the name cargo uses "
+            "(letters, digits, '_' and '-'), e.g. --crate mylib.",
+            file=sys.stderr,
+        )
+        return 2
+
     from daemon.socket.client import DaemonUnavailable, RequestFailed, connect
     from daemon.cli.commands.watch import render_event
 

@@ -53,6 +53,15 @@ def run(args: argparse.Namespace) -> int:
     from daemon.socket.socket_paths import SocketPathError
 
     configure_logging(args.log_level)
+    for workspace in args.workspace or []:
+        if not Path(workspace).is_dir():
+            print(
+                f"thinpatch serve: --workspace {workspace} is not a directory. "
+                "Name a cargo workspace directory (the one with Cargo.toml).",
+                file=sys.stderr,
+            )
+            return 2
+    _say_what_is_not_captured(args.workspace)
     options = EngineOptions(debounce_ms=args.debounce_ms, on_busy=args.on_busy, keep_patches=args.keep)
     try:
         anyio.run(serve_forever, Path(args.socket) if args.socket else None, args.workspace, options)
@@ -61,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if known is None:
             raise
         print(f"thinpatch serve: {known}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(known, SocketPathError) and args.socket else 1
     return 0
 
 
@@ -74,3 +83,22 @@ def _first(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseEx
             if found is not None:
                 return found
     return None
+
+
+def _say_what_is_not_captured(workspaces: list[str] | None) -> None:
+    """Serving nothing is allowed (a capture is picked up later), but never in silence."""
+    from daemon.service.workspaces import NoCapture, find_captured_workspace, registered_workspaces
+
+    if not workspaces:
+        if not registered_workspaces():
+            print(
+                "thinpatch serve: no captured workspace yet. Run `thinpatch capture` in one; "
+                "the daemon serves it without a restart.",
+                file=sys.stderr,
+            )
+        return
+    for workspace in workspaces:
+        try:
+            find_captured_workspace(workspace)
+        except NoCapture as exc:
+            print(f"thinpatch serve: {exc}\nThe daemon serves it once it is captured.", file=sys.stderr)

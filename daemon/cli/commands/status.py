@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         reply = anyio.run(fetch)
     except (DaemonUnavailable, ConnectionError) as exc:
+        if args.json:  # scripts read stdout: say it there too
+            print(json.dumps({"running": False, "error": str(exc)}, indent=2, sort_keys=True))
         print(f"thinpatch: {exc}", file=sys.stderr)
         return 1
     if args.json:

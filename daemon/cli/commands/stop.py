@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import anyio
 
-    from daemon.socket.client import DaemonDisconnected, DaemonUnavailable, connect
+    from daemon.socket.client import DaemonDisconnected, DaemonNotTrusted, DaemonUnavailable, connect
 
     async def stop() -> int | None:
         async with connect(args.socket) as client:
@@ -41,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         pid = anyio.run(stop)
+    except DaemonNotTrusted as exc:
+        print(f"thinpatch: {exc}", file=sys.stderr)
+        return 1
     except DaemonUnavailable as exc:
-        print(f"thinpatch: {exc}; nothing to stop", file=sys.stderr)
+        print(f"thinpatch: {str(exc).split(' Start it with', 1)[0]} There is nothing to stop.", file=sys.stderr)
         return 0
     except ConnectionError as exc:
         print(f"thinpatch: {exc}", file=sys.stderr)

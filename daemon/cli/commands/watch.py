@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     import anyio
 
     from daemon.cli.terminal import wants_color
-    from daemon.socket.client import DaemonUnavailable, RequestFailed, connect
+    from daemon.socket.client import DaemonNotTrusted, DaemonUnavailable, RequestFailed, connect
 
     workspace = os.path.realpath(args.workspace) if args.workspace else None
     style = Style(wants_color(args.color, sys.stdout))
@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
                     async for event in client.events():
                         show(event)
                     reason = client.disconnect_reason
+            except DaemonNotTrusted:
+                raise  # never wait for an impostor to become trustworthy
             except (DaemonUnavailable, ConnectionError):
                 if not connected_before:
                     raise
