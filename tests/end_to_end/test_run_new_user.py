@@ -116,7 +116,7 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         # A process that can't load the patch reports it: a second copy of the program starts
         # after the latest patch library was deleted; the daemon replays that patch to it.
         status = json.loads(thinpatch("status", "--json", "--socket", str(socket_path), cwd=game).stdout)
-        [program] = [p for w in status["workspaces"] for p in w["programs"]]
+        [program] = [p for w in status["workspaces"] if w["workspace"] == str(game) for p in w["programs"]]
         latest = Path(program["last_patch"]["lib"])
         latest.unlink()
         second = subprocess.Popen([str(game / "target" / "debug" / "game")], stdout=subprocess.DEVNULL,
