@@ -68,6 +68,14 @@ class SymbolCache:
         self._entries: OrderedDict[CacheKey, SymbolTable] = OrderedDict()
         self._max_entries = max_entries
         self._lock = threading.Lock()
+        self._writers: list[threading.Thread] = []
+
+    def wait_for_writes(self) -> None:
+        """Until every disk entry this cache started writing is written."""
+        with self._lock:
+            writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.join()
 
     def clear(self) -> None:
         with self._lock:
@@ -88,7 +96,14 @@ class SymbolCache:
                 return table
             program_index(table)  # once per file version; stored with the table
             if cache_dir is not None:
-                _write_disk_entry(Path(cache_dir), key, table)
+                # Written behind: the caller (a patch waiting for its host) need not wait for
+                # the encoding. Not a daemon thread, so a one-shot command still finishes it.
+                writer = threading.Thread(
+                    target=_write_disk_entry, args=(Path(cache_dir), key, table), name="symbol-cache-write"
+                )
+                writer.start()
+                with self._lock:
+                    self._writers = [w for w in self._writers if w.is_alive()] + [writer]
         with self._lock:
             self._entries[key] = table
             self._entries.move_to_end(key)
@@ -109,13 +124,18 @@ def clear_memory_cache() -> None:
     _default_cache.clear()
 
 
+def wait_for_writes() -> None:
+    """Until the disk entries started by ``load_symbols`` are written."""
+    _default_cache.wait_for_writes()
+
+
 def disk_entry_path(cache_dir: Path, key: CacheKey) -> Path:
     digest = hashlib.sha256(key.path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return cache_dir / f"symbols-{digest}.bin"
 
 
 # Disk format: MAGIC, a u32 header length, a JSON header, the program index
-# (``program_index.encode_index``), then zlib-compressed columns: names ("\0"-joined UTF-8),
+# (``program_index.encode_index``), then the columns: names ("\0"-joined UTF-8),
 # addresses (u64), sizes (u64), section indices (u32), one packed flags byte per symbol, and
 # version-name indices (u16, 0 = none). Columns load with a few bulk calls, much faster than
 # JSON rows and free of pickle; they are decoded on first use only.
@@ -148,7 +168,7 @@ def encode_table(table: SymbolTable, key: CacheKey) -> bytes:
         flags,
         version_indices.tobytes(),
     ]
-    compressed = [zlib.compress(c, 1) for c in columns]
+    # Not compressed: zlib took most of the encoding time of a large program, and disk is cheap.
     index = encode_index(program_index(table))
     header = {
         "version": CACHE_FORMAT_VERSION,
@@ -166,11 +186,11 @@ def encode_table(table: SymbolTable, key: CacheKey) -> bytes:
         "count": len(symbols),
         "versions": sorted(versions, key=versions.__getitem__),
         "index": len(index),
-        "columns": [len(c) for c in compressed],
-        "columns_crc32": zlib.crc32(b"".join(compressed)),
+        "columns": [len(c) for c in columns],
+        "columns_crc32": zlib.crc32(b"".join(columns)),
     }
     head = json.dumps(header, ensure_ascii=False).encode("utf-8", "surrogateescape")
-    return b"".join([MAGIC, struct.pack("<I", len(head)), head, index, *compressed])
+    return b"".join([MAGIC, struct.pack("<I", len(head)), head, index, *columns])
 
 
 class LazySymbols(Sequence):
@@ -237,22 +257,28 @@ def decode_table(blob: bytes, key: CacheKey | None = None) -> SymbolTable:
     index_len = header["index"]
     index = decode_index(memoryview(blob)[offset : offset + index_len])
     offset += index_len
-    packed = bytes(blob[offset:])
+    packed = memoryview(blob)[offset:]
     if len(packed) != sum(header["columns"]):
         raise ValueError("cache entry has the wrong length")
-    # The columns are decoded later, where a damaged entry could no longer fall back to a parse.
-    if zlib.crc32(packed) != header["columns_crc32"]:
-        raise ValueError("cache entry columns are damaged")
     count = header["count"]
     version_names = [None, *header["versions"]]
+    entry_key = CacheKey(*header["key"])
 
     def decode_symbols() -> tuple[Symbol, ...]:
-        columns = []
-        start = 0
-        for length in header["columns"]:
-            columns.append(zlib.decompress(packed[start : start + length]))
-            start += length
-        return _symbols_from_columns(columns, count, version_names)
+        # Checked here rather than at load: the check reads every column, which verify never
+        # needs. A damaged entry falls back to parsing the file, if it is still that version.
+        if zlib.crc32(packed) == header["columns_crc32"]:
+            columns, start = [], 0
+            for length in header["columns"]:
+                columns.append(bytes(packed[start : start + length]))
+                start += length
+            try:
+                return _symbols_from_columns(columns, count, version_names)
+            except ValueError:
+                pass
+        if cache_key(entry_key.path) != entry_key:
+            raise ValueError(f"the symbol cache entry of {entry_key.path} is damaged and the file changed")
+        return read_symbols(entry_key.path).symbols
 
     table = SymbolTable(
         path=header["path"],
@@ -311,7 +337,7 @@ def _read_disk_entry(cache_dir: Path, key: CacheKey) -> SymbolTable | None:
     try:
         blob = disk_entry_path(cache_dir, key).read_bytes()
         return decode_table(blob, key)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error, zlib.error):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
         return None  # missing, stale or damaged: parse again
 
 
