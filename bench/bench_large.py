@@ -227,8 +227,12 @@ def floor_rounds(work: Path, env: dict[str, str], rounds: int) -> dict:
             rustc_ms = 0.0
             objects: list[Path] = []
             for plan in plans:
+                plan.obj_dir.mkdir(parents=True, exist_ok=True)
                 for stale in plan.obj_dir.glob("*.o"):
                     stale.unlink()
+                for made in (plan.metadata_path, plan.depinfo_path):
+                    if made is not None:
+                        made.parent.mkdir(parents=True, exist_ok=True)
                 start = time.perf_counter()
                 subprocess.run(plan.argv, cwd=plan.cwd, env=dict(plan.env), check=True, capture_output=True)
                 rustc_ms += ms_since(start)
