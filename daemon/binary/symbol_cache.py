@@ -353,5 +353,5 @@ def _write_disk_entry(cache_dir: Path, key: CacheKey, table: SymbolTable) -> Non
         except BaseException:
             os.unlink(tmp)
             raise
-    except OSError:
-        pass  # a cache that cannot be written only costs time
+    except (OSError, ValueError, KeyError, struct.error):
+        pass  # a cache that cannot be written only costs time (and this runs on its own thread)
