@@ -134,7 +134,9 @@ def measure(label: str, path: Path, args, workdir: Path) -> dict:
     def cold():
         shutil.rmtree(cache_dir, ignore_errors=True)
         symbol_cache.clear_memory_cache()
-        return symbol_cache.load_symbols(path, cache_dir)
+        table = symbol_cache.load_symbols(path, cache_dir)
+        symbol_cache.wait_for_writes()  # the entry is written behind the load: count it here
+        return table
 
     def from_disk():
         symbol_cache.clear_memory_cache()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from daemon.binary.demangle import demangle
+from daemon.binary.program_index import ProgramIndex, program_index
 from daemon.binary.symbols import DATA, FUNCTION, TLS, SymbolTable
 
 # Crates of the Rust toolchain: their functions appear in a patch only as instantiations of
@@ -137,13 +138,28 @@ def _sizes_by_name(table: SymbolTable) -> dict[str, set[int]]:
     return sizes
 
 
-def _main_address(table: SymbolTable, role: str) -> int:
+def _main_address(table: SymbolTable, role: str, index: ProgramIndex | None = None) -> int:
     name = table.symbol_prefix + "main"
-    candidates = {s.address for s in table.lookup(name) if s.kind == FUNCTION}
+    if index is not None:
+        candidates = set(index.main_addresses)
+    else:
+        candidates = {s.address for s in table.lookup(name) if s.kind == FUNCTION}
     if len(candidates) != 1:
         found = "no" if not candidates else "several"
         raise JumpTableError(f"the {role} ({table.path}) has {found} `{name}` function; a jump table needs exactly one")
     return candidates.pop()
+
+
+def _host_functions_of(host: ProgramIndex, crate: str) -> frozenset[str]:
+    """The host's function names whose demangled path starts with ``crate``, worked out on the
+    first patch that rebuilds ``crate`` and kept with the host's index."""
+    names = host._by_crate.get(crate)
+    if names is None:
+        # A crate's name appears verbatim in every encoding of its symbols: a cheap filter
+        # that spares demangling the whole host.
+        names = frozenset(n for n in host.function_names() if crate in n and crate_of(_demangle(n)) == crate)
+        host._by_crate[crate] = names
+    return names
 
 
 def compute_jump_table(
@@ -159,49 +175,44 @@ def compute_jump_table(
     lists host functions missing from the patch, limited to ``crate_names`` (the crates the
     patch rebuilt); without it, to the non-toolchain crates the patch defines functions of.
     """
-    aslr_reference = _main_address(host, "running binary")
+    old = program_index(host)
+    aslr_reference = _main_address(host, "running binary", old)
     new_base_address = _main_address(patch, "patch")
 
-    old_functions = _addresses_by_name(host, (FUNCTION,))
     new_functions = _addresses_by_name(patch, (FUNCTION,))
 
     mapping: dict[int, int] = {}
     ambiguous: list[str] = []
+    added_names: list[str] = []
     for name, new_addresses in new_functions.items():
-        old_addresses = old_functions.get(name)
-        if old_addresses is None:
+        old_address = old.functions.get(name)
+        if old_address is None:
+            if name in old.ambiguous_functions:
+                ambiguous.append(name)
+            else:
+                added_names.append(name)
             continue
-        if len(old_addresses) != 1 or len(new_addresses) != 1:
+        if len(new_addresses) != 1:
             ambiguous.append(name)
             continue
-        mapping[next(iter(old_addresses))] = next(iter(new_addresses))
+        mapping[old_address] = next(iter(new_addresses))
 
-    added_names = [n for n in new_functions if n not in old_functions]
     added = sorted({_demangle(n) for n in added_names})
 
     if crate_names is None:
         owned = {crate_of(_demangle(n)) for n in new_functions} - TOOLCHAIN_CRATES - {None}
     else:
         owned = set(crate_names)
-    # A crate's name appears verbatim in every encoding of its symbols: a cheap filter
-    # that spares demangling the whole host on every patch.
     removed = sorted(
-        {
-            demangled
-            for n in old_functions
-            if n not in new_functions
-            and any(c in n for c in owned)
-            and crate_of(demangled := _demangle(n)) in owned
-        }
+        {_demangle(n) for crate in owned for n in _host_functions_of(old, crate) if n not in new_functions}
     )
 
-    old_sizes = _sizes_by_name(host)
     changes: list[DataSizeChange] = []
     for name, new_sizes in _sizes_by_name(patch).items():
-        sizes = old_sizes.get(name)
-        if sizes is None or len(sizes) != 1 or len(new_sizes) != 1 or sizes == new_sizes:
+        old_size = old.data_sizes.get(name)
+        if old_size is None or len(new_sizes) != 1 or {old_size} == new_sizes:
             continue
-        changes.append(DataSizeChange(_demangle(name), name, next(iter(sizes)), next(iter(new_sizes))))
+        changes.append(DataSizeChange(_demangle(name), name, old_size, next(iter(new_sizes))))
     changes.sort(key=lambda c: c.name)
 
     warnings = [

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from daemon.binary.demangle import demangle
+from daemon.binary.program_index import base_name as _base_name
+from daemon.binary.program_index import program_index
 from daemon.binary.symbols import MACHO, WEAK, SymbolTable
 
 RECAPTURE_ACTION = (
@@ -55,11 +57,6 @@ class LoadCheck:
         return f"not hot-patchable: {len(self.missing)} symbol(s) would stay unresolved:\n{names}\n{self.action}"
 
 
-def _base_name(name: str) -> str:
-    # ``memcpy@GLIBC_2.14`` / ``memcpy@@GLIBC_2.14`` match by base name.
-    return name.split("@", 1)[0]
-
-
 def _display_name(name: str, file_format: str) -> str:
     readable = demangle(name)
     if readable == name and file_format == MACHO and name.startswith("_"):
@@ -74,18 +71,20 @@ def check_loadable(
 ) -> LoadCheck:
     """Every undefined symbol of ``patch`` must resolve to something the host exports, something
     a library loaded with the host exports, or something the patch defines itself. Weak
-    undefined references may stay unresolved, as the loader allows."""
-    available: set[str] = {_base_name(s.normalised) for s in host.exported()}
-    for table in needed_libs_tables:
-        available.update(_base_name(s.normalised) for s in table.exported())
-    available.update(_base_name(s.normalised) for s in patch.defined())
+    undefined references may stay unresolved, as the loader allows.
+
+    The host's and the libraries' export sets come from their program index (computed once
+    per image); only the patch's own symbols are scanned per call.
+    """
+    providers = [program_index(host).exported, *(program_index(t).exported for t in needed_libs_tables)]
+    own = {_base_name(s.normalised) for s in patch.defined()}
 
     missing: dict[str, str] = {}
     for s in patch.imports():
         if s.binding == WEAK:
             continue
         base = _base_name(s.normalised)
-        if base in available:
+        if base in own or any(base in exported for exported in providers):
             continue
         missing.setdefault(s.name, base)
     if not missing:

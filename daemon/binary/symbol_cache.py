@@ -1,8 +1,10 @@
 """Parse each binary once: an in-memory LRU plus an on-disk cache that survives restarts.
 
 Entries are keyed by the resolved path, the size and ``mtime_ns``; a file that changed
-is parsed again. On disk each entry is one file of compressed columns (mode 0600, directory 0700),
-written atomically, so a crash or a concurrent reader never sees half a file.
+is parsed again. On disk each entry is one file (mode 0600, directory 0700), written
+atomically, so a crash or a concurrent reader never sees half a file. It holds the program
+index (what verify needs, see ``program_index``) as plain arrays, and the symbols as
+compressed columns that are only decoded when something asks for the symbols themselves.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import zlib
 from array import array
 from collections import OrderedDict
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, Iterator, NamedTuple, Sequence
+
+from daemon.binary.program_index import attach_index, decode_index, encode_index, program_index
 
 from daemon.binary.symbols import (
     DATA,
@@ -41,7 +45,7 @@ from daemon.binary.symbols import (
     read_symbols,
 )
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 3
 MEMORY_ENTRIES = 16
 
 
@@ -64,6 +68,14 @@ class SymbolCache:
         self._entries: OrderedDict[CacheKey, SymbolTable] = OrderedDict()
         self._max_entries = max_entries
         self._lock = threading.Lock()
+        self._writers: list[threading.Thread] = []
+
+    def wait_for_writes(self) -> None:
+        """Until every disk entry this cache started writing is written."""
+        with self._lock:
+            writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.join()
 
     def clear(self) -> None:
         with self._lock:
@@ -82,8 +94,16 @@ class SymbolCache:
             # A file rewritten while we parsed it must not be stored under the old key.
             if cache_key(key.path) != key:
                 return table
+            program_index(table)  # once per file version; stored with the table
             if cache_dir is not None:
-                _write_disk_entry(Path(cache_dir), key, table)
+                # Written behind: the caller (a patch waiting for its host) need not wait for
+                # the encoding. Not a daemon thread, so a one-shot command still finishes it.
+                writer = threading.Thread(
+                    target=_write_disk_entry, args=(Path(cache_dir), key, table), name="symbol-cache-write"
+                )
+                writer.start()
+                with self._lock:
+                    self._writers = [w for w in self._writers if w.is_alive()] + [writer]
         with self._lock:
             self._entries[key] = table
             self._entries.move_to_end(key)
@@ -104,15 +124,21 @@ def clear_memory_cache() -> None:
     _default_cache.clear()
 
 
+def wait_for_writes() -> None:
+    """Until the disk entries started by ``load_symbols`` are written."""
+    _default_cache.wait_for_writes()
+
+
 def disk_entry_path(cache_dir: Path, key: CacheKey) -> Path:
     digest = hashlib.sha256(key.path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return cache_dir / f"symbols-{digest}.bin"
 
 
-# Disk format: MAGIC, a u32 header length, a JSON header, then zlib-compressed columns:
-# names ("\0"-joined UTF-8), addresses (u64), sizes (u64), section indices (u32),
-# one packed flags byte per symbol, and version-name indices (u16, 0 = none).
-# Columns load with a few bulk calls, much faster than JSON rows and free of pickle.
+# Disk format: MAGIC, a u32 header length, a JSON header, the program index
+# (``program_index.encode_index``), then the columns: names ("\0"-joined UTF-8),
+# addresses (u64), sizes (u64), section indices (u32), one packed flags byte per symbol, and
+# version-name indices (u16, 0 = none). Columns load with a few bulk calls, much faster than
+# JSON rows and free of pickle; they are decoded on first use only.
 MAGIC = b"THINPATCH-SYMBOLS\n"
 _KINDS = (FUNCTION, DATA, TLS, OTHER)
 _BINDINGS = (LOCAL, GLOBAL, WEAK)
@@ -142,7 +168,8 @@ def encode_table(table: SymbolTable, key: CacheKey) -> bytes:
         flags,
         version_indices.tobytes(),
     ]
-    compressed = [zlib.compress(c, 1) for c in columns]
+    # Not compressed: zlib took most of the encoding time of a large program, and disk is cheap.
+    index = encode_index(program_index(table))
     header = {
         "version": CACHE_FORMAT_VERSION,
         "byteorder": sys.byteorder,
@@ -158,10 +185,60 @@ def encode_table(table: SymbolTable, key: CacheKey) -> bytes:
         "rpath": list(table.rpath),
         "count": len(symbols),
         "versions": sorted(versions, key=versions.__getitem__),
-        "columns": [len(c) for c in compressed],
+        "index": len(index),
+        "columns": [len(c) for c in columns],
+        "columns_crc32": zlib.crc32(b"".join(columns)),
     }
     head = json.dumps(header, ensure_ascii=False).encode("utf-8", "surrogateescape")
-    return b"".join([MAGIC, struct.pack("<I", len(head)), head, *compressed])
+    return b"".join([MAGIC, struct.pack("<I", len(head)), head, index, *columns])
+
+
+class LazySymbols(Sequence):
+    """A table's symbols, decoded from the cache entry's columns the first time they are read.
+
+    Verify needs only the program index; the symbols themselves (127k of them take a few
+    hundred milliseconds to build) are decoded when something iterates them.
+    """
+
+    def __init__(self, count: int, decode: Callable[[], tuple[Symbol, ...]]) -> None:
+        self._count = count
+        self._decode: Callable[[], tuple[Symbol, ...]] | None = decode
+        self._symbols: tuple[Symbol, ...] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def decoded(self) -> bool:
+        return self._symbols is not None
+
+    def _all(self) -> tuple[Symbol, ...]:
+        symbols = self._symbols
+        if symbols is None:
+            with self._lock:
+                if self._symbols is None:
+                    assert self._decode is not None
+                    self._symbols = self._decode()
+                    self._decode = None
+                symbols = self._symbols
+        return symbols
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._all()[i]
+
+    def __iter__(self) -> Iterator[Symbol]:
+        return iter(self._all())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (tuple, LazySymbols)):
+            return self._all() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LazySymbols({self._count} symbols{'' if self.decoded else ', not decoded'})"
 
 
 def decode_table(blob: bytes, key: CacheKey | None = None) -> SymbolTable:
@@ -177,12 +254,50 @@ def decode_table(blob: bytes, key: CacheKey | None = None) -> SymbolTable:
         raise ValueError("cache entry from another format")
     if key is not None and CacheKey(*header["key"]) != key:
         raise ValueError("cache entry for another file version")
-    columns = []
-    for length in header["columns"]:
-        columns.append(zlib.decompress(blob[offset : offset + length]))
-        offset += length
-    names_blob, address_blob, size_blob, section_blob, flags, version_blob = columns
+    index_len = header["index"]
+    index = decode_index(memoryview(blob)[offset : offset + index_len])
+    offset += index_len
+    packed = memoryview(blob)[offset:]
+    if len(packed) != sum(header["columns"]):
+        raise ValueError("cache entry has the wrong length")
     count = header["count"]
+    version_names = [None, *header["versions"]]
+    entry_key = CacheKey(*header["key"])
+
+    def decode_symbols() -> tuple[Symbol, ...]:
+        # Checked here rather than at load: the check reads every column, which verify never
+        # needs. A damaged entry falls back to parsing the file, if it is still that version.
+        if zlib.crc32(packed) == header["columns_crc32"]:
+            columns, start = [], 0
+            for length in header["columns"]:
+                columns.append(bytes(packed[start : start + length]))
+                start += length
+            try:
+                return _symbols_from_columns(columns, count, version_names)
+            except ValueError:
+                pass
+        if cache_key(entry_key.path) != entry_key:
+            raise ValueError(f"the symbol cache entry of {entry_key.path} is damaged and the file changed")
+        return read_symbols(entry_key.path).symbols
+
+    table = SymbolTable(
+        path=header["path"],
+        format=header["format"],
+        bits=header["bits"],
+        little_endian=header["little_endian"],
+        shared=header["shared"],
+        symbols=LazySymbols(count, decode_symbols),  # type: ignore[arg-type]
+        needed=tuple(header["needed"]),
+        soname=header["soname"],
+        runpath=tuple(header["runpath"]),
+        rpath=tuple(header["rpath"]),
+    )
+    attach_index(table, index)
+    return table
+
+
+def _symbols_from_columns(columns: list[bytes], count: int, version_names: list[str | None]) -> tuple[Symbol, ...]:
+    names_blob, address_blob, size_blob, section_blob, flags, version_blob = columns
     names = names_blob.decode("utf-8", "surrogateescape").split("\0") if count else []
     addresses, sizes, sections, version_indices = array("Q"), array("Q"), array("I"), array("H")
     addresses.frombytes(address_blob)
@@ -191,10 +306,9 @@ def decode_table(blob: bytes, key: CacheKey | None = None) -> SymbolTable:
     version_indices.frombytes(version_blob)
     if not (len(names) == len(addresses) == len(sizes) == len(sections) == len(flags) == len(version_indices) == count):
         raise ValueError("cache entry columns disagree")
-    version_names = [None, *header["versions"]]
     new = tuple.__new__
     with gc_paused():
-        symbols = tuple(
+        return tuple(
             [
                 new(
                     Symbol,
@@ -217,25 +331,13 @@ def decode_table(blob: bytes, key: CacheKey | None = None) -> SymbolTable:
                 )
             ]
         )
-    return SymbolTable(
-        path=header["path"],
-        format=header["format"],
-        bits=header["bits"],
-        little_endian=header["little_endian"],
-        shared=header["shared"],
-        symbols=symbols,
-        needed=tuple(header["needed"]),
-        soname=header["soname"],
-        runpath=tuple(header["runpath"]),
-        rpath=tuple(header["rpath"]),
-    )
 
 
 def _read_disk_entry(cache_dir: Path, key: CacheKey) -> SymbolTable | None:
     try:
         blob = disk_entry_path(cache_dir, key).read_bytes()
         return decode_table(blob, key)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error, zlib.error):
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
         return None  # missing, stale or damaged: parse again
 
 
@@ -251,5 +353,5 @@ def _write_disk_entry(cache_dir: Path, key: CacheKey, table: SymbolTable) -> Non
         except BaseException:
             os.unlink(tmp)
             raise
-    except OSError:
-        pass  # a cache that cannot be written only costs time
+    except (OSError, ValueError, KeyError, struct.error):
+        pass  # a cache that cannot be written only costs time (and this runs on its own thread)

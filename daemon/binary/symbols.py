@@ -73,6 +73,8 @@ class SymbolTable:
     runpath: tuple[str, ...] = ()  # DT_RUNPATH / LC_RPATH
     rpath: tuple[str, ...] = ()  # DT_RPATH (ignored by the loader when DT_RUNPATH is set)
     _index: dict = field(default=None, repr=False, compare=False, hash=False)  # type: ignore[assignment]
+    # the program's side of verify (daemon.binary.program_index), built once per table
+    _program_index: object = field(default=None, repr=False, compare=False, hash=False)
 
     @property
     def symbol_prefix(self) -> str:

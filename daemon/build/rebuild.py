@@ -225,10 +225,10 @@ async def run_tool(argv: Sequence[str], *, cwd: str | None, env: Mapping[str, st
 class CrateBuild:
     crate_name: str
     kind: str
-    object_path: Path
+    objects: tuple[Path, ...]  # one per codegen unit, sorted
     rustc_ms: float
     warnings: tuple[Diagnostic, ...] = ()
-    reused: bool = False  # the object of an earlier patch build, its sources unchanged since
+    reused: bool = False  # the objects of an earlier patch build, its sources unchanged since
 
 
 @dataclass(frozen=True)
@@ -366,27 +366,44 @@ def _check_inputs_exist(plan: ObjPlan) -> None:
             )
 
 
-async def compile_crate(plan: ObjPlan, session_root: Path | None = None) -> CrateBuild:
-    _check_inputs_exist(plan)
-    for path in (plan.obj_path, plan.metadata_path, plan.depinfo_path):
-        if path is not None:
-            with _writing_session(session_root or path.parent):
+def _clear_objects(plan: ObjPlan, session_root: Path | None) -> None:
+    """Empty the crate's object directory and drop its old metadata and dep-info: a failed build must not
+    leave stale objects to link, and units that no longer exist must not be linked again.
+    (rustc restores reused units from its incremental directory, not from here.)"""
+    with _writing_session(session_root or plan.obj_dir.parent):
+        plan.obj_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for entry in os.scandir(plan.obj_dir):
+            if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                os.unlink(entry.path)
+        for path in (plan.metadata_path, plan.depinfo_path):
+            if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 try:
-                    path.unlink()  # never link a stale object after a failed build
+                    path.unlink()
                 except FileNotFoundError:
                     pass
+
+
+def _written_objects(obj_dir: Path) -> tuple[Path, ...]:
+    # sorted: the same units give the same link line on every save
+    return tuple(sorted(Path(e.path) for e in os.scandir(obj_dir) if e.name.endswith(".o") and e.is_file()))
+
+
+async def compile_crate(plan: ObjPlan, session_root: Path | None = None) -> CrateBuild:
+    _check_inputs_exist(plan)
+    _clear_objects(plan, session_root)
     run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc")
     if run.returncode < 0:
         raise ToolKilled("rustc", -run.returncode, plan.crate_name)
     stream = parse_stream(run.stderr)
     stream = DiagnosticStream(tuple(absolutize(d, plan.cwd) for d in stream.diagnostics), stream.other_lines)
-    if run.returncode != 0 or not plan.obj_path.exists():
+    objects = _written_objects(plan.obj_dir) if run.returncode == 0 else ()
+    if run.returncode != 0 or not objects:
         raise CompileError(plan.crate_name, stream, plan.argv, run.returncode)
     return CrateBuild(
         crate_name=plan.crate_name,
         kind=plan.kind,
-        object_path=plan.obj_path,
+        objects=objects,
         rustc_ms=run.elapsed_ms,
         warnings=stream.warnings,
     )
@@ -415,8 +432,14 @@ def _reads_rebuilt_metadata(plan: ObjPlan, rebuilt: set[str]) -> bool:
     return any(path in rebuilt for path in extern_paths(plan.args).values())
 
 
-def _reusable(plan: ObjPlan) -> bool:
-    return plan.obj_path.is_file() and (plan.metadata_path is None or plan.metadata_path.is_file())
+def _reusable_objects(plan: ObjPlan) -> tuple[Path, ...]:
+    """The objects a successful earlier build left (a failed one leaves none), or ()."""
+    if plan.metadata_path is not None and not plan.metadata_path.is_file():
+        return ()
+    try:
+        return _written_objects(plan.obj_dir)
+    except OSError:
+        return ()
 
 
 async def build_patch(
@@ -465,14 +488,16 @@ async def build_patch(
     recompiled_metadata: set[str] = set()
     for plan in plans:
         key = rustc_key(plan.crate_name, plan.kind)
-        if key in reuse and _reusable(plan) and not _reads_rebuilt_metadata(plan, recompiled_metadata):
-            crates.append(CrateBuild(plan.crate_name, plan.kind, plan.obj_path, 0.0, reused=True))
-            continue
+        if key in reuse and not _reads_rebuilt_metadata(plan, recompiled_metadata):
+            earlier = _reusable_objects(plan)
+            if earlier:
+                crates.append(CrateBuild(plan.crate_name, plan.kind, earlier, 0.0, reused=True))
+                continue
         crates.append(await compile_crate(plan, layout.root))
         if plan.metadata_path is not None:
             recompiled_metadata.add(str(plan.metadata_path))
 
-    objects = [c.object_path for c in crates]
+    objects = [o for c in crates for o in c.objects]
     with _writing_session(layout.root):
         number = reserve_patch_number(layout)
         tag = session_tag(layout)

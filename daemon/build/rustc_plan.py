@@ -157,6 +157,30 @@ def set_incremental(args: Sequence[str], directory: str | Path) -> list[str]:
     return [*strip_codegen(args, "incremental"), "-C", f"incremental={directory}"]
 
 
+def set_codegen_units(args: Sequence[str], units: int | str) -> list[str]:
+    return [*strip_codegen(args, "codegen-units"), "-C", f"codegen-units={units}"]
+
+
+# Cargo passes no ``-C codegen-units`` unless the profile sets it; rustc then uses 256 units
+# for incremental builds and 16 otherwise.
+INCREMENTAL_CODEGEN_UNITS = 256
+NON_INCREMENTAL_CODEGEN_UNITS = 16
+
+
+def patch_codegen_units(captured_args: Sequence[str]) -> str:
+    """The unit count of the captured build, spelled out.
+
+    ``--emit=obj`` without an explicit count makes rustc compile the crate as ONE unit, so
+    incremental compilation can reuse nothing and every save recompiles the whole crate.
+    """
+    units = codegen_value(captured_args, "codegen-units")
+    if units:
+        return units
+    if codegen_value(captured_args, "incremental") is not None:
+        return str(INCREMENTAL_CODEGEN_UNITS)
+    return str(NON_INCREMENTAL_CODEGEN_UNITS)
+
+
 def set_json_diagnostics(args: Sequence[str], rendered_ansi: bool = False) -> list[str]:
     """Diagnostics as JSON lines, each carrying rendered text (with ANSI colours if asked).
 
@@ -257,7 +281,7 @@ class ObjPlan:
     args: tuple[str, ...]
     cwd: str
     env: Mapping[str, str] = field(repr=False)
-    obj_path: Path
+    obj_dir: Path  # holds only this crate's objects, one per codegen unit: link all of them
     incremental_dir: Path
     metadata_path: Path | None = None  # set for library crates whose dependents are rebuilt too
     depinfo_path: Path | None = None  # the files rustc read (new modules, include_str! inputs)
@@ -281,7 +305,11 @@ def build_obj_plan(
     extern_overrides: Mapping[str, str | Path] | None = None,
     rendered_ansi: bool = False,
 ) -> ObjPlan:
-    """The rustc invocation that compiles ``captured`` into one object in the session.
+    """The rustc invocation that compiles ``captured`` into objects in the session.
+
+    The objects (one per codegen unit, with the captured unit count) land in a directory of
+    their own; the incremental directory is the same for every patch of the crate, so each
+    save recompiles only the units it touched.
 
     ``captured`` is a :class:`capture.store.RustcRecord` (or a mapping with the same
     fields). ``emit_metadata`` also writes the crate's ``.rmeta`` into the session's deps
@@ -296,10 +324,11 @@ def build_obj_plan(
     if not args:
         raise PlanError(f"the capture of crate {crate!r} has no rustc arguments")
 
-    obj_path = layout.object_path(crate, kind)
+    obj_dir = layout.object_dir(crate, kind)
     incremental_dir = layout.incremental_dir(crate, kind)
     depinfo_path = layout.depinfo_path(crate, kind)
-    emits: dict[str, str | Path | None] = {"dep-info": depinfo_path, "obj": obj_path}
+    units = patch_codegen_units(args)
+    emits: dict[str, str | Path | None] = {"dep-info": depinfo_path, "obj": None}
     metadata_path = None
     if emit_metadata:
         extra = codegen_value(args, "extra-filename") or ""
@@ -308,8 +337,9 @@ def build_obj_plan(
 
     args = set_crate_type(args, patch_crate_type(_get(captured, "crate_types")))
     args = set_emit(args, emits)
-    args = set_out_dir(args, layout.out_dir)
+    args = set_out_dir(args, obj_dir)
     args = set_incremental(args, incremental_dir)
+    args = set_codegen_units(args, units)
     args = set_json_diagnostics(args, rendered_ansi=rendered_ansi)
     if extern_overrides:
         for name, path in extern_overrides.items():
@@ -323,7 +353,7 @@ def build_obj_plan(
         args=tuple(args),
         cwd=_get(captured, "cwd"),
         env=replay_env(_get(captured, "env")),
-        obj_path=obj_path,
+        obj_dir=obj_dir,
         incremental_dir=incremental_dir,
         metadata_path=metadata_path,
         depinfo_path=depinfo_path,

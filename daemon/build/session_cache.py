@@ -8,7 +8,7 @@ Layout of one session (one workspace and scope)::
         edited-crates.json               crates edited since each program's capture (cumulative patches)
         .lock                            serialises number reservations between processes
         incremental/<crate>.<kind>/      rustc's incremental state for patch builds only
-        objects/<kind>/<crate>.o         the newest object of each rebuilt crate
+        objects/<kind>/<crate>/          rustc's objects (one per codegen unit) of each rebuilt crate
         deps/lib<crate><extra>.rmeta     metadata of rebuilt library crates, for their dependents
         out/                             rustc's --out-dir (nothing of ours lands here)
         patches/lib<crate>-<tag>-patch-<n>.so  patch libraries, the newest ``keep`` of them
@@ -157,6 +157,11 @@ class SessionLayout:
     def depinfo_path(self, crate: str, kind: str) -> Path:
         # Every file rustc read for this crate's last patch build: new modules join the watch.
         return self.root / "depinfo" / f"{safe_name(crate_file_stem(crate))}.{safe_name(kind)}.d"
+
+    def object_dir(self, crate: str, kind: str) -> Path:
+        """Where rustc writes a crate's objects: with several codegen units it writes one
+        ``.o`` per unit and ignores an explicit object path."""
+        return self.root / "objects" / safe_name(kind) / safe_name(crate_file_stem(crate))
 
     def metadata_path(self, crate: str, extra_filename: str) -> Path:
         # Same file name cargo uses, so rustc's crate locator accepts it next to the originals.

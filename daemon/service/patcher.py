@@ -34,8 +34,9 @@ from daemon.build.session_cache import (
     read_edited_crates,
     record_edited_crates,
 )
+from daemon.binary.program_index import program_index
 from daemon.binary.symbol_cache import SymbolCache
-from daemon.binary.symbols import DATA, LOCAL, STATIC, SymbolTable, read_symbols
+from daemon.binary.symbols import DATA, LOCAL, SymbolTable, read_symbols
 
 RECAPTURE = "Run `thinpatch capture` again: a fresh fat build exports what patches need."
 
@@ -107,7 +108,7 @@ def fresh_statics(host: SymbolTable, patch: SymbolTable, crates: set[str]) -> li
     A `pub static` of a library crate is global in both images, so the patch binds to the
     host's copy and its running value is kept; those are not listed.
     """
-    host_data = {s.normalised for s in host.defined(DATA)}
+    host_data = program_index(host).data_names  # computed once per program binary
     fresh = set()
     for s in patch.defined(DATA):
         if s.binding != LOCAL or s.normalised not in host_data or s.size == 0:
@@ -210,7 +211,7 @@ class Patcher:
         if self._host is None or not self._host.path.exists():
             path = host_binary(self.captures, self.top)
             host = await anyio.to_thread.run_sync(read_host, path, self.symbol_cache, self.symbol_cache_dir)
-            if not any(s.table == STATIC for s in host.table.symbols):
+            if not program_index(host.table).static_symbols:  # no need to decode the symbols
                 # only exported names left: patches would map next to nothing and change nothing
                 raise UnsupportedEdit(no_symbol_table_refusal(str(path)))
             self._host = host

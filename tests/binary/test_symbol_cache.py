@@ -33,7 +33,9 @@ def test_memory_then_disk_then_reparse_on_change(image_copy, tmp_path, monkeypat
     real_read = symbol_cache.read_symbols
     monkeypatch.setattr(symbol_cache, "read_symbols", lambda p: parses.append(p) or real_read(p))
 
-    first = SymbolCache().load(image_copy, cache_dir)
+    cold = SymbolCache()
+    first = cold.load(image_copy, cache_dir)
+    cold.wait_for_writes()  # the entry is written behind the load
     assert len(parses) == 1
     entry = disk_entry_path(cache_dir, cache_key(image_copy))
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
@@ -55,7 +57,9 @@ def test_memory_then_disk_then_reparse_on_change(image_copy, tmp_path, monkeypat
 
 def test_damaged_disk_entry_is_ignored(image_copy, tmp_path):
     cache_dir = tmp_path / "cache"
-    good = SymbolCache().load(image_copy, cache_dir)
+    cold = SymbolCache()
+    good = cold.load(image_copy, cache_dir)
+    cold.wait_for_writes()
     entry = disk_entry_path(cache_dir, cache_key(image_copy))
     entry.write_bytes(entry.read_bytes()[:200])
     assert SymbolCache().load(image_copy, cache_dir) == good

@@ -7,6 +7,8 @@ produces for ld64 through clang (no macOS machine here to record one).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from daemon.build.link_plan import LinkPlanError, build_link_plan
@@ -289,3 +291,16 @@ def test_refusals():
         build_link_plan({"linker": "cc", "args": LINUX_BIN_LINE}, [], "/s/p.so", "linux")
     with pytest.raises(ValueError):
         link(LINUX_BIN_LINE, "linux", dependency_archives="sometimes")
+
+
+def test_every_unit_object_is_linked_in_the_given_order():
+    # several codegen units per crate: linking only the changed ones leaves hidden symbols
+    # of the others undefined
+    units = [f"/s/objects/bin/app/app-1.u{i:03}.rcgu.o" for i in range(256)]
+    lib_units = [f"/s/objects/lib/greet/greet-5.u{i}.rcgu.o" for i in range(3)]
+    plan = build_link_plan(
+        {"linker": "cc", "args": LINUX_BIN_LINE, "cwd": "/ws"}, lib_units + units, "/s/p.so", "linux"
+    )
+    linked = [a for a in plan.args if a.endswith(".o")]
+    assert linked == lib_units + units
+    assert plan.objects == tuple(Path(o) for o in lib_units + units)

@@ -185,6 +185,26 @@ async def test_patch_keeps_symbol_names_and_gets_new_names(edited_hello, tmp_pat
 
 
 @pytest.mark.asyncio
+async def test_objects_left_from_an_earlier_build_are_never_linked(edited_hello, tmp_path):
+    root, rustc, args, link_args, main = edited_hello
+    captures = make_captures(root, rustc, args, link_args)
+    main.write_text(MAIN_RS.replace("41", "42"))
+    first = await build_patch(captures, None, tmp_path / "session")
+    [crate] = first.crates
+    obj_dir = crate.objects[0].parent
+    # a unit that the next build no longer writes (another partition, an older unit count):
+    # linking it would bring back old code or fail on duplicate symbols
+    stale = obj_dir / "hello-0123456789abcdef.stale-unit.rcgu.o"
+    shutil.copy2(crate.objects[0], stale)
+
+    main.write_text(MAIN_RS.replace("41", "43"))
+    second = await build_patch(captures, None, tmp_path / "session")
+    assert not stale.exists()
+    assert str(stale) not in second.link_argv
+    assert set(second.crates[0].objects) == set(obj_dir.glob("*.o"))
+
+
+@pytest.mark.asyncio
 async def test_syntax_error_names_file_and_line_and_writes_no_library(edited_hello, tmp_path):
     root, rustc, args, link_args, main = edited_hello
     main.write_text(MAIN_RS.replace("    41\n", "    41 +\n"))

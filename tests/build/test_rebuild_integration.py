@@ -75,6 +75,15 @@ async def test_single_bin_patch(captured_single_bin, tmp_path):
         assert second.library.name == first.library.name.replace("-patch-1.", "-patch-2.")
         assert first.rustc_ms > 0 and first.link_ms > 0
 
+    # rustc kept several codegen units (one would make incremental reuse nothing) and every
+    # unit's object went into the link, each exactly once
+    [crate] = second.crates
+    assert len(crate.objects) > 1 and len(set(crate.objects)) == len(crate.objects)
+    assert [a for a in second.link_argv if a.endswith(".o")] == [str(o) for o in crate.objects]
+    # the same incremental directory serves every save of the crate
+    incremental = tmp_path / "session" / "incremental"
+    assert [d.name for d in incremental.iterdir()] == ["single_bin.bin"]
+
 
 @pytest.mark.asyncio
 async def test_single_bin_syntax_error(captured_single_bin, tmp_path):
@@ -127,6 +136,8 @@ async def test_library_edit_in_workspace_patches_both_crates(captured_workspace,
     with edited(lib, 'format!("corelib describes {what}")', 'format!("corelib newly describes {what}")'):
         patch = await build_patch(captures, "corelib", tmp_path / "session")
     assert [c.crate_name for c in patch.crates] == ["corelib", "app"]
+    assert list(patch.objects) == [o for c in patch.crates for o in c.objects]
+    assert {o.parent for o in patch.crates[0].objects}.isdisjoint({o.parent for o in patch.crates[1].objects})
     assert patch.edited_crate == "corelib" and patch.crate_name == "app"
     symbols = defined_symbols(patch.library)
     # one library with both crates' code, under the running program's names

@@ -239,19 +239,20 @@ def test_file_names():
 # --------------------------------------------------------------------------- plans
 
 
-def test_bin_plan_keeps_bin_and_emits_one_object(tmp_path):
+def test_bin_plan_keeps_bin_and_emits_objects_into_the_crates_directory(tmp_path):
     plan = build_obj_plan(record(APP_ARGS, "app", "bin", ["bin"]), tmp_path)
     args = list(plan.args)
     assert plan.program == "/toolchain/bin/rustc"
     assert plan.cwd == "/ws"
-    assert plan.obj_path == tmp_path / "objects" / "bin" / "app.o"
+    assert plan.obj_dir == tmp_path / "objects" / "bin" / "app"
     assert plan.incremental_dir == tmp_path / "incremental" / "app.bin"
     assert plan.metadata_path is None
-    # exactly one of each edited option, with the session's paths
-    assert [a for a in args if a.startswith("--emit")] == [f"--emit=dep-info={plan.depinfo_path},obj={plan.obj_path}"]
+    # exactly one of each edited option, with the session's paths; no object path (rustc
+    # ignores one when it writes several units)
+    assert [a for a in args if a.startswith("--emit")] == [f"--emit=dep-info={plan.depinfo_path},obj"]
     assert plan.depinfo_path == tmp_path / "depinfo" / "app.bin.d"
     assert args[args.index("--crate-type") + 1] == "bin" and args.count("--crate-type") == 1
-    assert args[args.index("--out-dir") + 1] == str(tmp_path / "out") and args.count("--out-dir") == 1
+    assert args[args.index("--out-dir") + 1] == str(plan.obj_dir) and args.count("--out-dir") == 1
     assert codegen_value(args, "incremental") == str(plan.incremental_dir)
     assert [a for a in args if "target/debug/incremental" in a] == []
     assert "--error-format=json" in args and not any(a.startswith("--json") for a in args)
@@ -307,7 +308,7 @@ def test_proc_macro_is_refused(tmp_path):
 def test_lib_plan_with_metadata_for_dependents(tmp_path):
     plan = build_obj_plan(record(GREET_ARGS, "greet", "lib", ["lib"]), tmp_path, emit_metadata=True)
     assert plan.metadata_path == tmp_path / "deps" / "libgreet-5c25fea796287d64.rmeta"
-    assert f"--emit=dep-info={plan.depinfo_path},obj={plan.obj_path},metadata={plan.metadata_path}" in plan.args
+    assert f"--emit=dep-info={plan.depinfo_path},obj,metadata={plan.metadata_path}" in plan.args
 
 
 def test_dependent_plan_points_extern_at_rebuilt_metadata(tmp_path):
@@ -317,6 +318,39 @@ def test_dependent_plan_points_extern_at_rebuilt_metadata(tmp_path):
     # the session's deps dir is searched too, for crates that reach greet only transitively
     assert plan.args[-2:] == ("-L", f"dependency={tmp_path / 'deps'}")
     assert "dependency=/ws/target/debug/deps" in plan.args
+
+
+def test_incremental_capture_without_a_count_gets_rustcs_incremental_default(tmp_path):
+    # --emit=obj alone would make rustc use ONE unit, and incremental reuse nothing
+    assert codegen_value(APP_ARGS, "codegen-units") is None
+    plan = build_obj_plan(record(APP_ARGS, "app", "bin", ["bin"]), tmp_path)
+    assert codegen_value(plan.args, "codegen-units") == "256"
+    assert sum(1 for a in plan.args if "codegen-units" in a) == 1
+
+
+def test_captured_codegen_units_are_kept(tmp_path):
+    for spelling in (["-C", "codegen-units=64"], ["-Ccodegen-units=64"], ["--codegen=codegen-units=64"]):
+        plan = build_obj_plan(record([*APP_ARGS, *spelling], "app", "bin", ["bin"]), tmp_path)
+        assert codegen_value(plan.args, "codegen-units") == "64"
+        assert sum(1 for a in plan.args if "codegen-units" in a) == 1
+
+
+def test_non_incremental_capture_gets_rustcs_release_default(tmp_path):
+    i = APP_ARGS.index("incremental=/ws/target/debug/incremental")
+    release = [*APP_ARGS[: i - 1], *APP_ARGS[i + 1 :]]
+    assert codegen_value(release, "incremental") is None
+    plan = build_obj_plan(record(release, "app", "bin", ["bin"]), tmp_path)
+    assert codegen_value(plan.args, "codegen-units") == "16"
+    # patch builds stay incremental even when the captured profile is not
+    assert codegen_value(plan.args, "incremental") == str(plan.incremental_dir)
+
+
+def test_each_crate_and_kind_has_its_own_object_directory(tmp_path):
+    app = build_obj_plan(record(APP_ARGS, "app", "bin", ["bin"]), tmp_path)
+    greet = build_obj_plan(record(GREET_ARGS, "greet", "lib", ["lib"]), tmp_path)
+    app_lib = build_obj_plan(record(GREET_ARGS, "app", "lib", ["lib"]), tmp_path)
+    assert len({app.obj_dir, greet.obj_dir, app_lib.obj_dir}) == 3
+    assert len({app.incremental_dir, greet.incremental_dir, app_lib.incremental_dir}) == 3
 
 
 def test_plan_is_idempotent_on_its_own_output(tmp_path):
