@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from daemon.cli.capture_run import find_shim, run_capture  # noqa: E402
+from tests.support.fixtures import copy_fixture_tree  # noqa: E402
 
 FIXTURES = REPO / "tests" / "fixtures"
 WRAPPER_VARS = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER")
@@ -89,7 +90,7 @@ def bench_shim_overhead(work: Path, runs: int) -> dict:
 def bench_fat_build(work: Path, fixture: str, rounds: int) -> dict:
     """Alternate plain and captured builds (order swapped each round) so cache warm-up favours neither."""
     ws = work / fixture
-    shutil.copytree(FIXTURES / fixture, ws, ignore=shutil.ignore_patterns("target"))
+    copy_fixture_tree(FIXTURES / fixture, ws)
     env = clean_env(THINPATCH_STATE_DIR=str(work / "state"))
     plain: list[float] = []
     captured: list[float] = []

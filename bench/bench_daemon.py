@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -48,6 +47,7 @@ from daemon.cli.capture_run import run_capture  # noqa: E402
 from daemon.socket.client import connect  # noqa: E402
 from tests.support.daemon_process import quiet_mark  # noqa: E402
 from tests.support.live_host import LiveHost  # noqa: E402
+from tests.support.fixtures import copy_fixture_tree  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "livehost"
 EDITED_FILE = Path("app") / "src" / "main.rs"
@@ -224,7 +224,7 @@ async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int
     daemon_ws = work / "daemon" / "livehost"
     cargo_ws = work / "cargo" / "livehost"
     for ws in (daemon_ws, cargo_ws):
-        shutil.copytree(FIXTURE, ws, ignore=shutil.ignore_patterns("target"))
+        copy_fixture_tree(FIXTURE, ws)
     state = work / "state"
     env = clean_env(THINPATCH_STATE_DIR=str(state))
 

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from daemon.cli.capture_run import run_capture  # noqa: E402
+from tests.support.fixtures import copy_fixture_tree  # noqa: E402
 from daemon.binary.jump_table import compute_jump_table  # noqa: E402
 from daemon.binary.load_check import check_loadable, loaded_library_paths  # noqa: E402
 from daemon.service.patcher import Patcher, host_binary  # noqa: E402
@@ -166,7 +166,7 @@ async def bench(work: Path, rounds: int) -> dict:
     patch_ws = work / "patched" / "livehost"
     cargo_ws = work / "cargo" / "livehost"
     for ws in (patch_ws, cargo_ws):
-        shutil.copytree(FIXTURE, ws, ignore=shutil.ignore_patterns("target"))
+        copy_fixture_tree(FIXTURE, ws)
     env = clean_env(THINPATCH_STATE_DIR=str(work / "state"))
     os.environ.update(THINPATCH_STATE_DIR=str(work / "state"))
     for name in DROPPED_VARS:

@@ -7,19 +7,18 @@ that paths with spaces survive capture, replay and linking.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
+
+from tests.support.fixtures import copy_fixture_tree
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def copy_fixture(name: str, dest_parent: Path) -> Path:
     """Copy ``tests/fixtures/<name>`` into ``dest_parent/"<name> copy"`` (without any target dir)."""
-    dest = dest_parent / f"{name} copy"
-    shutil.copytree(FIXTURES / name, dest, ignore=shutil.ignore_patterns("target"))
-    return dest
+    return copy_fixture_tree(FIXTURES / name, dest_parent / f"{name} copy")
 
 
 @pytest.fixture

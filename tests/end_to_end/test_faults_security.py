@@ -70,7 +70,7 @@ def test_socket_directory_socket_and_capture_records_are_private(captured, daemo
     root = captured.capture_root
     dirs = [root, root / "captures", *[p for p in (root / "captures").rglob("*") if p.is_dir()]]
     records = list((root / "captures").rglob("*.json"))
-    assert len(records) >= 4 and len(dirs) >= 5
+    assert len(records) >= 3 and len(dirs) >= 5  # livehost.bin, counterlib.lib, the link line
     assert {str(d): mode(d) for d in dirs} == {str(d): 0o700 for d in dirs}
     assert {str(r): mode(r) for r in records} == {str(r): 0o600 for r in records}
     # what the daemon writes beside them: symbol cache and session cache

@@ -143,6 +143,15 @@ pub fn on_patch(callback: impl Fn(&JumpTable) -> Result<(), String> + Send + Syn
     start(Client::new().on_patch(callback));
 }
 
+/// Apply a patch handed over some other way than the daemon's socket: the JSON that
+/// `thinpatch patch --json` prints, a `patch-ready` event, or a bare jump table. Replaces the
+/// current table, as a patch from the daemon does. Returns the number of redirected functions.
+pub fn apply_json(text: &str) -> Result<usize, String> {
+    let value = json::parse(text)?;
+    let table = value.get("jump_table").unwrap_or(&value);
+    hot::apply(&JumpTable::from_json(table)?)
+}
+
 fn start(client: Client) {
     static STARTED: AtomicBool = AtomicBool::new(false);
     if STARTED.swap(true, Ordering::SeqCst) {
@@ -150,5 +159,17 @@ fn start(client: Client) {
     }
     if let Err(e) = client.spawn() {
         eprintln!("thinpatch: cannot start the listener thread: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn apply_json_reads_a_patch_result_or_a_bare_table_and_says_what_is_wrong() {
+        assert!(super::apply_json("not json").is_err());
+        assert_eq!(super::apply_json("{}").unwrap_err(), "the jump table has no `lib`");
+        let missing = r#"{"jump_table": {"lib": "/nonexistent/libpatch.so", "map": {}, "aslr_reference": 1, "new_base_address": 2, "ifunc_count": 0}}"#;
+        let error = super::apply_json(missing).unwrap_err();
+        assert!(error.contains("/nonexistent/libpatch.so"), "{error}");
     }
 }
