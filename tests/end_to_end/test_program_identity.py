@@ -1,17 +1,21 @@
 """Every patch reaches exactly the processes it was built for.
 
 A real workspace with two bins over one shared library, captured in debug (and later
-release), a real `thinpatch serve`, and the real binaries running. Each process is
-subscribed by its pid only, as the README tells apps to do; the daemon tells which
-program it runs from its binary's build ID.
+release), a real `thinpatch serve`, and the real binaries running. Each program subscribes
+itself through thinpatch-client (pid and build ID), applies what it gets and reports it.
+The tests also subscribe on behalf of each pid, to see exactly which patches the daemon
+sends to which program, including those a program would ignore.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -43,15 +47,30 @@ def daemon(workspace, tmp_path_factory):
 
 
 class Running:
-    """A program started from a binary, killed at the end of the test."""
+    """A program started from a binary, its output kept; killed at the end of the test."""
 
-    def __init__(self, binary: Path) -> None:
+    def __init__(self, binary: Path, socket_path: Path) -> None:
         self.binary = binary
-        self.proc = subprocess.Popen([str(binary)], stdout=subprocess.DEVNULL)
+        env = {**os.environ, "THINPATCH_SOCKET": str(socket_path)}
+        self.proc = subprocess.Popen([str(binary)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(l.rstrip("\n")) for l in self.proc.stdout], daemon=True).start()
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def prints(self, text: str, timeout: float = 30.0) -> str:
+        """Wait for an output line containing ``text``: the program runs that code now."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if text in line:
+                return line
+        raise AssertionError(f"{self.binary.name} (pid {self.pid}) never printed {text!r}")
 
     def stop(self) -> None:
         self.proc.kill()
@@ -59,16 +78,23 @@ class Running:
 
 
 @pytest.fixture
-def start():
+def start(daemon):
     started: list[Running] = []
 
     def run(binary: Path) -> Running:
-        started.append(Running(binary))
+        started.append(Running(binary, daemon.socket_path))
         return started[-1]
 
     yield run
     for process in started:
         process.stop()
+
+
+async def wait_subscribers(observer, count: int) -> None:
+    """Until ``count`` clients are subscribed (the programs connect on their own)."""
+    with anyio.fail_after(30):
+        while (await observer.request({"type": "status"}))["daemon"]["subscribers"] < count:
+            await anyio.sleep(0.1)
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -91,15 +117,51 @@ async def patches_within(client, seconds: float) -> list[dict]:
     return got
 
 
-async def wait_patches(observer, count: int, after: int) -> list[dict]:
-    """The next ``count`` live patches an observer sees after seq ``after`` (one per program
-    a build is for); earlier ones were for edits made before."""
-    got: list[dict] = []
-    while len(got) < count:
-        events = await collect_until(observer, lambda e: ready(e) and e["seq"] > after, timeout=90)
-        assert not any(e["type"] == "build-failed" and e["seq"] > after for e in events), events
-        got.append(events[-1])
-    return got
+class History:
+    """Every event an observer has seen, so later questions can look back at earlier ones."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        self.events: list[dict] = []
+
+    async def until(self, answer, timeout: float = 90.0):
+        """Read events until ``answer(events)`` is truthy; return it."""
+        from daemon.socket.protocol_schema import server_message_errors
+
+        found = answer(self.events)  # perhaps among the events already seen
+        if found:
+            return found
+        with anyio.fail_after(timeout):
+            async for event in self.client.events():
+                assert server_message_errors(event) == [], event
+                self.events.append(event)
+                found = answer(self.events)
+                if found:
+                    return found
+        raise AssertionError(f"stream ended: {self.events[-5:]}")
+
+
+async def wait_patches(history: History, count: int, after: int) -> list[dict]:
+    """The first ``count`` live patches after seq ``after`` (one per program a build is for);
+    earlier ones were for edits made before."""
+
+    def answer(events):
+        failed = [e for e in events if e["type"] == "build-failed" and e["seq"] > after]
+        assert not failed, failed
+        patches = [e for e in events if ready(e) and e["seq"] > after]
+        return patches[:count] if len(patches) >= count else None
+
+    return await history.until(answer)
+
+
+async def reports(history: History, pids: set[int], patch_ids: set, after: int) -> dict[int, dict]:
+    """The processes' own patch-result reports for ``patch_ids``, one per pid in ``pids``."""
+
+    def answer(events):
+        got = {e["pid"]: e for e in events if e["type"] == "patch-result" and e["seq"] > after and e["id"] in patch_ids}
+        return got if set(got) >= pids else None
+
+    return await history.until(answer, timeout=30)
 
 
 async def wait_serving(observer, build_id: str | None) -> None:
@@ -124,24 +186,26 @@ async def test_each_program_gets_only_its_own_patches(workspace, daemon, start):
     async with connect(daemon.socket_path) as observer, connect(daemon.socket_path) as to_alpha, \
             connect(daemon.socket_path) as to_beta:
         await observer.subscribe(str(workspace))
+        seen = History(observer)
         assert (await to_alpha.subscribe(pid=alpha.pid))["build_id"] == read_build_id(alpha.binary)
         assert (await to_beta.subscribe(pid=beta.pid))["build_id"] == read_build_id(beta.binary)
+        await wait_subscribers(observer, 5)  # and alpha and beta themselves
         mark = await quiet_mark(observer, workspace)
         await drain(to_alpha)
         await drain(to_beta)
 
         edit(workspace / "alpha/src/main.rs", "alpha v1", "alpha v2")
-        [patch] = await wait_patches(observer, 1, mark)
+        [patch] = await wait_patches(seen, 1, mark)
         assert patch["program"]["name"] == "alpha"
         assert patch["for_build_id"] == read_build_id(alpha.binary)
-        assert patch["subscribers"] == 1
+        assert patch["subscribers"] == 2  # alpha itself, and this test on its behalf
         assert [p["id"] for p in await patches_within(to_alpha, 1.0)] == [patch["id"]]
         assert await patches_within(to_beta, 0.5) == []
 
-        # The process reports back; observers and `status` see who applied what.
-        assert (await to_alpha.request({"type": "patch-result", "id": patch["id"], "applied": True}))["type"] == "ok"
-        report = (await collect_until(observer, lambda e: e["type"] == "patch-result", timeout=10))[-1]
-        assert (report["pid"], report["applied"], report["program"]["name"]) == (alpha.pid, True, "alpha")
+        # alpha applied it and says so; observers and `status` see who applied what.
+        report = (await reports(seen, {alpha.pid}, {patch["id"]}, mark))[alpha.pid]
+        assert (report["applied"], report["program"]["name"]) == (True, "alpha")
+        alpha.prints("alpha v2")
         status = await observer.request({"type": "status"})
         [ws] = [w for w in status["workspaces"] if w["workspace"] == str(workspace)]
         by_name = {p["name"]: p for p in ws["programs"]}
@@ -151,12 +215,16 @@ async def test_each_program_gets_only_its_own_patches(workspace, daemon, start):
         # A library both programs link: one patch each, each to its own process.
         mark = await quiet_mark(observer, workspace)
         edit(workspace / "shared/src/lib.rs", "shared v1", "shared v2")
-        both = await wait_patches(observer, 2, mark)
+        both = await wait_patches(seen, 2, mark)
         assert sorted(p["program"]["name"] for p in both) == ["alpha", "beta"]
         [for_alpha] = await patches_within(to_alpha, 1.0)
         [for_beta] = await patches_within(to_beta, 1.0)
         assert for_alpha["program"]["name"] == "alpha" and for_beta["program"]["name"] == "beta"
         assert for_alpha["for_build_id"] != for_beta["for_build_id"]
+        applied = await reports(seen, {alpha.pid, beta.pid}, {p["id"] for p in both}, mark)
+        assert all(r["applied"] for r in applied.values()), applied
+        assert "alpha v2" in alpha.prints("shared v2")  # the library edit, and alpha's earlier one
+        assert "beta v1" in beta.prints("shared v2")
 
 
 @pytest.mark.asyncio
@@ -169,21 +237,28 @@ async def test_debug_and_release_processes_each_get_their_own_patches(workspace,
     async with connect(daemon.socket_path) as observer, connect(daemon.socket_path) as to_debug, \
             connect(daemon.socket_path) as to_release:
         await observer.subscribe(str(workspace))
+        seen = History(observer)
         await wait_serving(observer, read_build_id(release.binary))  # the daemon notices the capture itself
         await to_debug.subscribe(pid=debug.pid)
         await to_release.subscribe(pid=release.pid)
+        await wait_subscribers(observer, 5)
         mark = await quiet_mark(observer, workspace)
         await drain(to_debug)
         await drain(to_release)
 
         edit(workspace / "beta/src/main.rs", "beta v1", "beta v2")
-        patches = await wait_patches(observer, 2, mark)
+        patches = await wait_patches(seen, 2, mark)
         assert sorted(p["program"]["scope"] for p in patches) == ["host-debug", "host-release"]
         [mine] = await patches_within(to_release, 1.0)
         assert mine["program"]["scope"] == "host-release"
         assert mine["for_build_id"] == read_build_id(release.binary)
         [theirs] = await patches_within(to_debug, 1.0)
         assert theirs["program"]["scope"] == "host-debug"
+        applied = await reports(seen, {debug.pid, release.pid}, {p["id"] for p in patches}, mark)
+        assert applied[release.pid]["program"]["scope"] == "host-release"
+        assert applied[debug.pid]["program"]["scope"] == "host-debug"
+        release.prints("beta v2")
+        debug.prints("beta v2")
 
 
 def plain_cargo_build(workspace: Path) -> None:
@@ -218,7 +293,7 @@ async def test_a_process_of_an_earlier_capture_is_told_to_restart(workspace, dae
         await to_old.subscribe(pid=old.pid)
         mark = await quiet_mark(observer, workspace)
         edit(workspace / "alpha/src/main.rs", "alpha v3", "alpha v4")  # a different binary from here on
-        await wait_patches(observer, 1, mark)
+        await wait_patches(History(observer), 1, mark)
         await anyio.to_thread.run_sync(lambda: run_capture(workspace))
         notices = await collect_until(to_old, lambda e: e["type"] == "not-patchable", timeout=30)
         assert notices[-1]["reason"] == "old-session" and "Restart" in notices[-1]["message"]
