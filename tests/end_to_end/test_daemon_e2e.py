@@ -232,3 +232,21 @@ def test_a_second_daemon_on_the_same_socket_is_refused(workspace, daemon):
     )
     assert out.returncode == 1
     assert "already running" in out.stderr
+
+
+def test_thinpatch_patch_lets_the_running_daemon_build_and_deliver(workspace, daemon, host, app_source):
+    """A one-shot `thinpatch patch` uses the daemon that serves the program: warm caches, and
+    the subscribed host gets the same patch. --no-daemon builds in the command itself."""
+    save_like_an_editor(app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app ONE-SHOT #{} calls={}", n, calls)'))
+    command = [sys.executable, "-m", "daemon", "patch", "--json", "--workspace", str(workspace), "--socket", str(daemon.socket_path)]
+    by_daemon = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert by_daemon.returncode == 0, by_daemon.stderr
+    result = json.loads(by_daemon.stdout)
+    assert result["built_by"] == "daemon" and result["program"]["name"] == "livehost"
+    assert result["jump_table"]["lib"] == result["lib"]
+    host.expect(lambda l: l.startswith("PATCHED"), timeout=60)
+    assert host.tick()["app"].startswith("app ONE-SHOT #")
+
+    local = subprocess.run([*command, "--no-daemon"], capture_output=True, text=True, timeout=300)
+    assert local.returncode == 0, local.stderr
+    assert "built_by" not in json.loads(local.stdout)

@@ -17,6 +17,9 @@ object the daemon sends in `patch-ready` events.
 The patch is for one captured program: one bin, one profile, one target. When several
 are captured, choose with --bin, --release/--profile and --target, as with cargo.
 
+When a running daemon serves the program, it builds the patch (warm caches, no start-up
+cost) and every subscriber of that program gets it too; --no-daemon builds here instead.
+
 examples:
   thinpatch patch                          patch the program's own crate
   thinpatch patch --crate mylib            an edit in a workspace library crate
@@ -26,6 +29,8 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from daemon.cli.commands._socket_option import add_socket_option
+
     parser.add_argument("--workspace", metavar="DIR", default=None, help="workspace directory (default: current directory)")
     parser.add_argument("--crate", metavar="NAME", default=None, help="the edited crate (default: the program's crate)")
     parser.add_argument("--bin", metavar="NAME", default=None, help="the program to patch, when several bins are captured")
@@ -33,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", metavar="NAME", default=None, help="patch the program of this cargo profile")
     parser.add_argument("--target", metavar="TRIPLE", default=None, help="patch the program built for this target")
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    parser.add_argument("--no-daemon", action="store_true", help="build here even when a running daemon serves the program")
+    add_socket_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from daemon.build.rebuild import CompileError, RebuildError
     from daemon.cli.capture_run import profile_dir_name
+    from daemon.cli.daemon_patch import patch_through_daemon
     from daemon.service.patcher import Patcher, PatchRejected
     from daemon.service.programs import ProgramChoiceError, choose_program, read_programs
     from daemon.service.workspaces import NoCapture, find_captured_workspace
@@ -55,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
             return _fail(args, "missing-capture", f"no program is captured in {found.workspace}.{notes}\n"
                          "Run `thinpatch capture` there first.")
         program = choose_program(programs, bin_name=args.bin, profile=profile, target=args.target)
+        if not args.no_daemon:
+            event = anyio.run(patch_through_daemon, socket_path(args), found.workspace, program, args.crate)
+            if event is not None:
+                return _print_daemon_outcome(args, event, program)
         patcher = Patcher(found.workspace, found.capture_root, scope=program.scope, top=program.crate)
         result = anyio.run(lambda: patcher.patch(args.crate, rendered_ansi=sys.stderr.isatty() and not args.json))
     except ProgramChoiceError as exc:
@@ -90,6 +102,44 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         for warning in result.report.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def socket_path(args: argparse.Namespace):
+    from pathlib import Path
+
+    from daemon.socket.socket_paths import default_socket_path
+
+    return Path(args.socket) if args.socket else default_socket_path()
+
+
+def _print_daemon_outcome(args: argparse.Namespace, event: dict, program) -> int:
+    """The daemon's outcome event, printed as a local build's result would be."""
+    kind = event["type"]
+    if kind == "build-failed":
+        if not args.json:
+            for d in event.get("diagnostics") or []:
+                if d.get("level") == "error":
+                    print((d.get("rendered") or d.get("message") or "").rstrip("\n"), file=sys.stderr)
+        return _fail(args, "build-failed", event.get("message", ""), diagnostics=event.get("diagnostics") or [])
+    if kind == "patch-rejected":
+        return _fail(args, "patch-rejected", event.get("reason", ""), missing_symbols=event.get("missing_symbols", []),
+                     action=event.get("action"))
+    data = {k: v for k, v in event.items() if k not in ("type", "seq", "re", "time")}
+    data["built_by"] = "daemon"
+    if args.json:
+        json.dump(data, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        t = event.get("timings") or {}
+        print(event.get("lib"))
+        print(
+            f"built a patch of {event.get('edited_crate')} for {program.label} (by the running daemon): "
+            f"{(event.get('report') or {}).get('mapped', '?')} functions mapped; total {t.get('total_ms', 0):.0f} ms",
+            file=sys.stderr,
+        )
+        for warning in (event.get("report") or {}).get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
     return 0
 
