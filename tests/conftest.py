@@ -42,6 +42,16 @@ def capture_state_dir(tmp_path_factory):
         os.environ["THINPATCH_STATE_DIR"] = old
 
 
+def captured_fixture_copy(name: str, parent: Path) -> Path:
+    """A copy of ``tests/fixtures/<name>`` under ``parent``, captured with `thinpatch capture`."""
+    from daemon.cli.capture_run import run_capture
+
+    workspace = copy_fixture(name, parent)
+    result = run_capture(workspace)
+    assert result.exit_code == 0, f"capture of {name} failed: {result}"
+    return workspace
+
+
 def _capture_copy(tmp_path_factory, name: str, **kwargs):
     from daemon.cli.capture_run import run_capture
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import copy_fixture
-from tests.support.daemon_process import DaemonProcess, save_like_an_editor
+from tests.conftest import captured_fixture_copy
+from tests.support.daemon_process import save_like_an_editor, serving
 from tests.support.live_host import LiveHost
 
 pytestmark = pytest.mark.cargo
@@ -25,20 +26,14 @@ LIB = "counterlib/src/lib.rs"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, capture_state_dir):
-    from daemon.cli.capture_run import run_capture
-
-    ws = copy_fixture("livehost", tmp_path_factory.mktemp("cumulative"))
-    assert run_capture(ws).exit_code == 0
-    return ws
+def workspace(tmp_path_factory, capture_state_dir) -> Path:
+    return captured_fixture_copy("livehost", tmp_path_factory.mktemp("cumulative"))
 
 
 @pytest.fixture(scope="module")
 def daemon(workspace, tmp_path_factory):
-    d = DaemonProcess(tmp_path_factory.mktemp("sock") / "thinpatch.sock", [workspace], "--debounce-ms", "50")
-    d.wait_watching(workspace)
-    yield d
-    d.kill()
+    with serving(workspace, tmp_path_factory.mktemp("sock")) as d:
+        yield d
 
 
 class Ticker:

@@ -23,27 +23,21 @@ import pytest
 
 from daemon.binary.build_id import read_build_id
 from daemon.socket.client import connect
-from tests.conftest import copy_fixture
-from tests.support.daemon_process import DaemonProcess, collect_until, quiet_mark, save_like_an_editor
+from tests.conftest import captured_fixture_copy
+from tests.support.daemon_process import collect_until, quiet_mark, save_like_an_editor, serving
 
 pytestmark = pytest.mark.cargo
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, capture_state_dir) -> Path:
-    from daemon.cli.capture_run import run_capture
-
-    ws = copy_fixture("twobins", tmp_path_factory.mktemp("program identity"))
-    assert run_capture(ws).exit_code == 0
-    return ws
+    return captured_fixture_copy("twobins", tmp_path_factory.mktemp("program identity"))
 
 
 @pytest.fixture(scope="module")
 def daemon(workspace, tmp_path_factory):
-    d = DaemonProcess(tmp_path_factory.mktemp("sock") / "thinpatch.sock", [workspace], "--debounce-ms", "50")
-    d.wait_watching(workspace)
-    yield d
-    d.kill()
+    with serving(workspace, tmp_path_factory.mktemp("sock")) as d:
+        yield d
 
 
 class Running:

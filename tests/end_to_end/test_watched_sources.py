@@ -10,7 +10,7 @@ import pytest
 
 from daemon.socket.client import connect
 from tests.conftest import copy_fixture
-from tests.support.daemon_process import DaemonProcess, collect_until, quiet_mark, save_like_an_editor
+from tests.support.daemon_process import collect_until, quiet_mark, save_like_an_editor, serving
 
 pytestmark = pytest.mark.cargo
 
@@ -34,10 +34,8 @@ def workspace(tmp_path_factory, capture_state_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(workspace, tmp_path_factory):
-    d = DaemonProcess(tmp_path_factory.mktemp("sock") / "thinpatch.sock", [workspace], "--debounce-ms", "50")
-    d.wait_watching(workspace)
-    yield d
-    d.kill()
+    with serving(workspace, tmp_path_factory.mktemp("sock")) as d:
+        yield d
 
 
 def outcome_after(mark: int):

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
@@ -80,6 +82,17 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+@contextmanager
+def serving(workspace: Path, sock_dir: Path, *extra: str) -> Iterator[DaemonProcess]:
+    """A real `thinpatch serve` for ``workspace`` (50 ms debounce), watching it; killed after."""
+    daemon = DaemonProcess(sock_dir / "thinpatch.sock", [workspace], "--debounce-ms", "50", *extra)
+    try:
+        daemon.wait_watching(workspace)
+        yield daemon
+    finally:
+        daemon.kill()
 
 
 # --------------------------------------------------------------------------- driving it
