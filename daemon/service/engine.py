@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import itertools
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from daemon.build.rebuild import CompileError, LinkError, MissingCapture, Rebuil
 from daemon.service.depinfo import MANIFEST_NAMES, build_source_map, changed_kinds, crate_sources, read_depinfo_file
 from daemon.service.patcher import Patcher, PatchRejected
 from daemon.service.programs import Identity, Program, identify, program_crates, read_programs
-from daemon.service.scheduler import BuildRequest, WorkspaceScheduler
+from daemon.service.scheduler import WARM_UP, BuildRequest, WorkspaceScheduler
 from daemon.service.watcher import DEFAULT_DEBOUNCE_MS, SourceWatcher, content_digest, filter_watch_set, git_ignored
 from daemon.service.workspaces import CapturedWorkspace, registered_workspaces
 from daemon.socket.protocol import RequestError, Subscription
@@ -102,6 +103,7 @@ class EngineOptions:
     on_busy: str = "restart"
     keep_patches: int = 16
     force_polling: bool | None = None
+    warm_up: bool = True  # compile each program once when its session starts
 
 
 @dataclass
@@ -282,6 +284,9 @@ class ServedWorkspace:
 
     async def build(self, request: BuildRequest) -> None:
         """One patch for every program built from an edited crate, each for that binary only."""
+        if request.reason == WARM_UP:
+            await self.warm_up()
+            return
         targets = [
             sp for sp in self.programs.values() if any(rustc_key(*c) in sp.crates for c in request.crates)
         ]
@@ -374,6 +379,26 @@ class ServedWorkspace:
             self.last_outcome = "patch-ready"
             self.emit(event)
             bound.info("patch ready", outcome="patch-ready", lib=result.lib, **event["timings"])
+
+    async def warm_up(self) -> None:
+        """Build each program's patch once, unpublished: rustc's incremental state for the patch
+        build and the program's symbol index are then ready, and the first real save costs what
+        later ones do (instead of a whole-crate compile). Anything going wrong here is only
+        logged: the first real save reports it."""
+        for served in self.programs.values():
+            started = time.perf_counter()
+            try:
+                await served.patcher.patch(None)
+            except anyio.get_cancelled_exc_class():
+                raise  # a real save came first
+            except Exception as exc:  # noqa: BLE001 - a warm-up never fails anything
+                log.info("warm-up build failed", workspace=self.name, program=served.program.label, error=str(exc)[:200])
+                continue
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.learn_sources(served)
+            log.info("warmed up", workspace=self.name, program=served.program.label,
+                     ms=round((time.perf_counter() - started) * 1000))
 
     async def learn_sources(self, served: ServedProgram) -> None:
         """Watch every file rustc read in the last patch build (a new `mod`, a new
@@ -496,6 +521,9 @@ class ServedWorkspace:
                 if edited:
                     log.info("sources changed since the capture", workspace=self.name, files=len(edited))
                     self.on_changes(edited)
+                elif self.options.warm_up and self.programs:
+                    tops = {tuple(sp.program.crate.rsplit(".", 1)) for sp in self.programs.values()}
+                    self.scheduler.submit(BuildRequest(self.name, frozenset(tops), frozenset(), reason=WARM_UP))  # type: ignore[arg-type]
                 async for changed in self.watcher.changes():
                     self.on_changes(changed)
         finally:

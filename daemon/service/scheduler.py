@@ -24,6 +24,11 @@ BURST_WINDOW_S = 1.0
 BURST_SETTLE_S = 0.25
 
 
+# A build that only fills caches (rustc's incremental state, the program's symbols) when a
+# session starts, so the first save is as fast as later ones. A real request supersedes it.
+WARM_UP = "warm-up"
+
+
 @dataclass(frozen=True)
 class BuildRequest:
     workspace: str
@@ -74,10 +79,14 @@ class WorkspaceScheduler:
 
     def submit(self, request: BuildRequest) -> None:
         """Ask for a build. Never blocks; safe to call from the watcher's task."""
-        self._pending = request if self._pending is None else self._pending.merged(request)
+        if self._pending is None or self._pending.reason == WARM_UP:
+            self._pending = request  # a real request makes a pending warm-up pointless
+        else:
+            self._pending = self._pending.merged(request)
         if self.policy == "restart" and self._scope is not None and self._current is not None:
-            # The running build's crates still need building: fold them into the next one.
-            self._pending = self._current.merged(self._pending)
+            if self._current.reason != WARM_UP:
+                # The running build's crates still need building: fold them into the next one.
+                self._pending = self._current.merged(self._pending)
             self._scope.cancel()
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         self._wake.set()

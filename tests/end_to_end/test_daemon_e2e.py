@@ -66,6 +66,20 @@ def app_source(workspace):
         save_like_an_editor(path, original)
 
 
+def test_a_new_session_warms_up_without_telling_anyone(workspace, daemon):
+    """The daemon compiles the program once when its session starts (so the first save is as
+    fast as later ones), and publishes nothing for it: no build, no patch."""
+    deadline = time.monotonic() + 120
+    while "warmed up" not in daemon.log():
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.2)
+    out = subprocess.run([sys.executable, "-m", "daemon", "status", "--json", "--socket", str(daemon.socket_path)],
+                         capture_output=True, text=True, timeout=60)
+    [ws] = [w for w in json.loads(out.stdout)["workspaces"] if w["workspace"] == str(workspace)]
+    assert ws["builds"] == 0 and ws["last_patch"] is None
+    assert all(p["last_patch"] is None for p in ws["programs"])
+
+
 def test_a_save_patches_the_subscribed_host_without_a_restart(workspace, daemon, host, app_source):
     before = host.tick()
     save_like_an_editor(app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app SAVED #{} calls={}", n, calls)'))

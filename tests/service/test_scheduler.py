@@ -1,7 +1,7 @@
 import anyio
 import pytest
 
-from daemon.service.scheduler import BuildRequest, WorkspaceScheduler
+from daemon.service.scheduler import WARM_UP, BuildRequest, WorkspaceScheduler
 
 
 def req(*files, crate="app"):
@@ -110,3 +110,39 @@ async def test_a_single_save_is_not_delayed_by_the_burst_rule():
         await sched.wait_idle()
         tg.cancel_scope.cancel()
     assert anyio.current_time() - started < 0.2
+
+
+def warm_up():
+    return BuildRequest("/w", frozenset({("app", "bin"), ("tool", "bin")}), frozenset(), reason=WARM_UP)
+
+
+@pytest.mark.asyncio
+async def test_a_save_during_the_warm_up_cancels_it_and_builds_only_what_was_saved():
+    rec = Recorder(duration=0.3)
+    sched = WorkspaceScheduler(rec, policy="restart")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sched.run)
+        sched.submit(warm_up())
+        await anyio.sleep(0.05)
+        sched.submit(req("/w/src/main.rs"))
+        await anyio.sleep(0.05)
+        await sched.wait_idle()
+        tg.cancel_scope.cancel()
+    assert [r.reason for r in rec.started] == [WARM_UP, "edit"]
+    [(finished, _)] = rec.finished
+    assert finished.crates == {("app", "bin")} and finished.reason == "edit"  # not the warm-up's programs
+
+
+@pytest.mark.asyncio
+async def test_a_pending_warm_up_gives_way_to_a_save_even_when_queueing():
+    rec = Recorder(duration=0.2)
+    sched = WorkspaceScheduler(rec, policy="queue")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sched.run)
+        sched.submit(req("/w/a.rs", crate="lib"))
+        await anyio.sleep(0.05)
+        sched.submit(warm_up())  # queued behind the running build
+        sched.submit(req("/w/src/main.rs"))
+        await sched.wait_idle()
+        tg.cancel_scope.cancel()
+    assert [(r.reason, sorted(r.crates)) for r in rec.started] == [("edit", [("lib", "bin")]), ("edit", [("app", "bin")])]

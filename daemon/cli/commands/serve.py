@@ -38,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an edit during a build: restart the build on the newest content (default) or queue behind it",
     )
     parser.add_argument("--keep", type=int, default=16, metavar="N", help="patch libraries to keep in the session cache (default: 16)")
+    parser.add_argument(
+        "--no-warm-up", action="store_true",
+        help="don't compile each program once when its session starts (the first save then pays for it)",
+    )
     parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
 
@@ -62,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
             )
             return 2
     _say_what_is_not_captured(args.workspace)
-    options = EngineOptions(debounce_ms=args.debounce_ms, on_busy=args.on_busy, keep_patches=args.keep)
+    options = EngineOptions(
+        debounce_ms=args.debounce_ms, on_busy=args.on_busy, keep_patches=args.keep, warm_up=not args.no_warm_up
+    )
     try:
         anyio.run(serve_forever, Path(args.socket) if args.socket else None, args.workspace, options)
     except BaseException as exc:  # task groups wrap start-up errors in exception groups
