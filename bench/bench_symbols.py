@@ -14,6 +14,7 @@ and, as the jump table's worst case, of the image against itself. Best of N runs
 from __future__ import annotations
 
 import argparse
+import importlib
 import glob
 import json
 import shutil
@@ -174,11 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-lief", dest="lief", action="store_false")
     parser.add_argument("--no-pyelftools", dest="pyelftools", action="store_false")
     args = parser.parse_args(argv)
-    # Import the libraries up front so their import time is not counted as reading time.
-    if args.lief:
-        import lief  # noqa: F401
-    if args.pyelftools:
-        import elftools.elf.elffile  # noqa: F401
+    # Import the libraries up front so their import time is not counted as reading time; a
+    # comparison library that is not installed is left out of the table, with a note.
+    for flag, module, package in (("lief", "lief", "lief"), ("pyelftools", "elftools.elf.elffile", "pyelftools")):
+        if getattr(args, flag):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                print(f"bench_symbols: {package} is not installed; its column is left out (pip install {package})",
+                      file=sys.stderr)
+                setattr(args, flag, False)
     with tempfile.TemporaryDirectory(prefix="thinpatch bench ") as tmp:
         workdir = Path(tmp)
         images = [(str(p), p) for p in args.paths] if args.paths else build_default_images(workdir)
