@@ -8,16 +8,17 @@ half-finished rustc must not keep writing into the session.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
 
 import anyio
 from anyio.abc import ByteReceiveStream
@@ -37,6 +38,7 @@ from daemon.build.session_cache import (
     session_tag,
 )
 
+BUILD_LOCK_NAME = ".build.lock"
 RECAPTURE_HINT = "Run `thinpatch capture` in the workspace to record a fresh build."
 
 
@@ -157,8 +159,10 @@ async def _drain(stream: ByteReceiveStream | None, sink: list[bytes]) -> None:
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-def dies_with_parent(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """``argv``, started so that it dies with this process where the OS allows.
+def dies_with_parent(argv: Sequence[str], env: Mapping[str, str], signal_name: str = "KILL") -> list[str]:
+    """``argv``, started so that it gets ``signal_name`` when this process dies, where the OS
+    allows. (Linux sends it when the thread that started the child ends: start it from a
+    thread that lives as long as the process.)
 
     Only wrapped when the program exists and is executable: a missing compiler must still
     fail to start (ToolNotFound), not run a wrapper that reports it."""
@@ -167,7 +171,7 @@ def dies_with_parent(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
     program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
     if program is None or not os.path.isfile(program) or not os.access(program, os.X_OK):
         return list(argv)
-    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+    return [_SETPRIV, "--pdeathsig", signal_name, "--", *argv]
 
 
 def _kill_group(pid: int) -> None:
@@ -442,6 +446,23 @@ def _reusable_objects(plan: ObjPlan) -> tuple[Path, ...]:
         return ()
 
 
+@asynccontextmanager
+async def exclusive_build(layout: SessionLayout, poll_s: float = 0.05) -> AsyncIterator[None]:
+    """Hold the session's build lock (waiting, cancellably, while another process holds it)."""
+    with _writing_session(layout.root):
+        fd = os.open(layout.root / BUILD_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await anyio.sleep(poll_s)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 async def build_patch(
     captures: Captures,
     crate_name: str | Iterable[str] | None,
@@ -484,41 +505,44 @@ async def build_patch(
     except PlanError as exc:
         raise UnsupportedEdit(str(exc)) from exc
 
-    crates: list[CrateBuild] = []
-    recompiled_metadata: set[str] = set()
-    for plan in plans:
-        key = rustc_key(plan.crate_name, plan.kind)
-        if key in reuse and not _reads_rebuilt_metadata(plan, recompiled_metadata):
-            earlier = _reusable_objects(plan)
-            if earlier:
-                crates.append(CrateBuild(plan.crate_name, plan.kind, earlier, 0.0, reused=True))
-                continue
-        crates.append(await compile_crate(plan, layout.root))
-        if plan.metadata_path is not None:
-            recompiled_metadata.add(str(plan.metadata_path))
+    # One build at a time per session: a daemon and a one-shot `thinpatch patch` may share it,
+    # and two rustc runs must not write one crate's object directory at once.
+    async with exclusive_build(layout):
+        crates: list[CrateBuild] = []
+        recompiled_metadata: set[str] = set()
+        for plan in plans:
+            key = rustc_key(plan.crate_name, plan.kind)
+            if key in reuse and not _reads_rebuilt_metadata(plan, recompiled_metadata):
+                earlier = _reusable_objects(plan)
+                if earlier:
+                    crates.append(CrateBuild(plan.crate_name, plan.kind, earlier, 0.0, reused=True))
+                    continue
+            crates.append(await compile_crate(plan, layout.root))
+            if plan.metadata_path is not None:
+                recompiled_metadata.add(str(plan.metadata_path))
 
-    objects = [o for c in crates for o in c.objects]
-    with _writing_session(layout.root):
-        number = reserve_patch_number(layout)
-        tag = session_tag(layout)
-    final_path = layout.patch_library_path(top_record.crate_name, number, os_name, tag)
-    temp_path = final_path.with_name(f".{final_path.name}.{os.getpid()}.tmp")
-    try:
-        link_plan = build_link_plan(
-            link_record, objects, temp_path, os_name, dependency_archives=dependency_archives
-        )
-    except LinkPlanError as exc:
-        raise MissingCapture(f"{exc}. {RECAPTURE_HINT}") from exc
-    if link_plan.cwd is None or not os.path.isdir(link_plan.cwd):
-        link_plan = LinkPlan(
-            program=link_plan.program,
-            args=link_plan.args,
-            cwd=top_record.cwd,
-            output=link_plan.output,
-            objects=link_plan.objects,
-            dropped=link_plan.dropped,
-        )
-    link_run = await link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name)
+        objects = [o for c in crates for o in c.objects]
+        with _writing_session(layout.root):
+            number = reserve_patch_number(layout)
+            tag = session_tag(layout)
+        final_path = layout.patch_library_path(top_record.crate_name, number, os_name, tag)
+        temp_path = final_path.with_name(f".{final_path.name}.{os.getpid()}.tmp")
+        try:
+            link_plan = build_link_plan(
+                link_record, objects, temp_path, os_name, dependency_archives=dependency_archives
+            )
+        except LinkPlanError as exc:
+            raise MissingCapture(f"{exc}. {RECAPTURE_HINT}") from exc
+        if link_plan.cwd is None or not os.path.isdir(link_plan.cwd):
+            link_plan = LinkPlan(
+                program=link_plan.program,
+                args=link_plan.args,
+                cwd=top_record.cwd,
+                output=link_plan.output,
+                objects=link_plan.objects,
+                dropped=link_plan.dropped,
+            )
+        link_run = await link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name)
     pruned = prune_patches(layout, keep)
     return PatchBuild(
         library=final_path,

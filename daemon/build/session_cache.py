@@ -7,6 +7,8 @@ Layout of one session (one workspace and scope)::
         session-tag                      random tag made with the directory, part of every library name
         edited-crates.json               crates edited since each program's capture (cumulative patches)
         .lock                            serialises number reservations between processes
+        .build.lock                      one patch build at a time (a daemon and `thinpatch patch`)
+        depinfo/<crate>.<kind>.d         the files rustc read in the last patch build
         incremental/<crate>.<kind>/      rustc's incremental state for patch builds only
         objects/<kind>/<crate>/          rustc's objects (one per codegen unit) of each rebuilt crate
         deps/lib<crate><extra>.rmeta     metadata of rebuilt library crates, for their dependents

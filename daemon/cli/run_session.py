@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from capture.store import CAPTURE_DIRNAME, Captures
+from daemon.build.rebuild import dies_with_parent
 from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
 
@@ -232,9 +233,11 @@ def start_daemon(socket_path: Path, log_path: Path) -> subprocess.Popen:
     """A `thinpatch serve` for this session, in its own process group (Ctrl-C reaches us, and
     we stop it once the program is stopped)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "daemon", "serve", "--socket", str(socket_path)]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "daemon", "serve", "--socket", str(socket_path)],
+            # SIGTERM (a clean stop) if `run` itself is killed: no daemon is left behind
+            dies_with_parent(argv, os.environ, "TERM"),
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
     deadline = time.monotonic() + 20
@@ -282,7 +285,8 @@ class ProgramRunner:
         env["THINPATCH_SOCKET"] = str(self.options.socket_path)
         if program.build_id:
             env["THINPATCH_BUILD_ID"] = program.build_id
-        self.process = subprocess.Popen([program.binary, *self.options.program_args], env=env)
+        # SIGTERM if `run` itself is killed, as when it stops the program on purpose
+        self.process = subprocess.Popen(dies_with_parent([program.binary, *self.options.program_args], env, "TERM"), env=env)
         self.exited = anyio.Event()
         return self.process.pid
 
@@ -327,7 +331,9 @@ async def run_session(options: RunOptions) -> int:
     started_daemon = None
     if not daemon_running(options.socket_path):
         log_path = Path(program.binary).parents[2] / CAPTURE_DIRNAME / "run-daemon.log"
-        started_daemon = await anyio.to_thread.run_sync(start_daemon, options.socket_path, log_path)
+        # From this thread, which lives as long as `run`: the daemon's parent-death signal is
+        # tied to the thread that started it.
+        started_daemon = start_daemon(options.socket_path, log_path)
         say(tagged(style, f"started the thinpatch daemon for this session (log: {log_path})"))
     runner = ProgramRunner(options, style)
     interrupted = False

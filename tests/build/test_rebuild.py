@@ -272,3 +272,25 @@ async def test_empty_capture_store(tmp_path):
     captures = load_captures(tmp_path / "never captured")
     with pytest.raises(MissingCapture, match="no program crate"):
         await build_patch(captures, None, tmp_path / "session")
+
+
+@pytest.mark.asyncio
+async def test_builds_of_one_session_take_turns(tmp_path):
+    """A daemon and a one-shot `thinpatch patch` may build in the same session: never at once."""
+    from daemon.build.rebuild import exclusive_build
+    from daemon.build.session_cache import open_session
+
+    layout = open_session(tmp_path / "session")
+    order = []
+
+    async def build(name):
+        async with exclusive_build(layout, poll_s=0.01):
+            order.append(f"{name} starts")
+            await anyio.sleep(0.1)
+            order.append(f"{name} ends")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(build, "first")
+        await anyio.sleep(0.02)
+        tg.start_soon(build, "second")
+    assert order == ["first starts", "first ends", "second starts", "second ends"]
