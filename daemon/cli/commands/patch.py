@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-HELP = "rebuild the current source into one verified patch library (no daemon)"
+HELP = "rebuild the current source into one verified patch library, once (by the daemon if one runs)"
 DESCRIPTION = """\
 Replays the captured rustc invocation of the edited crate (and every workspace crate
 between it and the program), links one shared library into the session cache, checks
