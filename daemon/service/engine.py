@@ -27,7 +27,7 @@ from daemon.binary.symbol_cache import SymbolCache
 from daemon.build.rebuild import CompileError, LinkError, MissingCapture, RebuildError
 from daemon.service.depinfo import MANIFEST_NAMES, build_source_map, changed_kinds, crate_sources, read_depinfo_file
 from daemon.service.patcher import Patcher, PatchRejected
-from daemon.service.programs import Identity, Program, identify, program_crates, read_programs
+from daemon.service.programs import RESTART_HINT, Identity, Program, identify, program_crates, read_programs
 from daemon.service.scheduler import WARM_UP, BuildRequest, WorkspaceScheduler
 from daemon.service.watcher import DEFAULT_DEBOUNCE_MS, SourceWatcher, content_digest, filter_watch_set, git_ignored
 from daemon.service.workspaces import CapturedWorkspace, registered_workspaces
@@ -191,7 +191,6 @@ class ServedWorkspace:
     builds: int = 0
     source_map: Any = None
     manifest_digests: dict[str, str | None] = field(default_factory=dict)
-    _program: Program | None = field(default=None, repr=False)  # the program being built
     _cancel: anyio.CancelScope | None = field(default=None, repr=False)
 
     @property
@@ -307,7 +306,6 @@ class ServedWorkspace:
         chosen = self.pick_crate(crates)
         crate_label = chosen[0] if chosen else "?"
         program = served.program
-        self._program = program
         self.builds += 1
         self.emit(
             {
@@ -328,7 +326,8 @@ class ServedWorkspace:
                 with anyio.CancelScope(shield=True):
                     await self.learn_sources(served)
         except CompileError as exc:
-            self._failed(build_id, crate_label, str(exc), [d.to_dict() for d in exc.diagnostics.diagnostics])
+            diagnostics = [d.to_dict() for d in exc.diagnostics.diagnostics]
+            self._failed(build_id, crate_label, str(exc), diagnostics, program)
             bound.info("build failed", outcome="compile-error", errors=len(exc.diagnostics.errors))
         except PatchRejected as exc:
             self.last_outcome = "patch-rejected"
@@ -345,18 +344,15 @@ class ServedWorkspace:
                 }
             )
             bound.info("patch rejected", outcome="rejected", missing=len(exc.missing_symbols))
-        except LinkError as exc:
-            self._failed(build_id, crate_label, str(exc), [])
-            bound.info("build failed", outcome="link-error")
         except RebuildError as exc:
-            self._failed(build_id, crate_label, str(exc), [])
-            bound.info("build failed", outcome=type(exc).__name__)
+            self._failed(build_id, crate_label, str(exc), [], program)
+            bound.info("build failed", outcome="link-error" if isinstance(exc, LinkError) else type(exc).__name__)
         except anyio.get_cancelled_exc_class():
             bound.info("build superseded by a newer edit", outcome="cancelled")
             raise
         except Exception as exc:  # a bug or an OS error: report it, keep serving
             bound.exception("build crashed")
-            self._failed(build_id, crate_label, f"internal error while building the patch: {exc!r}", [])
+            self._failed(build_id, crate_label, f"internal error while building the patch: {exc!r}", [], program)
         else:
             data = result.to_json()  # once: the jump table's map can hold thousands of entries
             event = {
@@ -447,9 +443,12 @@ class ServedWorkspace:
             + "".join(f"\n  {n}" for n in self.notes + warnings)
             + "\nRun `thinpatch capture` and restart the program.",
             [],
+            None,
         )
 
-    def _failed(self, build_id: int, crate: str, message: str, diagnostics: list[dict[str, Any]]) -> None:
+    def _failed(
+        self, build_id: int, crate: str, message: str, diagnostics: list[dict[str, Any]], program: Program | None
+    ) -> None:
         self.last_outcome = "build-failed"
         self.emit(
             {
@@ -459,7 +458,7 @@ class ServedWorkspace:
                 "crate": crate,
                 "message": message,
                 "diagnostics": diagnostics,
-                "program": self._program.describe() if self._program else None,
+                "program": program.describe() if program else None,
             }
         )
 
@@ -608,9 +607,10 @@ class Engine:
             return subscription, []
         executable = None
         if pid is not None:
-            executable = await anyio.to_thread.run_sync(process_executable, pid)
-            if build_id is None:
-                build_id = await anyio.to_thread.run_sync(process_build_id, pid)
+            executable, read_id = await anyio.to_thread.run_sync(
+                lambda: (process_executable(pid), None if build_id else process_build_id(pid))
+            )
+            build_id = build_id or read_id
         who: Identity = identify(
             pid=pid, build_id=build_id, executable=executable, programs=self.programs(), retired=self.retired
         )
@@ -632,7 +632,8 @@ class Engine:
         patch_id = fields["id"]
         for ws in self.served.values():
             for served in ws.programs.values():
-                if served.last_patch is not None and served.last_patch["id"] == patch_id or patch_id in served.results:
+                current = served.last_patch is not None and served.last_patch["id"] == patch_id
+                if current or patch_id in served.results:
                     served.record_result(patch_id, pid, fields["applied"], fields.get("message"))
                     log.info(
                         "patch applied" if fields["applied"] else "patch failed in the program",
@@ -832,9 +833,8 @@ class Engine:
                         "workspace": old.name,
                         "for_build_id": program.build_id,
                         "reason": "old-session",
-                        "message": f"a new `thinpatch capture` rebuilt {program.label}; processes still running "
-                        "the earlier binary get no more patches. Restart them with `thinpatch run`, or run the "
-                        "binary the capture built.",
+                        "message": f"a new `thinpatch capture` rebuilt {program.label}; a process still running "
+                        f"the earlier binary gets no more patches. {RESTART_HINT}",
                         "program": program.describe(),
                     }
                 )
