@@ -3,6 +3,7 @@ incremental state are warm, so the one-shot command pays no start-up cost."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ async def patch_through_daemon(
     try:
         async with connect(socket_path) as client:
             status = await client.request({"type": "status"})
+            workspace = Path(os.path.realpath(workspace))  # the daemon keys workspaces by real path
             if not serves(status, str(workspace), program.build_id):
                 return None
             await client.subscribe(str(workspace))

@@ -24,10 +24,12 @@ from typing import Any
 
 import anyio
 
-from capture.store import CAPTURE_DIRNAME, Captures
+from capture.store import Captures
 from daemon.build.rebuild import dies_with_parent
+from daemon.cli.daemon_patch import serves
 from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
+from daemon.service.workspaces import NoCapture, find_captured_workspace
 
 PREFIX = "[thinpatch]"
 STOP_GRACE_S = 3.0
@@ -168,23 +170,25 @@ def tagged(style: Style, text: str) -> str:
     return f"{style.code(PREFIX)} {text}"
 
 
-def find_program(workspace: Path, selection: Selection) -> tuple[Program | None, Captures | None, Path]:
-    """The captured program this selection runs, its scope's captures, and the capture root."""
+def find_program(workspace: Path, selection: Selection) -> tuple[Program | None, Captures | None]:
+    """The captured program this selection runs and its scope's captures; (None, None) when
+    there is no capture of it (found as every command finds one: the registry, then the
+    workspace's own target directory, under the ownership rule)."""
     from daemon.cli.capture_run import profile_dir_name
 
-    capture_root = workspace / "target" / CAPTURE_DIRNAME
-    target_dir = os.environ.get("CARGO_TARGET_DIR")
-    if target_dir:
-        capture_root = Path(target_dir) / CAPTURE_DIRNAME
-    programs, _, by_scope = read_programs(str(workspace), capture_root)
+    try:
+        found = find_captured_workspace(workspace)
+    except NoCapture:
+        return None, None
+    programs, _, by_scope = read_programs(str(found.workspace), found.capture_root)
     profile = profile_dir_name(selection.release, ["--profile", selection.profile] if selection.profile else [])
     try:
         program = choose_program(programs, bin_name=selection.bin, profile=profile, target=selection.target)
     except ProgramChoiceError as exc:
         if programs and "several captured programs" in str(exc):
             raise RunError(str(exc)) from None
-        return None, None, capture_root
-    return program, by_scope.get(program.scope), capture_root
+        return None, None
+    return program, by_scope.get(program.scope)
 
 
 async def capture(workspace: Path, selection: Selection) -> None:
@@ -202,7 +206,7 @@ async def capture(workspace: Path, selection: Selection) -> None:
 
 async def fresh_program(options: RunOptions, style: Style, *, force: bool = False) -> Program:
     """The program to run, captured first when there is no capture or it is stale."""
-    program, captures, _ = find_program(options.workspace, options.selection)
+    program, captures = find_program(options.workspace, options.selection)
     if program is not None and captures is not None and not force:
         files = manifest_files(captures, options.workspace)
         mtimes = {f: os.stat(f).st_mtime for f in files if os.path.exists(f)}
@@ -214,7 +218,7 @@ async def fresh_program(options: RunOptions, style: Style, *, force: bool = Fals
         return program
     say(tagged(style, f"building {options.workspace.name} under capture ({reason})"))
     await capture(options.workspace, options.selection)
-    program, _, _ = find_program(options.workspace, options.selection)
+    program, _ = find_program(options.workspace, options.selection)
     if program is None:
         raise RunError(
             "the build finished but captured no program to run. Is there a bin crate? Choose one with --bin "
@@ -311,12 +315,10 @@ class ProgramRunner:
 async def wait_until_served(client: Any, program: Program, timeout: float = 20.0) -> None:
     """A daemon started without --workspace picks up a new capture within a second or so."""
     with anyio.move_on_after(timeout):
-        while True:
-            status = await client.request({"type": "status"})
-            served = {p.get("build_id") for w in status.get("workspaces", []) for p in w.get("programs", [])}
-            if program.build_id in served:
-                return
+        workspace = os.path.realpath(program.workspace)  # the daemon keys workspaces by real path
+        while not serves(await client.request({"type": "status"}), workspace, program.build_id):
             await anyio.sleep(0.2)
+        return
     raise RunError(
         f"the running daemon does not serve {program.workspace}. If it was started with --workspace, "
         "stop it (`thinpatch stop`) and run `thinpatch run` again."
@@ -330,7 +332,7 @@ async def run_session(options: RunOptions) -> int:
     program = await fresh_program(options, style)
     started_daemon = None
     if not daemon_running(options.socket_path):
-        log_path = Path(program.binary).parents[2] / CAPTURE_DIRNAME / "run-daemon.log"
+        log_path = find_captured_workspace(options.workspace).capture_root / "run-daemon.log"
         # From this thread, which lives as long as `run`: the daemon's parent-death signal is
         # tied to the thread that started it.
         started_daemon = start_daemon(options.socket_path, log_path)

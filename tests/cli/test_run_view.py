@@ -81,3 +81,11 @@ def test_compile_errors_as_cargo_renders_them_with_a_count() -> None:
 def test_exits_are_described_plainly() -> None:
     assert describe_exit("game", 3) == "game exited with status 3; it starts again on the next save"
     assert describe_exit("game", -9) == "game was killed by SIGKILL; it starts again on the next save"
+
+
+def test_run_on_a_directory_that_does_not_exist_says_so(tmp_path: Path, capsys) -> None:
+    from daemon.cli.main import main
+
+    assert main(["run", "--workspace", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a directory" in err and "Cargo.toml" in err and "Traceback" not in err

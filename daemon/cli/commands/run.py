@@ -53,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     if program_args and program_args[0] == "--":
         program_args = program_args[1:]
     workspace = Path(os.path.realpath(args.workspace))
+    if not workspace.is_dir():
+        print(f"thinpatch run: --workspace {args.workspace} is not a directory. Name your cargo project "
+              "(the directory with Cargo.toml), or run `thinpatch run` inside it.", file=sys.stderr)
+        return 2
     options = RunOptions(
         workspace=_workspace_root(workspace),
         selection=Selection(
