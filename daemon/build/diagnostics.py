@@ -146,6 +146,24 @@ def parse_diagnostic(raw: dict[str, Any]) -> Diagnostic:
     )
 
 
+def artifact_notice(line: str | bytes) -> tuple[str, str] | None:
+    """``(kind, path)`` if ``line`` is rustc's ``--json=artifacts`` notice, such as
+    ``{"$message_type":"artifact","artifact":"deps/libx.rmeta","emit":"metadata"}``."""
+    stripped = line.strip()
+    if not stripped.startswith(b"{" if isinstance(stripped, bytes) else "{"):
+        return None
+    try:
+        raw = json.loads(stripped)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or raw.get("$message_type") != "artifact":
+        return None
+    kind, path = raw.get("emit"), raw.get("artifact")
+    if isinstance(kind, str) and isinstance(path, str):
+        return kind, path
+    return None
+
+
 def parse_stream(text: str | Iterable[str]) -> DiagnosticStream:
     """Split rustc's stderr into diagnostics and other lines.
 

@@ -18,14 +18,14 @@ import time
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import anyio
-from anyio.abc import ByteReceiveStream
+from anyio.abc import ByteReceiveStream, TaskGroup
 
 from capture.store import Captures, RustcRecord, rustc_key
 from daemon.build.crate_graph import crate_node, crates_to_rebuild_all, dependency_graph
-from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, parse_stream
+from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, artifact_notice, parse_stream
 from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
 from daemon.build.refusals import link_error_advice, lto_refusal, strip_refusal
 from daemon.build.rustc_plan import ObjPlan, PlanError, build_obj_plan, extern_paths, replay_env
@@ -147,11 +147,20 @@ class ToolRun:
     elapsed_ms: float
 
 
-async def _drain(stream: ByteReceiveStream | None, sink: list[bytes]) -> None:
+async def _drain(
+    stream: ByteReceiveStream | None, sink: list[bytes], on_line: Callable[[bytes], None] | None = None
+) -> None:
     if stream is None:
         return
+    pending = b""
     async for chunk in stream:
         sink.append(chunk)
+        if on_line is not None:
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                on_line(line)
+    if on_line is not None and pending:
+        on_line(pending)
 
 
 # Linux: a tool started through `setpriv --pdeathsig KILL` is killed by the kernel when the
@@ -181,8 +190,16 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-async def run_tool(argv: Sequence[str], *, cwd: str | None, env: Mapping[str, str], tool: str) -> ToolRun:
-    """Run ``argv`` in a new process group, capturing stdout and stderr.
+async def run_tool(
+    argv: Sequence[str],
+    *,
+    cwd: str | None,
+    env: Mapping[str, str],
+    tool: str,
+    on_stderr_line: Callable[[bytes], None] | None = None,
+) -> ToolRun:
+    """Run ``argv`` in a new process group, capturing stdout and stderr (and handing each
+    stderr line to ``on_stderr_line`` as it arrives).
 
     Cancellation kills the whole group and reaps the child before re-raising.
     """
@@ -204,7 +221,7 @@ async def run_tool(argv: Sequence[str], *, cwd: str | None, env: Mapping[str, st
     try:
         async with anyio.create_task_group() as group:
             group.start_soon(_drain, process.stdout, out)
-            group.start_soon(_drain, process.stderr, err)
+            group.start_soon(_drain, process.stderr, err, on_stderr_line)
         returncode = await process.wait()
     except BaseException:
         _kill_group(process.pid)
@@ -233,6 +250,8 @@ class CrateBuild:
     rustc_ms: float
     warnings: tuple[Diagnostic, ...] = ()
     reused: bool = False  # the objects of an earlier patch build, its sources unchanged since
+    started_at: float = 0.0  # time.perf_counter() around rustc: crates of one build overlap
+    finished_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -393,10 +412,20 @@ def _written_objects(obj_dir: Path) -> tuple[Path, ...]:
     return tuple(sorted(Path(e.path) for e in os.scandir(obj_dir) if e.name.endswith(".o") and e.is_file()))
 
 
-async def compile_crate(plan: ObjPlan, session_root: Path | None = None) -> CrateBuild:
+async def compile_crate(
+    plan: ObjPlan, session_root: Path | None = None, metadata_written: anyio.Event | None = None
+) -> CrateBuild:
+    """Compile one crate. ``metadata_written`` is set as soon as rustc announces the crate's
+    ``.rmeta`` (before its code generation), so dependents can start compiling."""
     _check_inputs_exist(plan)
     _clear_objects(plan, session_root)
-    run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc")
+
+    def notice(line: bytes) -> None:
+        if metadata_written is not None and artifact_notice(line) == ("metadata", str(plan.metadata_path)):
+            metadata_written.set()
+
+    started_at = time.perf_counter()
+    run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc", on_stderr_line=notice)
     if run.returncode < 0:
         raise ToolKilled("rustc", -run.returncode, plan.crate_name)
     stream = parse_stream(run.stderr)
@@ -410,6 +439,8 @@ async def compile_crate(plan: ObjPlan, session_root: Path | None = None) -> Crat
         objects=objects,
         rustc_ms=run.elapsed_ms,
         warnings=stream.warnings,
+        started_at=started_at,
+        finished_at=time.perf_counter(),
     )
 
 
@@ -444,6 +475,53 @@ def _reusable_objects(plan: ObjPlan) -> tuple[Path, ...]:
         return _written_objects(plan.obj_dir)
     except OSError:
         return ()
+
+
+async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[str], session_root: Path) -> list[CrateBuild]:
+    """Compile the plans (dependencies first), each starting as soon as every crate before it
+    has written its metadata, as cargo pipelines: a dependent's front end overlaps the code
+    generation of the crates it uses. Crates in ``reuse`` whose inputs did not change keep
+    their earlier objects. The first failure, in plan order, is raised; the rest are stopped.
+    """
+    results: list[CrateBuild | None] = [None] * len(plans)
+    to_compile: list[int] = []
+    recompiled_metadata: set[str] = set()
+    for i, plan in enumerate(plans):
+        key = rustc_key(plan.crate_name, plan.kind)
+        if key in reuse and not _reads_rebuilt_metadata(plan, recompiled_metadata):
+            earlier = _reusable_objects(plan)
+            if earlier:
+                results[i] = CrateBuild(plan.crate_name, plan.kind, earlier, 0.0, reused=True)
+                continue
+        to_compile.append(i)
+        if plan.metadata_path is not None:
+            recompiled_metadata.add(str(plan.metadata_path))
+
+    # Every earlier crate, not only direct dependencies: rustc also reads the metadata of
+    # crates reached through others.
+    metadata_ready = [anyio.Event() for _ in plans]
+    for i, result in enumerate(results):
+        if result is not None or plans[i].metadata_path is None:
+            metadata_ready[i].set()
+    failures: dict[int, Exception] = {}
+
+    async def build(i: int, group: TaskGroup) -> None:
+        for earlier in range(i):
+            await metadata_ready[earlier].wait()
+        try:
+            results[i] = await compile_crate(plans[i], session_root, metadata_ready[i])
+        except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped from the task group
+            failures[i] = exc
+            group.cancel_scope.cancel()
+        finally:
+            metadata_ready[i].set()  # done without a notice: release the waiters now
+
+    async with anyio.create_task_group() as group:
+        for i in to_compile:
+            group.start_soon(build, i, group)
+    if failures:
+        raise failures[min(failures)]
+    return [r for r in results if r is not None]
 
 
 @asynccontextmanager
@@ -508,18 +586,9 @@ async def build_patch(
     # One build at a time per session: a daemon and a one-shot `thinpatch patch` may share it,
     # and two rustc runs must not write one crate's object directory at once.
     async with exclusive_build(layout):
-        crates: list[CrateBuild] = []
-        recompiled_metadata: set[str] = set()
-        for plan in plans:
-            key = rustc_key(plan.crate_name, plan.kind)
-            if key in reuse and not _reads_rebuilt_metadata(plan, recompiled_metadata):
-                earlier = _reusable_objects(plan)
-                if earlier:
-                    crates.append(CrateBuild(plan.crate_name, plan.kind, earlier, 0.0, reused=True))
-                    continue
-            crates.append(await compile_crate(plan, layout.root))
-            if plan.metadata_path is not None:
-                recompiled_metadata.add(str(plan.metadata_path))
+        started = time.perf_counter()
+        crates = await _compile_pipelined(plans, reuse, layout.root)
+        rustc_ms = (time.perf_counter() - started) * 1000.0
 
         objects = [o for c in crates for o in c.objects]
         with _writing_session(layout.root):
@@ -551,7 +620,7 @@ async def build_patch(
         edited_crate=", ".join(dict.fromkeys(r.crate_name for r in edited)),
         objects=tuple(objects),
         crates=tuple(crates),
-        rustc_ms=sum(c.rustc_ms for c in crates),
+        rustc_ms=rustc_ms,
         link_ms=link_run.elapsed_ms,
         link_argv=tuple(link_plan.argv),
         pruned=tuple(pruned),

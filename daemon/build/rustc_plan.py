@@ -181,15 +181,17 @@ def patch_codegen_units(captured_args: Sequence[str]) -> str:
     return str(NON_INCREMENTAL_CODEGEN_UNITS)
 
 
-def set_json_diagnostics(args: Sequence[str], rendered_ansi: bool = False) -> list[str]:
+def set_json_diagnostics(args: Sequence[str], rendered_ansi: bool = False, artifacts: bool = False) -> list[str]:
     """Diagnostics as JSON lines, each carrying rendered text (with ANSI colours if asked).
 
-    Drops cargo's ``artifacts``/``future-incompat`` notifications: a patch build has no use
-    for them.
+    Drops cargo's own ``--json`` choices (``future-incompat`` notices are no use to a patch).
+    ``artifacts`` asks rustc to announce each file as it is written: the ``.rmeta`` comes
+    before code generation, so dependents can start while this crate is still generating code.
     """
     out = [*strip_option(strip_option(args, "--error-format"), "--json"), "--error-format=json"]
-    if rendered_ansi:
-        out.append("--json=diagnostic-rendered-ansi")
+    kinds = (["diagnostic-rendered-ansi"] if rendered_ansi else []) + (["artifacts"] if artifacts else [])
+    if kinds:
+        out.append("--json=" + ",".join(kinds))
     return out
 
 
@@ -340,7 +342,7 @@ def build_obj_plan(
     args = set_out_dir(args, obj_dir)
     args = set_incremental(args, incremental_dir)
     args = set_codegen_units(args, units)
-    args = set_json_diagnostics(args, rendered_ansi=rendered_ansi)
+    args = set_json_diagnostics(args, rendered_ansi=rendered_ansi, artifacts=metadata_path is not None)
     if extern_overrides:
         for name, path in extern_overrides.items():
             args = set_extern(args, name, path)

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import json
 
-from daemon.build.diagnostics import Diagnostic, Span, absolutize, parse_diagnostic, parse_stream, strip_ansi
+from daemon.build.diagnostics import (
+    Diagnostic,
+    Span,
+    absolutize,
+    artifact_notice,
+    parse_diagnostic,
+    parse_stream,
+    strip_ansi,
+)
 
 UNRESOLVED_NAME = [
     '{"$message_type":"diagnostic","message":"cannot find value `nope` in this scope","code":{"code":"E0425","explanation":"An unresolved name was used.\\n\\nErroneous code examples:\\n\\n```compile_fail,E0425\\nsomething_that_doesnt_exist::foo;\\n// error: unresolved name `something_that_doesnt_exist::foo`\\n\\n// or:\\n\\ntrait Foo {\\n    fn bar() {\\n        Self; // error: unresolved name `Self`\\n    }\\n}\\n\\n// or:\\n\\nlet x = unknown_variable;  // error: unresolved name `unknown_variable`\\n```\\n\\nPlease verify that the name wasn\'t misspelled and ensure that the\\nidentifier being referred to is valid for the given situation. Example:\\n\\n```\\nenum something_that_does_exist {\\n    Foo,\\n}\\n```\\n\\nOr:\\n\\n```\\nmod something_that_does_exist {\\n    pub static foo : i32 = 0i32;\\n}\\n\\nsomething_that_does_exist::foo; // ok!\\n```\\n\\nOr:\\n\\n```\\nlet unknown_variable = 12u32;\\nlet x = unknown_variable; // ok!\\n```\\n\\nIf the item is not defined in the current module, it must be imported using a\\n`use` statement, like so:\\n\\n```\\n# mod foo { pub fn bar() {} }\\n# fn main() {\\nuse foo::bar;\\nbar();\\n# }\\n```\\n\\nIf the item you are importing is not defined in some super-module of the\\ncurrent module, then it must also be declared as public (e.g., `pub fn`).\\n"},"level":"error","spans":[{"file_name":"m.rs","byte_start":51,"byte_end":55,"line_start":3,"line_end":3,"column_start":20,"column_end":24,"is_primary":true,"text":[{"text":"    println!(\\"{}\\", nope);","highlight_start":20,"highlight_end":24}],"label":"not found in this scope","suggested_replacement":null,"suggestion_applicability":null,"expansion":null}],"children":[],"rendered":"error[E0425]: cannot find value `nope` in this scope\\n --> m.rs:3:20\\n  |\\n3 |     println!(\\"{}\\", nope);\\n  |                    ^^^^ not found in this scope\\n\\n"}',
@@ -140,3 +148,12 @@ def test_to_dict_is_json_serialisable():
 
     schema = protocol_schema()
     jsonschema.validate(data, {"$defs": schema["$defs"], "$ref": "#/$defs/diagnostic"})
+
+
+def test_artifact_notice_names_what_rustc_wrote():
+    line = '{"$message_type":"artifact","artifact":"/s/deps/libcore-1.rmeta","emit":"metadata"}'
+    assert artifact_notice(line) == ("metadata", "/s/deps/libcore-1.rmeta")
+    assert artifact_notice(line.encode() + b"\n") == ("metadata", "/s/deps/libcore-1.rmeta")
+    diagnostic = json.dumps({"$message_type": "diagnostic", "message": "x", "level": "warning"})
+    for other in (diagnostic, "warning: plain text", "{not json", '{"$message_type":"artifact"}', "[1]"):
+        assert artifact_notice(other) is None

@@ -187,3 +187,64 @@ async def test_several_edited_crates_in_one_patch_and_unchanged_objects_reused(c
         third = await build_patch(captures, ["corelib", "app"], session, reuse={"app.bin"})
         assert [(c.crate_name, c.reused) for c in third.crates] == [("corelib", False), ("app", False)]
     assert len({both.library, again.library, third.library}) == 3
+
+
+def _many_functions(count: int) -> str:
+    """Enough code that the crate's code generation outlasts its front end by far."""
+    return "".join(
+        f"pub fn generated_{i}(n: u64) -> u64 {{ (0..n).map(|k| k * {i} + {i % 7}).filter(|k| k % 3 != 0).sum() }}\n"
+        for i in range(count)
+    )
+
+
+def _rustc_processes_in(session: Path) -> list[str]:
+    out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "rustc" in line and str(session) in line]
+
+
+@pytest.mark.asyncio
+async def test_dependents_start_once_the_library_metadata_is_written(captured_workspace, tmp_path):
+    result = captured_workspace
+    captures = load_captures(result.capture_root, result.scope)
+    lib = result.workspace / "corelib" / "src" / "lib.rs"
+    with edited(lib, "pub fn add(", _many_functions(300) + "pub fn add("):
+        patch = await build_patch(captures, "corelib", tmp_path / "session")
+    corelib, app = patch.crates
+    assert (corelib.crate_name, app.crate_name) == ("corelib", "app")
+    # the app's rustc ran while corelib was still generating code: rustc announced
+    # corelib's .rmeta first (--json=artifacts), as cargo's pipelining relies on
+    assert corelib.started_at < app.started_at < corelib.finished_at
+    # the build's rustc time is the wall time of the overlapping runs, not their sum
+    assert patch.rustc_ms < corelib.rustc_ms + app.rustc_ms
+    assert symbols_containing(patch.library, "7corelib", "13generated_299")
+
+
+@pytest.mark.asyncio
+async def test_a_dependent_failing_stops_the_library_still_generating_code(captured_workspace, tmp_path):
+    result = captured_workspace
+    captures = load_captures(result.capture_root, result.scope)
+    lib = result.workspace / "corelib" / "src" / "lib.rs"
+    app = result.workspace / "app" / "src" / "main.rs"
+    session = tmp_path / "session"
+    with edited(lib, "pub fn add(", _many_functions(300) + "pub fn add("):
+        with edited(app, 'corelib::describe("workspace")', "corelib::no_such_function()"):
+            with pytest.raises(CompileError) as failure:
+                await build_patch(captures, ["corelib", "app"], session)
+    assert failure.value.crate == "app"
+    assert any("no_such_function" in d.message for d in failure.value.diagnostics.errors)
+    assert _rustc_processes_in(session) == []
+    assert not list(session.rglob("*.so"))
+
+
+@pytest.mark.asyncio
+async def test_a_library_that_fails_to_compile_starts_no_dependent(captured_workspace, tmp_path):
+    result = captured_workspace
+    captures = load_captures(result.capture_root, result.scope)
+    lib = result.workspace / "corelib" / "src" / "lib.rs"
+    session = tmp_path / "session"
+    with edited(lib, "pub fn add(", "pub fn broken( {}\npub fn add("):
+        with pytest.raises(CompileError) as failure:
+            await build_patch(captures, "corelib", session)
+    assert failure.value.crate == "corelib"
+    app_objects = [p for p in session.rglob("*.o") if "app" in p.parent.name]
+    assert app_objects == [] and _rustc_processes_in(session) == []

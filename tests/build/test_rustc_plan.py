@@ -309,6 +309,15 @@ def test_lib_plan_with_metadata_for_dependents(tmp_path):
     plan = build_obj_plan(record(GREET_ARGS, "greet", "lib", ["lib"]), tmp_path, emit_metadata=True)
     assert plan.metadata_path == tmp_path / "deps" / "libgreet-5c25fea796287d64.rmeta"
     assert f"--emit=dep-info={plan.depinfo_path},obj,metadata={plan.metadata_path}" in plan.args
+    # rustc announces the .rmeta before code generation, so dependents can start early
+    assert "--json=artifacts" in plan.args
+
+
+def test_plan_without_dependents_asks_for_no_artifact_notices(tmp_path):
+    plan = build_obj_plan(record(APP_ARGS, "app", "bin", ["bin"]), tmp_path, rendered_ansi=True)
+    assert [a for a in plan.args if a.startswith("--json")] == ["--json=diagnostic-rendered-ansi"]
+    lib = build_obj_plan(record(GREET_ARGS, "greet", "lib", ["lib"]), tmp_path, emit_metadata=True, rendered_ansi=True)
+    assert [a for a in lib.args if a.startswith("--json")] == ["--json=diagnostic-rendered-ansi,artifacts"]
 
 
 def test_dependent_plan_points_extern_at_rebuilt_metadata(tmp_path):
