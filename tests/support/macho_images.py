@@ -13,6 +13,7 @@ shapes for Rust code (checked with ``rustc --target x86_64-apple-darwin`` and
 
 from __future__ import annotations
 
+import atexit
 import functools
 import re
 import shutil
@@ -107,7 +108,8 @@ def build_macho_patch() -> MachOPatch | str:
     tools = find_macho_tools()
     if isinstance(tools, str):
         return tools
-    root = Path(tempfile.mkdtemp(prefix="thinpatch-macho-"))
+    root = Path(tempfile.mkdtemp(prefix="thinpatch macho "))  # a space, as users' paths have
+    atexit.register(shutil.rmtree, root, True)
     for name, source in (("program", PROGRAM_C), ("patch", PATCH_C)):
         (root / f"{name}.c").write_text(source)
         _run([tools.clang, "-target", TARGET, "-O0", "-c", f"{name}.c", "-o", f"{name}.o"], root)
