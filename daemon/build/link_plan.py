@@ -28,13 +28,15 @@ UNRESOLVED_DIRECTIVE = {
 # The patch's calls to its own functions must reach its own new code. Hot-patch runtimes
 # look up only the hot entry point; every call made inside the patch is an ordinary call,
 # and the running program exports its old copies (--export-dynamic), which would win.
-# Data stays interposable, so a library `pub static` keeps binding to the program's copy.
-# ELF: -Bsymbolic-functions binds defined functions inside the library, never data.
+# ELF: -Bsymbolic-functions binds defined functions inside the library, never data, so a
+# library `pub static` keeps binding to the program's copy.
 # Mach-O: two-level namespace (ld64's default, restated in case the captured line chose
-# flat) binds the library's references to its own non-weak definitions at link time. That
-# also binds data the patch defines to its own copy; keeping a library `pub static` bound to
-# the program's copy there needs those symbols listed as interposable (not done yet, and the
-# macOS plan is checked as data only: no macOS machine here).
+# flat, which would bind the patch's calls to the program's old copies) binds the library's
+# calls to its own functions at link time. Data the patch defines is bound to its own copy
+# by the compiler, not the linker: code addresses a static defined in the same image
+# directly (no GOT), so no directive can send it to the program's copy. The patch report
+# names those statics. Statics the patch only uses stay undefined and bind to the program.
+# Both pinned by tests/build/test_macos_patch_binding.py (a real Mach-O link).
 SELF_BINDING_DIRECTIVE = {
     OS_LINUX: ["-Wl,-Bsymbolic-functions"],
     OS_MACOS: ["-Wl,-twolevel_namespace"],

@@ -36,7 +36,7 @@ from daemon.build.session_cache import (
 )
 from daemon.binary.program_index import program_index
 from daemon.binary.symbol_cache import SymbolCache
-from daemon.binary.symbols import DATA, LOCAL, SymbolTable, read_symbols
+from daemon.binary.symbols import DATA, LOCAL, MACHO, SymbolTable, read_symbols
 
 RECAPTURE = "Run `thinpatch capture` again: a fresh fat build exports what patches need."
 
@@ -102,23 +102,49 @@ class PatchResult:
 
 
 def fresh_statics(host: SymbolTable, patch: SymbolTable, crates: set[str]) -> list[str]:
-    """Statics of the rebuilt crates that the patch defines privately while the host keeps
-    its copy private too: the patched code gets a fresh copy starting from the initial value.
+    """Statics of the rebuilt crates for which patched code uses a copy of its own, starting
+    from the initial value, while the running program keeps its copy (demangled names).
 
-    A `pub static` of a library crate is global in both images, so the patch binds to the
-    host's copy and its running value is kept; those are not listed.
+    ELF: only statics the patch defines privately (a binary crate's private `static`). A
+    `pub static` of a library crate is global in both images, so the patch binds to the
+    program's copy and its running value is kept; those are not listed.
+    Mach-O: every static the patch defines, global or not. The compiler addresses a static
+    defined in the same image directly (PC-relative, no GOT), so the patch's code is bound to
+    its own copy before any linker or loader could choose the program's.
     """
     host_data = program_index(host).data_names  # computed once per program binary
+    every_definition = patch.format == MACHO
+    prefix = patch.symbol_prefix
     fresh = set()
     for s in patch.defined(DATA):
-        if s.binding != LOCAL or s.normalised not in host_data or s.size == 0:
+        if s.normalised not in host_data or s.size == 0:
             continue
-        if not s.normalised.startswith(("_ZN", "_R")):
+        if s.binding != LOCAL and not every_definition:
+            continue
+        mangled = s.normalised[len(prefix) :] if prefix and s.normalised.startswith(prefix) else s.normalised
+        if not mangled.startswith(("_ZN", "_R")):
             continue  # compiler constants (anon.*, alloc_*) are read-only: a copy is harmless
-        name = demangle(s.normalised)
+        name = demangle(mangled)
         if crate_of(name) in crates and not _is_constant_data(name):
             fresh.add(name)
     return sorted(fresh)
+
+
+def fresh_static_warning(name: str, patch_format: str) -> str:
+    """What the patch report says about a static listed by :func:`fresh_statics`."""
+    if patch_format == MACHO:
+        return (
+            f"`{name}` is a static of a crate this patch rebuilds: on macOS, patched code uses the "
+            "patch's own copy, which starts from its initial value (the compiler addresses a static "
+            "the patch defines directly, so it can't be bound to the running program's copy). Keep "
+            "state that must survive patches in a crate that is not rebuilt: one you don't edit while "
+            "the program runs and that doesn't depend on one you edit. Or restart the program."
+        )
+    return (
+        f"`{name}` is a private static of a binary crate: patched code uses a fresh copy that "
+        "starts from its initial value. Move it into a library crate as a `pub static` to keep "
+        "its running value across patches."
+    )
 
 
 def _is_constant_data(name: str) -> bool:
@@ -308,11 +334,5 @@ class Patcher:
         rebuilt = {c.crate_name for c in build.crates}
         table, report = compute_jump_table(host.table, patch, str(build.library), rebuilt)
         fresh = fresh_statics(host.table, patch, rebuilt)
-        if fresh:
-            report.warnings.extend(
-                f"`{name}` is a private static of a binary crate: patched code uses a fresh copy that "
-                "starts from its initial value. Move it into a library crate as a `pub static` to keep "
-                "its running value across patches."
-                for name in fresh
-            )
+        report.warnings.extend(fresh_static_warning(name, patch.format) for name in fresh)
         return table, report, check
