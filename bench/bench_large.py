@@ -12,7 +12,8 @@ served by a real `thinpatch serve`, one built with plain `cargo build`. In one r
     (the program binary is new: its symbols are parsed), once after the restart (same binary);
   * the floor, after the daemon stopped: the same edits, running only the patch's rustc
     invocations and its link (the daemon's own commands, from the same plans and incremental
-    state), timed around the processes.
+    state, one after the other), timed around the processes; each round alternates with a
+    `cargo build` of the same edit on the other copy, as the daemon rounds do.
 Both outputs are checked to contain each round's marker, so no figure comes from a stale build.
 
     python bench/bench_large.py [--rounds N] [--floor-rounds N] [--work DIR] [--json]
@@ -210,8 +211,16 @@ async def daemon_rounds(work: Path, env: dict[str, str], rounds: int, debounce_m
 
 
 def floor_rounds(work: Path, env: dict[str, str], rounds: int) -> dict:
-    """Only the processes: the patch's rustc runs and its link, as the daemon would run them."""
+    """Only the processes: the patch's rustc runs and its link, as the daemon would run them,
+    one after the other. Each round alternates with a `cargo build` of the same edit on the
+    other copy, as the daemon rounds do, so both are measured under the same conditions
+    (caches, CPU clock) and the ratio compares like with like."""
     daemon_ws = work / "daemon"
+    cargo_src = Sources(work / "cargo")
+
+    def cargo_build(kind: str, tag: str) -> None:
+        cargo_src.save(kind, tag)
+        subprocess.run(["cargo", "build", "-q"], cwd=work / "cargo", env=env, check=True, capture_output=True)
     captures = load_captures(daemon_ws / "target" / "thinpatch", None)
     session = default_session_root(captures.capture_root, captures.scope)
     top = resolve_top(captures)
@@ -223,6 +232,8 @@ def floor_rounds(work: Path, env: dict[str, str], rounds: int) -> dict:
         plans = plan_crates(captures, edited, top, session)
         rows = []
         for n in range(rounds + 1):  # round 0 warms rustc's incremental state for this setup
+            if n % 2:
+                cargo_build(kind, f"floor{n}")
             src.save(kind, f"floor{n}")
             rustc_ms = 0.0
             objects: list[Path] = []
@@ -244,10 +255,13 @@ def floor_rounds(work: Path, env: dict[str, str], rounds: int) -> dict:
             link_ms = ms_since(start)
             require_string(output, Sources.marker(kind, f"floor{n}"))
             output.unlink()
+            if n % 2 == 0:
+                cargo_build(kind, f"floor{n}")
             if n:
                 rows.append({"rustc_ms": rustc_ms, "link_ms": link_ms, "total_ms": rustc_ms + link_ms})
         out[kind] = {k: summary([r[k] for r in rows]) for k in ("rustc_ms", "link_ms", "total_ms")}
     generate.generate(daemon_ws)
+    generate.generate(work / "cargo")
     return out
 
 
