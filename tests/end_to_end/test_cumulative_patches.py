@@ -120,3 +120,27 @@ def test_5_deleting_the_session_cache_mid_session_still_gives_new_code(workspace
     shutil.rmtree(workspace / "target" / "thinpatch" / "sessions")
     edit(workspace, APP, '"app FIVE {} #{} calls={}"', '"app SIX {} #{} calls={}"')
     ticker.until(lambda t: t["app"].startswith("app SIX added0 #"))
+
+
+def test_6_a_backtrace_taken_in_patched_code_names_the_patched_function_and_line(workspace, ticker):
+    # Backtraces and panics in patched code name the patched function, with its path, and its
+    # file and line: the patch library keeps the capture's debug info.
+    edit(
+        workspace,
+        APP,
+        "    // APP-EDIT\n",
+        "    // APP-EDIT\n"
+        "    let trace = std::backtrace::Backtrace::force_capture().to_string();\n"
+        "    let lines: Vec<&str> = trace.lines().collect();\n"
+        "    let at = lines.iter().position(|l| l.trim_end().ends_with(\"::greeting\"));\n"
+        "    let located = at.and_then(|i| lines.get(i + 1)).map(|l| l.trim().to_string()).unwrap_or_default();\n"
+        "    let located = located.replace(' ', \"_\");\n",
+    )
+    edit(workspace, APP, '"app SIX {} #{} calls={}", counterlib::added_later(n), n, calls)',
+         '"app SEVEN {} #{} calls={} bt={}", counterlib::added_later(n), n, calls, located)')
+    after = ticker.until(lambda t: t["app"].startswith("app SEVEN "))
+    located = after["app"].rsplit("bt=", 1)[1]
+    source_line = next(
+        i + 1 for i, text in enumerate((workspace / APP).read_text().splitlines()) if "force_capture()" in text
+    )
+    assert located.startswith("at_") and f"main.rs:{source_line}:" in located, after
