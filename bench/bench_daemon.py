@@ -496,7 +496,7 @@ def main() -> int:
     parser.add_argument("--fanout-clients", type=int, default=100, help="extra subscribers for fan-out (default 100)")
     parser.add_argument("--fanout-rounds", type=int, default=3, help="saves with the extra subscribers (default 3)")
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="quiet interval for idle CPU (default 5)")
-    parser.add_argument("--debounce-ms", type=int, default=50, help="the daemon's debounce (default 50, its default)")
+    parser.add_argument("--debounce-ms", type=int, default=20, help="the daemon's debounce (default 20, its default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args()
     if args.rounds < 1 or args.fanout_rounds < 1 or args.fanout_clients < 1:

@@ -315,7 +315,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--floor-rounds", type=int, default=3)
-    parser.add_argument("--debounce-ms", type=int, default=50)
+    parser.add_argument("--debounce-ms", type=int, default=20, help="the daemon's debounce (default 20, its default)")
     parser.add_argument("--work", type=Path, default=default_work_dir(),
                         help="where the two copies live, kept between runs (default "
                              "$XDG_CACHE_HOME/thinpatch-bench/large); outside the repository, whose "

@@ -252,7 +252,7 @@ class Demo:
         from daemon.service.engine import Engine, EngineOptions
         from daemon.socket.server import DaemonServer
 
-        engine = Engine(workspaces=[app_dir], options=EngineOptions(debounce_ms=50), env=env)
+        engine = Engine(workspaces=[app_dir], options=EngineOptions(), env=env)
         server = DaemonServer(engine, socket_path)
 
         def publish(event: dict[str, Any]) -> dict[str, Any]:

@@ -4,11 +4,13 @@ live Rust host subscribed over the socket, applying `patch-ready` events as they
 from __future__ import annotations
 
 import json
+import os
 import queue
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -42,7 +44,7 @@ def workspace(tmp_path_factory, capture_state_dir):
 @pytest.fixture(scope="module")
 def daemon(workspace, tmp_path_factory):
     sock_dir = tmp_path_factory.mktemp("sock")
-    d = DaemonProcess(sock_dir / "thinpatch.sock", [workspace], "--debounce-ms", "50")
+    d = DaemonProcess(sock_dir / "thinpatch.sock", [workspace])
     d.wait_watching(workspace)
     yield d
     d.kill()
@@ -113,6 +115,37 @@ async def test_compile_error_then_fix(workspace, daemon, host, app_source):
         assert events[-1]["type"] == "patch-ready", events
     host.expect(lambda l: l.startswith("PATCHED"))
     assert host.tick()["app"].startswith("app FIXED #")
+
+
+def _patch_holds(event: dict, text: bytes) -> bool:
+    return event["type"] == "patch-ready" and text in Path(event["lib"]).read_bytes()
+
+
+@pytest.mark.asyncio
+async def test_a_save_written_in_place_in_two_parts_patches_the_final_content(workspace, daemon, host, app_source):
+    # Truncate and write, with a pause longer than the watcher's quiet period in between:
+    # the daemon sees the half-written file, and the next event must restart the build on
+    # the final content. Whatever the half file gave, the last outcome is the final code.
+    final = app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app IN PLACE #{} calls={}", n, calls)')
+    half = len(final) // 2
+    async with connect(daemon.socket_path) as client:
+        await client.subscribe(workspace=str(workspace))
+        mark = await quiet_mark(client, workspace)
+        with open(app_source, "w") as out:
+            out.write(final[:half])
+            out.flush()
+            os.fsync(out.fileno())
+            await anyio.sleep(0.15)
+            out.write(final[half:])
+        final_patch = await collect_until(client, lambda e: is_outcome(e) and _patch_holds(e, b"app IN PLACE #"))
+        try:  # nothing comes after it: no build of the half-written file wins
+            after = await collect_until(client, is_outcome, timeout=1.5)
+        except TimeoutError:
+            after = []
+    assert after == [], after
+    outcomes = [e for e in final_patch if is_outcome(e) and e["seq"] > mark]
+    host.expect(lambda l: l.startswith("PATCHED") and f"id={outcomes[-1]['id']}" in l, timeout=60)
+    assert host.tick()["app"].startswith("app IN PLACE #")
 
 
 @pytest.mark.asyncio

@@ -49,7 +49,7 @@ def daemon(captured, run_dir):
     (run_dir / "thinpatch").mkdir(mode=0o755)
     os.chmod(run_dir / "thinpatch", 0o755)
     d = DaemonProcess(
-        run_dir / "thinpatch" / "thinpatch.sock", [captured.workspace], "--debounce-ms", "50", "--log-level", "debug"
+        run_dir / "thinpatch" / "thinpatch.sock", [captured.workspace], "--log-level", "debug"
     )
     d.wait_watching(captured.workspace)
     yield d

@@ -236,3 +236,4 @@ async def test_an_edit_made_before_the_watch_is_armed_is_not_lost(src):
     assert w.armed.is_set()
     w.stop()
     await it.aclose()
+

@@ -86,8 +86,8 @@ class DaemonProcess:
 
 @contextmanager
 def serving(workspace: Path, sock_dir: Path, *extra: str) -> Iterator[DaemonProcess]:
-    """A real `thinpatch serve` for ``workspace`` (50 ms debounce), watching it; killed after."""
-    daemon = DaemonProcess(sock_dir / "thinpatch.sock", [workspace], "--debounce-ms", "50", *extra)
+    """A real `thinpatch serve` for ``workspace`` (its default debounce), watching it; killed after."""
+    daemon = DaemonProcess(sock_dir / "thinpatch.sock", [workspace], *extra)
     try:
         daemon.wait_watching(workspace)
         yield daemon

@@ -150,7 +150,7 @@ def shared_capture(tmp_path_factory) -> CapturedCopy:
 
 
 def start_daemon(sock_dir: Path, workspace: Path, *extra: str) -> DaemonProcess:
-    daemon = DaemonProcess(sock_dir / "thinpatch.sock", [workspace], "--debounce-ms", "50", *extra)
+    daemon = DaemonProcess(sock_dir / "thinpatch.sock", [workspace], *extra)
     daemon.wait_watching(workspace)  # a save made before the watch is armed is not an event
     return daemon
 

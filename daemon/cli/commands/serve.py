@@ -7,6 +7,10 @@ import sys
 
 from daemon.cli.commands._socket_option import add_socket_option
 
+# The watcher's default (daemon.service.watcher.DEFAULT_DEBOUNCE_MS), spelled out so that
+# building the parser imports no watcher; a test keeps the two equal.
+DEBOUNCE_MS = 20
+
 HELP = "run the daemon: watch captured workspaces and send patches to subscribers"
 DESCRIPTION = """\
 Watches the source files of every captured workspace (the files rustc's dep-info lists,
@@ -32,7 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workspace", metavar="DIR", action="append", default=None,
         help="serve this workspace (repeatable; default: every workspace `thinpatch capture` registered)",
     )
-    parser.add_argument("--debounce-ms", type=int, default=50, metavar="MS", help="quiet time after a save before building (default: 50)")
+    parser.add_argument(
+        "--debounce-ms", type=int, default=DEBOUNCE_MS, metavar="MS",
+        help=f"quiet time after a save before building (default: {DEBOUNCE_MS})",
+    )
     parser.add_argument(
         "--on-busy", choices=("restart", "queue"), default="restart",
         help="an edit during a build: restart the build on the newest content (default) or queue behind it",
