@@ -141,7 +141,7 @@ def test_link_plan_on_generated_link_lines(line, patch_objects):
     rest = [a for a in body if a not in patch_objects]
     start = body.index(patch_objects[0])
     assert body[start : start + len(patch_objects)] == patch_objects
-    inputs_before = [a for a in line[: next((i for i, a in enumerate(line) if a.endswith((".o", ".rlib"))), len(line))]]
+    inputs_before = [a for a in line[: next((i for i, a in enumerate(line) if _is_input(a)), len(line))]]
     assert start == len([a for a in inputs_before if a in set(rest)])
     # No input or output of the program, nothing that makes an executable.
     assert not any(a.endswith((".rcgu.o", ".rlib")) for a in rest)
@@ -149,4 +149,9 @@ def test_link_plan_on_generated_link_lines(line, patch_objects):
     assert not any("rustcAbCdEf" in a for a in rest)
     # Everything else is kept verbatim, in order.
     dropped = {"-pie", "-no-pie", "-Wl,--gc-sections"}
-    assert rest == [a for a in line if not a.endswith((".o", ".rlib")) and a not in dropped and "rustcAbCdEf" not in a]
+    assert rest == [a for a in line if not _is_input(a) and a not in dropped and "rustcAbCdEf" not in a]
+
+
+def _is_input(arg: str) -> bool:
+    # An object or archive is a path; an option that happens to end in ".o" (`-L/x.o`) is not.
+    return not arg.startswith("-") and arg.endswith((".o", ".rlib"))
