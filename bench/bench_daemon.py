@@ -44,6 +44,7 @@ sys.path.insert(0, str(BENCH))
 from bench_patch import clean_env, machine, require_string, summary, timed_cargo_build  # noqa: E402
 from daemon.socket import protocol  # noqa: E402
 from daemon.cli.capture_run import run_capture  # noqa: E402
+from daemon.service.watcher import DEFAULT_DEBOUNCE_MS  # noqa: E402
 from daemon.socket.client import connect  # noqa: E402
 from tests.support.daemon_process import quiet_mark  # noqa: E402
 from tests.support.live_host import LiveHost  # noqa: E402
@@ -496,7 +497,8 @@ def main() -> int:
     parser.add_argument("--fanout-clients", type=int, default=100, help="extra subscribers for fan-out (default 100)")
     parser.add_argument("--fanout-rounds", type=int, default=3, help="saves with the extra subscribers (default 3)")
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="quiet interval for idle CPU (default 5)")
-    parser.add_argument("--debounce-ms", type=int, default=20, help="the daemon's debounce (default 20, its default)")
+    parser.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS,
+                        help=f"the daemon's debounce (default {DEFAULT_DEBOUNCE_MS}, its default)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args()
     if args.rounds < 1 or args.fanout_rounds < 1 or args.fanout_clients < 1:

@@ -46,6 +46,7 @@ from daemon.build.link_plan import build_link_plan  # noqa: E402
 from daemon.build.rebuild import plan_crates, resolve_crate, resolve_top  # noqa: E402
 from daemon.build.session_cache import default_session_root  # noqa: E402
 from daemon.cli.capture_run import run_capture  # noqa: E402
+from daemon.service.watcher import DEFAULT_DEBOUNCE_MS  # noqa: E402
 from daemon.socket.client import connect  # noqa: E402
 from tests.support.daemon_process import quiet_mark  # noqa: E402
 
@@ -315,7 +316,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--floor-rounds", type=int, default=3)
-    parser.add_argument("--debounce-ms", type=int, default=20, help="the daemon's debounce (default 20, its default)")
+    parser.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS,
+                        help=f"the daemon's debounce (default {DEFAULT_DEBOUNCE_MS}, its default)")
     parser.add_argument("--work", type=Path, default=default_work_dir(),
                         help="where the two copies live, kept between runs (default "
                              "$XDG_CACHE_HOME/thinpatch-bench/large); outside the repository, whose "

@@ -421,11 +421,13 @@ async def compile_crate(
     _clear_objects(plan, session_root)
 
     def notice(line: bytes) -> None:
-        if metadata_written is not None and artifact_notice(line) == ("metadata", str(plan.metadata_path)):
+        if artifact_notice(line) == ("metadata", str(plan.metadata_path)):
             metadata_written.set()
 
+    # Only a crate that writes metadata has a notice to watch for.
+    watch = notice if metadata_written is not None and plan.metadata_path is not None else None
     started_at = time.perf_counter()
-    run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc", on_stderr_line=notice)
+    run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc", on_stderr_line=watch)
     if run.returncode < 0:
         raise ToolKilled("rustc", -run.returncode, plan.crate_name)
     stream = parse_stream(run.stderr)
