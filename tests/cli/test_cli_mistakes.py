@@ -62,6 +62,9 @@ def test_an_unknown_option_names_the_command_and_its_help():
     assert_message(thinpatch("status", "--frob"), 2, "thinpatch status: unrecognized arguments: --frob", "thinpatch status --help")
     assert_message(thinpatch("--frob"), 2, "unrecognized arguments: --frob", "thinpatch help")
     assert_message(thinpatch("serve", "--on-busy", "never"), 2, "invalid choice", "thinpatch serve --help")
+    assert_message(thinpatch("serve", "--debounce-ms", "-5"), 2, "--debounce-ms: must be 1 or more, not -5", "thinpatch serve --help")
+    assert_message(thinpatch("serve", "--keep", "0"), 2, "--keep: must be 1 or more, not 0", "thinpatch serve --help")
+    assert_message(thinpatch("serve", "--debounce-ms", "abc"), 2, "expected a whole number, not 'abc'", "thinpatch serve --help")
 
 
 def test_stop_without_a_daemon_has_nothing_to_do(no_daemon):

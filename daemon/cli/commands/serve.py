@@ -11,6 +11,19 @@ from daemon.cli.commands._socket_option import add_socket_option
 # building the parser imports no watcher; a test keeps the two equal.
 DEBOUNCE_MS = 20
 
+
+
+def _at_least_one(text: str) -> int:
+    """A count or a duration in ms: 0 would make the watcher spin or prune the patch just built."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 HELP = "run the daemon: watch captured workspaces and send patches to subscribers"
 DESCRIPTION = """\
 Watches the source files of every captured workspace (the files rustc's dep-info lists,
@@ -37,14 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve this workspace (repeatable; default: every workspace `thinpatch capture` registered)",
     )
     parser.add_argument(
-        "--debounce-ms", type=int, default=DEBOUNCE_MS, metavar="MS",
+        "--debounce-ms", type=_at_least_one, default=DEBOUNCE_MS, metavar="MS",
         help=f"quiet time after a save before building (default: {DEBOUNCE_MS})",
     )
     parser.add_argument(
         "--on-busy", choices=("restart", "queue"), default="restart",
         help="an edit during a build: restart the build on the newest content (default) or queue behind it",
     )
-    parser.add_argument("--keep", type=int, default=16, metavar="N", help="patch libraries to keep in the session cache (default: 16)")
+    parser.add_argument("--keep", type=_at_least_one, default=16, metavar="N", help="patch libraries to keep in the session cache (default: 16)")
     parser.add_argument(
         "--no-warm-up", action="store_true",
         help="don't compile each program once when its session starts (the first save then pays for it)",
