@@ -124,7 +124,8 @@ def test_5_deleting_the_session_cache_mid_session_still_gives_new_code(workspace
 
 def test_6_a_backtrace_taken_in_patched_code_names_the_patched_function_and_line(workspace, ticker):
     # Backtraces and panics in patched code name the patched function, with its path, and its
-    # file and line: the patch library keeps the capture's debug info.
+    # file and line: the patch library's "limited" debug info (the capture's is full) keeps
+    # function paths and line tables.
     edit(
         workspace,
         APP,
