@@ -20,10 +20,11 @@ import watchfiles
 
 log = structlog.get_logger("thinpatch.watcher")
 
-# watchfiles yields a batch one to two quiet periods after its last event: at 50 ms that was
-# about 80 ms of every patch, at 20 ms about 30 (bench_daemon), for 0.1% more idle CPU. A save
-# seen half-written still ends well: the next event restarts the build on the final content.
-DEFAULT_DEBOUNCE_MS = 20
+# watchfiles yields a batch one to two quiet periods after its last event: a save reached the
+# build 30-36 ms later at 20 ms, 9 ms later at 5 (bench/README), for 0.2-0.3% more idle CPU
+# (wake-ups). A save seen half-written still ends well: the next event restarts the build on
+# the final content.
+DEFAULT_DEBOUNCE_MS = 5
 
 # Quiet period watchfiles waits for before yielding; `debounce` is only its upper bound
 # on grouping, so a short step is what makes saves feel instant.

@@ -9,7 +9,7 @@ from daemon.cli.commands._socket_option import add_socket_option
 
 # The watcher's default (daemon.service.watcher.DEFAULT_DEBOUNCE_MS), spelled out so that
 # building the parser imports no watcher; a test keeps the two equal.
-DEBOUNCE_MS = 20
+DEBOUNCE_MS = 5
 
 
 
