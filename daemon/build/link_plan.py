@@ -273,6 +273,6 @@ def build_link_plan(
         args=tuple(final),
         cwd=_get(captured_link, "cwd"),
         output=Path(output),
-        objects=tuple(Path(o) for o in objects),
+        objects=tuple(o if isinstance(o, Path) else Path(o) for o in objects),  # hundreds: don't re-parse
         dropped=tuple(dropped),
     )

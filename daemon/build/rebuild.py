@@ -30,10 +30,8 @@ from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, 
 from daemon.build.refusals import link_error_advice, lto_refusal, strip_refusal
 from daemon.build.rustc_plan import ObjPlan, PlanError, build_obj_plan, extern_paths, replay_env
 from daemon.build.session_cache import (
-    DEFAULT_KEEP,
     SessionLayout,
     open_session,
-    prune_patches,
     reserve_patch_number,
     session_tag,
 )
@@ -265,7 +263,6 @@ class PatchBuild:
     rustc_ms: float
     link_ms: float
     link_argv: tuple[str, ...] = field(repr=False, default=())
-    pruned: tuple[Path, ...] = field(repr=False, default=())
 
     @property
     def warnings(self) -> tuple[Diagnostic, ...]:
@@ -549,7 +546,6 @@ async def build_patch(
     session: SessionLayout | str | Path,
     *,
     top: str | None = None,
-    keep: int = DEFAULT_KEEP,
     rendered_ansi: bool = False,
     dependency_archives: DependencyArchives = "drop",
     os_name: str | None = None,
@@ -614,7 +610,6 @@ async def build_patch(
                 dropped=link_plan.dropped,
             )
         link_run = await link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name)
-    pruned = prune_patches(layout, keep)
     return PatchBuild(
         library=final_path,
         patch_number=number,
@@ -625,5 +620,4 @@ async def build_patch(
         rustc_ms=rustc_ms,
         link_ms=link_run.elapsed_ms,
         link_argv=tuple(link_plan.argv),
-        pruned=tuple(pruned),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import anyio
+import structlog
 
 from capture.store import Captures, load_captures, rustc_key
 from daemon.binary.demangle import demangle
@@ -31,12 +32,15 @@ from daemon.build.session_cache import (
     SessionLayout,
     default_session_root,
     open_session,
+    prune_patches,
     read_edited_crates,
     record_edited_crates,
 )
 from daemon.binary.program_index import program_index
 from daemon.binary.symbol_cache import SymbolCache
 from daemon.binary.symbols import DATA, LOCAL, MACHO, SymbolTable, read_symbols
+
+log = structlog.get_logger("thinpatch.patcher")
 
 RECAPTURE = "Run `thinpatch capture` again: a fresh fat build exports what patches need."
 
@@ -282,15 +286,17 @@ class Patcher:
             [*requested, *sorted(edited - set(requested))],
             self.session,
             top=self.top,
-            keep=self.keep,
             rendered_ansi=rendered_ansi,
             reuse=self._fresh - self._stale,
         )
         self._fresh = {rustc_key(c.crate_name, c.kind) for c in build.crates}
         self._stale = set()
-        verify_started = time.perf_counter()
-        table, report, check = await anyio.to_thread.run_sync(self._verify, host, build)
-        verify_ms = (time.perf_counter() - verify_started) * 1000
+        async with anyio.create_task_group() as tidy:
+            # older libraries go while this one is checked, off the save → patch-ready path
+            tidy.start_soon(anyio.to_thread.run_sync, self._prune)
+            verify_started = time.perf_counter()
+            table, report, check = await anyio.to_thread.run_sync(self._verify, host, build)
+            verify_ms = (time.perf_counter() - verify_started) * 1000
         if not check.ok:
             try:
                 build.library.unlink()  # never leave a library behind that would not load
@@ -316,6 +322,12 @@ class Patcher:
             rebuilt_crates=[c.crate_name for c in build.crates],
             reused_crates=[c.crate_name for c in build.crates if c.reused],
         )
+
+    def _prune(self) -> None:
+        try:
+            prune_patches(self.session, self.keep)
+        except OSError as exc:  # a full or read-only cache: the patch itself is fine
+            log.warning("could not remove old patch libraries", session=str(self.session.root), error=str(exc))
 
     def _verify(self, host: HostImage, build: PatchBuild) -> tuple[JumpTable, PatchReport, LoadCheck]:
         # The patch is new every time: parse it directly, don't fill the cache with it.

@@ -248,3 +248,19 @@ async def test_a_library_that_fails_to_compile_starts_no_dependent(captured_work
     assert failure.value.crate == "corelib"
     app_objects = [p for p in session.rglob("*.o") if "app" in p.parent.name]
     assert app_objects == [] and _rustc_processes_in(session) == []
+
+
+@pytest.mark.asyncio
+async def test_the_patcher_keeps_only_the_newest_libraries(captured_single_bin, tmp_path):
+    from daemon.service.patcher import Patcher
+
+    result = captured_single_bin
+    patcher = Patcher(result.workspace, result.capture_root, scope=result.scope,
+                      session_root=tmp_path / "session", keep=2)
+    source = result.workspace / "src" / "main.rs"
+    libraries = []
+    for n in range(3):
+        with edited(source, 'format!("hello, {name}")', f'format!("hello #{n}, {{name}}")'):
+            libraries.append(Path((await patcher.patch()).lib))
+    left = sorted(p for p in patcher.session.patches_dir.iterdir() if p.suffix == ".so")
+    assert left == sorted(libraries[1:]), left
