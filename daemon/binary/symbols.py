@@ -136,8 +136,12 @@ class FormatError(ValueError):
     """The file is not an ELF or Mach-O image this reader understands."""
 
 
-def read_symbols(path: str | Path) -> SymbolTable:
-    """Read the symbol tables of the file at ``path``."""
+def read_symbols(path: str | Path, *, dynamic: bool = True) -> SymbolTable:
+    """Read the symbol tables of the file at ``path``.
+
+    ``dynamic=False`` reads an ELF image that has a ``.symtab`` from it alone: there, the
+    ``.dynsym`` only repeats its global entries (a third of a patch library's symbols), and
+    the undefined ones in ``.symtab`` are the imports."""
     path = Path(path)
     with open(path, "rb") as f:
         try:
@@ -146,15 +150,15 @@ def read_symbols(path: str | Path) -> SymbolTable:
             raise FormatError(f"{path}: empty file") from e
     try:
         with gc_paused():
-            return parse_symbols(data, str(path))
+            return parse_symbols(data, str(path), dynamic=dynamic)
     finally:
         data.close()
 
 
-def parse_symbols(data: bytes | mmap.mmap, path: str = "") -> SymbolTable:
+def parse_symbols(data: bytes | mmap.mmap, path: str = "", *, dynamic: bool = True) -> SymbolTable:
     magic = bytes(data[:4])
     if magic == b"\x7fELF":
-        return _parse_elf(data, path)
+        return _parse_elf(data, path, dynamic)
     if magic in (b"\xcf\xfa\xed\xfe", b"\xfe\xed\xfa\xcf"):
         return _parse_macho64(data, path)
     raise FormatError(f"{path or 'data'}: not an ELF or 64-bit Mach-O file (magic {magic!r})")
@@ -192,7 +196,7 @@ class _Section(NamedTuple):
     entsize: int
 
 
-def _parse_elf(data, path: str) -> SymbolTable:
+def _parse_elf(data, path: str, dynamic: bool = True) -> SymbolTable:
     ei_class, ei_data = data[4], data[5]
     if ei_class not in (1, 2) or ei_data not in (1, 2):
         raise FormatError(f"{path}: bad ELF class/data bytes {ei_class}/{ei_data}")
@@ -249,10 +253,11 @@ def _parse_elf(data, path: str) -> SymbolTable:
                 rpath.extend(p for p in _cstr(dynstr, value).split(":") if p)
 
     symbols: list[Symbol] = []
+    skip_dynamic = not dynamic and any(s.type == _SHT_SYMTAB for s in sections)
     for index, s in enumerate(sections):
         if s.type == _SHT_SYMTAB:
             table = STATIC
-        elif s.type == _SHT_DYNSYM:
+        elif s.type == _SHT_DYNSYM and not skip_dynamic:
             table = DYNAMIC
         else:
             continue

@@ -331,7 +331,7 @@ class Patcher:
 
     def _verify(self, host: HostImage, build: PatchBuild) -> tuple[JumpTable, PatchReport, LoadCheck]:
         # The patch is new every time: parse it directly, don't fill the cache with it.
-        patch = read_symbols(build.library)
+        patch = read_symbols(build.library, dynamic=False)
         patch_libs, _ = loaded_library_paths(
             patch, build.library, lambda p: self.symbol_cache.load(p, self.symbol_cache_dir)
         )

@@ -26,6 +26,7 @@ from daemon.binary.symbols import (
     parse_symbols,
     read_symbols,
 )
+from daemon.binary.program_index import base_name
 from tests.support.symbol_images import FakeSymbol, build_elf, build_images, build_macho
 
 needs_binutils = pytest.mark.skipif(shutil.which("nm") is None or shutil.which("readelf") is None,
@@ -200,3 +201,27 @@ def test_normalise_name():
     assert normalise_name("_ZN1a1b17h0123456789abcdefE.llvm.987654321") == "_ZN1a1b17h0123456789abcdefE"
     assert normalise_name("foo.llvm.x") == "foo.llvm.x"
     assert normalise_name("foo.cold") == "foo.cold"
+
+
+@pytest.mark.parametrize("image", ["patch", "clib"])
+def test_a_library_read_from_its_static_table_alone_keeps_its_imports_and_definitions(image):
+    # a freshly linked patch is read this way: its .dynsym only repeats .symtab's globals
+    path = getattr(build_images(), image)
+    both = read_symbols(path)
+    static_only = read_symbols(path, dynamic=False)
+    assert {s.table for s in static_only.symbols} == {STATIC}
+    assert len(static_only.symbols) < len(both.symbols)
+    # .symtab spells a versioned import `name@VERSION`; the load check compares base names
+    imports = {base_name(s.name) for s in static_only.imports()}
+    assert imports == {base_name(s.name) for s in both.imports()} != set()
+    assert {(s.name, s.address) for s in static_only.defined()} == {(s.name, s.address) for s in both.defined()}
+
+
+@pytest.mark.skipif(shutil.which("strip") is None, reason="binutils not installed")
+def test_a_library_without_a_static_table_is_read_from_its_dynamic_one(tmp_path):
+    stripped = tmp_path / "libdemo.so"
+    shutil.copy(build_images().clib, stripped)
+    subprocess.run(["strip", "--strip-all", str(stripped)], check=True)
+    table = read_symbols(stripped, dynamic=False)
+    assert {s.table for s in table.symbols} == {DYNAMIC}
+    assert "demo_add" in {s.name for s in table.exported()}
