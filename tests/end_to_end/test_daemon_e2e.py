@@ -97,9 +97,10 @@ async def test_compile_error_then_fix(workspace, daemon, host, app_source):
     good = app_source.read_text()
     async with connect(daemon.socket_path) as client:
         await client.subscribe(workspace=str(workspace))
+        mark = await quiet_mark(client, workspace)  # an earlier test's restore may still be building
         save_like_an_editor(app_source, good.replace(ORIGINAL_GREETING, 'format!("broken #{}", n calls)'))
-        events = await collect_until(client, is_outcome)
-        events = [e for e in events if not e.get("replayed")]
+        events = await collect_until(client, lambda e: is_outcome(e) and e["seq"] > mark)
+        events = [e for e in events if not e.get("replayed") and e["seq"] > mark]
         failed = events[-1]
         assert failed["type"] == "build-failed", events
         assert events[0]["type"] == "build-started" and str(app_source) in events[0]["files"]
@@ -168,8 +169,9 @@ async def test_two_clients_both_get_every_event_and_watch_json_shows_the_same_st
             save_like_an_editor(app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app TWO #{} calls={}", n, calls)'))
             events_a = await collect_until(a, lambda e: is_outcome(e) and e["seq"] > mark)
             events_b = await collect_until(b, lambda e: is_outcome(e) and e["seq"] > mark)
-        live_a = [(e["type"], e["seq"]) for e in events_a if not e.get("replayed")]
-        assert live_a == [(e["type"], e["seq"]) for e in events_b if not e.get("replayed")]
+        # b subscribed a moment after a: compare what both saw after the mark
+        live_a = [(e["type"], e["seq"]) for e in events_a if not e.get("replayed") and e["seq"] > mark]
+        assert live_a == [(e["type"], e["seq"]) for e in events_b if not e.get("replayed") and e["seq"] > mark]
         # An earlier build may be superseded by this save (restart policy): it only shows as
         # an extra build-started. The live host's report of an earlier patch may come in between.
         assert live_a[-1][0] == "patch-ready"
@@ -195,8 +197,9 @@ async def test_two_clients_both_get_every_event_and_watch_json_shows_the_same_st
 async def test_new_subscriber_gets_the_last_valid_patch(workspace, daemon, app_source):
     async with connect(daemon.socket_path) as client:
         await client.subscribe(workspace=str(workspace))
+        mark = await quiet_mark(client, workspace)  # an earlier test's restore may still be building
         save_like_an_editor(app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app LAST #{} calls={}", n, calls)'))
-        events = await collect_until(client, is_outcome)
+        events = await collect_until(client, lambda e: is_outcome(e) and e["seq"] > mark)
         assert events[-1]["type"] == "patch-ready"
         lib = events[-1]["lib"]
     async with connect(daemon.socket_path) as late:
@@ -212,9 +215,10 @@ async def test_manifest_change_requires_a_full_rebuild_and_sends_no_patch(worksp
     try:
         async with connect(daemon.socket_path) as client:
             await client.subscribe(workspace=str(workspace))
+            mark = await quiet_mark(client, workspace)  # an earlier test's restore may still be building
             manifest.write_text(original + "\n[features]\nextra = []\n")
-            events = await collect_until(client, is_outcome)
-        assert [e["type"] for e in events if not e.get("replayed")] == ["full-rebuild-required"]
+            events = await collect_until(client, lambda e: is_outcome(e) and e["seq"] > mark)
+        assert [e["type"] for e in events if not e.get("replayed") and e["seq"] > mark] == ["full-rebuild-required"]
         assert str(manifest) in events[-1]["files"]
         assert "thinpatch capture" in events[-1]["reason"]
     finally:
@@ -225,10 +229,14 @@ async def test_manifest_change_requires_a_full_rebuild_and_sends_no_patch(worksp
 async def test_rebuild_request_and_bad_crate_names(workspace, daemon):
     async with connect(daemon.socket_path) as client:
         await client.subscribe(workspace=str(workspace))
+        # an earlier test's restored source may still be building: it would join this patch
+        mark = await quiet_mark(client, workspace)
         reply = await client.request({"type": "rebuild", "workspace": str(workspace), "crate": "counterlib"})
         assert reply["type"] == "ok"
         # (the previous test's Cargo.toml restore may still announce a full rebuild first)
-        events = await collect_until(client, lambda e: is_outcome(e) and e["type"] != "full-rebuild-required")
+        events = await collect_until(
+            client, lambda e: is_outcome(e) and e["type"] != "full-rebuild-required" and e["seq"] > mark
+        )
         assert events[-1]["type"] == "patch-ready" and events[-1]["edited_crate"] == "counterlib"
     from daemon.socket.client import RequestFailed
 
