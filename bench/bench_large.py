@@ -10,10 +10,11 @@ served by a real `thinpatch serve`, one built with plain `cargo build`. In one r
     the order swapped every round; the event's rustc / link / verify split;
   * the first bin save after the daemon starts, reported apart: once right after the capture
     (the program binary is new: its symbols are parsed), once after the restart (same binary);
-  * the floor, after the daemon stopped: the same edits, running only the patch's rustc
-    invocations and its link (the daemon's own commands, from the same plans and incremental
-    state, one after the other), timed around the processes; each round alternates with a
-    `cargo build` of the same edit on the other copy, as the daemon rounds do.
+  * the floor, half before the daemon starts and half after it stopped: the same edits,
+    running only the patch's rustc invocations and its link (the daemon's own commands, from
+    the same plans and incremental state, one after the other), timed around the processes;
+    each round alternates with a `cargo build` of the same edit on the other copy, as the
+    daemon rounds do.
 Both outputs are checked to contain each round's marker, so no figure comes from a stale build.
 
     python bench/bench_large.py [--rounds N] [--floor-rounds N] [--work DIR] [--json]
@@ -211,11 +212,14 @@ async def daemon_rounds(work: Path, env: dict[str, str], rounds: int, debounce_m
     return result
 
 
-def floor_rounds(work: Path, env: dict[str, str], rounds: int) -> dict:
+def floor_rounds(work: Path, env: dict[str, str], rounds: int) -> dict[str, list[dict]]:
     """Only the processes: the patch's rustc runs and its link, as the daemon would run them,
     one after the other. Each round alternates with a `cargo build` of the same edit on the
     other copy, as the daemon rounds do, so both are measured under the same conditions
-    (caches, CPU clock) and the ratio compares like with like."""
+    (caches, CPU clock) and the ratio compares like with like. Returns each round's times.
+
+    The edited sources are left as generated and with their earlier modification times, so a
+    daemon started afterwards sees no edit since the capture."""
     daemon_ws = work / "daemon"
     cargo_src = Sources(work / "cargo")
 
@@ -227,7 +231,9 @@ def floor_rounds(work: Path, env: dict[str, str], rounds: int) -> dict:
     top = resolve_top(captures)
     link_record = captures.link_for(top.crate_name)
     src = Sources(daemon_ws)
-    out: dict = {}
+    edited_files = [daemon_ws / file for file, _, _ in EDITS.values()]
+    mtimes = {path: path.stat().st_mtime_ns for path in edited_files}
+    out: dict[str, list[dict]] = {}
     for kind in ("bin", "lib"):
         edited = resolve_crate(captures, EDITS[kind][2])
         plans = plan_crates(captures, edited, top, session)
@@ -260,18 +266,31 @@ def floor_rounds(work: Path, env: dict[str, str], rounds: int) -> dict:
                 cargo_build(kind, f"floor{n}")
             if n:
                 rows.append({"rustc_ms": rustc_ms, "link_ms": link_ms, "total_ms": rustc_ms + link_ms})
-        out[kind] = {k: summary([r[k] for r in rows]) for k in ("rustc_ms", "link_ms", "total_ms")}
+        out[kind] = rows
     generate.generate(daemon_ws)
     generate.generate(work / "cargo")
+    for path, mtime in mtimes.items():
+        os.utime(path, ns=(mtime, mtime))
     return out
+
+
+def floor_summary(*halves: dict[str, list[dict]]) -> dict:
+    return {
+        kind: {k: summary([r[k] for half in halves for r in half.get(kind, [])]) for k in ("rustc_ms", "link_ms", "total_ms")}
+        for kind in ("bin", "lib")
+    }
 
 
 async def bench(work: Path, rounds: int, floor_n: int, debounce_ms: int) -> dict:
     env = clean_env(THINPATCH_STATE_DIR=str(work / "state"))
     info = machine()
     setup = await anyio.to_thread.run_sync(prepare, work, env)
+    # Half the floor before the daemon's rounds and half after: the machine's speed drifts over
+    # minutes, and a floor measured at one end only would compare unlike times.
+    before = await anyio.to_thread.run_sync(floor_rounds, work, env, (floor_n + 1) // 2)
     daemon = await daemon_rounds(work, env, rounds, debounce_ms)
-    floor = await anyio.to_thread.run_sync(floor_rounds, work, env, floor_n)
+    after = await anyio.to_thread.run_sync(floor_rounds, work, env, floor_n // 2) if floor_n > 1 else {}
+    floor = floor_summary(before, after)
     for kind in ("bin", "lib"):
         daemon[kind]["ratio_patch_over_floor"] = (
             daemon[kind]["save_to_patch_ready"]["median_ms"] / floor[kind]["total_ms"]["median_ms"]
