@@ -10,14 +10,13 @@ served by a real `thinpatch serve`, one built with plain `cargo build`. In one r
     the order swapped every round; the event's rustc / link / verify split;
   * the first bin save after the daemon starts, reported apart: once right after the capture
     (the program binary is new: its symbols are parsed), once after the restart (same binary);
-  * the floor, half before the daemon starts and half after it stopped: the same edits,
-    running only the patch's rustc invocations and its link (the daemon's own commands, from
-    the same plans and incremental state, one after the other), timed around the processes;
-    each round alternates with a `cargo build` of the same edit on the other copy, as the
-    daemon rounds do.
+  * the floor in the same rounds: the same edit, running only the patch's rustc invocations
+    and its link (the daemon's own commands from the same plans, one after the other, with an
+    incremental state of their own), timed around the processes, while the daemon is paused;
+    each round runs the patch, the cargo build and the floor in an order rotated round by round.
 Both outputs are checked to contain each round's marker, so no figure comes from a stale build.
 
-    python bench/bench_large.py [--rounds N] [--floor-rounds N] [--work DIR] [--json]
+    python bench/bench_large.py [--rounds N] [--work DIR] [--json]
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -120,6 +120,58 @@ async def wait_watching(client, workspace: Path) -> None:
             await anyio.sleep(0.05)
 
 
+class Floor:
+    """The floor: only the processes of a patch, the daemon's own rustc invocations (one after
+    the other) and its link line, from the same plans, on the daemon's copy with a session
+    directory of its own. The daemon is paused (SIGSTOP) during a floor round and the edited
+    file gets its content back before it resumes: its watcher compares contents, so the
+    floor's edits never start a build there."""
+
+    def __init__(self, work: Path, env: dict[str, str]):
+        workspace = work / "daemon"
+        self.env = env
+        self.captures = load_captures(workspace / "target" / "thinpatch", None)
+        self.top = resolve_top(self.captures)
+        self.link_record = self.captures.link_for(self.top.crate_name)
+        self.session = work / "floor-session"
+        self.src = Sources(workspace)
+        self.plans = {
+            kind: plan_crates(self.captures, resolve_crate(self.captures, crate), self.top, self.session)
+            for kind, (_, _, crate) in EDITS.items()
+        }
+
+    def round(self, kind: str, tag: str, daemon_pid: int) -> dict:
+        path = self.src.workspace / EDITS[kind][0]
+        content = path.read_bytes()
+        os.kill(daemon_pid, signal.SIGSTOP)
+        try:
+            self.src.save(kind, tag)
+            rustc_ms = 0.0
+            objects: list[Path] = []
+            for plan in self.plans[kind]:
+                plan.obj_dir.mkdir(parents=True, exist_ok=True)
+                for stale in plan.obj_dir.glob("*.o"):
+                    stale.unlink()
+                for made in (plan.metadata_path, plan.depinfo_path):
+                    if made is not None:
+                        made.parent.mkdir(parents=True, exist_ok=True)
+                start = time.perf_counter()
+                subprocess.run(plan.argv, cwd=plan.cwd, env=dict(plan.env), check=True, capture_output=True)
+                rustc_ms += ms_since(start)
+                objects += sorted(plan.obj_dir.glob("*.o"))
+            output = self.session / "floor.so"
+            link = build_link_plan(self.link_record, objects, output)
+            start = time.perf_counter()
+            subprocess.run(link.argv, cwd=link.cwd or self.top.cwd, env=self.env, check=True, capture_output=True)
+            link_ms = ms_since(start)
+            require_string(output, Sources.marker(kind, tag))
+            output.unlink()
+        finally:
+            path.write_bytes(content)
+            os.kill(daemon_pid, signal.SIGCONT)
+        return {"rustc_ms": rustc_ms, "link_ms": link_ms, "total_ms": rustc_ms + link_ms}
+
+
 class Session:
     """One `thinpatch serve` with a subscribed client, and the timed rounds run against it."""
 
@@ -136,6 +188,7 @@ class Session:
         sock_dir.mkdir(mode=0o700)
         started = time.perf_counter()
         daemon = Daemon(sock_dir / "thinpatch.sock", self.daemon_ws, self.debounce_ms, self.env)
+        self.daemon_pid = daemon.pid
         try:
             daemon.wait_listening()
             async with connect(daemon.socket_path) as client:
@@ -170,32 +223,45 @@ class Session:
         require_string(self.cargo_ws / "target" / "debug" / "benchapp", Sources.marker(kind, tag))
         return wall
 
-    async def interleaved(self, kind: str, rounds: int, runs: list[dict], cargo_runs: list[float]) -> None:
+    async def floor(self, kind: str, tag: str) -> dict:
+        await quiet_mark(self.client, self.daemon_ws, settle_s=0.2, poll_s=0.05, timeout=EVENT_TIMEOUT_S)
+        return await anyio.to_thread.run_sync(self.floor_runner.round, kind, tag, self.daemon_pid)
+
+    async def interleaved(self, kind: str, rounds: int, runs: list[dict], cargo_runs: list[float],
+                          floor_runs: list[dict]) -> None:
+        """Each round: a patch, a `cargo build` and the floor of the same kind of edit, their
+        order rotated round by round, so all three see the same conditions."""
+        await self.floor(kind, f"{kind}-floor-warm")  # the floor's session builds this setup once
         for n in range(1, rounds + 1):
             tag = f"{kind}{n}"
-            if n % 2:
-                runs.append(await self.patch(kind, tag))
-                cargo_runs.append(await self.cargo(kind, tag))
-            else:
-                cargo_runs.append(await self.cargo(kind, tag))
-                runs.append(await self.patch(kind, tag))
+            steps = [
+                lambda: self.patch(kind, tag),
+                lambda: self.cargo(kind, tag),
+                lambda: self.floor(kind, f"{tag}-floor"),
+            ]
+            sinks = [runs, cargo_runs, floor_runs]
+            for i in range(3):
+                step = (i + n) % 3
+                sinks[step].append(await steps[step]())
 
 
 async def daemon_rounds(work: Path, env: dict[str, str], rounds: int, debounce_ms: int) -> dict:
     """First daemon: the first save after a fresh capture, then the bin rounds. Second daemon
     (a restart, same program): its first save, then the library rounds."""
     session = Session(work, env, debounce_ms)
+    session.floor_runner = Floor(work, env)
     runs: dict[str, list[dict]] = {"bin": [], "lib": []}
     cargo_runs: dict[str, list[float]] = {"bin": [], "lib": []}
+    floor_runs: dict[str, list[dict]] = {"bin": [], "lib": []}
     first: dict[str, dict] = {}
 
     async def bin_steps(s: Session) -> None:
         first["after_capture"] = await s.patch("bin", "first")
-        await s.interleaved("bin", rounds, runs["bin"], cargo_runs["bin"])
+        await s.interleaved("bin", rounds, runs["bin"], cargo_runs["bin"], floor_runs["bin"])
 
     async def lib_steps(s: Session) -> None:
         first["after_restart"] = await s.patch("bin", "restart")
-        await s.interleaved("lib", rounds, runs["lib"], cargo_runs["lib"])
+        await s.interleaved("lib", rounds, runs["lib"], cargo_runs["lib"], floor_runs["lib"])
 
     watching_ms = [await session.run(bin_steps), await session.run(lib_steps)]
     result: dict = {"first_patch": first, "daemon_start_to_watching_ms": watching_ms}
@@ -209,88 +275,19 @@ async def daemon_rounds(work: Path, env: dict[str, str], rounds: int, debounce_m
             "ratio_patch_over_cargo": ready["median_ms"] / cargo["median_ms"],
             "split": {k: column(k) for k in ("rustc_ms", "link_ms", "verify_ms", "total_ms")},
         }
+    result["floor"] = {
+        kind: {k: summary([r[k] for r in floor_runs[kind]]) for k in ("rustc_ms", "link_ms", "total_ms")}
+        for kind in ("bin", "lib")
+    }
     return result
 
 
-def floor_rounds(work: Path, env: dict[str, str], rounds: int) -> dict[str, list[dict]]:
-    """Only the processes: the patch's rustc runs and its link, as the daemon would run them,
-    one after the other. Each round alternates with a `cargo build` of the same edit on the
-    other copy, as the daemon rounds do, so both are measured under the same conditions
-    (caches, CPU clock) and the ratio compares like with like. Returns each round's times.
-
-    The edited sources are left as generated and with their earlier modification times, so a
-    daemon started afterwards sees no edit since the capture."""
-    daemon_ws = work / "daemon"
-    cargo_src = Sources(work / "cargo")
-
-    def cargo_build(kind: str, tag: str) -> None:
-        cargo_src.save(kind, tag)
-        subprocess.run(["cargo", "build", "-q"], cwd=work / "cargo", env=env, check=True, capture_output=True)
-    captures = load_captures(daemon_ws / "target" / "thinpatch", None)
-    session = default_session_root(captures.capture_root, captures.scope)
-    top = resolve_top(captures)
-    link_record = captures.link_for(top.crate_name)
-    src = Sources(daemon_ws)
-    edited_files = [daemon_ws / file for file, _, _ in EDITS.values()]
-    mtimes = {path: path.stat().st_mtime_ns for path in edited_files}
-    out: dict[str, list[dict]] = {}
-    for kind in ("bin", "lib"):
-        edited = resolve_crate(captures, EDITS[kind][2])
-        plans = plan_crates(captures, edited, top, session)
-        rows = []
-        for n in range(rounds + 1):  # round 0 warms rustc's incremental state for this setup
-            if n % 2:
-                cargo_build(kind, f"floor{n}")
-            src.save(kind, f"floor{n}")
-            rustc_ms = 0.0
-            objects: list[Path] = []
-            for plan in plans:
-                plan.obj_dir.mkdir(parents=True, exist_ok=True)
-                for stale in plan.obj_dir.glob("*.o"):
-                    stale.unlink()
-                for made in (plan.metadata_path, plan.depinfo_path):
-                    if made is not None:
-                        made.parent.mkdir(parents=True, exist_ok=True)
-                start = time.perf_counter()
-                subprocess.run(plan.argv, cwd=plan.cwd, env=dict(plan.env), check=True, capture_output=True)
-                rustc_ms += ms_since(start)
-                objects += sorted(plan.obj_dir.glob("*.o"))
-            output = session / "floor.so"
-            link = build_link_plan(link_record, objects, output)
-            start = time.perf_counter()
-            subprocess.run(link.argv, cwd=link.cwd or top.cwd, env=env, check=True, capture_output=True)
-            link_ms = ms_since(start)
-            require_string(output, Sources.marker(kind, f"floor{n}"))
-            output.unlink()
-            if n % 2 == 0:
-                cargo_build(kind, f"floor{n}")
-            if n:
-                rows.append({"rustc_ms": rustc_ms, "link_ms": link_ms, "total_ms": rustc_ms + link_ms})
-        out[kind] = rows
-    generate.generate(daemon_ws)
-    generate.generate(work / "cargo")
-    for path, mtime in mtimes.items():
-        os.utime(path, ns=(mtime, mtime))
-    return out
-
-
-def floor_summary(*halves: dict[str, list[dict]]) -> dict:
-    return {
-        kind: {k: summary([r[k] for half in halves for r in half.get(kind, [])]) for k in ("rustc_ms", "link_ms", "total_ms")}
-        for kind in ("bin", "lib")
-    }
-
-
-async def bench(work: Path, rounds: int, floor_n: int, debounce_ms: int) -> dict:
+async def bench(work: Path, rounds: int, debounce_ms: int) -> dict:
     env = clean_env(THINPATCH_STATE_DIR=str(work / "state"))
     info = machine()
     setup = await anyio.to_thread.run_sync(prepare, work, env)
-    # Half the floor before the daemon's rounds and half after: the machine's speed drifts over
-    # minutes, and a floor measured at one end only would compare unlike times.
-    before = await anyio.to_thread.run_sync(floor_rounds, work, env, (floor_n + 1) // 2)
     daemon = await daemon_rounds(work, env, rounds, debounce_ms)
-    after = await anyio.to_thread.run_sync(floor_rounds, work, env, floor_n // 2) if floor_n > 1 else {}
-    floor = floor_summary(before, after)
+    floor = daemon.pop("floor")
     for kind in ("bin", "lib"):
         daemon[kind]["ratio_patch_over_floor"] = (
             daemon[kind]["save_to_patch_ready"]["median_ms"] / floor[kind]["total_ms"]["median_ms"]
@@ -334,7 +331,6 @@ def default_work_dir() -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--floor-rounds", type=int, default=3)
     parser.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS,
                         help=f"the daemon's debounce (default {DEFAULT_DEBOUNCE_MS}, its default)")
     parser.add_argument("--work", type=Path, default=default_work_dir(),
@@ -343,7 +339,7 @@ def main() -> int:
                              ".gitignore would hide it from the daemon's watcher")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = anyio.run(bench, args.work.resolve(), args.rounds, args.floor_rounds, args.debounce_ms)
+    result = anyio.run(bench, args.work.resolve(), args.rounds, args.debounce_ms)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
