@@ -51,6 +51,9 @@ from daemon.service.watcher import DEFAULT_DEBOUNCE_MS  # noqa: E402
 from daemon.socket.client import connect  # noqa: E402
 from tests.support.daemon_process import quiet_mark  # noqa: E402
 
+# patch (0), cargo build (1), floor (2): every order in turn, so each step follows each other
+# step as often (a step right after a build may run slower than one after a pause)
+ORDERS = ((0, 1, 2), (1, 2, 0), (2, 0, 1), (0, 2, 1), (2, 1, 0), (1, 0, 2))
 EVENT_TIMEOUT_S = 300.0  # quiet_mark; next_outcome has its own (bench_daemon)
 EDITS = {
     # kind: (file, marker, crate the daemon rebuilds first)
@@ -229,8 +232,8 @@ class Session:
 
     async def interleaved(self, kind: str, rounds: int, runs: list[dict], cargo_runs: list[float],
                           floor_runs: list[dict]) -> None:
-        """Each round: a patch, a `cargo build` and the floor of the same kind of edit, their
-        order rotated round by round, so all three see the same conditions."""
+        """Each round: a patch, a `cargo build` and the floor of the same kind of edit, in every
+        order in turn, so all three see the same conditions."""
         await self.floor(kind, f"{kind}-floor-warm")  # the floor's session builds this setup once
         for n in range(1, rounds + 1):
             tag = f"{kind}{n}"
@@ -240,8 +243,7 @@ class Session:
                 lambda: self.floor(kind, f"{tag}-floor"),
             ]
             sinks = [runs, cargo_runs, floor_runs]
-            for i in range(3):
-                step = (i + n) % 3
+            for step in ORDERS[n % len(ORDERS)]:
                 sinks[step].append(await steps[step]())
 
 
