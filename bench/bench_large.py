@@ -8,8 +8,9 @@ served by a real `thinpatch serve`, one built with plain `cargo build`. In one r
     the graph (store/src/lib.rs: store, web and app are rebuilt); each round times save -> `patch-ready`
     at a subscribed client and save -> `cargo build -q` done for the same edit on the other copy,
     the order swapped every round; the event's rustc / link / verify split;
-  * the first bin save after the daemon starts, reported apart: once right after the capture
-    (the program binary is new: its symbols are parsed), once after the restart (same binary);
+  * the first bin save after the daemon starts, reported apart as the median of three: right
+    after a capture (the program binary is new: its symbols are parsed; three captures), and
+    after a restart (same binary; three restarts);
   * the floor in the same rounds: the same edit, running only the patch's rustc invocations
     and its link (the daemon's own commands from the same plans, one after the other, with an
     incremental state of their own), timed around the processes, while the daemon is paused;
@@ -26,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +56,8 @@ from tests.support.daemon_process import quiet_mark  # noqa: E402
 # patch (0), cargo build (1), floor (2): every order in turn, so each step follows each other
 # step as often (a step right after a build may run slower than one after a pause)
 ORDERS = ((0, 1, 2), (1, 2, 0), (2, 0, 1), (0, 2, 1), (2, 1, 0), (1, 0, 2))
+# A first patch is one save: its figure is the median of this many, each after its own start.
+FIRST_SAMPLES = 3
 EVENT_TIMEOUT_S = 300.0  # quiet_mark; next_outcome has its own (bench_daemon)
 EDITS = {
     # kind: (file, marker, crate the daemon rebuilds first)
@@ -86,6 +90,12 @@ class Sources:
         os.replace(tmp, path)
 
 
+def capture(workspace: Path, env: dict[str, str]) -> None:
+    result = run_capture(workspace, env=env, cargo_args=["-q"])
+    if not result.ok:
+        raise SystemExit(f"thinpatch capture failed with exit {result.exit_code}")
+
+
 def prepare(work: Path, env: dict[str, str]) -> dict:
     setup = subprocess.run([str(BENCH / "large" / "setup")], capture_output=True, text=True)
     if setup.returncode != 0:
@@ -94,9 +104,7 @@ def prepare(work: Path, env: dict[str, str]) -> dict:
     for name in ("daemon", "cargo"):
         generate.generate(work / name)  # also undoes the edits of an earlier run
     start = time.perf_counter()
-    capture = run_capture(work / "daemon", env=env, cargo_args=["-q"])
-    if not capture.ok:
-        raise SystemExit(f"thinpatch capture failed with exit {capture.exit_code}")
+    capture(work / "daemon", env)
     info["capture_ms"] = ms_since(start)
     start = time.perf_counter()
     done = subprocess.run(["cargo", "build", "-q"], cwd=work / "cargo", env=env, capture_output=True, text=True)
@@ -248,24 +256,47 @@ class Session:
 
 
 async def daemon_rounds(work: Path, env: dict[str, str], rounds: int, debounce_ms: int) -> dict:
-    """First daemon: the first save after a fresh capture, then the bin rounds. Second daemon
-    (a restart, same program): its first save, then the library rounds."""
+    """The first save after a fresh capture, FIRST_SAMPLES times (each after its own capture
+    and daemon start); then daemons on the same program, each starting with a first save after
+    a restart: one runs the bin rounds, one only that save, one the library rounds."""
     session = Session(work, env, debounce_ms)
-    session.floor_runner = Floor(work, env)
     runs: dict[str, list[dict]] = {"bin": [], "lib": []}
     cargo_runs: dict[str, list[float]] = {"bin": [], "lib": []}
     floor_runs: dict[str, list[dict]] = {"bin": [], "lib": []}
-    first: dict[str, dict] = {}
+    firsts: dict[str, list[dict]] = {"after_capture": [], "after_restart": []}
+    watching_ms = []
+
+    for n in range(FIRST_SAMPLES):
+        if n:
+            await anyio.to_thread.run_sync(capture, work / "daemon", env)
+
+        async def after_capture(s: Session, n: int = n) -> None:
+            firsts["after_capture"].append(await s.patch("bin", f"first{n}"))
+
+        watching_ms.append(await session.run(after_capture))
+
+    session.floor_runner = Floor(work, env)  # the last capture's plans
+
+    async def after_restart(s: Session) -> None:
+        firsts["after_restart"].append(await s.patch("bin", f"restart{len(firsts['after_restart'])}"))
 
     async def bin_steps(s: Session) -> None:
-        first["after_capture"] = await s.patch("bin", "first")
+        await after_restart(s)
         await s.interleaved("bin", rounds, runs["bin"], cargo_runs["bin"], floor_runs["bin"])
 
     async def lib_steps(s: Session) -> None:
-        first["after_restart"] = await s.patch("bin", "restart")
+        await after_restart(s)
         await s.interleaved("lib", rounds, runs["lib"], cargo_runs["lib"], floor_runs["lib"])
 
-    watching_ms = [await session.run(bin_steps), await session.run(lib_steps)]
+    for steps in (bin_steps, after_restart, lib_steps):
+        watching_ms.append(await session.run(steps))
+    first = {
+        when: {
+            **{k: statistics.median(r[k] for r in samples) for k in samples[0]},
+            "samples_ms": [r["save_to_patch_ready_ms"] for r in samples],
+        }
+        for when, samples in firsts.items()
+    }
     result: dict = {"first_patch": first, "daemon_start_to_watching_ms": watching_ms}
     for kind in ("bin", "lib"):
         column = lambda key: summary([r[key] for r in runs[kind]])  # noqa: E731,B023
@@ -320,7 +351,8 @@ def print_report(r: dict) -> None:
               f"{f['link_ms']['median_ms']:.0f} = {f['total_ms']['median_ms']:.0f} ms; "
               f"end to end / floor {d['ratio_patch_over_floor']:.2f}")
     for when, first in r["first_patch"].items():
-        print(f"first patch {when.replace('_', ' ')}: {first['save_to_patch_ready_ms']:.0f} ms "
+        samples = ", ".join(f"{x:.0f}" for x in first["samples_ms"])
+        print(f"first patch {when.replace('_', ' ')}: {first['save_to_patch_ready_ms']:.0f} ms, median of {samples} "
               f"({first['ratio_to_later_bin_patch']:.2f}x a later bin patch); rustc / link / verify "
               f"{first['rustc_ms']:.0f} / {first['link_ms']:.0f} / {first['verify_ms']:.1f}, total {first['total_ms']:.0f} ms")
 
