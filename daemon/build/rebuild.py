@@ -386,16 +386,19 @@ def _check_inputs_exist(plan: ObjPlan) -> None:
             )
 
 
-def _clear_objects(plan: ObjPlan, session_root: Path | None) -> None:
-    """Empty the crate's object directory and drop its old metadata and dep-info: a failed build must not
-    leave stale objects to link, and units that no longer exist must not be linked again.
-    (rustc restores reused units from its incremental directory, not from here.)"""
+def _objects_list(plan: ObjPlan) -> Path:
+    """Where the objects of the crate's last successful build are listed (one path a line)."""
+    return plan.obj_dir.with_name(plan.obj_dir.name + ".objects")
+
+
+def _forget_outputs(plan: ObjPlan, session_root: Path | None) -> None:
+    """Drop the crate's object list, metadata and dep-info before rustc runs: a failed or
+    cancelled build leaves nothing that looks like a good one. The objects themselves stay
+    until the build has succeeded (removing hundreds of files would delay rustc): only the
+    ones rustc announces are linked, and the rest are removed afterwards."""
     with _writing_session(session_root or plan.obj_dir.parent):
         plan.obj_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for entry in os.scandir(plan.obj_dir):
-            if entry.is_file(follow_symlinks=False) or entry.is_symlink():
-                os.unlink(entry.path)
-        for path in (plan.metadata_path, plan.depinfo_path):
+        for path in (_objects_list(plan), plan.metadata_path, plan.depinfo_path):
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 try:
@@ -404,34 +407,65 @@ def _clear_objects(plan: ObjPlan, session_root: Path | None) -> None:
                     pass
 
 
-def _written_objects(obj_dir: Path) -> tuple[Path, ...]:
+def _written_objects(obj_dir: Path, since_ns: int = 0) -> tuple[Path, ...]:
     # sorted: the same units give the same link line on every save
-    return tuple(sorted(Path(e.path) for e in os.scandir(obj_dir) if e.name.endswith(".o") and e.is_file()))
+    return tuple(sorted(
+        Path(e.path) for e in os.scandir(obj_dir)
+        if e.name.endswith(".o") and e.is_file() and e.stat().st_ctime_ns >= since_ns
+    ))
+
+
+def remove_stale_objects(crates: Iterable[CrateBuild]) -> None:
+    """Remove the objects of earlier builds from the rebuilt crates' directories (rustc names
+    each build's objects anew). Run beside the link: none of them is linked."""
+    for crate in crates:
+        if crate.reused or not crate.objects:
+            continue
+        keep = {str(o) for o in crate.objects}
+        try:
+            for entry in os.scandir(crate.objects[0].parent):
+                if entry.name.endswith(".o") and entry.path not in keep:
+                    os.unlink(entry.path)
+        except OSError:
+            pass  # left for the next build to remove; they are never linked
 
 
 async def compile_crate(
     plan: ObjPlan, session_root: Path | None = None, metadata_written: anyio.Event | None = None
 ) -> CrateBuild:
     """Compile one crate. ``metadata_written`` is set as soon as rustc announces the crate's
-    ``.rmeta`` (before its code generation), so dependents can start compiling."""
+    ``.rmeta`` (before its code generation), so dependents can start compiling. The crate's
+    objects are the ones rustc announces (one per codegen unit)."""
     _check_inputs_exist(plan)
-    _clear_objects(plan, session_root)
+    _forget_outputs(plan, session_root)
+    announced: list[Path] = []
 
     def notice(line: bytes) -> None:
-        if artifact_notice(line) == ("metadata", str(plan.metadata_path)):
+        found = artifact_notice(line)
+        if found is None:
+            return
+        kind, path = found
+        if kind == "obj":
+            announced.append(Path(plan.cwd, path))
+        elif metadata_written is not None and (kind, path) == ("metadata", str(plan.metadata_path)):
             metadata_written.set()
 
-    # Only a crate that writes metadata has a notice to watch for.
-    watch = notice if metadata_written is not None and plan.metadata_path is not None else None
     started_at = time.perf_counter()
-    run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc", on_stderr_line=watch)
+    started_ns = time.time_ns()
+    run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc", on_stderr_line=notice)
     if run.returncode < 0:
         raise ToolKilled("rustc", -run.returncode, plan.crate_name)
     stream = parse_stream(run.stderr)
     stream = DiagnosticStream(tuple(absolutize(d, plan.cwd) for d in stream.diagnostics), stream.other_lines)
-    objects = _written_objects(plan.obj_dir) if run.returncode == 0 else ()
+    objects: tuple[Path, ...] = ()
+    if run.returncode == 0:
+        # a rustc that announces no objects: those written during this run (a fresh name or a
+        # fresh hard link both set the change time)
+        objects = tuple(sorted(announced)) or _written_objects(plan.obj_dir, started_ns - 2_000_000_000)
     if run.returncode != 0 or not objects:
         raise CompileError(plan.crate_name, stream, plan.argv, run.returncode)
+    with _writing_session(session_root or plan.obj_dir.parent):
+        _objects_list(plan).write_text("".join(f"{o}\n" for o in objects))
     return CrateBuild(
         crate_name=plan.crate_name,
         kind=plan.kind,
@@ -467,13 +501,14 @@ def _reads_rebuilt_metadata(plan: ObjPlan, rebuilt: set[str]) -> bool:
 
 
 def _reusable_objects(plan: ObjPlan) -> tuple[Path, ...]:
-    """The objects a successful earlier build left (a failed one leaves none), or ()."""
+    """The objects a successful earlier build listed (a failed one lists none), or ()."""
     if plan.metadata_path is not None and not plan.metadata_path.is_file():
         return ()
     try:
-        return _written_objects(plan.obj_dir)
+        objects = tuple(Path(line) for line in _objects_list(plan).read_text().splitlines() if line)
     except OSError:
         return ()
+    return objects if objects and all(o.is_file() for o in objects) else ()
 
 
 async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[str], session_root: Path) -> list[CrateBuild]:
@@ -609,7 +644,15 @@ async def build_patch(
                 objects=link_plan.objects,
                 dropped=link_plan.dropped,
             )
-        link_run = await link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name)
+        failed: Exception | None = None
+        async with anyio.create_task_group() as tidy:
+            tidy.start_soon(anyio.to_thread.run_sync, remove_stale_objects, crates)
+            try:
+                link_run = await link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name)
+            except Exception as exc:  # noqa: BLE001 - raised below, not wrapped in the task group's group
+                failed = exc
+        if failed is not None:
+            raise failed
     return PatchBuild(
         library=final_path,
         patch_number=number,

@@ -370,7 +370,8 @@ def build_obj_plan(
     args = set_out_dir(args, obj_dir)
     args = set_incremental(args, incremental_dir)
     args = set_codegen_units(args, units)
-    args = set_json_diagnostics(args, rendered_ansi=rendered_ansi, artifacts=metadata_path is not None)
+    # artifact notices name each object rustc writes (and the .rmeta before code generation)
+    args = set_json_diagnostics(args, rendered_ansi=rendered_ansi, artifacts=True)
     if extern_overrides:
         for name, path in extern_overrides.items():
             args = set_extern(args, name, path)

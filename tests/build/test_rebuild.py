@@ -24,6 +24,7 @@ from daemon.build.rebuild import (
     LinkError,
     MissingCapture,
     ToolNotFound,
+    _written_objects,
     build_patch,
     run_tool,
 )
@@ -202,6 +203,39 @@ async def test_objects_left_from_an_earlier_build_are_never_linked(edited_hello,
     assert not stale.exists()
     assert str(stale) not in second.link_argv
     assert set(second.crates[0].objects) == set(obj_dir.glob("*.o"))
+
+
+@pytest.mark.asyncio
+async def test_a_failed_build_lists_no_objects_so_nothing_reuses_them(edited_hello, tmp_path):
+    root, rustc, args, link_args, main = edited_hello
+    captures = make_captures(root, rustc, args, link_args)
+    session = tmp_path / "session"
+    main.write_text(MAIN_RS.replace("41", "42"))
+    first = await build_patch(captures, None, session)
+    [crate] = first.crates
+    key = rustc_key(crate.crate_name, crate.kind)
+    # unchanged since: the objects it listed are linked again without running rustc
+    again = await build_patch(captures, None, session, reuse={key})
+    assert again.crates[0].reused and again.crates[0].objects == crate.objects
+
+    main.write_text(MAIN_RS.replace("    41\n", "    41 +\n"))
+    with pytest.raises(CompileError):
+        await build_patch(captures, None, session)
+    assert all(o.exists() for o in crate.objects)  # still on disk, but no longer listed
+    with pytest.raises(CompileError):  # so even "unchanged" compiles, and fails again
+        await build_patch(captures, None, session, reuse={key})
+
+
+def test_without_announcements_the_objects_of_this_run_are_those_written_during_it(tmp_path):
+    old = tmp_path / "old.rcgu.o"
+    old.write_bytes(b"")
+    since = time.time_ns()
+    time.sleep(0.01)
+    new = tmp_path / "new.rcgu.o"
+    new.write_bytes(b"")
+    (tmp_path / "other.txt").write_bytes(b"")
+    assert _written_objects(tmp_path, since) == (new,)
+    assert _written_objects(tmp_path) == (new, old)
 
 
 @pytest.mark.asyncio

@@ -258,7 +258,7 @@ def test_bin_plan_keeps_bin_and_emits_objects_into_the_crates_directory(tmp_path
     assert args[args.index("--out-dir") + 1] == str(plan.obj_dir) and args.count("--out-dir") == 1
     assert codegen_value(args, "incremental") == str(plan.incremental_dir)
     assert [a for a in args if "target/debug/incremental" in a] == []
-    assert "--error-format=json" in args and not any(a.startswith("--json") for a in args)
+    assert "--error-format=json" in args and [a for a in args if a.startswith("--json")] == ["--json=artifacts"]
 
 
 def test_plan_keeps_everything_else_verbatim_and_in_order(tmp_path):
@@ -316,11 +316,12 @@ def test_lib_plan_with_metadata_for_dependents(tmp_path):
     assert "--json=artifacts" in plan.args
 
 
-def test_plan_without_dependents_asks_for_no_artifact_notices(tmp_path):
+def test_every_plan_asks_for_artifact_notices(tmp_path):
+    # rustc names each object it writes this way: those are the ones to link
     plan = build_obj_plan(record(APP_ARGS, "app", "bin", ["bin"]), tmp_path, rendered_ansi=True)
-    assert [a for a in plan.args if a.startswith("--json")] == ["--json=diagnostic-rendered-ansi"]
-    lib = build_obj_plan(record(GREET_ARGS, "greet", "lib", ["lib"]), tmp_path, emit_metadata=True, rendered_ansi=True)
-    assert [a for a in lib.args if a.startswith("--json")] == ["--json=diagnostic-rendered-ansi,artifacts"]
+    assert [a for a in plan.args if a.startswith("--json")] == ["--json=diagnostic-rendered-ansi,artifacts"]
+    lib = build_obj_plan(record(GREET_ARGS, "greet", "lib", ["lib"]), tmp_path, emit_metadata=True)
+    assert [a for a in lib.args if a.startswith("--json")] == ["--json=artifacts"]
 
 
 def test_dependent_plan_points_extern_at_rebuilt_metadata(tmp_path):
