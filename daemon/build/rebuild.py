@@ -18,7 +18,7 @@ import time
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import anyio
 from anyio.abc import ByteReceiveStream, TaskGroup
@@ -35,6 +35,8 @@ from daemon.build.session_cache import (
     reserve_patch_number,
     session_tag,
 )
+
+T = TypeVar("T")
 
 BUILD_LOCK_NAME = ".build.lock"
 RECAPTURE_HINT = "Run `thinpatch capture` in the workspace to record a fresh build."
@@ -575,6 +577,21 @@ async def exclusive_build(layout: SessionLayout, poll_s: float = 0.05) -> AsyncI
         os.close(fd)  # releases the lock
 
 
+async def beside(tidy: Callable[[], object], work: Callable[[], Awaitable[T]]) -> T:
+    """``await work()`` while ``tidy()`` runs in a worker thread; both are done on return.
+    An exception from ``work`` comes out as itself, not inside the task group's group."""
+    failed: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(anyio.to_thread.run_sync, tidy)
+        try:
+            result = await work()
+        except Exception as exc:  # noqa: BLE001 - raised below
+            failed = exc
+    if failed is not None:
+        raise failed
+    return result
+
+
 async def build_patch(
     captures: Captures,
     crate_name: str | Iterable[str] | None,
@@ -644,15 +661,10 @@ async def build_patch(
                 objects=link_plan.objects,
                 dropped=link_plan.dropped,
             )
-        failed: Exception | None = None
-        async with anyio.create_task_group() as tidy:
-            tidy.start_soon(anyio.to_thread.run_sync, remove_stale_objects, crates)
-            try:
-                link_run = await link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name)
-            except Exception as exc:  # noqa: BLE001 - raised below, not wrapped in the task group's group
-                failed = exc
-        if failed is not None:
-            raise failed
+        link_run = await beside(
+            lambda: remove_stale_objects(crates),  # none of them is linked
+            lambda: link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name),
+        )
     return PatchBuild(
         library=final_path,
         patch_number=number,

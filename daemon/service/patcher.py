@@ -22,6 +22,7 @@ from daemon.build.rebuild import (
     MissingCapture,
     PatchBuild,
     UnsupportedEdit,
+    beside,
     build_patch,
     resolve_crate,
     resolve_top,
@@ -291,12 +292,14 @@ class Patcher:
         )
         self._fresh = {rustc_key(c.crate_name, c.kind) for c in build.crates}
         self._stale = set()
-        async with anyio.create_task_group() as tidy:
-            # older libraries go while this one is checked, off the save → patch-ready path
-            tidy.start_soon(anyio.to_thread.run_sync, self._prune)
+
+        async def verify() -> tuple[JumpTable, PatchReport, LoadCheck, float]:
             verify_started = time.perf_counter()
             table, report, check = await anyio.to_thread.run_sync(self._verify, host, build)
-            verify_ms = (time.perf_counter() - verify_started) * 1000
+            return table, report, check, (time.perf_counter() - verify_started) * 1000
+
+        # older libraries go while this one is checked, off the save → patch-ready path
+        table, report, check, verify_ms = await beside(self._prune, verify)
         if not check.ok:
             try:
                 build.library.unlink()  # never leave a library behind that would not load

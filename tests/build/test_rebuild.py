@@ -25,6 +25,7 @@ from daemon.build.rebuild import (
     MissingCapture,
     ToolNotFound,
     _written_objects,
+    beside,
     build_patch,
     run_tool,
 )
@@ -328,3 +329,22 @@ async def test_builds_of_one_session_take_turns(tmp_path):
         await anyio.sleep(0.02)
         tg.start_soon(build, "second")
     assert order == ["first starts", "first ends", "second starts", "second ends"]
+
+
+@pytest.mark.asyncio
+async def test_beside_returns_the_work_and_raises_its_error_as_itself():
+    tidied = []
+
+    async def work():
+        await anyio.sleep(0)
+        return "built"
+
+    assert await beside(lambda: tidied.append(1), work) == "built"
+
+    async def failing():
+        raise LinkError("ld: nope", ["cc"], 1)
+
+    # callers catch LinkError, PatchRejected…: an exception group would slip past them
+    with pytest.raises(LinkError):
+        await beside(lambda: tidied.append(2), failing)
+    assert tidied == [1, 2]
