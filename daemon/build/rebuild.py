@@ -409,11 +409,11 @@ def _forget_outputs(plan: ObjPlan, session_root: Path | None) -> None:
                     pass
 
 
-def _written_objects(obj_dir: Path, since_ns: int = 0) -> tuple[Path, ...]:
-    # sorted: the same units give the same link line on every save
+def _written_objects(obj_dir: Path, earlier: Collection[str] = ()) -> tuple[Path, ...]:
+    """The objects in ``obj_dir`` whose names are not in ``earlier``, sorted: the same units
+    give the same link line on every save."""
     return tuple(sorted(
-        Path(e.path) for e in os.scandir(obj_dir)
-        if e.name.endswith(".o") and e.is_file() and e.stat().st_ctime_ns >= since_ns
+        Path(e.path) for e in os.scandir(obj_dir) if e.name.endswith(".o") and e.name not in earlier and e.is_file()
     ))
 
 
@@ -452,8 +452,10 @@ async def compile_crate(
         elif metadata_written is not None and (kind, path) == ("metadata", str(plan.metadata_path)):
             metadata_written.set()
 
+    # rustc names each build's objects anew: those not here yet are this run's, should a rustc
+    # announce none
+    earlier = {e.name for e in os.scandir(plan.obj_dir)}
     started_at = time.perf_counter()
-    started_ns = time.time_ns()
     run = await run_tool(plan.argv, cwd=plan.cwd, env=plan.env, tool="rustc", on_stderr_line=notice)
     if run.returncode < 0:
         raise ToolKilled("rustc", -run.returncode, plan.crate_name)
@@ -461,9 +463,7 @@ async def compile_crate(
     stream = DiagnosticStream(tuple(absolutize(d, plan.cwd) for d in stream.diagnostics), stream.other_lines)
     objects: tuple[Path, ...] = ()
     if run.returncode == 0:
-        # a rustc that announces no objects: those written during this run (a fresh name or a
-        # fresh hard link both set the change time)
-        objects = tuple(sorted(announced)) or _written_objects(plan.obj_dir, started_ns - 2_000_000_000)
+        objects = tuple(sorted(announced)) or _written_objects(plan.obj_dir, earlier)
     if run.returncode != 0 or not objects:
         raise CompileError(plan.crate_name, stream, plan.argv, run.returncode)
     with _writing_session(session_root or plan.obj_dir.parent):

@@ -11,6 +11,7 @@ Layout of one session (one workspace and scope)::
         depinfo/<crate>.<kind>.d         the files rustc read in the last patch build
         incremental/<crate>.<kind>/      rustc's incremental state for patch builds only
         objects/<kind>/<crate>/          rustc's objects (one per codegen unit) of each rebuilt crate
+        objects/<kind>/<crate>.objects   the objects of the crate's last successful build (reused unchanged)
         deps/lib<crate><extra>.rmeta     metadata of rebuilt library crates, for their dependents
         out/                             rustc's --out-dir (nothing of ours lands here)
         patches/lib<crate>-<tag>-patch-<n>.so  patch libraries, the newest ``keep`` of them

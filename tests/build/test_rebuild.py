@@ -6,6 +6,7 @@ that saves its arguments), so they need rustc and cc but not cargo.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,6 +28,9 @@ from daemon.build.rebuild import (
     _written_objects,
     beside,
     build_patch,
+    compile_crate,
+    plan_crates,
+    resolve_top,
     run_tool,
 )
 
@@ -227,16 +231,30 @@ async def test_a_failed_build_lists_no_objects_so_nothing_reuses_them(edited_hel
         await build_patch(captures, None, session, reuse={key})
 
 
-def test_without_announcements_the_objects_of_this_run_are_those_written_during_it(tmp_path):
-    old = tmp_path / "old.rcgu.o"
+def test_without_announcements_the_objects_of_this_run_are_the_newly_named_ones(tmp_path):
+    old = tmp_path / "app.0abc.s1.rcgu.o"
     old.write_bytes(b"")
-    since = time.time_ns()
-    time.sleep(0.01)
-    new = tmp_path / "new.rcgu.o"
+    earlier = {p.name for p in tmp_path.iterdir()}
+    new = tmp_path / "app.0abc.s2.rcgu.o"
     new.write_bytes(b"")
     (tmp_path / "other.txt").write_bytes(b"")
-    assert _written_objects(tmp_path, since) == (new,)
-    assert _written_objects(tmp_path) == (new, old)
+    assert _written_objects(tmp_path, earlier) == (new,)
+    assert _written_objects(tmp_path) == (old, new)
+
+
+@pytest.mark.asyncio
+async def test_a_rustc_that_announces_no_objects_links_only_the_objects_of_its_run(edited_hello, tmp_path):
+    root, rustc, args, link_args, main = edited_hello
+    captures = make_captures(root, rustc, args, link_args)
+    top = resolve_top(captures)
+    [plan] = plan_crates(captures, [top], top, tmp_path / "session")
+    silent = dataclasses.replace(plan, args=tuple(a for a in plan.args if not a.startswith("--json")))
+    first = await compile_crate(silent, tmp_path / "session")
+    main.write_text(MAIN_RS.replace("41", "42"))
+    second = await compile_crate(silent, tmp_path / "session")
+    # the first run's objects are still on disk (removed beside the link), never this run's
+    assert second.objects and all(o.exists() for o in first.objects)
+    assert not set(first.objects) & set(second.objects)
 
 
 @pytest.mark.asyncio
