@@ -12,7 +12,6 @@ from daemon.cli.commands._socket_option import add_socket_option
 DEBOUNCE_MS = 5
 
 
-
 def _at_least_one(text: str) -> int:
     """A count or a duration in ms: 0 would make the watcher spin or prune the patch just built."""
     try:
