@@ -107,7 +107,7 @@ def bench_fat_build(work: Path, fixture: str, rounds: int) -> dict:
         captured.append(time.perf_counter() - start)
         if result.exit_code != 0:
             raise SystemExit(f"capture of {fixture} failed with exit {result.exit_code}")
-        crates[:] = result.captured
+        crates[:] = [key.label for key in result.captured]
 
     for i in range(rounds):
         for step in (plain_build, capture_build) if i % 2 == 0 else (capture_build, plain_build):

@@ -352,7 +352,7 @@ async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int
         "machine": machine_info,
         "load_average_at_end": os.getloadavg(),
         "setup": {"capture_ms": capture_ms, "cargo_fresh_build_ms": cargo_fresh_ms,
-                  "crates_captured": capture.captured, "daemon_listening_ms": listen_ms},
+                  "crates_captured": [key.label for key in capture.captured], "daemon_listening_ms": listen_ms},
         "save_to_patch_ready": summary(ready),
         "save_to_host_patched": column("save_to_host_patched_ms"),
         "save_to_behaviour": summary(behaviour),

@@ -147,7 +147,7 @@ class Floor:
         self.session = work / "floor-session"
         self.src = Sources(workspace)
         self.plans = {
-            kind: plan_crates(self.captures, resolve_crate(self.captures, crate), self.top, self.session)
+            kind: plan_crates(self.captures, [resolve_crate(self.captures, crate)], self.top, self.session)
             for kind, (_, _, crate) in EDITS.items()
         }
 

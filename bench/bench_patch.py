@@ -36,7 +36,7 @@ from daemon.cli.capture_run import run_capture  # noqa: E402
 from tests.support.fixtures import copy_fixture_tree  # noqa: E402
 from daemon.binary.jump_table import compute_jump_table  # noqa: E402
 from daemon.binary.load_check import check_loadable, loaded_library_paths  # noqa: E402
-from daemon.service.patcher import Patcher, host_binary  # noqa: E402
+from daemon.service.patcher import Patcher, host_binary, open_patcher  # noqa: E402
 from daemon.binary.symbol_cache import SymbolCache  # noqa: E402
 from daemon.binary.symbols import read_symbols  # noqa: E402
 
@@ -121,7 +121,7 @@ def per_patch_symbol_work(patcher: Patcher, host, result) -> dict:
     patch_libs, _ = loaded_library_paths(patch, lib, lambda p: patcher.symbol_cache.load(p, patcher.symbol_cache_dir))
     libraries = host.libraries + [patcher.symbol_cache.load(p, patcher.symbol_cache_dir) for p in patch_libs]
     start = time.perf_counter()
-    compute_jump_table(host.table, patch, str(lib), {result.crate, result.edited_crate})
+    compute_jump_table(host.table, patch, str(lib), {result.program.name, *(key.name for key in result.edited)})
     jump_ms = ms_since(start)
     start = time.perf_counter()
     check = check_loadable(patch, host.table, libraries)
@@ -182,7 +182,7 @@ async def bench(work: Path, rounds: int) -> dict:
     cargo_fresh_ms = ms_since(start)
 
     patch_source, cargo_source = EditableSource(patch_ws), EditableSource(cargo_ws)
-    patcher = Patcher(patch_ws, capture.capture_root)
+    patcher = open_patcher(patch_ws, capture.capture_root)
 
     # First patch: same edit flow, but the Patcher parses the host (cold, empty disk cache) too.
     start = time.perf_counter()
@@ -240,7 +240,7 @@ async def bench(work: Path, rounds: int) -> dict:
         "rounds": rounds,
         "machine": machine_info,
         "setup": {"capture_ms": capture_ms, "cargo_fresh_build_ms": cargo_fresh_ms,
-                  "crates_captured": capture.captured},
+                  "crates_captured": [key.label for key in capture.captured]},
         "first_patch": {"wall_ms": first_wall_ms, **first.timings, "host_parse_ms": host.parse_ms, **first_symbols},
         "patch": {"wall": summary(patch_wall), **{k: summary(v) for k, v in split.items()}, "runs": patch_rounds},
         "cargo_build": {"wall": summary(cargo_wall), "runs": cargo_rounds},

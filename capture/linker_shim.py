@@ -15,6 +15,13 @@ import time
 
 from capture import fatbuild, link_line
 
+# Annotations only (never evaluated): importing `typing` would cost every link.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Mapping, Sequence
+
+    from capture.store import LinkRecord
+
 SHIM_VERSION = 1
 _SELF_NAMES = frozenset({"thinpatch-linker"})
 
@@ -32,27 +39,31 @@ def real_linker(env) -> str:
     return chained
 
 
-def build_link_record(raw_args: list[str], expanded: list[str], linker: str, env, cwd: str, edits) -> dict:
-    from capture import store
+def build_link_record(
+    raw_args: list[str], expanded: list[str], linker: str, env: Mapping[str, str], cwd: str, edits: Sequence[str]
+) -> LinkRecord | None:
+    """The record of this link line, or None when it names no output."""
+    from capture.store import LinkRecord
 
     output = link_line.link_output(expanded)
-    if output is not None and not os.path.isabs(output):
+    if output is None:
+        return None
+    if not os.path.isabs(output):
         output = os.path.normpath(os.path.join(cwd, output))
-    return {
-        "format": store.FORMAT_VERSION,
-        "recorded_at": time.time(),
-        "linker": linker,
-        "args": expanded,
-        "raw_args": raw_args,
-        "response_files": link_line.response_file_args(raw_args),
-        "cwd": cwd,
-        "output": output,
-        "crate_name": env.get(fatbuild.ENV_LINK_CRATE) or None,
-        "scope": env.get(fatbuild.ENV_LINK_SCOPE),
-        "temporaries": link_line.rustc_temporaries(raw_args + expanded),
-        "link_edits": list(edits),
-        "shim_version": SHIM_VERSION,
-    }
+    return LinkRecord(
+        linker=linker,
+        args=tuple(expanded),
+        output=output,
+        recorded_at=time.time(),
+        cwd=cwd,
+        crate_name=env.get(fatbuild.ENV_LINK_CRATE) or None,
+        scope=env.get(fatbuild.ENV_LINK_SCOPE),
+        raw_args=tuple(raw_args),
+        response_files=tuple(link_line.response_file_args(raw_args)),
+        temporaries=tuple(link_line.rustc_temporaries(raw_args + expanded)),
+        link_edits=tuple(edits),
+        shim_version=SHIM_VERSION,
+    )
 
 
 def _write_response_file(raw_args: list[str], args: list[str]) -> list[str]:
@@ -83,11 +94,11 @@ def main() -> None:
             from capture import store
 
             record = build_link_record(raw_args, expanded, linker, env, cwd, edits)
-            if record["output"]:
-                scope = record["scope"] or "unknown"
-                path = store.link_record_path(Path(root), scope, store.link_key(record["output"]))
+            if record is not None:
+                scope = record.scope or "unknown"
+                path = store.link_record_path(Path(root), scope, store.link_key(record.output))
                 try:
-                    store.write_json_atomic(path, record)
+                    store.write_json_atomic(path, record.to_json())
                 except OSError as exc:
                     store.log_warning(Path(root), f"thinpatch-linker: could not record link line: {exc}")
         if edits:

@@ -3,7 +3,7 @@
 Cargo runs it as ``thinpatch-rustc <real rustc> <args…>``, either as
 ``RUSTC_WORKSPACE_WRAPPER`` (workspace members only) or as ``RUSTC_WRAPPER`` (every crate;
 crates from outside the workspace are then skipped). For each real compilation it writes one
-record (see ``build_rustc_record``), then replaces itself with the real rustc (exec), so
+record (a ``capture.store.CaptureRecord``, made by ``plan_invocation``), then replaces itself with the real rustc (exec), so
 rustc's stdin, stdout, stderr, exit status and signals are exactly its own. The shim writes
 nothing to stdout (cargo parses rustc's stdout as JSON); failures to record go to the capture
 log and the build goes on.
@@ -159,10 +159,6 @@ def plan_invocation(rustc: str, args: list[str], env, cwd: str):
     scope = store.scope_name(parsed.target, profile)
     kind = parsed.kind
     package = env.get("CARGO_PKG_NAME")
-    # Every build script is named build_script_build: key them by package.
-    key_name = (package or parsed.crate_name) if kind == "build-script" else parsed.crate_name
-    key = store.rustc_key(key_name, kind)
-
     run_args, shim_args, child_env, linker_chain = list(args), [], {}, None
     from capture import fatbuild
 
@@ -185,13 +181,13 @@ def plan_invocation(rustc: str, args: list[str], env, cwd: str):
         )
         if plan is not None:
             run_args, shim_args, child_env = plan.run_args, plan.shim_args, plan.child_env
-            linker_chain = {
-                "shim": plan.linker_shim,
-                "chained": plan.chained_linker,
-                "source": plan.linker_source,
-                "replaced_arg": plan.replaced_linker_arg,
-                "link_edits": list(plan.link_edits),
-            }
+            linker_chain = store.LinkerChain(
+                shim=plan.linker_shim,
+                chained=plan.chained_linker,
+                source=plan.linker_source,
+                replaced_arg=plan.replaced_linker_arg,
+                link_edits=tuple(plan.link_edits),
+            )
 
     if parsed.emit_paths.get("dep-info"):
         dep_info = os.path.normpath(os.path.join(cwd, parsed.emit_paths["dep-info"]))
@@ -202,35 +198,33 @@ def plan_invocation(rustc: str, args: list[str], env, cwd: str):
 
     import time
 
-    record = {
-        "format": store.FORMAT_VERSION,
-        "key": key,
-        "recorded_at": time.time(),
-        "rustc": rustc,
-        "args": run_args,
-        "cargo_args": list(args),
-        "shim_args": shim_args,
-        "cwd": cwd,
-        "env": recorded_env(env),
-        "crate_name": parsed.crate_name,
-        "crate_types": list(parsed.crate_types),
-        "kind": kind,
-        "package": package,
-        "manifest_dir": env.get("CARGO_MANIFEST_DIR"),
-        "src": src,
-        "target": parsed.target or env.get(store.ENV_HOST_TRIPLE) or None,
-        "profile": profile,
-        "scope": scope,
-        "out_dir": out_dir,
-        "extra_filename": parsed.extra_filename,
-        "dep_info": dep_info,
-        "workspace": workspace,
-        "is_top": linker_chain is not None,
-        "linker_chain": linker_chain,
-        "wrapper_mode": mode,
-        "shim_version": SHIM_VERSION,
-    }
-    return record, store.rustc_record_path(Path(root), scope, key), run_args, child_env
+    record = store.CaptureRecord(
+        crate_name=parsed.crate_name,
+        kind=parsed.kind,
+        crate_types=tuple(parsed.crate_types),
+        rustc=rustc,
+        args=tuple(run_args),
+        cwd=cwd,
+        env=recorded_env(env),
+        recorded_at=time.time(),
+        package=package,
+        cargo_args=tuple(args),
+        shim_args=tuple(shim_args),
+        manifest_dir=env.get("CARGO_MANIFEST_DIR"),
+        src=src,
+        target=parsed.target or env.get(store.ENV_HOST_TRIPLE) or None,
+        profile=profile,
+        scope=scope,
+        out_dir=out_dir,
+        extra_filename=parsed.extra_filename,
+        dep_info=dep_info,
+        workspace=workspace,
+        is_top=linker_chain is not None,
+        linker_chain=linker_chain,
+        wrapper_mode=mode,
+        shim_version=SHIM_VERSION,
+    )
+    return record, store.rustc_record_path(Path(root), scope, record.key), run_args, child_env
 
 
 def _log(root: str | None, message: str) -> None:
@@ -281,9 +275,9 @@ def main() -> None:
         try:
             from capture import store
 
-            store.write_json_atomic(path, record)
+            store.write_json_atomic(path, record.to_json())
         except Exception as exc:
-            _log(str(path.parents[3]), f"could not record {record['crate_name']}: {type(exc).__name__}: {exc}")
+            _log(str(path.parents[3]), f"could not record {record.crate_name}: {type(exc).__name__}: {exc}")
     _exec(rustc, run_args, run_env)
 
 

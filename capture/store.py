@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from capture.trust import untrusted_reason
@@ -29,7 +30,7 @@ from capture.trust import untrusted_reason
 # Annotations only (never evaluated): importing `typing` would cost every rustc call.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterator
+    from typing import Any, Iterator, Mapping
 
 FORMAT_VERSION = 1
 
@@ -54,11 +55,6 @@ def scope_name(target: str | None, profile: str) -> str:
     return f"{safe_name(target or 'host')}-{safe_name(profile)}"
 
 
-def rustc_key(crate_name: str, kind: str) -> str:
-    """Record key for a rustc invocation: one per crate and crate kind."""
-    return f"{safe_name(crate_name)}.{safe_name(kind)}"
-
-
 def link_key(output: str) -> str:
     """Record key for a link line: keyed by the (absolute) output path."""
     import hashlib
@@ -74,8 +70,8 @@ def captures_dir(capture_root: Path) -> Path:
     return capture_root / "captures"
 
 
-def rustc_record_path(capture_root: Path, scope: str, key: str) -> Path:
-    return captures_dir(capture_root) / scope / "rustc" / f"{key}.json"
+def rustc_record_path(capture_root: Path, scope: str, key: CrateKey) -> Path:
+    return captures_dir(capture_root) / scope / "rustc" / f"{key.label}.json"
 
 
 def link_record_path(capture_root: Path, scope: str, key: str) -> Path:
@@ -212,106 +208,206 @@ def directory_identity(path: Path) -> list[int] | None:
     return [info.st_dev, info.st_ino]
 
 
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, order=True)
+class CrateKey:
+    """One captured crate: its name as rustc knows it and its kind (``bin``, ``lib``,
+    ``proc-macro``, ``build-script``). A package may have a ``lib`` and a ``bin`` crate of the
+    same name; build scripts are all named ``build_script_build``, so theirs is the package's."""
+
+    name: str
+    kind: str
+
+    @property
+    def label(self) -> str:
+        """``name.kind``: the record file's stem, and how events and users name the crate."""
+        return f"{safe_name(self.name)}.{safe_name(self.kind)}"
+
+    def __str__(self) -> str:
+        return self.label
+
+
+@dataclass(frozen=True)
+class LinkerChain:
+    """How the program's link was routed through ``thinpatch-linker`` (top crates only)."""
+
+    shim: str  # thinpatch-linker's path
+    chained: str | None = None  # the linker it runs
+    source: str | None = None  # where that linker was configured
+    replaced_arg: str | None = None  # the `-C linker=` the shim took the place of
+    link_edits: tuple[str, ...] = ()
+
+
+class RecordError(ValueError):
+    """A record file that can't be used. ``str()`` says which field is wrong."""
+
+
+@dataclass(frozen=True)
+class CaptureRecord:
+    """One captured rustc invocation: written by ``thinpatch-rustc``, read by everyone.
+
+    ``args`` are what rustc ran with (the shim's additions included), ``cargo_args`` what cargo
+    asked for; ``env`` is the recorded environment, without cargo's jobserver and the wrappers.
+    """
+
+    crate_name: str
+    kind: str
+    crate_types: tuple[str, ...]
+    rustc: str
+    args: tuple[str, ...]
+    cwd: str
+    env: Mapping[str, str] = field(repr=False, hash=False)
+    recorded_at: float
+    package: str | None = None
+    cargo_args: tuple[str, ...] = ()
+    shim_args: tuple[str, ...] = ()
+    manifest_dir: str | None = None
+    src: str | None = None
+    target: str | None = None
+    profile: str | None = None
+    scope: str | None = None
+    out_dir: str | None = None
+    extra_filename: str | None = None
+    dep_info: str | None = None
+    workspace: str | None = None
+    is_top: bool = False
+    linker_chain: LinkerChain | None = None
+    wrapper_mode: str | None = None
+    shim_version: int | None = None
+    path: Path | None = field(default=None, compare=False)  # the file it was read from
+
+    @property
+    def key(self) -> CrateKey:
+        # Every build script is named build_script_build: the package tells them apart.
+        name = (self.package or self.crate_name) if self.kind == "build-script" else self.crate_name
+        return CrateKey(name, self.kind)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record file's JSON: what :meth:`from_json` reads back."""
+        data = _plain(self)
+        data["env"] = dict(self.env)
+        data["linker_chain"] = None if self.linker_chain is None else _plain(self.linker_chain)
+        return {"format": FORMAT_VERSION, "key": self.key.label, **data}
+
+    @classmethod
+    def from_json(cls, data: object, path: Path | None = None) -> CaptureRecord:
+        """Validate a record file's JSON. Raises :class:`RecordError` naming what is wrong."""
+        required = ("crate_name", "kind", "crate_types", "rustc", "args", "cwd", "env", "recorded_at")
+        checked = _checked(data, _RUSTC_FIELDS, required)
+        chain = checked.pop("linker_chain", None)
+        if chain is not None:
+            chain = LinkerChain(**_checked(chain, _CHAIN_FIELDS, ("shim",), "linker_chain."))
+        return cls(**checked, linker_chain=chain, path=path)
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    """One captured link line, written by ``thinpatch-linker``: ``args`` with every ``@file``
+    expanded, ``raw_args`` as the linker got them."""
+
+    linker: str
+    args: tuple[str, ...]
+    output: str
+    recorded_at: float
+    cwd: str | None = None
+    crate_name: str | None = None
+    scope: str | None = None
+    raw_args: tuple[str, ...] = ()
+    response_files: tuple[str, ...] = ()
+    temporaries: tuple[str, ...] = ()
+    link_edits: tuple[str, ...] = ()
+    shim_version: int | None = None
+    path: Path | None = field(default=None, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": FORMAT_VERSION, **_plain(self)}
+
+    @classmethod
+    def from_json(cls, data: object, path: Path | None = None) -> LinkRecord:
+        return cls(**_checked(data, _LINK_FIELDS, ("linker", "args", "output", "recorded_at")), path=path)
+
+
+def _plain(record: CaptureRecord | LinkRecord | LinkerChain) -> dict[str, Any]:
+    """A record's fields as JSON values (tuples as lists), without the file it came from."""
+    out: dict[str, Any] = {}
+    for f in fields(record):
+        if f.name != "path":
+            value = getattr(record, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# What each field of a record file must hold: text, a list of texts, a map of texts, a number,
+# a flag, or an object checked on its own (the linker chain).
+_TEXT, _TEXTS, _TEXT_MAP, _NUMBER, _FLAG, _INT, _OBJECT = "text", "texts", "text map", "number", "flag", "int", "object"
+_RUSTC_FIELDS = {
+    "crate_name": _TEXT, "kind": _TEXT, "crate_types": _TEXTS, "rustc": _TEXT, "args": _TEXTS, "cwd": _TEXT,
+    "env": _TEXT_MAP, "recorded_at": _NUMBER, "package": _TEXT, "cargo_args": _TEXTS, "shim_args": _TEXTS,
+    "manifest_dir": _TEXT, "src": _TEXT, "target": _TEXT, "profile": _TEXT, "scope": _TEXT, "out_dir": _TEXT,
+    "extra_filename": _TEXT, "dep_info": _TEXT, "workspace": _TEXT, "is_top": _FLAG, "linker_chain": _OBJECT,
+    "wrapper_mode": _TEXT, "shim_version": _INT,
+}
+_CHAIN_FIELDS = {"shim": _TEXT, "chained": _TEXT, "source": _TEXT, "replaced_arg": _TEXT, "link_edits": _TEXTS}
+_LINK_FIELDS = {
+    "linker": _TEXT, "args": _TEXTS, "output": _TEXT, "recorded_at": _NUMBER, "cwd": _TEXT, "crate_name": _TEXT,
+    "scope": _TEXT, "raw_args": _TEXTS, "response_files": _TEXTS, "temporaries": _TEXTS, "link_edits": _TEXTS,
+    "shim_version": _INT,
+}
+
+
+def _checked(data: object, kinds: dict[str, str], required: tuple[str, ...], prefix: str = "") -> dict[str, Any]:
+    """The known fields of ``data`` (unknown ones are ignored), each of the right type; lists
+    become tuples. ``None`` stands for an absent optional field."""
+    if not isinstance(data, dict):
+        raise RecordError(f"{prefix.rstrip('.') or 'the record'} is not a JSON object")
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise RecordError(f"missing fields: {', '.join(repr(prefix + m) for m in missing)}")
+    out: dict[str, Any] = {}
+    for name, kind in kinds.items():
+        value = data.get(name)
+        if value is None and name not in required:
+            continue
+        if not _has_kind(value, kind):
+            raise RecordError(f"field {prefix + name!r} must be {_KIND_WORDS[kind]}")
+        out[name] = tuple(value) if kind == _TEXTS else (float(value) if kind == _NUMBER else value)
+    return out
+
+
+_KIND_WORDS = {
+    _TEXT: "text", _TEXTS: "a list of strings", _TEXT_MAP: "a map of names to strings", _NUMBER: "a number",
+    _FLAG: "true or false", _INT: "an integer", _OBJECT: "an object",
+}
+
+
+def _has_kind(value: object, kind: str) -> bool:
+    if kind == _TEXT:
+        return isinstance(value, str)
+    if kind == _TEXTS:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if kind == _TEXT_MAP:
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    if kind == _FLAG:
+        return isinstance(value, bool)
+    if kind == _OBJECT:
+        return isinstance(value, dict)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return numeric and (kind == _NUMBER or isinstance(value, int))
+
+
 # --------------------------------------------------------------------------- reading
 
 
-class _Record:
-    """A record file's path and its JSON (``data``). Plain class: no `dataclasses` import
-    in the shims."""
-
-    __slots__ = ("path", "data")
-
-    def __init__(self, path: Path, data: dict[str, Any]) -> None:
-        self.path = path
-        self.data = data
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(path={self.path!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and (self.path, self.data) == (other.path, other.data)  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.path))
-
-
-class RustcRecord(_Record):
-    """One captured rustc invocation. See ``capture.rustc_shim`` for how it is made."""
-
-    __slots__ = ()
-
-    # Convenience accessors; ``data`` holds the full JSON.
-    @property
-    def crate_name(self) -> str:
-        return self.data["crate_name"]
-
-    @property
-    def kind(self) -> str:
-        return self.data["kind"]
-
-    @property
-    def crate_types(self) -> list[str]:
-        return list(self.data["crate_types"])
-
-    @property
-    def rustc(self) -> str:
-        return self.data["rustc"]
-
-    @property
-    def args(self) -> list[str]:
-        return list(self.data["args"])
-
-    @property
-    def cwd(self) -> str:
-        return self.data["cwd"]
-
-    @property
-    def env(self) -> dict[str, str]:
-        return dict(self.data["env"])
-
-    @property
-    def scope(self) -> str:
-        return self.data["scope"]
-
-    @property
-    def recorded_at(self) -> float:
-        return float(self.data["recorded_at"])
-
-
-class LinkRecord(_Record):
-    """One captured link line. See ``capture.linker_shim``."""
-
-    __slots__ = ()
-
-    @property
-    def linker(self) -> str:
-        return self.data["linker"]
-
-    @property
-    def args(self) -> list[str]:
-        return list(self.data["args"])
-
-    @property
-    def output(self) -> str:
-        return self.data["output"]
-
-    @property
-    def crate_name(self) -> str | None:
-        return self.data.get("crate_name")
-
-    @property
-    def recorded_at(self) -> float:
-        return float(self.data["recorded_at"])
-
-
 class Captures:
-    """Everything captured for one workspace and scope, newest record per key."""
+    """Everything captured for one workspace and scope, newest record per crate."""
 
     def __init__(
         self,
         capture_root: Path,
         scope: str,
-        rustc: dict[str, RustcRecord],  # by rustc_key(crate, kind)
+        rustc: dict[CrateKey, CaptureRecord],
         links: dict[str, LinkRecord],  # by link_key(output)
         warnings: list[str],
     ) -> None:
@@ -324,42 +420,35 @@ class Captures:
     def __repr__(self) -> str:
         return f"Captures(capture_root={self.capture_root!r}, scope={self.scope!r}, rustc={sorted(self.rustc)!r})"
 
-    def crate(self, crate_name: str, kind: str | None = None) -> RustcRecord | None:
+    def crate(self, crate_name: str, kind: str | None = None) -> CaptureRecord | None:
+        """A crate by its name (``-`` or ``_``), the ``bin`` before the ``lib`` unless ``kind`` says."""
         name = crate_name.replace("-", "_")
-        kinds = [kind] if kind else ["bin", "lib"]
-        for k in kinds:
-            rec = self.rustc.get(rustc_key(name, k))
-            if rec is not None:
-                return rec
+        for k in [kind] if kind else ["bin", "lib"]:
+            record = self.rustc.get(CrateKey(name, k))
+            if record is not None:
+                return record
         return None
 
-    def top_crates(self) -> list[RustcRecord]:
+    def named(self, text: str) -> CaptureRecord | None:
+        """A crate as a user names it: ``app``, or ``app.lib`` when a package has both kinds."""
+        for record in self.rustc.values():
+            if record.key.label == text:
+                return record
+        return self.crate(text)
+
+    def top_crates(self) -> list[CaptureRecord]:
         """Crates whose artifact patches load into (bin, cdylib, dylib), newest first."""
-        tops = [r for r in self.rustc.values() if r.data.get("is_top")]
+        tops = [r for r in self.rustc.values() if r.is_top]
         return sorted(tops, key=lambda r: r.recorded_at, reverse=True)
 
     def link_for(self, crate_name: str) -> LinkRecord | None:
         """The newest link line recorded for ``crate_name``."""
-        matches = [l for l in self.links.values() if l.crate_name == crate_name]
-        return max(matches, key=lambda l: l.recorded_at, default=None)
+        matches = [link for link in self.links.values() if link.crate_name == crate_name]
+        return max(matches, key=lambda link: link.recorded_at, default=None)
 
 
-# The type every required field must have: a record that names a compiler must name it as text.
-_FIELD_TYPES: dict[str, Any] = {
-    "crate_name": str,
-    "kind": str,
-    "crate_types": list,
-    "rustc": str,
-    "args": list,
-    "cwd": str,
-    "env": dict,
-    "recorded_at": (int, float),
-    "linker": str,
-    "output": str,
-}
-
-
-def _load_json(path: Path, required: tuple[str, ...], warnings: list[str]) -> dict[str, Any] | None:
+def _read_record(path: Path, warnings: list[str]) -> object | None:
+    """A record file's JSON if it is trusted, readable and of this format; else None and a warning."""
     reason = untrusted_reason(path)
     if reason is not None:
         warnings.append(f"skipped untrusted capture record {path}: {reason}")
@@ -370,31 +459,10 @@ def _load_json(path: Path, required: tuple[str, ...], warnings: list[str]) -> di
     except (OSError, ValueError) as exc:
         warnings.append(f"skipped malformed capture record {path}: {exc}")
         return None
-    if not isinstance(data, dict) or any(k not in data for k in required):
-        warnings.append(f"skipped malformed capture record {path}: missing fields")
+    if isinstance(data, dict) and data.get("format") != FORMAT_VERSION:
+        warnings.append(f"skipped capture record {path}: format {data.get('format')!r}, expected {FORMAT_VERSION}")
         return None
-    if data.get("format") != FORMAT_VERSION:
-        warnings.append(
-            f"skipped capture record {path}: format {data.get('format')!r}, expected {FORMAT_VERSION}"
-        )
-        return None
-    for name in required:
-        expected = _FIELD_TYPES.get(name)
-        value = data[name]
-        if expected is not None and (not isinstance(value, expected) or isinstance(value, bool)):
-            warnings.append(f"skipped malformed capture record {path}: field {name!r} has the wrong type")
-            return None
-        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
-            warnings.append(f"skipped malformed capture record {path}: field {name!r} must be a list of strings")
-            return None
-        if isinstance(value, dict) and not all(isinstance(v, str) for v in value.values()):
-            warnings.append(f"skipped malformed capture record {path}: field {name!r} must map names to strings")
-            return None
     return data
-
-
-RUSTC_REQUIRED = ("format", "crate_name", "kind", "crate_types", "rustc", "args", "cwd", "env", "recorded_at")
-LINK_REQUIRED = ("format", "linker", "args", "output", "recorded_at")
 
 
 def list_scopes(capture_root: Path) -> list[str]:
@@ -419,23 +487,32 @@ def load_captures(capture_root: Path, scope: str | None = None) -> Captures:
     if scope is None:
         scopes = list_scopes(capture_root)
         scope = max(scopes, key=lambda s: _newest_mtime(captures_dir(capture_root) / s), default="")
-    rustc: dict[str, RustcRecord] = {}
+    rustc: dict[CrateKey, CaptureRecord] = {}
     links: dict[str, LinkRecord] = {}
     base = captures_dir(capture_root) / scope if scope else None
     if base is not None:
         for path in sorted((base / "rustc").glob("*.json")):
-            data = _load_json(path, RUSTC_REQUIRED, warnings)
-            if data is not None:
-                rec = RustcRecord(path, data)
-                # Build scripts all share one crate name; the shim keys them by package.
-                key = data.get("key") or rustc_key(rec.crate_name, rec.kind)
-                if key not in rustc or rustc[key].recorded_at < rec.recorded_at:
-                    rustc[key] = rec
+            record = _load(CaptureRecord, path, warnings)
+            if isinstance(record, CaptureRecord) and (
+                record.key not in rustc or rustc[record.key].recorded_at < record.recorded_at
+            ):
+                rustc[record.key] = record
         for path in sorted((base / "link").glob("*.json")):
-            data = _load_json(path, LINK_REQUIRED, warnings)
-            if data is not None:
-                links[link_key(data["output"])] = LinkRecord(path, data)
+            link = _load(LinkRecord, path, warnings)
+            if isinstance(link, LinkRecord):
+                links[link_key(link.output)] = link
     return Captures(capture_root=capture_root, scope=scope or "", rustc=rustc, links=links, warnings=warnings)
+
+
+def _load(kind: type[CaptureRecord] | type[LinkRecord], path: Path, warnings: list[str]) -> CaptureRecord | LinkRecord | None:
+    data = _read_record(path, warnings)
+    if data is None:
+        return None
+    try:
+        return kind.from_json(data, path)
+    except RecordError as exc:
+        warnings.append(f"skipped malformed capture record {path}: {exc}")
+        return None
 
 
 def _newest_mtime(path: Path) -> float:

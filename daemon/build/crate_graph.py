@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Iterable, Mapping
 
+from capture.store import CaptureRecord, CrateKey
 from daemon.build.rustc_plan import PlanError, codegen_value, extern_paths
 from daemon.build.session_cache import crate_file_stem
 
@@ -19,30 +20,19 @@ _ARTIFACT_EXTENSIONS = (".rlib", ".rmeta", ".so", ".dylib", ".dll")
 
 @dataclass(frozen=True)
 class CrateNode:
-    key: str  # capture.store.rustc_key(crate_name, kind)
-    crate_name: str
-    kind: str
+    key: CrateKey
     artifact_stem: str  # lib<crate><extra-filename>
     externs: Mapping[str, str]  # --extern name -> path
 
 
-def _record_field(record: Any, name: str) -> Any:
-    data = record if isinstance(record, Mapping) else record.data
-    return data.get(name)
-
-
-def crate_node(key: str, record: Any) -> CrateNode:
-    args = list(_record_field(record, "args") or [])
-    crate = _record_field(record, "crate_name")
-    extra = _record_field(record, "extra_filename")
+def crate_node(record: CaptureRecord) -> CrateNode:
+    extra = record.extra_filename
     if extra is None:
-        extra = codegen_value(args, "extra-filename") or ""
+        extra = codegen_value(record.args, "extra-filename") or ""
     return CrateNode(
-        key=key,
-        crate_name=crate,
-        kind=_record_field(record, "kind"),
-        artifact_stem=f"lib{crate_file_stem(crate)}{extra}",
-        externs=extern_paths(args),
+        key=record.key,
+        artifact_stem=f"lib{crate_file_stem(record.crate_name)}{extra}",
+        externs=extern_paths(record.args),
     )
 
 
@@ -54,11 +44,14 @@ def _artifact_stem_of(path: str) -> str:
     return name
 
 
-def dependency_graph(nodes: Iterable[CrateNode]) -> dict[str, frozenset[str]]:
-    """{crate key: keys of the captured crates it names with ``--extern``}."""
+Graph = Mapping[CrateKey, Iterable[CrateKey]]
+
+
+def dependency_graph(nodes: Iterable[CrateNode]) -> dict[CrateKey, frozenset[CrateKey]]:
+    """{crate: the captured crates it names with ``--extern``}."""
     nodes = list(nodes)
-    by_stem = {n.artifact_stem: n.key for n in nodes if n.kind != "bin"}
-    graph: dict[str, frozenset[str]] = {}
+    by_stem = {n.artifact_stem: n.key for n in nodes if n.key.kind != "bin"}
+    graph: dict[CrateKey, frozenset[CrateKey]] = {}
     for node in nodes:
         deps = {by_stem[s] for s in map(_artifact_stem_of, node.externs.values()) if s in by_stem}
         deps.discard(node.key)
@@ -66,7 +59,7 @@ def dependency_graph(nodes: Iterable[CrateNode]) -> dict[str, frozenset[str]]:
     return graph
 
 
-def _reachable(graph: Mapping[str, Iterable[str]], start: str) -> set[str]:
+def _reachable(graph: Graph, start: CrateKey) -> set[CrateKey]:
     seen = {start}
     stack = [start]
     while stack:
@@ -77,7 +70,7 @@ def _reachable(graph: Mapping[str, Iterable[str]], start: str) -> set[str]:
     return seen
 
 
-def crates_to_rebuild(graph: Mapping[str, Iterable[str]], edited: str, top: str) -> list[str]:
+def crates_to_rebuild(graph: Graph, edited: CrateKey, top: CrateKey) -> list[CrateKey]:
     """The edited crate, every crate between it and ``top``, and ``top``: dependencies first.
 
     A crate is "between" when ``top`` depends on it (directly or not) and it depends on the
@@ -87,7 +80,7 @@ def crates_to_rebuild(graph: Mapping[str, Iterable[str]], edited: str, top: str)
     return crates_to_rebuild_all(graph, [edited], top)
 
 
-def crates_to_rebuild_all(graph: Mapping[str, Iterable[str]], edited: Iterable[str], top: str) -> list[str]:
+def crates_to_rebuild_all(graph: Graph, edited: Iterable[CrateKey], top: CrateKey) -> list[CrateKey]:
     """``crates_to_rebuild`` for several edited crates at once: the union, dependencies first.
 
     Edited crates that ``top`` does not contain are left out (they belong to another
@@ -98,19 +91,19 @@ def crates_to_rebuild_all(graph: Mapping[str, Iterable[str]], edited: Iterable[s
         raise PlanError("no edited crate given")
     for key in edited:
         if key not in graph:
-            raise PlanError(f"no captured crate {key!r}")
+            raise PlanError(f"no captured crate {key.label!r}")
     if top not in graph:
-        raise PlanError(f"no captured crate {top!r}")
+        raise PlanError(f"no captured crate {top.label!r}")
     below_top = _reachable(graph, top)
     inside = [key for key in edited if key in below_top]
     if not inside:
-        raise PlanError(f"crate {edited[0]!r} is not part of {top!r}: editing it cannot change the running program")
+        raise PlanError(f"crate {edited[0].label!r} is not part of {top.label!r}: editing it cannot change the running program")
     selected = {key for key in below_top if any(e in _reachable(graph, key) for e in inside)}
 
-    ordered: list[str] = []
-    done: set[str] = set()
+    ordered: list[CrateKey] = []
+    done: set[CrateKey] = set()
 
-    def visit(key: str) -> None:
+    def visit(key: CrateKey) -> None:
         if key in done:
             return
         done.add(key)

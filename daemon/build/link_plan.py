@@ -14,8 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Sequence
 
+from capture.store import LinkRecord
 from daemon.build.session_cache import OS_LINUX, OS_MACOS, host_os, normalize_os
 
 DependencyArchives = Literal["drop", "keep"]
@@ -80,15 +81,6 @@ class LinkPlan:
     @property
     def argv(self) -> list[str]:
         return [self.program, *self.args]
-
-
-def _get(captured: Any, name: str, default: Any = None) -> Any:
-    if isinstance(captured, Mapping):
-        return captured.get(name, default)
-    data = getattr(captured, "data", None)
-    if isinstance(data, Mapping) and name not in ("linker", "args", "output"):
-        return data.get(name, default)
-    return getattr(captured, name, default)
 
 
 def _is_object(arg: str) -> bool:
@@ -223,7 +215,7 @@ def _filter_link_args(
 
 
 def build_link_plan(
-    captured_link: Any,
+    captured_link: LinkRecord,
     objects: Sequence[str | Path],
     output: str | Path,
     os: str | None = None,
@@ -232,8 +224,7 @@ def build_link_plan(
 ) -> LinkPlan:
     """The link of a patch library from the program's captured link line.
 
-    ``captured_link`` is a :class:`capture.store.LinkRecord` or a mapping with ``linker``,
-    ``args`` (``@file`` arguments already expanded) and optionally ``cwd``. ``objects`` are
+    ``captured_link``'s ``args`` have every ``@file`` argument expanded. ``objects`` are
     the patch's objects, in the order given; they take the place of the original objects, so
     that, when dependency archives are kept, a linker that scans archives in order still sees
     the objects first.
@@ -247,9 +238,8 @@ def build_link_plan(
     family = normalize_os(os or host_os())
     if family not in UNRESOLVED_DIRECTIVE:
         raise LinkPlanError(f"patch libraries are not supported on {family} yet")
-    linker = _get(captured_link, "linker")
-    args = _get(captured_link, "args")
-    if not linker or args is None:
+    linker, args = captured_link.linker, captured_link.args
+    if not linker:
         raise LinkPlanError("the captured link line has no linker or no arguments")
     if not objects:
         raise LinkPlanError("a patch link needs at least one object")
@@ -271,7 +261,7 @@ def build_link_plan(
     return LinkPlan(
         program=linker,
         args=tuple(final),
-        cwd=_get(captured_link, "cwd"),
+        cwd=captured_link.cwd,
         output=Path(output),
         objects=tuple(o if isinstance(o, Path) else Path(o) for o in objects),  # hundreds: don't re-parse
         dropped=tuple(dropped),

@@ -16,14 +16,14 @@ import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import anyio
 from anyio.abc import ByteReceiveStream, TaskGroup
 
-from capture.store import Captures, RustcRecord, rustc_key
+from capture.store import CaptureRecord, Captures, CrateKey
 from daemon.build.crate_graph import crate_node, crates_to_rebuild_all, dependency_graph
 from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, artifact_notice, parse_stream
 from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
@@ -244,8 +244,7 @@ async def run_tool(
 
 @dataclass(frozen=True)
 class CrateBuild:
-    crate_name: str
-    kind: str
+    key: CrateKey
     objects: tuple[Path, ...]  # one per codegen unit, sorted
     rustc_ms: float
     warnings: tuple[Diagnostic, ...] = ()
@@ -258,8 +257,8 @@ class CrateBuild:
 class PatchBuild:
     library: Path
     patch_number: int
-    crate_name: str  # the program's crate (the one the library patches)
-    edited_crate: str
+    program: CrateKey  # the program's crate (the one the library patches)
+    edited: tuple[CrateKey, ...]  # the crates saved for this patch
     objects: tuple[Path, ...]
     crates: tuple[CrateBuild, ...]
     rustc_ms: float
@@ -270,57 +269,28 @@ class PatchBuild:
     def warnings(self) -> tuple[Diagnostic, ...]:
         return tuple(w for c in self.crates for w in c.warnings)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-
-        def plain(value: Any) -> Any:
-            if isinstance(value, Path):
-                return str(value)
-            if isinstance(value, dict):
-                return {k: plain(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return [plain(v) for v in value]
-            return value
-
-        return plain(data)
-
 
 # --------------------------------------------------------------------------- capture lookups
-
-
-def _validated(record: RustcRecord) -> RustcRecord:
-    data = record.data
-    problems = []
-    if not isinstance(data.get("args"), list) or not all(isinstance(a, str) for a in data["args"]):
-        problems.append("args is not a list of strings")
-    if not isinstance(data.get("env"), dict):
-        problems.append("env is not a mapping")
-    if not isinstance(data.get("cwd"), str) or not isinstance(data.get("rustc"), str):
-        problems.append("cwd or rustc is not a string")
-    if not isinstance(data.get("crate_types"), list):
-        problems.append("crate_types is not a list")
-    if problems:
-        raise MissingCapture(f"capture record {record.path} is corrupted ({'; '.join(problems)}). {RECAPTURE_HINT}")
-    return record
 
 
 def _warnings_note(captures: Captures) -> str:
     return "".join(f"\n  {w}" for w in captures.warnings)
 
 
-def resolve_crate(captures: Captures, crate: str) -> RustcRecord:
-    """A crate by name (``app``), or by record key (``app.lib``) when a package has both."""
-    record = captures.rustc.get(crate) or captures.crate(crate)
+def resolve_crate(captures: Captures, crate: str | CrateKey) -> CaptureRecord:
+    """A captured crate: by key, or as a user names it (``app``, or ``app.lib`` when a
+    package has both kinds)."""
+    record = captures.rustc.get(crate) if isinstance(crate, CrateKey) else captures.named(crate)
     if record is None:
-        known = ", ".join(sorted(captures.rustc)) or "none"
+        known = ", ".join(k.label for k in sorted(captures.rustc)) or "none"
         raise MissingCapture(
-            f"no capture for crate {crate!r} in {captures.capture_root} (scope {captures.scope or '?'}; "
+            f"no capture for crate {str(crate)!r} in {captures.capture_root} (scope {captures.scope or '?'}; "
             f"captured: {known}). {RECAPTURE_HINT}{_warnings_note(captures)}"
         )
-    return _validated(record)
+    return record
 
 
-def resolve_top(captures: Captures, top: str | None = None) -> RustcRecord:
+def resolve_top(captures: Captures, top: CrateKey | None = None) -> CaptureRecord:
     if top is not None:
         return resolve_crate(captures, top)
     tops = captures.top_crates()
@@ -329,11 +299,7 @@ def resolve_top(captures: Captures, top: str | None = None) -> RustcRecord:
             f"no program crate (bin/cdylib) captured in {captures.capture_root} "
             f"(scope {captures.scope or '?'}). {RECAPTURE_HINT}{_warnings_note(captures)}"
         )
-    return _validated(tops[0])
-
-
-def _key(record: RustcRecord) -> str:
-    return rustc_key(record.crate_name, record.kind)
+    return tops[0]
 
 
 # --------------------------------------------------------------------------- the build
@@ -341,8 +307,8 @@ def _key(record: RustcRecord) -> str:
 
 def plan_crates(
     captures: Captures,
-    edited: RustcRecord | Sequence[RustcRecord],
-    top: RustcRecord,
+    edited: Sequence[CaptureRecord],
+    top: CaptureRecord,
     session_root: Path,
     *,
     rendered_ansi: bool = False,
@@ -351,23 +317,22 @@ def plan_crates(
 
     Several edited crates give one patch holding all of them (and every crate between each
     of them and the program), each compiled against the others' new metadata."""
-    edited = [edited] if isinstance(edited, RustcRecord) else list(edited)
     records = {k: r for k, r in captures.rustc.items() if r.kind != "build-script"}
-    records.setdefault(_key(top), top)
+    records.setdefault(top.key, top)
     for record in edited:
-        records.setdefault(_key(record), record)
-    nodes = {k: crate_node(k, r.data) for k, r in records.items()}
-    order = crates_to_rebuild_all(dependency_graph(nodes.values()), [_key(r) for r in edited], _key(top))
+        records.setdefault(record.key, record)
+    nodes = {k: crate_node(r) for k, r in records.items()}
+    order = crates_to_rebuild_all(dependency_graph(nodes.values()), [r.key for r in edited], top.key)
     plans: list[ObjPlan] = []
     rebuilt_metadata: dict[str, Path] = {}  # crate name -> new .rmeta
     for key in order:
-        record = _validated(records[key])
+        record = records[key]
         node = nodes[key]
         overrides = {name: rebuilt_metadata[name] for name in node.externs if name in rebuilt_metadata}
         plan = build_obj_plan(
             record,
             session_root,
-            emit_metadata=key != _key(top),
+            emit_metadata=key != top.key,
             extern_overrides=overrides,
             rendered_ansi=rendered_ansi,
         )
@@ -469,8 +434,7 @@ async def compile_crate(
     with _writing_session(session_root or plan.obj_dir.parent):
         _objects_list(plan).write_text("".join(f"{o}\n" for o in objects))
     return CrateBuild(
-        crate_name=plan.crate_name,
-        kind=plan.kind,
+        key=plan.key,
         objects=objects,
         rustc_ms=run.elapsed_ms,
         warnings=stream.warnings,
@@ -513,7 +477,7 @@ def _reusable_objects(plan: ObjPlan) -> tuple[Path, ...]:
     return objects if objects and all(o.is_file() for o in objects) else ()
 
 
-async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[str], session_root: Path) -> list[CrateBuild]:
+async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKey], session_root: Path) -> list[CrateBuild]:
     """Compile the plans (dependencies first), each starting as soon as every crate before it
     has written its metadata, as cargo pipelines: a dependent's front end overlaps the code
     generation of the crates it uses. Crates in ``reuse`` whose inputs did not change keep
@@ -523,11 +487,10 @@ async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[str], s
     to_compile: list[int] = []
     recompiled_metadata: set[str] = set()
     for i, plan in enumerate(plans):
-        key = rustc_key(plan.crate_name, plan.kind)
-        if key in reuse and not _reads_rebuilt_metadata(plan, recompiled_metadata):
+        if plan.key in reuse and not _reads_rebuilt_metadata(plan, recompiled_metadata):
             earlier = _reusable_objects(plan)
             if earlier:
-                results[i] = CrateBuild(plan.crate_name, plan.kind, earlier, 0.0, reused=True)
+                results[i] = CrateBuild(plan.key, earlier, 0.0, reused=True)
                 continue
         to_compile.append(i)
         if plan.metadata_path is not None:
@@ -594,18 +557,17 @@ async def beside(tidy: Callable[[], object], work: Callable[[], Awaitable[T]]) -
 
 async def build_patch(
     captures: Captures,
-    crate_name: str | Iterable[str] | None,
+    edited_keys: Sequence[CrateKey],
     session: SessionLayout | str | Path,
     *,
-    top: str | None = None,
+    top: CrateKey | None = None,
     rendered_ansi: bool = False,
     dependency_archives: DependencyArchives = "drop",
     os_name: str | None = None,
-    reuse: Collection[str] = (),
+    reuse: Collection[CrateKey] = (),
 ) -> PatchBuild:
-    """Rebuild ``crate_name`` (one crate, or several edited crates; default: the program's
-    own crate) and every workspace crate between them and the program, then link their
-    objects into a new patch library.
+    """Rebuild the edited crates (default: the program's own crate) and every workspace
+    crate between them and the program, then link their objects into a new patch library.
 
     ``reuse``: crate keys whose sources are unchanged since this session last compiled them;
     their objects are linked again without recompiling, unless a crate they read was
@@ -617,8 +579,7 @@ async def build_patch(
     with _writing_session(session_root):
         layout = open_session(session_root)
     top_record = resolve_top(captures, top)
-    names = [crate_name] if isinstance(crate_name, str) else list(crate_name or ())
-    edited = [resolve_crate(captures, name) for name in names] or [top_record]
+    edited = [resolve_crate(captures, key) for key in edited_keys] or [top_record]
     refusal = lto_refusal(top_record.args) or strip_refusal(top_record.args)
     if refusal:
         raise UnsupportedEdit(refusal)
@@ -653,14 +614,7 @@ async def build_patch(
         except LinkPlanError as exc:
             raise MissingCapture(f"{exc}. {RECAPTURE_HINT}") from exc
         if link_plan.cwd is None or not os.path.isdir(link_plan.cwd):
-            link_plan = LinkPlan(
-                program=link_plan.program,
-                args=link_plan.args,
-                cwd=top_record.cwd,
-                output=link_plan.output,
-                objects=link_plan.objects,
-                dropped=link_plan.dropped,
-            )
+            link_plan = replace(link_plan, cwd=top_record.cwd)
         link_run = await beside(
             lambda: remove_stale_objects(crates),  # none of them is linked
             lambda: link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name),
@@ -668,8 +622,8 @@ async def build_patch(
     return PatchBuild(
         library=final_path,
         patch_number=number,
-        crate_name=top_record.crate_name,
-        edited_crate=", ".join(dict.fromkeys(r.crate_name for r in edited)),
+        program=top_record.key,
+        edited=tuple(dict.fromkeys(r.key for r in edited)),
         objects=tuple(objects),
         crates=tuple(crates),
         rustc_ms=rustc_ms,

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
+
+from capture.store import CaptureRecord, CrateKey
 
 from daemon.build.session_cache import (  # noqa: F401  (re-exported naming helpers)
     SessionLayout,
@@ -304,8 +306,7 @@ def patch_crate_type(crate_types: Iterable[str]) -> str:
 class ObjPlan:
     """How to run rustc for one crate of a patch."""
 
-    crate_name: str
-    kind: str
+    key: CrateKey
     program: str
     args: tuple[str, ...]
     cwd: str
@@ -316,18 +317,16 @@ class ObjPlan:
     depinfo_path: Path | None = None  # the files rustc read (new modules, include_str! inputs)
 
     @property
+    def crate_name(self) -> str:
+        return self.key.name
+
+    @property
     def argv(self) -> list[str]:
         return [self.program, *self.args]
 
 
-def _get(captured: Any, name: str) -> Any:
-    if isinstance(captured, Mapping):
-        return captured[name]
-    return getattr(captured, name)
-
-
 def build_obj_plan(
-    captured: Any,
+    captured: CaptureRecord,
     session_dir: str | Path,
     *,
     emit_metadata: bool = False,
@@ -340,16 +339,14 @@ def build_obj_plan(
     their own; the incremental directory is the same for every patch of the crate, so each
     save recompiles only the units it touched.
 
-    ``captured`` is a :class:`capture.store.RustcRecord` (or a mapping with the same
-    fields). ``emit_metadata`` also writes the crate's ``.rmeta`` into the session's deps
-    dir, for rebuilt dependents; ``extern_overrides`` points ``--extern`` entries at such
-    rebuilt metadata, and adds the session's deps dir to the search path so crates that
-    reach a rebuilt crate only transitively find the new one too.
+    ``emit_metadata`` also writes the crate's ``.rmeta`` into the session's deps dir, for
+    rebuilt dependents; ``extern_overrides`` points ``--extern`` entries at such rebuilt
+    metadata, and adds the session's deps dir to the search path so crates that reach a
+    rebuilt crate only transitively find the new one too.
     """
     layout = SessionLayout(Path(session_dir))
-    crate = _get(captured, "crate_name")
-    kind = _get(captured, "kind")
-    args = list(_get(captured, "args"))
+    crate, kind = captured.crate_name, captured.kind
+    args = list(captured.args)
     if not args:
         raise PlanError(f"the capture of crate {crate!r} has no rustc arguments")
 
@@ -365,7 +362,7 @@ def build_obj_plan(
         emits["metadata"] = metadata_path
 
     args = set_patch_debuginfo(args)  # first: the edits below append, and this one stays put on a rerun
-    args = set_crate_type(args, patch_crate_type(_get(captured, "crate_types")))
+    args = set_crate_type(args, patch_crate_type(captured.crate_types))
     args = set_emit(args, emits)
     args = set_out_dir(args, obj_dir)
     args = set_incremental(args, incremental_dir)
@@ -378,12 +375,11 @@ def build_obj_plan(
         args = add_search_dir(args, "dependency", layout.deps_dir)
 
     return ObjPlan(
-        crate_name=crate,
-        kind=kind,
-        program=_get(captured, "rustc"),
+        key=captured.key,
+        program=captured.rustc,
         args=tuple(args),
-        cwd=_get(captured, "cwd"),
-        env=replay_env(_get(captured, "env")),
+        cwd=captured.cwd,
+        env=replay_env(captured.env),
         obj_dir=obj_dir,
         incremental_dir=incremental_dir,
         metadata_path=metadata_path,

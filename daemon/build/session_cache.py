@@ -36,7 +36,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from capture.store import ensure_private_dir, safe_name
+from capture.store import CrateKey, ensure_private_dir, safe_name
 from capture.trust import require_trusted
 
 DEFAULT_KEEP = 16
@@ -249,19 +249,19 @@ def session_tag(layout: SessionLayout) -> str:
     return layout.tag_path.read_text(encoding="ascii").strip()
 
 
-def read_edited_crates(layout: SessionLayout, program: str, captured_at: float) -> set[str]:
+def read_edited_crates(layout: SessionLayout, program: CrateKey, captured_at: float) -> set[CrateKey]:
     """Crates edited since ``program`` was captured (at ``captured_at``), as recorded by earlier patches."""
     try:
         data = json.loads(layout.edited_path.read_text(encoding="utf-8"))
-        entry = data[program]
-        if entry["captured_at"] == captured_at and all(isinstance(c, str) for c in entry["crates"]):
-            return set(entry["crates"])
+        entry = data[program.label]
+        if entry["captured_at"] == captured_at:
+            return {CrateKey(name, kind) for name, kind in entry["crates"] if isinstance(name, str) and isinstance(kind, str)}
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return set()
 
 
-def record_edited_crates(layout: SessionLayout, program: str, captured_at: float, crates: set[str]) -> None:
+def record_edited_crates(layout: SessionLayout, program: CrateKey, captured_at: float, crates: set[CrateKey]) -> None:
     """Remember ``program``'s edited crates; other programs' entries are kept (read-modify-write
     under the session lock, as patch numbers are)."""
     import fcntl
@@ -276,7 +276,7 @@ def record_edited_crates(layout: SessionLayout, program: str, captured_at: float
                 data = {}
         except (OSError, ValueError):
             data = {}
-        data[program] = {"captured_at": captured_at, "crates": sorted(crates)}
+        data[program.label] = {"captured_at": captured_at, "crates": [[c.name, c.kind] for c in sorted(crates)]}
         tmp = layout.edited_path.with_name(f".{EDITED_NAME}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data), encoding="utf-8")
         os.chmod(tmp, 0o600)

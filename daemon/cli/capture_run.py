@@ -57,7 +57,7 @@ class CaptureResult:
     cargo_command: list[str]
     started_at: float
     duration: float
-    captured: list[str] = field(default_factory=list)  # rustc record keys written by this run
+    captured: list[store.CrateKey] = field(default_factory=list)  # the crates this run recorded
     binaries: list[Path] = field(default_factory=list)
     captures: store.Captures | None = None
     warnings: list[str] = field(default_factory=list)
@@ -168,14 +168,14 @@ def binaries_from_messages(lines: Sequence[str]) -> list[Path]:
     return found
 
 
-def unpatchable_programs(captures: store.Captures, captured: Sequence[str]) -> list[str]:
+def unpatchable_programs(captures: store.Captures, captured: Sequence[store.CrateKey]) -> list[str]:
     """Programs this capture built that no patch can change (LTO, stripped), and the fix."""
     from daemon.build.refusals import lto_refusal, strip_refusal
 
     found = []
     for key in captured:
         record = captures.rustc.get(key)
-        if record is None or not record.data.get("is_top"):
+        if record is None or not record.is_top:
             continue
         reason = lto_refusal(record.args) or strip_refusal(record.args)
         if reason:
@@ -192,7 +192,7 @@ def format_summary(result: CaptureResult) -> str:
     else:
         lines.append(f"thinpatch: cargo build failed (exit {result.exit_code}); nothing new was captured")
     if result.captured:
-        lines.append("  crates:  " + ", ".join(sorted(result.captured)))
+        lines.append("  crates:  " + ", ".join(sorted(key.label for key in result.captured)))
     for binary in result.binaries:
         lines.append(f"  binary:  {binary}")
     lines.append(f"  capture: {store.captures_dir(result.capture_root) / result.scope}")

@@ -50,7 +50,7 @@ async def patch_through_daemon(
                 return None
             await client.subscribe(str(workspace))
             asked = await client.request(
-                {"type": "rebuild", "workspace": str(workspace), "crate": crate or program.crate.rsplit(".", 1)[0]}
+                {"type": "rebuild", "workspace": str(workspace), "crate": crate or program.crate.name}
             )
             with anyio.fail_after(timeout):
                 async for event in client.events():

@@ -54,10 +54,9 @@ def manifest_files(captures: Captures, workspace: Path) -> set[str]:
     the workspace's Cargo.toml and Cargo.lock."""
     files = {str(workspace / "Cargo.toml"), str(workspace / "Cargo.lock")}
     for record in captures.rustc.values():
-        manifest_dir = record.data.get("manifest_dir")
-        if isinstance(manifest_dir, str):
-            files.add(os.path.join(manifest_dir, "Cargo.toml"))
-            files.add(os.path.join(manifest_dir, "build.rs"))
+        if record.manifest_dir:
+            files.add(os.path.join(record.manifest_dir, "Cargo.toml"))
+            files.add(os.path.join(record.manifest_dir, "build.rs"))
     return files
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from capture.store import CrateKey
+
 # Files whose change means cargo must run again: a patch can't carry them.
 MANIFEST_NAMES = frozenset({"Cargo.toml", "Cargo.lock", "build.rs", "rust-toolchain", "rust-toolchain.toml"})
 
@@ -82,8 +84,7 @@ def _split_escaped(text: str) -> list[str]:
 class CrateSources:
     """What one captured crate is built from."""
 
-    crate: str  # crate name as rustc knows it (underscores)
-    kind: str  # "bin" / "lib" / ...
+    crate: CrateKey
     sources: tuple[str, ...]  # every file rustc read (modules, include_str! inputs…)
     manifest_files: tuple[str, ...]  # Cargo.toml, build.rs, Cargo.lock: need a full rebuild
 
@@ -93,13 +94,13 @@ class SourceMap:
     """Which crates each watched file belongs to."""
 
     crates: list[CrateSources] = field(default_factory=list)
-    by_file: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    manifests: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    by_file: dict[str, list[CrateKey]] = field(default_factory=dict)
+    manifests: dict[str, list[CrateKey]] = field(default_factory=dict)
 
     def watched_files(self) -> set[str]:
         return set(self.by_file) | set(self.manifests)
 
-    def crates_for(self, path: str) -> list[tuple[str, str]]:
+    def crates_for(self, path: str) -> list[CrateKey]:
         return self.by_file.get(path, [])
 
     def is_manifest(self, path: str) -> bool:
@@ -107,8 +108,7 @@ class SourceMap:
 
 
 def crate_sources(
-    crate: str,
-    kind: str,
+    crate: CrateKey,
     depinfo_paths: Iterable[str],
     manifest_dir: str | None,
     workspace: str | None,
@@ -135,7 +135,7 @@ def crate_sources(
     if workspace:
         manifests.append(os.path.join(workspace, "Cargo.lock"))
         manifests.append(os.path.join(workspace, "Cargo.toml"))
-    return CrateSources(crate, kind, tuple(dict.fromkeys(sources)), tuple(dict.fromkeys(manifests)))
+    return CrateSources(crate, tuple(dict.fromkeys(sources)), tuple(dict.fromkeys(manifests)))
 
 
 def build_source_map(crates: Iterable[CrateSources]) -> SourceMap:
@@ -143,9 +143,9 @@ def build_source_map(crates: Iterable[CrateSources]) -> SourceMap:
     for cs in crates:
         smap.crates.append(cs)
         for path in cs.sources:
-            smap.by_file.setdefault(path, []).append((cs.crate, cs.kind))
+            smap.by_file.setdefault(path, []).append(cs.crate)
         for path in cs.manifest_files:
-            smap.manifests.setdefault(path, []).append((cs.crate, cs.kind))
+            smap.manifests.setdefault(path, []).append(cs.crate)
     return smap
 
 
@@ -165,9 +165,9 @@ def read_depinfo_file(path: str | os.PathLike[str], base_dir: str | None = None)
     return parse_depinfo(text, base_dir)
 
 
-def changed_kinds(paths: Iterable[str], smap: SourceMap) -> tuple[dict[tuple[str, str], list[str]], list[str]]:
+def changed_kinds(paths: Iterable[str], smap: SourceMap) -> tuple[dict[CrateKey, list[str]], list[str]]:
     """Split changed paths into (crate → source files) and manifest files."""
-    by_crate: dict[tuple[str, str], list[str]] = {}
+    by_crate: dict[CrateKey, list[str]] = {}
     manifests: list[str] = []
     for path in paths:
         if smap.is_manifest(path):

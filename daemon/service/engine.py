@@ -21,11 +21,12 @@ from typing import Any, NamedTuple
 import anyio
 import structlog
 
-from capture.store import Captures, capture_lock_path, captures_dir, list_scopes, load_captures, rustc_key
+from capture.store import Captures, CrateKey, capture_lock_path, captures_dir, list_scopes, load_captures
 from daemon.binary.build_id import process_build_id, process_executable
 from daemon.binary.symbol_cache import SymbolCache
 from daemon.build.rebuild import CompileError, LinkError, MissingCapture, RebuildError
 from daemon.service.depinfo import MANIFEST_NAMES, build_source_map, changed_kinds, crate_sources, read_depinfo_file
+from daemon.build.session_cache import default_session_root, open_session
 from daemon.service.patcher import Patcher, PatchRejected
 from daemon.service.programs import RESTART_HINT, Identity, Program, identify, program_crates, read_programs
 from daemon.service.scheduler import WARM_UP, BuildRequest, WorkspaceScheduler
@@ -69,7 +70,7 @@ def capture_in_progress(capture_root: Path) -> bool:
     return False
 
 
-def sources_edited_since_capture(by_file: dict[str, list[tuple[str, str]]], captures: Any) -> set[str]:
+def sources_edited_since_capture(by_file: dict[str, list[CrateKey]], captures: Captures) -> set[str]:
     """Source files modified after the rustc invocation of a crate that reads them was recorded."""
     edited = set()
     for path, crates in by_file.items():
@@ -77,8 +78,8 @@ def sources_edited_since_capture(by_file: dict[str, list[tuple[str, str]]], capt
             mtime = os.stat(path).st_mtime
         except OSError:
             continue
-        for crate, kind in crates:
-            record = captures.rustc.get(rustc_key(crate, kind))
+        for crate in crates:
+            record = captures.rustc.get(crate)
             if record is not None and mtime > record.recorded_at:
                 edited.add(path)
                 break
@@ -112,7 +113,7 @@ class ServedProgram:
 
     program: Program
     patcher: Patcher
-    crates: set[str]  # record keys of the crates its binary is built from
+    crates: set[CrateKey]  # the crates its binary is built from
     last_patch: dict[str, Any] | None = None
     # patch id -> pid -> {"applied": bool, "message": str | None}, newest patches only
     results: dict[Any, dict[int, dict[str, Any]]] = field(default_factory=dict)
@@ -127,7 +128,7 @@ class ServedProgram:
         outcomes = self.results.get(last["id"], {}) if last else {}
         return {
             **self.program.describe(),
-            "crate": self.program.crate,
+            "crate": self.program.crate.label,
             "last_patch": (
                 {
                     "id": last["id"],
@@ -162,9 +163,9 @@ def load_programs(
         )
     served = {}
     for program in programs:
-        patcher = Patcher(
-            workspace, capture_root, scope=program.scope, top=program.crate, keep=keep, symbol_cache=symbol_cache
-        )
+        captures = by_scope[program.scope]
+        session = open_session(default_session_root(capture_root, captures.scope))
+        patcher = Patcher(workspace, captures, session, top=program.crate, keep=keep, symbol_cache=symbol_cache)
         served[program.key] = ServedProgram(program, patcher, program_crates(by_scope[program.scope], program.crate))
     return served, notes, by_scope
 
@@ -215,20 +216,18 @@ class ServedWorkspace:
         compile_time_only: list[str] = []
         records = {(c.scope, key): r for c in self.captures for key, r in c.rustc.items()}
         for record in records.values():
-            dep_info = record.data.get("dep_info")
-            deps = read_depinfo_file(dep_info, record.cwd) if dep_info else []
-            if not deps and record.data.get("src"):
-                deps = [record.data["src"]]
+            deps = read_depinfo_file(record.dep_info, record.cwd) if record.dep_info else []
+            if not deps and record.src:
+                deps = [record.src]
             if record.kind in ("build-script", "proc-macro"):
                 # Code that runs inside cargo/rustc, not in the program: a patch can't carry it.
                 compile_time_only.extend(d for d in deps if not d.startswith(target_dir + os.sep))
                 continue
             crates.append(
                 crate_sources(
-                    record.crate_name,
-                    record.kind,
+                    record.key,
                     deps,
-                    record.data.get("manifest_dir"),
+                    record.manifest_dir,
                     self.name,
                     target_dir,
                 )
@@ -256,7 +255,7 @@ class ServedWorkspace:
             "scope": ", ".join(sorted({c.scope for c in captures})),
             "programs": [sp.status() for sp in self.programs.values()],
             "notes": list(self.notes),
-            "crates": sorted({key for c in captures for key in c.rustc}),
+            "crates": sorted({key.label for c in captures for key in c.rustc}),
             "watched_files": len(self.source_map.watched_files()) if self.source_map else 0,
             "watching": bool(self.watcher and self.watcher.armed.is_set()),
             "busy": bool(self.scheduler and self.scheduler.busy),
@@ -272,13 +271,13 @@ class ServedWorkspace:
 
     # ------------------------------------------------------------------ builds
 
-    def pick_crate(self, crates: frozenset[tuple[str, str]]) -> tuple[str, str] | None:
+    def pick_crate(self, crates: frozenset[CrateKey]) -> CrateKey | None:
         """The crate to rebuild: the edited library furthest from the program, else the program.
 
         A library rebuild also rebuilds every crate between it and the program."""
         if not crates:
             return None
-        libs = sorted(c for c in crates if c[1] != "bin")
+        libs = sorted(c for c in crates if c.kind != "bin")
         return libs[0] if libs else sorted(crates)[0]
 
     async def build(self, request: BuildRequest) -> None:
@@ -287,7 +286,7 @@ class ServedWorkspace:
             await self.warm_up()
             return
         targets = [
-            sp for sp in self.programs.values() if any(rustc_key(*c) in sp.crates for c in request.crates)
+            sp for sp in self.programs.values() if any(c in sp.crates for c in request.crates)
         ]
         if not self.programs:
             self._no_program(request)
@@ -296,15 +295,15 @@ class ServedWorkspace:
             log.info("edit is in no captured program", workspace=self.name, crates=sorted(request.crates))
             return
         for served in targets:
-            edited = frozenset(c for c in request.crates if rustc_key(*c) in served.crates)
+            edited = frozenset(c for c in request.crates if c in served.crates)
             await self.build_program(served, edited, request.files)
 
     async def build_program(
-        self, served: ServedProgram, crates: frozenset[tuple[str, str]], files: frozenset[str]
+        self, served: ServedProgram, crates: frozenset[CrateKey], files: frozenset[str]
     ) -> None:
         build_id = next(self.ids)
         chosen = self.pick_crate(crates)
-        crate_label = chosen[0] if chosen else "?"
+        crate_label = chosen.name if chosen else "?"
         program = served.program
         self.builds += 1
         self.emit(
@@ -321,7 +320,7 @@ class ServedWorkspace:
         try:
             # every crate of this program saved in this burst: one patch holds them all
             try:
-                result = await served.patcher.patch(sorted(rustc_key(*c) for c in crates) or None)
+                result = await served.patcher.patch(sorted(crates))
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.learn_sources(served)
@@ -384,7 +383,7 @@ class ServedWorkspace:
         for served in self.programs.values():
             started = time.perf_counter()
             try:
-                await served.patcher.patch(None)
+                await served.patcher.patch()
             except anyio.get_cancelled_exc_class():
                 raise  # a real save came first
             except Exception as exc:  # noqa: BLE001 - a warm-up never fails anything
@@ -405,15 +404,15 @@ class ServedWorkspace:
         layout = served.patcher.session
         target_dir = str(self.found.capture_root.parent)
 
-        def read() -> dict[str, set[tuple[str, str]]]:
-            found: dict[str, set[tuple[str, str]]] = {}
+        def read() -> dict[str, set[CrateKey]]:
+            found: dict[str, set[CrateKey]] = {}
             for key in served.crates:
                 record = records.get(key)
                 if record is None:
                     continue
                 path = layout.depinfo_path(record.crate_name, record.kind)
                 for source in read_depinfo_file(path, record.cwd):
-                    found.setdefault(source, set()).add((record.crate_name, record.kind))
+                    found.setdefault(source, set()).add(record.key)
             return found
 
         read_now = await anyio.to_thread.run_sync(read)
@@ -432,7 +431,7 @@ class ServedWorkspace:
     def _no_program(self, request: BuildRequest) -> None:
         """Edits while no program is patchable (its link record damaged or gone) fail visibly."""
         build_id = next(self.ids)
-        crate = sorted(request.crates)[0][0] if request.crates else "?"
+        crate = sorted(request.crates)[0].name if request.crates else "?"
         self.emit({"type": "build-started", "id": build_id, "workspace": self.name, "crate": crate,
                    "files": sorted(request.files)})
         warnings = sorted({w for c in self.captures for w in c.warnings})
@@ -521,8 +520,8 @@ class ServedWorkspace:
                     log.info("sources changed since the capture", workspace=self.name, files=len(edited))
                     self.on_changes(edited)
                 elif self.options.warm_up and self.programs:
-                    tops = {tuple(sp.program.crate.rsplit(".", 1)) for sp in self.programs.values()}
-                    self.scheduler.submit(BuildRequest(self.name, frozenset(tops), frozenset(), reason=WARM_UP))  # type: ignore[arg-type]
+                    tops = frozenset(sp.program.crate for sp in self.programs.values())
+                    self.scheduler.submit(BuildRequest(self.name, tops, frozenset(), reason=WARM_UP))
                 async for changed in self.watcher.changes():
                     self.on_changes(changed)
         finally:
@@ -585,16 +584,16 @@ class Engine:
         real = None if workspace is None else await anyio.to_thread.run_sync(os.path.realpath, workspace)
         ws = self._find(workspace, real)
         if crate is None:
-            keys = {tuple(sp.program.crate.rsplit(".", 1)) for sp in ws.programs.values()}
+            keys = {sp.program.crate for sp in ws.programs.values()}
         else:
-            records = [c.rustc.get(crate) or c.crate(crate) for c in ws.captures]
+            records = [c.named(crate) for c in ws.captures]
             found = [r for r in records if r is not None]
             if not found:
-                known = sorted({key for c in ws.captures for key in c.rustc})
+                known = sorted({key.label for c in ws.captures for key in c.rustc})
                 raise RequestError(f"crate {crate!r} is not captured in {ws.name}; captured: {', '.join(known)}")
-            keys = {(found[0].crate_name, found[0].kind)}
+            keys = {found[0].key}
         assert ws.scheduler is not None
-        ws.scheduler.submit(BuildRequest(ws.name, frozenset(keys), frozenset(), reason="rebuild"))  # type: ignore[arg-type]
+        ws.scheduler.submit(BuildRequest(ws.name, frozenset(keys), frozenset(), reason="rebuild"))
 
     def programs(self) -> list[Program]:
         return [sp.program for ws in self.served.values() for sp in ws.programs.values()]

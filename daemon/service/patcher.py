@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Sequence
 
 import anyio
 import structlog
 
-from capture.store import Captures, load_captures, rustc_key
+from capture.store import CaptureRecord, Captures, CrateKey, load_captures
 from daemon.binary.demangle import demangle
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
@@ -77,8 +77,8 @@ class HostImage:
 @dataclass
 class PatchResult:
     workspace: str
-    crate: str  # the program crate the library patches
-    edited_crate: str
+    program: CrateKey  # the program crate the library patches
+    edited: tuple[CrateKey, ...]  # the crates saved for this patch
     lib: str
     patch_number: int
     jump_table: JumpTable
@@ -89,6 +89,11 @@ class PatchResult:
     rebuilt_crates: list[str] = field(default_factory=list)  # every crate in the patch
     reused_crates: list[str] = field(default_factory=list)  # of those, linked from an earlier build
 
+    @property
+    def edited_crate(self) -> str:
+        """The saved crates' names, as people read them: ``core, store``."""
+        return ", ".join(dict.fromkeys(key.name for key in self.edited))
+
     def to_json(self) -> dict[str, Any]:
         report = self.report.to_json()
         report["compiler_warnings"] = self.compiler_warnings
@@ -96,7 +101,7 @@ class PatchResult:
         report["reused_crates"] = self.reused_crates
         return {
             "workspace": self.workspace,
-            "crate": self.crate,
+            "crate": self.program.name,
             "edited_crate": self.edited_crate,
             "lib": self.lib,
             "patch_number": self.patch_number,
@@ -157,7 +162,7 @@ def _is_constant_data(name: str) -> bool:
     return any(part in name for part in ("vtable", "{{constant}}", "CALLSITE", "::{{closure}}"))
 
 
-def _patchable(record: Any) -> bool:
+def _patchable(record: CaptureRecord) -> bool:
     return record.kind != "build-script" and "proc-macro" not in record.crate_types
 
 
@@ -170,7 +175,7 @@ def read_host(path: Path, symbol_cache: SymbolCache, cache_dir: Path | None) -> 
     return HostImage(path, table, libraries, unresolved, (time.perf_counter() - started) * 1000)
 
 
-def host_binary(captures: Captures, top: str | None = None) -> Path:
+def host_binary(captures: Captures, top: CrateKey | None = None) -> Path:
     record = resolve_top(captures, top)
     link = captures.link_for(record.crate_name)
     if link is None:
@@ -184,59 +189,55 @@ def host_binary(captures: Captures, top: str | None = None) -> Path:
     return path
 
 
+def load_patch_captures(capture_root: Path, scope: str | None, workspace: str) -> Captures:
+    """One scope's captures, or MissingCapture naming why there are none (reads files)."""
+    captures = load_captures(capture_root, scope)
+    if not captures.rustc:
+        raise MissingCapture(
+            f"no captures in {capture_root}"
+            + (f" (scope {scope})" if scope else "")
+            + f". Run `thinpatch capture` in {workspace} first."
+            + "".join(f"\n  {w}" for w in captures.warnings)
+        )
+    return captures
+
+
 class Patcher:
     """Builds verified patches for one captured workspace; keeps the host parsed between patches.
 
     Patches are cumulative: a hot-patch runtime replaces its whole jump table with each patch,
     so every patch holds every crate edited since the program was captured (remembered in the
     session, per program), each compiled against the others' newest metadata.
+
+    Made from state already read (:func:`open_patcher` reads it); the disk is touched only
+    when a patch is built.
     """
 
     def __init__(
         self,
         workspace: str | Path,
-        capture_root: str | Path,
+        captures: Captures,
+        session: SessionLayout,
         *,
-        scope: str | None = None,
-        top: str | None = None,
-        session_root: Path | None = None,
+        top: CrateKey | None = None,
         keep: int = DEFAULT_KEEP,
         symbol_cache: SymbolCache | None = None,
     ):
         self.workspace = str(workspace)
-        self.capture_root = Path(capture_root)
-        self.scope = scope
-        self.top = top  # the program's crate (record key); None: the newest captured top crate
+        self.captures = captures
+        self.capture_root = captures.capture_root
+        self.session = session
+        self.top = top  # the program's crate; None: the newest captured top crate
         self.keep = keep
         self.symbol_cache = symbol_cache or SymbolCache()
-        self.captures = self.reload()
-        self.session: SessionLayout = open_session(
-            session_root or default_session_root(self.capture_root, self.captures.scope)
-        )
         self._host: HostImage | None = None
-        self._edited: dict[str, set[str]] = {}  # program crate key -> crate keys edited since capture
-        self._fresh: set[str] = set()  # crate keys this patcher compiled, unchanged since
-        self._stale: set[str] = set()  # crate keys saved since their last successful compile
+        self._edited: dict[CrateKey, set[CrateKey]] = {}  # program -> crates edited since capture
+        self._fresh: set[CrateKey] = set()  # crates this patcher compiled, unchanged since
+        self._stale: set[CrateKey] = set()  # crates saved since their last successful compile
 
     @property
     def symbol_cache_dir(self) -> Path:
         return self.capture_root / "symbols"
-
-    def reload(self) -> Captures:
-        captures = load_captures(self.capture_root, self.scope)
-        if not captures.rustc:
-            raise MissingCapture(
-                f"no captures in {self.capture_root}"
-                + (f" (scope {self.scope})" if self.scope else "")
-                + f". Run `thinpatch capture` in {self.workspace} first."
-                + "".join(f"\n  {w}" for w in captures.warnings)
-            )
-        self.captures = captures
-        self._host = None
-        self._edited = {}
-        self._fresh = set()
-        self._stale = set()
-        return captures
 
     async def host(self) -> HostImage:
         if self._host is None or not self._host.path.exists():
@@ -248,38 +249,33 @@ class Patcher:
             self._host = host
         return self._host
 
-    def _crate_keys(self, crates: str | Iterable[str] | None) -> list[str]:
-        names = [crates] if isinstance(crates, str) else list(crates or ())
-        records = [resolve_crate(self.captures, name) for name in names] or [resolve_top(self.captures, self.top)]
-        return list(dict.fromkeys(rustc_key(r.crate_name, r.kind) for r in records))
-
-    def _edited_since_capture(self, program: str) -> tuple[set[str], float]:
-        link = self.captures.link_for(self.captures.rustc[program].crate_name)
+    def _edited_since_capture(self, program: CaptureRecord) -> tuple[set[CrateKey], float]:
+        link = self.captures.link_for(program.crate_name)
         captured_at = link.recorded_at if link is not None else 0.0
-        remembered = read_edited_crates(self.session, program, captured_at)
-        return self._edited.setdefault(program, set()) | remembered, captured_at
+        remembered = read_edited_crates(self.session, program.key, captured_at)
+        return self._edited.setdefault(program.key, set()) | remembered, captured_at
 
-    async def patch(self, crates: str | Iterable[str] | None = None, *, rendered_ansi: bool = False) -> PatchResult:
-        """A verified patch for the saved ``crates`` (names or keys; default: the program's
-        crate). It also holds every crate edited earlier since the capture, so applying it
-        alone gives all edits made so far.
+    async def patch(self, crates: Sequence[CrateKey] = (), *, rendered_ansi: bool = False) -> PatchResult:
+        """A verified patch for the saved ``crates`` (default: the program's crate). It also
+        holds every crate edited earlier since the capture, so applying it alone gives all
+        edits made so far.
 
         Raises the rebuild errors (MissingCapture, CompileError, LinkError, ToolNotFound,
         UnsupportedEdit) or PatchRejected.
         """
         started = time.perf_counter()
         host = await self.host()
-        requested = self._crate_keys(crates)
         top = resolve_top(self.captures, self.top)
-        program = rustc_key(top.crate_name, top.kind)
-        edited, captured_at = self._edited_since_capture(program)
+        records = [resolve_crate(self.captures, key) for key in dict.fromkeys(crates)] or [top]
+        requested = [r.key for r in records]
+        edited, captured_at = self._edited_since_capture(top)
         # a crate that can never be in a patch (proc-macro, build script) is refused for this
         # build only, not carried into every later one
-        edited |= {key for key in requested if _patchable(self.captures.rustc[key])}
-        self._edited[program] = edited
+        edited |= {r.key for r in records if _patchable(r)}
+        self._edited[top.key] = edited
         self._stale |= set(requested)
         try:
-            record_edited_crates(self.session, program, captured_at, edited)
+            record_edited_crates(self.session, top.key, captured_at, edited)
         except OSError:
             pass  # remembered in memory; the build reports an unwritable session itself
         build = await build_patch(
@@ -290,7 +286,7 @@ class Patcher:
             rendered_ansi=rendered_ansi,
             reuse=self._fresh - self._stale,
         )
-        self._fresh = {rustc_key(c.crate_name, c.kind) for c in build.crates}
+        self._fresh = {c.key for c in build.crates}
         self._stale = set()
 
         async def verify() -> tuple[JumpTable, PatchReport, LoadCheck, float]:
@@ -309,8 +305,8 @@ class Patcher:
         total_ms = (time.perf_counter() - started) * 1000
         return PatchResult(
             workspace=self.workspace,
-            crate=build.crate_name,
-            edited_crate=", ".join(dict.fromkeys(self.captures.rustc[k].crate_name for k in requested)),
+            program=build.program,
+            edited=tuple(requested),
             lib=str(build.library),
             patch_number=build.patch_number,
             jump_table=table,
@@ -322,8 +318,8 @@ class Patcher:
                 "total_ms": total_ms,
             },
             compiler_warnings=[w.to_dict() for w in build.warnings],
-            rebuilt_crates=[c.crate_name for c in build.crates],
-            reused_crates=[c.crate_name for c in build.crates if c.reused],
+            rebuilt_crates=[c.key.name for c in build.crates],
+            reused_crates=[c.key.name for c in build.crates if c.reused],
         )
 
     def _prune(self) -> None:
@@ -346,8 +342,25 @@ class Patcher:
             if table.path not in loaded
         ]
         check = check_loadable(patch, host.table, libraries)
-        rebuilt = {c.crate_name for c in build.crates}
+        rebuilt = {c.key.name for c in build.crates}
         table, report = compute_jump_table(host.table, patch, str(build.library), rebuilt)
         fresh = fresh_statics(host.table, patch, rebuilt)
         report.warnings.extend(fresh_static_warning(name, patch.format) for name in fresh)
         return table, report, check
+
+
+def open_patcher(
+    workspace: str | Path,
+    capture_root: str | Path,
+    *,
+    scope: str | None = None,
+    top: CrateKey | None = None,
+    session_root: Path | None = None,
+    keep: int = DEFAULT_KEEP,
+    symbol_cache: SymbolCache | None = None,
+) -> Patcher:
+    """A patcher for one scope's captures (default: the newest scope): reads the captures and
+    opens the session cache. Raises MissingCapture when nothing is captured there."""
+    captures = load_patch_captures(Path(capture_root), scope, str(workspace))
+    session = open_session(session_root or default_session_root(Path(capture_root), captures.scope))
+    return Patcher(workspace, captures, session, top=top, keep=keep, symbol_cache=symbol_cache)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from capture.store import Captures, list_scopes, load_captures, rustc_key, safe_name
+from capture.store import Captures, CrateKey, list_scopes, load_captures, safe_name
 from daemon.binary.build_id import read_build_id
 from daemon.build.crate_graph import crate_node, dependency_graph
 
@@ -27,14 +27,14 @@ RESTART_HINT = "Restart it with `thinpatch run`, or run the binary `thinpatch ca
 class Program:
     workspace: str
     scope: str  # "<target or host>-<profile dir>", as the capture store names it
-    crate: str  # rustc record key of the bin crate, e.g. "app.bin"
+    crate: CrateKey  # the bin crate
     name: str  # the binary's name, e.g. "app"
     binary: str  # the file the captured link wrote
     build_id: str | None
 
     @property
     def key(self) -> str:
-        return f"{self.scope}/{self.crate}"
+        return f"{self.scope}/{self.crate.label}"
 
     @property
     def label(self) -> str:
@@ -46,7 +46,7 @@ class Program:
 
 @dataclass(frozen=True)
 class SkippedTop:
-    crate: str
+    crate: CrateKey
     reason: str
 
 
@@ -61,7 +61,7 @@ def programs_of(
     programs: list[Program] = []
     skipped: list[SkippedTop] = []
     for record in captures.top_crates():
-        key = rustc_key(record.crate_name, record.kind)
+        key = record.key
         if "bin" not in record.crate_types:
             skipped.append(
                 SkippedTop(key, f"{record.crate_name} is a {'/'.join(record.crate_types)}, not a program: "
@@ -104,7 +104,7 @@ def choose_program(
     def fits(p: Program) -> bool:
         target_part, _, profile_part = p.scope.rpartition("-")
         return (
-            (bin_name is None or p.name == bin_name or p.crate.split(".")[0] == bin_name.replace("-", "_"))
+            (bin_name is None or p.name == bin_name or p.crate.name == bin_name.replace("-", "_"))
             and (profile is None or profile_part == profile)
             and (target is None or target_part == safe_name(target))
         )
@@ -128,11 +128,11 @@ def choose_program(
 # --------------------------------------------------------------------------- crate membership
 
 
-def program_crates(captures: Captures, top_key: str) -> set[str]:
-    """Record keys of every crate the program's binary is built from (itself included)."""
-    nodes = [crate_node(k, r.data) for k, r in captures.rustc.items() if r.kind != "build-script"]
+def program_crates(captures: Captures, top_key: CrateKey) -> set[CrateKey]:
+    """Every crate the program's binary is built from (itself included)."""
+    nodes = [crate_node(r) for r in captures.rustc.values() if r.kind != "build-script"]
     graph = dependency_graph(nodes)
-    seen: set[str] = set()
+    seen: set[CrateKey] = set()
     stack = [top_key]
     while stack:
         key = stack.pop()

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from capture.store import CrateKey
+
 POLICIES = ("restart", "queue")
 
 # A build that starts less than BURST_WINDOW_S after another was superseded is part of a
@@ -32,7 +34,7 @@ WARM_UP = "warm-up"
 @dataclass(frozen=True)
 class BuildRequest:
     workspace: str
-    crates: frozenset[tuple[str, str]] = frozenset()  # (crate name, kind)
+    crates: frozenset[CrateKey] = frozenset()
     files: frozenset[str] = frozenset()
     reason: str = "edit"
 

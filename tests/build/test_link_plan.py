@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.records import link_line
 from daemon.build.link_plan import LinkPlanError, build_link_plan
 
 STD = "/toolchain/lib/rustlib/x86_64-unknown-linux-gnu/lib"
@@ -124,7 +125,7 @@ OBJS = ["/s/objects/lib/greet.o", "/s/objects/bin/app.o"]
 
 
 def link(args, os_name, **kw):
-    return build_link_plan({"linker": "cc", "args": args, "cwd": "/ws"}, OBJS, "/s/patches/libapp-patch-3.so", os_name, **kw)
+    return build_link_plan(link_line("cc", args, cwd="/ws"), OBJS, "/s/patches/libapp-patch-3.so", os_name, **kw)
 
 
 def test_linux_bin_plan_exact():
@@ -202,7 +203,7 @@ def test_linux_cdylib_plan_drops_version_script_and_duplicate_shared():
     ],
 )
 def test_linux_edits(given, expected):
-    plan = build_link_plan({"linker": "cc", "args": given}, ["/s/a.o"], "/s/p.so", "linux")
+    plan = build_link_plan(link_line("cc", given), ["/s/a.o"], "/s/p.so", "linux")
     assert list(plan.args) == [
         *expected, "/s/a.o", "-shared", "-Wl,-Bsymbolic-functions", "-Wl,--unresolved-symbols=ignore-all", "-o", "/s/p.so"
     ]
@@ -242,7 +243,7 @@ def test_macos_cdylib_plan_drops_exported_symbols_dead_strip_and_undefined():
 
 def test_macos_driver_level_exported_symbols_list():
     plan = build_link_plan(
-        {"linker": "clang", "args": ["-exported_symbols_list", "/t/l", "-undefined", "error", "-lSystem"]},
+        link_line("clang", ["-exported_symbols_list", "/t/l", "-undefined", "error", "-lSystem"]),
         ["/s/a.o"], "/s/p.dylib", "macos",
     )
     assert list(plan.args) == [
@@ -253,7 +254,7 @@ def test_macos_driver_level_exported_symbols_list():
 def test_macos_patch_binds_its_own_functions_never_through_a_flat_namespace():
     # flat namespace makes every function interposable by the running program's old copy
     captured = ["-Wl,-flat_namespace", "-Xlinker", "-interposable", "-Wl,-force_flat_namespace,-lSystem"]
-    plan = build_link_plan({"linker": "clang", "args": captured}, ["/s/a.o"], "/s/p.dylib", "macos")
+    plan = build_link_plan(link_line("clang", captured), ["/s/a.o"], "/s/p.dylib", "macos")
     args = list(plan.args)
     assert not any("flat_namespace" in a or "interposable" in a for a in args)
     assert args.count("-Wl,-twolevel_namespace") == 1
@@ -269,7 +270,7 @@ def test_patch_binds_functions_to_itself_but_not_data():
 
 def test_plan_is_stable_when_applied_to_its_own_output():
     first = link(LINUX_BIN_LINE, "linux")
-    again = build_link_plan({"linker": "cc", "args": list(first.args)}, OBJS, "/s/patches/libapp-patch-3.so", "linux")
+    again = build_link_plan(link_line("cc", list(first.args)), OBJS, "/s/patches/libapp-patch-3.so", "linux")
     assert again.args == first.args
 
 
@@ -278,8 +279,8 @@ def test_link_record_objects_are_accepted():
 
     from capture.store import LinkRecord
 
-    rec = LinkRecord(Path("/c/link/app.json"), {"linker": "cc", "args": LINUX_BIN_LINE, "output": "/ws/app",
-                                                "cwd": "/ws", "recorded_at": 1.0, "format": 1})
+    rec = LinkRecord.from_json({"linker": "cc", "args": LINUX_BIN_LINE, "output": "/ws/app", "cwd": "/ws",
+                                "recorded_at": 1.0, "format": 1}, Path("/c/link/app.json"))
     plan = build_link_plan(rec, OBJS, "/s/p.so", "linux")
     assert plan.cwd == "/ws" and plan.program == "cc"
 
@@ -288,7 +289,7 @@ def test_refusals():
     with pytest.raises(LinkPlanError, match="windows"):
         link(LINUX_BIN_LINE, "windows")
     with pytest.raises(LinkPlanError, match="object"):
-        build_link_plan({"linker": "cc", "args": LINUX_BIN_LINE}, [], "/s/p.so", "linux")
+        build_link_plan(link_line("cc", LINUX_BIN_LINE), [], "/s/p.so", "linux")
     with pytest.raises(ValueError):
         link(LINUX_BIN_LINE, "linux", dependency_archives="sometimes")
 
@@ -299,7 +300,7 @@ def test_every_unit_object_is_linked_in_the_given_order():
     units = [f"/s/objects/bin/app/app-1.u{i:03}.rcgu.o" for i in range(256)]
     lib_units = [f"/s/objects/lib/greet/greet-5.u{i}.rcgu.o" for i in range(3)]
     plan = build_link_plan(
-        {"linker": "cc", "args": LINUX_BIN_LINE, "cwd": "/ws"}, lib_units + units, "/s/p.so", "linux"
+        link_line("cc", LINUX_BIN_LINE, cwd="/ws"), lib_units + units, "/s/p.so", "linux"
     )
     linked = [a for a in plan.args if a.endswith(".o")]
     assert linked == lib_units + units

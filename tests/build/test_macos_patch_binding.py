@@ -39,7 +39,7 @@ def _targets(instructions: Iterable[str]) -> list[tuple[int, str]]:
 def test_the_plan_links_a_patch_dylib_and_drops_the_flat_namespace(images):
     table = read_symbols(images.patch)
     assert table.format == MACHO and table.shared
-    assert "-Wl,-flat_namespace" in images.captured_link["args"]
+    assert "-Wl,-flat_namespace" in images.captured_link.args
     assert table.lookup(TICK) and table.lookup(DESCRIBE) and table.lookup(COUNTER)
 
 

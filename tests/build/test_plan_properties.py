@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.records import link_line
 from daemon.build.link_plan import SELF_BINDING_DIRECTIVE, UNRESOLVED_DIRECTIVE, build_link_plan
 from daemon.build.rustc_plan import (
     set_crate_type,
@@ -131,7 +132,7 @@ dropped_link_args = st.sampled_from(["-pie", "-Wl,--gc-sections", "-no-pie", "-W
 )
 def test_link_plan_on_generated_link_lines(line, patch_objects):
     args = [*line, "-o", "/t/app"]
-    plan = build_link_plan({"linker": "cc", "args": args}, patch_objects, "/s/libpatch-1.so", os=OS_LINUX)
+    plan = build_link_plan(link_line("cc", args), patch_objects, "/s/libpatch-1.so", os=OS_LINUX)
     final = list(plan.args)
     tail = ["-shared", *SELF_BINDING_DIRECTIVE[OS_LINUX], *UNRESOLVED_DIRECTIVE[OS_LINUX], "-o", "/s/libpatch-1.so"]
     assert final[-len(tail):] == tail

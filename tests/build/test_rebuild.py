@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from capture.store import Captures, LinkRecord, RustcRecord, load_captures, rustc_key
+from capture.store import CaptureRecord, Captures, CrateKey, LinkRecord, load_captures
 from daemon.build.rebuild import (
     CompileError,
     LinkError,
@@ -92,8 +92,8 @@ def make_captures(root: Path, rustc_path: str, rustc_args: list[str], link_args:
     return Captures(
         capture_root=root / "captures",
         scope="host-debug",
-        rustc={rustc_key("hello", "bin"): RustcRecord(root / "hello.bin.json", data)},
-        links={"hello": LinkRecord(root / "link.json", link)},
+        rustc={CrateKey("hello", "bin"): CaptureRecord.from_json(data, root / "hello.bin.json")},
+        links={"hello": LinkRecord.from_json(link, root / "link.json")},
         warnings=[],
     )
 
@@ -176,18 +176,18 @@ async def test_patch_keeps_symbol_names_and_gets_new_names(edited_hello, tmp_pat
 
     main.write_text(MAIN_RS.replace("41", "42"))
     captures = make_captures(root, rustc, args, link_args)
-    first = await build_patch(captures, None, tmp_path / "session")
+    first = await build_patch(captures, [], tmp_path / "session")
     assert re.fullmatch(r"libhello-[0-9a-f]{8}-patch-1\.so", first.library.name) and first.library.is_file()
     assert host_answer <= nm_defined(first.library)
     assert first.rustc_ms > 0 and first.link_ms > 0
-    assert [c.crate_name for c in first.crates] == ["hello"]
+    assert [c.key for c in first.crates] == [CrateKey("hello", "bin")]
     # the patch calls std through the host: no second copy of std inside it
     assert not any("print" in s and s.startswith("_RNv") for s in nm_defined(first.library))
 
-    second = await build_patch(captures, "hello", tmp_path / "session")
+    second = await build_patch(captures, [CrateKey("hello", "bin")], tmp_path / "session")
     assert second.library.name == first.library.name.replace("-patch-1.", "-patch-2.")
     assert first.library.exists() and second.library.exists()
-    assert json.loads(json.dumps(second.to_dict()))["library"] == str(second.library)
+    assert second.program == CrateKey("hello", "bin") and second.edited == (CrateKey("hello", "bin"),)
 
 
 @pytest.mark.asyncio
@@ -195,7 +195,7 @@ async def test_objects_left_from_an_earlier_build_are_never_linked(edited_hello,
     root, rustc, args, link_args, main = edited_hello
     captures = make_captures(root, rustc, args, link_args)
     main.write_text(MAIN_RS.replace("41", "42"))
-    first = await build_patch(captures, None, tmp_path / "session")
+    first = await build_patch(captures, [], tmp_path / "session")
     [crate] = first.crates
     obj_dir = crate.objects[0].parent
     # a unit that the next build no longer writes (another partition, an older unit count):
@@ -204,7 +204,7 @@ async def test_objects_left_from_an_earlier_build_are_never_linked(edited_hello,
     shutil.copy2(crate.objects[0], stale)
 
     main.write_text(MAIN_RS.replace("41", "43"))
-    second = await build_patch(captures, None, tmp_path / "session")
+    second = await build_patch(captures, [], tmp_path / "session")
     assert not stale.exists()
     assert str(stale) not in second.link_argv
     assert set(second.crates[0].objects) == set(obj_dir.glob("*.o"))
@@ -216,19 +216,19 @@ async def test_a_failed_build_lists_no_objects_so_nothing_reuses_them(edited_hel
     captures = make_captures(root, rustc, args, link_args)
     session = tmp_path / "session"
     main.write_text(MAIN_RS.replace("41", "42"))
-    first = await build_patch(captures, None, session)
+    first = await build_patch(captures, [], session)
     [crate] = first.crates
-    key = rustc_key(crate.crate_name, crate.kind)
+    key = crate.key
     # unchanged since: the objects it listed are linked again without running rustc
-    again = await build_patch(captures, None, session, reuse={key})
+    again = await build_patch(captures, [], session, reuse={key})
     assert again.crates[0].reused and again.crates[0].objects == crate.objects
 
     main.write_text(MAIN_RS.replace("    41\n", "    41 +\n"))
     with pytest.raises(CompileError):
-        await build_patch(captures, None, session)
+        await build_patch(captures, [], session)
     assert all(o.exists() for o in crate.objects)  # still on disk, but no longer listed
     with pytest.raises(CompileError):  # so even "unchanged" compiles, and fails again
-        await build_patch(captures, None, session, reuse={key})
+        await build_patch(captures, [], session, reuse={key})
 
 
 def test_without_announcements_the_objects_of_this_run_are_the_newly_named_ones(tmp_path):
@@ -262,7 +262,7 @@ async def test_syntax_error_names_file_and_line_and_writes_no_library(edited_hel
     root, rustc, args, link_args, main = edited_hello
     main.write_text(MAIN_RS.replace("    41\n", "    41 +\n"))
     with pytest.raises(CompileError) as info:
-        await build_patch(make_captures(root, rustc, args, link_args), None, tmp_path / "session")
+        await build_patch(make_captures(root, rustc, args, link_args), [], tmp_path / "session")
     err = info.value
     first = err.diagnostics.errors[0]
     assert first.span.file == str(main) and first.span.line in (2, 3)
@@ -275,7 +275,7 @@ async def test_link_failure_reports_stderr_and_argv(edited_hello, tmp_path):
     root, rustc, args, link_args, main = edited_hello
     captures = make_captures(root, rustc, args, [*link_args, "-lthinpatch_no_such_library"])
     with pytest.raises(LinkError) as info:
-        await build_patch(captures, None, tmp_path / "session")
+        await build_patch(captures, [], tmp_path / "session")
     assert "thinpatch_no_such_library" in info.value.stderr
     assert "-shared" in info.value.argv
     assert [p.name for p in (tmp_path / "session" / "patches").iterdir() if not p.name.startswith(".lock")] == []
@@ -286,26 +286,33 @@ async def test_vanished_toolchain_is_tool_not_found(hello, tmp_path):
     root, rustc, args, link_args = hello
     captures = make_captures(root, rustc, args, link_args, rustc="/nonexistent/toolchain/bin/rustc")
     with pytest.raises(ToolNotFound, match="/nonexistent/toolchain/bin/rustc"):
-        await build_patch(captures, None, tmp_path / "session")
+        await build_patch(captures, [], tmp_path / "session")
 
 
 @pytest.mark.asyncio
-async def test_corrupted_record_fields_are_missing_capture(hello, tmp_path):
+async def test_a_record_with_a_field_of_the_wrong_type_is_skipped_and_named(hello, tmp_path):
     root, rustc, args, link_args = hello
-    captures = make_captures(root, rustc, args, link_args, args="--crate-name hello")
-    with pytest.raises(MissingCapture, match="corrupted"):
-        await build_patch(captures, None, tmp_path / "session")
+    rustc_dir = tmp_path / "thinpatch" / "captures" / "host-debug" / "rustc"
+    rustc_dir.mkdir(parents=True)
+    record = make_captures(root, rustc, args, link_args).rustc[CrateKey("hello", "bin")].to_json()
+    (rustc_dir / "hello.bin.json").write_text(json.dumps({**record, "args": "--crate-name hello"}))
+    captures = load_captures(tmp_path / "thinpatch")
+    assert captures.rustc == {}
+    assert captures.warnings == [f"skipped malformed capture record {rustc_dir / 'hello.bin.json'}: "
+                                 "field 'args' must be a list of strings"]
+    with pytest.raises(MissingCapture, match="hello.bin.json: field 'args'"):
+        await build_patch(captures, [], tmp_path / "session")
 
 
 @pytest.mark.asyncio
 async def test_unknown_crate_and_missing_link_are_missing_capture(hello, tmp_path):
     root, rustc, args, link_args = hello
     captures = make_captures(root, rustc, args, link_args)
-    with pytest.raises(MissingCapture, match="no capture for crate 'nope'.*captured: hello.bin"):
-        await build_patch(captures, "nope", tmp_path / "session")
+    with pytest.raises(MissingCapture, match="no capture for crate 'nope.lib'.*captured: hello.bin"):
+        await build_patch(captures, [CrateKey("nope", "lib")], tmp_path / "session")
     captures.links.clear()
     with pytest.raises(MissingCapture, match="no link line captured for hello"):
-        await build_patch(captures, None, tmp_path / "session")
+        await build_patch(captures, [], tmp_path / "session")
 
 
 @pytest.mark.asyncio
@@ -315,7 +322,7 @@ async def test_unreadable_capture_store_names_the_bad_file(tmp_path):
     (rustc_dir / "hello.bin.json").write_text('{"format": 1, "crate_na')
     captures = load_captures(tmp_path / "thinpatch")
     with pytest.raises(MissingCapture) as info:
-        await build_patch(captures, None, tmp_path / "session")
+        await build_patch(captures, [], tmp_path / "session")
     message = str(info.value)
     assert "hello.bin.json" in message and "thinpatch capture" in message
 
@@ -324,7 +331,7 @@ async def test_unreadable_capture_store_names_the_bad_file(tmp_path):
 async def test_empty_capture_store(tmp_path):
     captures = load_captures(tmp_path / "never captured")
     with pytest.raises(MissingCapture, match="no program crate"):
-        await build_patch(captures, None, tmp_path / "session")
+        await build_patch(captures, [], tmp_path / "session")
 
 
 @pytest.mark.asyncio

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from capture.store import load_captures
+from capture.store import CrateKey, load_captures
 from daemon.build.rebuild import CompileError, MissingCapture, build_patch
 
 pytestmark = pytest.mark.cargo
@@ -64,14 +64,14 @@ async def test_single_bin_patch(captured_single_bin, tmp_path):
 
     source = result.workspace / "src" / "main.rs"
     with edited(source, 'format!("hello, {name}")', 'format!("patched hello, {name}")'):
-        first = await build_patch(captures, None, tmp_path / "session")
+        first = await build_patch(captures, [], tmp_path / "session")
         assert first.library.is_file() and re.fullmatch(r"libsingle_bin-[0-9a-f]{8}-patch-1\.so", first.library.name)
         # same mangled name as in the running binary: the jump table can pair them
         assert host_greeting <= defined_symbols(first.library)
         assert "patched hello, " in strings(first.library)
         assert "main" in defined_symbols(first.library)
 
-        second = await build_patch(captures, "single_bin", tmp_path / "session")
+        second = await build_patch(captures, [CrateKey("single_bin", "bin")], tmp_path / "session")
         assert second.library.name == first.library.name.replace("-patch-1.", "-patch-2.")
         assert first.rustc_ms > 0 and first.link_ms > 0
 
@@ -92,7 +92,7 @@ async def test_single_bin_syntax_error(captured_single_bin, tmp_path):
     source = result.workspace / "src" / "main.rs"
     with edited(source, "(1..=n).map(|i| i * i).sum()", "(1..=n).map(|i| i * i).sum() +"):
         with pytest.raises(CompileError) as info:
-            await build_patch(captures, None, tmp_path / "session")
+            await build_patch(captures, [], tmp_path / "session")
     error = info.value.diagnostics.errors[0]
     assert error.span.file == str(source)
     line = source.read_text().splitlines().index("    (1..=n).map(|i| i * i).sum()") + 1
@@ -115,12 +115,12 @@ async def test_corrupted_capture_gives_a_clear_error(captured_single_bin, tmp_pa
         dest.write_bytes(data[: len(data) // 2] if path == record.path else data)
     broken = load_captures(copy_root, result.scope)
     with pytest.raises(MissingCapture) as info:
-        await build_patch(broken, "single_bin", tmp_path / "session")
+        await build_patch(broken, [CrateKey("single_bin", "bin")], tmp_path / "session")
     message = str(info.value)
     assert record.path.name in message and "thinpatch capture" in message
 
     with pytest.raises(MissingCapture, match="no program crate"):
-        await build_patch(load_captures(tmp_path / "nothing here"), None, tmp_path / "session")
+        await build_patch(load_captures(tmp_path / "nothing here"), [], tmp_path / "session")
 
 
 @pytest.mark.asyncio
@@ -134,11 +134,11 @@ async def test_library_edit_in_workspace_patches_both_crates(captured_workspace,
 
     lib = result.workspace / "corelib" / "src" / "lib.rs"
     with edited(lib, 'format!("corelib describes {what}")', 'format!("corelib newly describes {what}")'):
-        patch = await build_patch(captures, "corelib", tmp_path / "session")
-    assert [c.crate_name for c in patch.crates] == ["corelib", "app"]
+        patch = await build_patch(captures, [CrateKey("corelib", "lib")], tmp_path / "session")
+    assert [c.key for c in patch.crates] == [CrateKey("corelib", "lib"), CrateKey("app", "bin")]
     assert list(patch.objects) == [o for c in patch.crates for o in c.objects]
     assert {o.parent for o in patch.crates[0].objects}.isdisjoint({o.parent for o in patch.crates[1].objects})
-    assert patch.edited_crate == "corelib" and patch.crate_name == "app"
+    assert patch.edited == (CrateKey("corelib", "lib"),) and patch.program == CrateKey("app", "bin")
     symbols = defined_symbols(patch.library)
     # one library with both crates' code, under the running program's names
     assert host_describe <= symbols and host_main <= symbols
@@ -152,10 +152,10 @@ async def test_debian_dependencies_stay_in_the_host(captured_debian, tmp_path):
     result = captured_debian
     captures = load_captures(result.capture_root, result.scope)
     top = captures.top_crates()[0]
-    source = Path(top.data["src"])
+    source = Path(top.to_json()["src"])
     host = Path(captures.link_for(top.crate_name).output)  # cargo hard-links it to target/debug
     with edited(source, "fn main()", "fn unused_patch_marker() {}\nfn main()"):
-        patch = await build_patch(captures, None, tmp_path / "session")
+        patch = await build_patch(captures, [], tmp_path / "session")
     regex_in_host = symbols_containing(host, "5regex")
     regex_in_patch = symbols_containing(patch.library, "5regex")
     assert regex_in_host
@@ -172,20 +172,20 @@ async def test_several_edited_crates_in_one_patch_and_unchanged_objects_reused(c
     app = result.workspace / "app" / "src" / "main.rs"
     session = tmp_path / "session"
     with edited(lib, "pub fn add(", 'pub fn added_in_a_patch() -> &\'static str {\n    "added"\n}\n\npub fn add('):
-        both = await build_patch(captures, ["app", "corelib"], session)
-        assert [(c.crate_name, c.reused) for c in both.crates] == [("corelib", False), ("app", False)]
-        assert both.edited_crate == "app, corelib"
+        both = await build_patch(captures, [CrateKey("app", "bin"), CrateKey("corelib", "lib")], session)
+        assert [(c.key.name, c.reused) for c in both.crates] == [("corelib", False), ("app", False)]
+        assert both.edited == (CrateKey("app", "bin"), CrateKey("corelib", "lib"))
 
         # the app uses what only the patched library has: it compiles against the new metadata,
         # and the library's object (unchanged) is linked again without recompiling
         with edited(app, 'corelib::describe("workspace")', 'corelib::added_in_a_patch()'):
-            again = await build_patch(captures, ["app", "corelib"], session, reuse={"corelib.lib"})
-        assert [(c.crate_name, c.reused) for c in again.crates] == [("corelib", True), ("app", False)]
+            again = await build_patch(captures, [CrateKey("app", "bin"), CrateKey("corelib", "lib")], session, reuse={CrateKey("corelib", "lib")})
+        assert [(c.key.name, c.reused) for c in again.crates] == [("corelib", True), ("app", False)]
         assert again.crates[0].rustc_ms == 0 and "added_in_a_patch" in " ".join(defined_symbols(again.library))
 
         # a crate reading metadata rebuilt in this build is never reused
-        third = await build_patch(captures, ["corelib", "app"], session, reuse={"app.bin"})
-        assert [(c.crate_name, c.reused) for c in third.crates] == [("corelib", False), ("app", False)]
+        third = await build_patch(captures, [CrateKey("corelib", "lib"), CrateKey("app", "bin")], session, reuse={CrateKey("app", "bin")})
+        assert [(c.key.name, c.reused) for c in third.crates] == [("corelib", False), ("app", False)]
     assert len({both.library, again.library, third.library}) == 3
 
 
@@ -208,9 +208,9 @@ async def test_dependents_start_once_the_library_metadata_is_written(captured_wo
     captures = load_captures(result.capture_root, result.scope)
     lib = result.workspace / "corelib" / "src" / "lib.rs"
     with edited(lib, "pub fn add(", _many_functions(300) + "pub fn add("):
-        patch = await build_patch(captures, "corelib", tmp_path / "session")
+        patch = await build_patch(captures, [CrateKey("corelib", "lib")], tmp_path / "session")
     corelib, app = patch.crates
-    assert (corelib.crate_name, app.crate_name) == ("corelib", "app")
+    assert (corelib.key.name, app.key.name) == ("corelib", "app")
     # the app's rustc ran while corelib was still generating code: rustc announced
     # corelib's .rmeta first (--json=artifacts), as cargo's pipelining relies on
     assert corelib.started_at < app.started_at < corelib.finished_at
@@ -229,7 +229,7 @@ async def test_a_dependent_failing_stops_the_library_still_generating_code(captu
     with edited(lib, "pub fn add(", _many_functions(300) + "pub fn add("):
         with edited(app, 'corelib::describe("workspace")', "corelib::no_such_function()"):
             with pytest.raises(CompileError) as failure:
-                await build_patch(captures, ["corelib", "app"], session)
+                await build_patch(captures, [CrateKey("corelib", "lib"), CrateKey("app", "bin")], session)
     assert failure.value.crate == "app"
     assert any("no_such_function" in d.message for d in failure.value.diagnostics.errors)
     assert _rustc_processes_in(session) == []
@@ -244,7 +244,7 @@ async def test_a_library_that_fails_to_compile_starts_no_dependent(captured_work
     session = tmp_path / "session"
     with edited(lib, "pub fn add(", "pub fn broken( {}\npub fn add("):
         with pytest.raises(CompileError) as failure:
-            await build_patch(captures, "corelib", session)
+            await build_patch(captures, [CrateKey("corelib", "lib")], session)
     assert failure.value.crate == "corelib"
     app_objects = [p for p in session.rglob("*.o") if "app" in p.parent.name]
     assert app_objects == [] and _rustc_processes_in(session) == []
@@ -252,10 +252,10 @@ async def test_a_library_that_fails_to_compile_starts_no_dependent(captured_work
 
 @pytest.mark.asyncio
 async def test_the_patcher_keeps_only_the_newest_libraries(captured_single_bin, tmp_path):
-    from daemon.service.patcher import Patcher
+    from daemon.service.patcher import open_patcher
 
     result = captured_single_bin
-    patcher = Patcher(result.workspace, result.capture_root, scope=result.scope,
+    patcher = open_patcher(result.workspace, result.capture_root, scope=result.scope,
                       session_root=tmp_path / "session", keep=2)
     source = result.workspace / "src" / "main.rs"
     libraries = []

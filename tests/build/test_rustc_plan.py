@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from capture.store import RustcRecord
+from capture.store import CaptureRecord
 from daemon.build.rustc_plan import (
     PlanError,
     add_search_dir,
@@ -72,9 +72,8 @@ MID_ARGS = shlex.split(MID_LINE)
 APP_ARGS = shlex.split(APP_LINE)
 
 
-def record(args: list[str], crate: str, kind: str, types: list[str], env: dict | None = None) -> RustcRecord:
-    return RustcRecord(
-        Path(f"/captures/{crate}.{kind}.json"),
+def record(args: list[str], crate: str, kind: str, types: list[str], env: dict | None = None) -> CaptureRecord:
+    return CaptureRecord.from_json(
         {
             "format": 1,
             "crate_name": crate,
@@ -87,6 +86,7 @@ def record(args: list[str], crate: str, kind: str, types: list[str], env: dict |
             "recorded_at": 1.0,
             "extra_filename": codegen_value(args, "extra-filename"),
         },
+        Path(f"/captures/{crate}.{kind}.json"),
     )
 
 

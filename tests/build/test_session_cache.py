@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from capture.store import CrateKey
+
 import re
 import shutil
 import stat
@@ -136,11 +138,11 @@ def test_edited_crates_are_remembered_per_program_and_forgotten_by_a_new_capture
     from daemon.build.session_cache import read_edited_crates, record_edited_crates
 
     layout = open_session(tmp_path / "s")
-    assert read_edited_crates(layout, "app.bin", 10.0) == set()
-    record_edited_crates(layout, "app.bin", 10.0, {"lib.lib", "app.bin"})
-    record_edited_crates(layout, "tool.bin", 11.0, {"tool.bin"})
-    assert read_edited_crates(layout, "app.bin", 10.0) == {"lib.lib", "app.bin"}
-    assert read_edited_crates(layout, "tool.bin", 11.0) == {"tool.bin"}
-    assert read_edited_crates(layout, "app.bin", 12.0) == set()  # captured again since
+    assert read_edited_crates(layout, CrateKey("app", "bin"), 10.0) == set()
+    record_edited_crates(layout, CrateKey("app", "bin"), 10.0, {CrateKey("lib", "lib"), CrateKey("app", "bin")})
+    record_edited_crates(layout, CrateKey("tool", "bin"), 11.0, {CrateKey("tool", "bin")})
+    assert read_edited_crates(layout, CrateKey("app", "bin"), 10.0) == {CrateKey("lib", "lib"), CrateKey("app", "bin")}
+    assert read_edited_crates(layout, CrateKey("tool", "bin"), 11.0) == {CrateKey("tool", "bin")}
+    assert read_edited_crates(layout, CrateKey("app", "bin"), 12.0) == set()  # captured again since
     layout.edited_path.write_text("{not json")
-    assert read_edited_crates(layout, "app.bin", 10.0) == set()
+    assert read_edited_crates(layout, CrateKey("app", "bin"), 10.0) == set()

@@ -41,7 +41,7 @@ def dynamic_symbols(path: Path) -> set[str]:
 
 def test_workspace_records_every_member(captured_workspace):
     result = captured_workspace
-    assert set(result.captured) == {"app.bin", "app.build-script", "corelib.lib", "macros.proc-macro"}
+    assert {key.label for key in result.captured} == {"app.bin", "app.build-script", "corelib.lib", "macros.proc-macro"}
     caps = result.captures
     assert caps.warnings == []
     assert caps.scope == "host-debug" == result.scope
@@ -51,7 +51,7 @@ def test_workspace_records_every_member(captured_workspace):
 def test_rustc_record_contents(captured_workspace):
     result = captured_workspace
     app = result.captures.crate("app", "bin")
-    d = app.data
+    d = app.to_json()
     ws = result.workspace
     assert d["format"] == store.FORMAT_VERSION
     assert d["crate_name"] == "app" and d["kind"] == "bin" and d["crate_types"] == ["bin"]
@@ -86,12 +86,12 @@ def test_rustc_record_contents(captured_workspace):
 
 def test_library_proc_macro_and_build_script_records(captured_workspace):
     caps = captured_workspace.captures
-    lib = caps.crate("corelib", "lib").data
+    lib = caps.crate("corelib", "lib").to_json()
     assert lib["kind"] == "lib" and lib["is_top"] is False and lib["shim_args"] == []
     assert lib["args"] == lib["cargo_args"]
-    macro = caps.rustc["macros.proc-macro"].data
+    macro = caps.rustc[store.CrateKey("macros", "proc-macro")].to_json()
     assert macro["crate_types"] == ["proc-macro"] and macro["is_top"] is False
-    script = caps.rustc["app.build-script"].data
+    script = caps.rustc[store.CrateKey("app", "build-script")].to_json()
     assert script["crate_name"] == "build_script_build" and script["package"] == "app"
     assert script["is_top"] is False and script["shim_args"] == []
 
@@ -100,9 +100,9 @@ def test_link_record_expanded_and_temporaries(captured_workspace):
     caps = captured_workspace.captures
     link = caps.link_for("app")
     assert link is not None
-    d = link.data
+    d = link.to_json()
     assert d["linker"] == "cc" and d["scope"] == "host-debug"
-    app = caps.crate("app", "bin").data
+    app = caps.crate("app", "bin").to_json()
     assert d["output"] == str(Path(app["out_dir"]) / f"app{app['extra_filename']}")
     assert Path(d["output"]).is_file()
     assert any(a.endswith(".rcgu.o") for a in d["args"])
@@ -159,15 +159,15 @@ def test_recapture_of_fresh_workspace_records_again(fixture_copy, capture_state_
     first = run_capture(ws)
     second = run_capture(ws)  # nothing changed: cargo would consider everything fresh
     assert first.exit_code == second.exit_code == 0
-    assert second.captured == ["single_bin.bin"]
+    assert second.captured == [store.CrateKey("single_bin", "bin")]
     assert second.captures.crate("single_bin").recorded_at > first.captures.crate("single_bin").recorded_at
     assert second.captures.link_for("single_bin").recorded_at > first.captures.link_for("single_bin").recorded_at
 
 
 def test_rustc_wrapper_mode_skips_registry_crates(captured_debian):
     caps = captured_debian.captures
-    assert set(caps.rustc) == {"debian_deps.bin"}
-    record = caps.crate("debian_deps").data
+    assert set(caps.rustc) == {store.CrateKey("debian_deps", "bin")}
+    record = caps.crate("debian_deps").to_json()
     assert record["wrapper_mode"] == "all" and record["is_top"] is True
     assert caps.link_for("debian_deps") is not None
     out = run([str(captured_debian.binaries[0])]).stdout

@@ -42,10 +42,10 @@ def test_long_link_line_goes_through_response_file_and_is_expanded(fixture_copy,
     assert result.exit_code == 0
     link = result.captures.link_for("single_bin")
     assert link is not None
-    raw = link.data["raw_args"]
+    raw = link.to_json()["raw_args"]
     assert len(raw) == 1 and raw[0].startswith("@")  # rustc really used a response file
-    assert link.data["response_files"] == [raw[0][1:]]
-    assert raw[0][1:] in link.data["temporaries"] and not Path(raw[0][1:]).exists()
+    assert link.to_json()["response_files"] == [raw[0][1:]]
+    assert raw[0][1:] in link.to_json()["temporaries"] and not Path(raw[0][1:]).exists()
     args = link.args
     assert all(a in args for a in link_args[:3])
     assert link_args[-1] in args  # escaping of space and backslash read back exactly
@@ -128,12 +128,12 @@ def test_fat_link_edits_change_the_link_but_not_the_record(fixture_copy, capture
     ws = fixture_copy("single_bin")
     result = run_capture(ws, env=dict(os.environ, THINPATCH_FAT_LINK=edits))
     assert result.exit_code == 0
-    link = result.captures.link_for("single_bin").data
+    link = result.captures.link_for("single_bin").to_json()
     assert link["link_edits"] == edits.split(",")
     assert "-Wl,--gc-sections" in link["args"]  # the original line, as rustc gave it
     assert "-Wl,--whole-archive" not in link["args"]
-    assert result.captures.crate("single_bin").data["linker_chain"]["link_edits"] == edits.split(",")
-    assert captured_single_bin.captures.link_for("single_bin").data["link_edits"] == ["whole-archive-rlibs"]
+    assert result.captures.crate("single_bin").to_json()["linker_chain"]["link_edits"] == edits.split(",")
+    assert captured_single_bin.captures.link_for("single_bin").to_json()["link_edits"] == ["whole-archive-rlibs"]
     out = subprocess.run([str(result.binaries[0])], capture_output=True, text=True)
     assert out.returncode == 0 and "calls = 2" in out.stdout
     default_functions = defined_functions(captured_single_bin.binaries[0])

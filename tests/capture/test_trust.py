@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from capture.store import CrateKey
+
 import json
 import os
 import pwd
@@ -146,7 +148,7 @@ def test_directory_above_owned_by_another_user_is_refused(tmp_path):
 def write_capture(workspace: Path, rustc: str = "/usr/bin/rustc") -> Path:
     root = workspace / "target" / "thinpatch"
     store.write_json_atomic(
-        store.rustc_record_path(root, "host-debug", "app.bin"),
+        store.rustc_record_path(root, "host-debug", CrateKey("app", "bin")),
         {
             "format": store.FORMAT_VERSION,
             "crate_name": "app",
@@ -166,8 +168,8 @@ def write_capture(workspace: Path, rustc: str = "/usr/bin/rustc") -> Path:
 def test_load_captures_skips_a_record_others_can_write(tmp_path):
     os.chmod(tmp_path, 0o700)
     root = write_capture(tmp_path)
-    assert list(store.load_captures(root).rustc) == ["app.bin"]
-    record = store.rustc_record_path(root, "host-debug", "app.bin")
+    assert list(store.load_captures(root).rustc) == [CrateKey("app", "bin")]
+    record = store.rustc_record_path(root, "host-debug", CrateKey("app", "bin"))
     os.chmod(record, 0o666)
     captures = store.load_captures(root)
     assert captures.rustc == {}
@@ -188,7 +190,7 @@ def test_load_captures_refuses_an_open_capture_root(tmp_path):
 def test_a_record_field_of_the_wrong_type_is_named(tmp_path, field, value):
     os.chmod(tmp_path, 0o700)
     root = write_capture(tmp_path)
-    record = store.rustc_record_path(root, "host-debug", "app.bin")
+    record = store.rustc_record_path(root, "host-debug", CrateKey("app", "bin"))
     data = json.loads(record.read_text())
     data[field] = value
     store.write_json_atomic(record, data)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from capture import store
+from capture.store import CrateKey
 from daemon.cli.capture_run import (
     CaptureResult,
     binaries_from_messages,
@@ -98,7 +99,7 @@ def test_format_summary():
         cargo_command=["cargo", "build"],
         started_at=0.0,
         duration=1.25,
-        captured=["corelib.lib", "app.bin"],
+        captured=[CrateKey("corelib", "lib"), CrateKey("app", "bin")],
         binaries=[Path("/w/target/debug/app")],
     )
     text = format_summary(result)

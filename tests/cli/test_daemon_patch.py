@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from capture.store import CrateKey
 from daemon.cli.daemon_patch import outcome_for, serves
 from daemon.service.programs import Program
 
-APP = Program("/w", "host-debug", "app.bin", "app", "/w/target/debug/deps/app-1", "b1d")
+APP = Program("/w", "host-debug", CrateKey("app", "bin"), "app", "/w/target/debug/deps/app-1", "b1d")
 STATUS = {"workspaces": [{"workspace": "/w", "programs": [{"name": "app", "build_id": "b1d"}]}]}
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from capture.store import Captures, RustcRecord
+from capture.store import CaptureRecord, Captures, CrateKey
 from daemon.cli.run_session import RunView, describe_exit, manifest_files, stale_reason
 from daemon.cli.terminal import Style
 from daemon.service.programs import Program
 
-PROGRAM = Program("/w", "host-debug", "game.bin", "game", "/w/target/debug/deps/game-1", "b1d")
+PROGRAM = Program("/w", "host-debug", CrateKey("game", "bin"), "game", "/w/target/debug/deps/game-1", "b1d")
 OTHER = {"name": "tool", "scope": "host-debug", "binary": "/w/target/debug/deps/tool-1", "build_id": "0th"}
 MINE = PROGRAM.describe()
 
@@ -39,7 +39,7 @@ def test_a_manifest_changed_after_the_capture_makes_it_stale_but_a_source_edit_d
 def test_manifest_files_are_each_crates_manifest_and_build_script() -> None:
     data = {"format": 1, "crate_name": "game", "kind": "bin", "crate_types": ["bin"], "rustc": "rustc", "args": [],
             "cwd": "/w", "env": {}, "recorded_at": 1.0, "manifest_dir": "/w/game"}
-    captures = Captures(Path("/w/target/thinpatch"), "host-debug", {"game.bin": RustcRecord(Path("/r"), data)}, {}, [])
+    captures = Captures(Path("/w/target/thinpatch"), "host-debug", {CrateKey("game", "bin"): CaptureRecord.from_json(data, Path("/r"))}, {}, [])
     assert manifest_files(captures, Path("/w")) == {
         "/w/Cargo.toml", "/w/Cargo.lock", "/w/game/Cargo.toml", "/w/game/build.rs",
     }

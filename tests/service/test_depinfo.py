@@ -1,5 +1,6 @@
 """dep-info parsing and file → crate mapping (pure)."""
 
+from capture.store import CrateKey
 from daemon.service.depinfo import (
     build_source_map,
     changed_kinds,
@@ -41,8 +42,7 @@ def test_comments_and_empty_text_give_nothing():
 
 def test_source_map_separates_manifests_and_generated_files():
     cs = crate_sources(
-        "app",
-        "bin",
+        CrateKey("app", "bin"),
         ["/w/app/src/main.rs", "/w/app/build.rs", "/w/target/debug/build/app-1/out/gen.rs"],
         manifest_dir="/w/app",
         workspace="/w",
@@ -61,10 +61,10 @@ def test_changed_files_map_to_every_crate_that_reads_them():
     shared = "/w/shared/mod.rs"
     smap = build_source_map(
         [
-            crate_sources("app", "bin", ["/w/app/src/main.rs", shared], "/w/app", "/w"),
-            crate_sources("lib", "lib", ["/w/lib/src/lib.rs", shared], "/w/lib", "/w"),
+            crate_sources(CrateKey("app", "bin"), ["/w/app/src/main.rs", shared], "/w/app", "/w"),
+            crate_sources(CrateKey("lib", "lib"), ["/w/lib/src/lib.rs", shared], "/w/lib", "/w"),
         ]
     )
     by_crate, manifests = changed_kinds([shared, "/w/lib/Cargo.toml", "/w/unrelated.rs"], smap)
-    assert by_crate == {("app", "bin"): [shared], ("lib", "lib"): [shared]}
+    assert by_crate == {CrateKey("app", "bin"): [shared], CrateKey("lib", "lib"): [shared]}
     assert manifests == ["/w/lib/Cargo.toml"]

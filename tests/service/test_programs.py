@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from capture.store import Captures, LinkRecord, RustcRecord, rustc_key
+from capture.store import CaptureRecord, Captures, CrateKey, LinkRecord
 from daemon.service.programs import (
     Program,
     ProgramChoiceError,
@@ -20,7 +20,7 @@ from daemon.service.programs import (
 TARGET = "/ws/target/debug"
 
 
-def rustc(name: str, kind: str, crate_types: list[str], externs: dict[str, str] | None = None, top: bool = False) -> RustcRecord:
+def rustc(name: str, kind: str, crate_types: list[str], externs: dict[str, str] | None = None, top: bool = False) -> CaptureRecord:
     args = ["--crate-name", name, "--edition=2021", "src/lib.rs", "-C", "extra-filename=-1111"]
     for dep, path in (externs or {}).items():
         args += ["--extern", f"{dep}={path}"]
@@ -28,22 +28,22 @@ def rustc(name: str, kind: str, crate_types: list[str], externs: dict[str, str] 
         "format": 1, "crate_name": name, "kind": kind, "crate_types": crate_types, "rustc": "rustc",
         "args": args, "cwd": "/ws", "env": {}, "recorded_at": 1.0, "scope": "host-debug", "is_top": top,
     }
-    return RustcRecord(Path(f"/c/{name}.{kind}.json"), data)
+    return CaptureRecord.from_json(data, Path(f"/c/{name}.{kind}.json"))
 
 
 def link(name: str, output: str) -> LinkRecord:
     data = {"format": 1, "linker": "cc", "args": [], "output": output, "crate_name": name, "recorded_at": 1.0}
-    return LinkRecord(Path(f"/c/link/{name}.json"), data)
+    return LinkRecord.from_json(data, Path(f"/c/link/{name}.json"))
 
 
 def captures(scope: str = "host-debug") -> Captures:
     shared = rustc("shared", "lib", ["lib"])
     lib_path = f"{TARGET}/deps/libshared-1111.rlib"
     records = {
-        rustc_key("shared", "lib"): shared,
-        rustc_key("alpha", "bin"): rustc("alpha", "bin", ["bin"], {"shared": lib_path}, top=True),
-        rustc_key("beta", "bin"): rustc("beta", "bin", ["bin"], {}, top=True),
-        rustc_key("plugin", "lib"): rustc("plugin", "lib", ["cdylib"], {"shared": lib_path}, top=True),
+        CrateKey("shared", "lib"): shared,
+        CrateKey("alpha", "bin"): rustc("alpha", "bin", ["bin"], {"shared": lib_path}, top=True),
+        CrateKey("beta", "bin"): rustc("beta", "bin", ["bin"], {}, top=True),
+        CrateKey("plugin", "lib"): rustc("plugin", "lib", ["cdylib"], {"shared": lib_path}, top=True),
     }
     links = {
         "alpha": link("alpha", f"{TARGET}/deps/alpha-aaaa"),
@@ -57,21 +57,21 @@ def test_every_bin_is_a_program_and_a_cdylib_is_not() -> None:
     build_ids = {f"{TARGET}/deps/alpha-aaaa": "a1", f"{TARGET}/deps/beta-bbbb": "b1"}
     programs, skipped = programs_of("/ws", captures(), build_ids)
     assert [(p.name, p.crate, p.build_id, p.key) for p in programs] == [
-        ("alpha", "alpha.bin", "a1", "host-debug/alpha.bin"),
-        ("beta", "beta.bin", "b1", "host-debug/beta.bin"),
+        ("alpha", CrateKey("alpha", "bin"), "a1", "host-debug/alpha.bin"),
+        ("beta", CrateKey("beta", "bin"), "b1", "host-debug/beta.bin"),
     ]
-    assert [s.crate for s in skipped] == ["plugin.lib"]
+    assert [s.crate for s in skipped] == [CrateKey("plugin", "lib")]
     assert "not a program" in skipped[0].reason and "main" in skipped[0].reason
 
 
 def test_a_library_belongs_to_the_programs_that_link_it() -> None:
     c = captures()
-    assert program_crates(c, "alpha.bin") == {"alpha.bin", "shared.lib"}
-    assert program_crates(c, "beta.bin") == {"beta.bin"}
+    assert program_crates(c, CrateKey("alpha", "bin")) == {CrateKey("alpha", "bin"), CrateKey("shared", "lib")}
+    assert program_crates(c, CrateKey("beta", "bin")) == {CrateKey("beta", "bin")}
 
 
 def program(name: str, scope: str = "host-debug", build_id: str | None = None) -> Program:
-    return Program("/ws", scope, f"{name}.bin", name, f"/ws/target/{scope}/deps/{name}-x", build_id or f"{name}-{scope}")
+    return Program("/ws", scope, CrateKey(name, "bin"), name, f"/ws/target/{scope}/deps/{name}-x", build_id or f"{name}-{scope}")
 
 
 EVERY = [program("alpha"), program("beta"), program("alpha", "host-release")]

@@ -22,7 +22,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from capture.store import LinkRecord
 from daemon.build.link_plan import build_link_plan
+from tests.support.records import link_line
 
 TARGET = "x86_64-apple-macos11"
 
@@ -93,7 +95,7 @@ class MachOPatch:
     program: Path  # MH_EXECUTE exporting its symbols, as rustc links a program
     patch: Path  # linked with the macOS link plan
     flat_patch: Path  # the same objects linked with -flat_namespace instead
-    captured_link: dict
+    captured_link: LinkRecord
 
 
 def _run(args: list[str], cwd: Path) -> None:
@@ -115,15 +117,16 @@ def build_macho_patch() -> MachOPatch | str:
         _run([tools.clang, "-target", TARGET, "-O0", "-c", f"{name}.c", "-o", f"{name}.o"], root)
     # The shape of rustc's macOS link line for a bin (objects, -arch, -o, -dead_strip,
     # -nodefaultlibs, -export_dynamic), plus a flat namespace the plan must take away.
-    captured = {
-        "linker": tools.clang,
-        "args": [
+    captured = link_line(
+        tools.clang,
+        [
             *tools.driver_args(), str(root / "program.o"), "-arch", "x86_64", "-o", str(root / "program"),
             "-Wl,-dead_strip", "-nodefaultlibs", "-Wl,-export_dynamic", "-Wl,-flat_namespace",
         ],
-        "cwd": str(root),
-    }  # fmt: skip
-    _run([captured["linker"], *captured["args"]], root)
+        cwd=str(root),
+        output=str(root / "program"),
+    )  # fmt: skip
+    _run([captured.linker, *captured.args], root)
     plan = build_link_plan(captured, [root / "patch.o"], root / "libgamelib-patch-1.dylib", "macos")
     _run(plan.argv, root)
     flat = [*plan.args[:-2], "-Wl,-flat_namespace", "-o", str(root / "libflat.dylib")]

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from daemon.build.rebuild import CompileError, RebuildError
     from daemon.cli.capture_run import profile_dir_name
     from daemon.cli.daemon_patch import patch_through_daemon
-    from daemon.service.patcher import Patcher, PatchRejected
+    from daemon.build.rebuild import resolve_crate
+    from daemon.service.patcher import PatchRejected, open_patcher
     from daemon.service.programs import ProgramChoiceError, choose_program, read_programs
     from daemon.service.workspaces import NoCapture, find_captured_workspace
 
@@ -67,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
             event = anyio.run(patch_through_daemon, socket_path(args), found.workspace, program, args.crate)
             if event is not None:
                 return _print_daemon_outcome(args, event, program)
-        patcher = Patcher(found.workspace, found.capture_root, scope=program.scope, top=program.crate)
-        result = anyio.run(lambda: patcher.patch(args.crate, rendered_ansi=sys.stderr.isatty() and not args.json))
+        patcher = open_patcher(found.workspace, found.capture_root, scope=program.scope, top=program.crate)
+        edited = [resolve_crate(patcher.captures, args.crate).key] if args.crate else []
+        result = anyio.run(lambda: patcher.patch(edited, rendered_ansi=sys.stderr.isatty() and not args.json))
     except ProgramChoiceError as exc:
         _fail(args, "choose-program", str(exc))
         return 2
