@@ -187,7 +187,12 @@ def replay_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def patch_crate_type(crate_types: Iterable[str]) -> str:
     """``bin`` keeps a bin crate's symbol hashes; every library type gives the same hashes
-    as ``rlib``, and ``rlib`` keeps ``pub fn`` symbols global (FACTS: rustc 1.95)."""
+    as ``rlib``, and ``rlib`` keeps ``pub fn`` symbols global.
+
+    Legacy-mangled hashes depend on whether the crate is an executable: a bin crate
+    recompiled as ``rlib`` gets a new hash on every function, so no patch symbol would match
+    the running program; ``cdylib`` and ``staticlib`` make ``pub fn`` symbols local.
+    Checked with ``nm`` on rustc 1.95's output."""
     types = list(crate_types)
     if "proc-macro" in types:
         raise PlanError(
