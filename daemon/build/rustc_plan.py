@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from capture.environment import replayable_env
 from capture.rustc_args import (
     codegen_setting,
     option_values,
@@ -33,11 +34,6 @@ from daemon.build.session_cache import (  # noqa: F401  (re-exported naming help
     library_filename_for_os,
     object_filename,
 )
-
-# Variables that only made sense for cargo's own process tree: jobserver descriptors that no
-# longer exist, and the wrapper that recorded the invocation.
-DROPPED_ENV = ("CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER")
-DROPPED_ENV_PREFIXES = ("THINPATCH_",)
 
 
 class PlanError(ValueError):
@@ -174,12 +170,9 @@ def add_search_dir(args: Sequence[str], kind: str, directory: str | Path) -> lis
 
 
 def replay_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The captured environment minus what belonged to cargo's process tree."""
-    return {
-        k: v
-        for k, v in env.items()
-        if k not in DROPPED_ENV and not k.startswith(DROPPED_ENV_PREFIXES)
-    }
+    """The captured environment minus what belonged to cargo's process tree (the shim's rule,
+    applied again: see ``capture.environment``)."""
+    return replayable_env(env)
 
 
 # --------------------------------------------------------------------------- plans
