@@ -42,8 +42,11 @@ from __future__ import annotations
 
 import os
 
-from capture.platforms import ObjectFormat, Platform
 from capture.rustc_args import RustcArgs, replace_codegen_option
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from capture.platforms import Platform
 
 LINKER_SHIM_NAME = "thinpatch-linker"
 
@@ -110,6 +113,8 @@ def is_top_crate(parsed: RustcArgs) -> bool:
 def target_platform(target: str | None, platform: str) -> Platform | None:
     """The platform a crate is built for: its target triple's, else the host's (``platform``
     is ``sys.platform``); None for one thinpatch does not know."""
+    from capture.platforms import Platform  # here: only the top crate needs it, the shim runs for every crate
+
     if target:
         return Platform.from_target(target)
     return Platform.from_sys_platform(platform)
@@ -117,6 +122,8 @@ def target_platform(target: str | None, platform: str) -> Platform | None:
 
 def load_flags(platform: Platform | None) -> list[str]:
     """rustc arguments that make the host accept patch libraries (see the module docstring)."""
+    from capture.platforms import ObjectFormat
+
     object_format = platform.object_format if platform is not None else None
     if object_format is ObjectFormat.ELF:
         # --build-id: the daemon tells which process runs which captured binary by it.
