@@ -44,6 +44,10 @@ import os
 
 from capture.rustc_args import RustcArgs, replace_codegen_option
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from capture.platforms import Platform
+
 LINKER_SHIM_NAME = "thinpatch-linker"
 
 # Variables the rustc shim sets for its rustc child; rustc passes them on to the linker.
@@ -106,27 +110,25 @@ def is_top_crate(parsed: RustcArgs) -> bool:
     return bool(TOP_CRATE_TYPES.intersection(parsed.crate_types))
 
 
-def target_os_family(target: str | None, platform: str) -> str:
-    """``macos``, ``elf`` or ``other`` for a target triple (``platform`` = sys.platform if no triple)."""
+def target_platform(target: str | None, platform: str) -> Platform | None:
+    """The platform a crate is built for: its target triple's, else the host's (``platform``
+    is ``sys.platform``); None for one thinpatch does not know."""
+    from capture.platforms import Platform  # here: only the top crate needs it, the shim runs for every crate
+
     if target:
-        if "apple" in target or "darwin" in target:
-            return "macos"
-        if any(os_name in target for os_name in ("linux", "freebsd", "netbsd", "openbsd", "dragonfly", "android")):
-            return "elf"
-        return "other"
-    if platform == "darwin":
-        return "macos"
-    if platform.startswith(("linux", "freebsd", "netbsd", "openbsd")):
-        return "elf"
-    return "other"
+        return Platform.from_target(target)
+    return Platform.from_sys_platform(platform)
 
 
-def load_flags(os_family: str) -> list[str]:
+def load_flags(platform: Platform | None) -> list[str]:
     """rustc arguments that make the host accept patch libraries (see the module docstring)."""
-    if os_family == "elf":
+    from capture.platforms import ObjectFormat
+
+    object_format = platform.object_format if platform is not None else None
+    if object_format is ObjectFormat.ELF:
         # --build-id: the daemon tells which process runs which captured binary by it.
         return ["-C", "link-arg=-Wl,--export-dynamic", "-C", "link-arg=-Wl,--build-id"]
-    if os_family == "macos":
+    if object_format is ObjectFormat.MACHO:
         return ["-C", "link-arg=-Wl,-export_dynamic"]
     return []
 
@@ -176,7 +178,7 @@ def plan_fat_build(
     if changes_linker_flavor(chained) and not parsed.codegen("linker-flavor"):
         return None
     run_args = replace_codegen_option(list(args), "linker", linker_shim)
-    flags = load_flags(target_os_family(parsed.target, platform))
+    flags = load_flags(target_platform(parsed.target, platform))
     run_args.extend(flags)
     shim_args = ["-C", f"linker={linker_shim}", *flags]
     child_env = {

@@ -1,7 +1,9 @@
 """Parse a rustc command line (the arguments after the rustc path) into the facts thinpatch needs.
 
 Pure and standard-library only: the rustc shim parses every invocation cargo makes, and the
-daemon's argument editors reuse the same parser, so both agree on what an argument means.
+daemon's argument editors (``daemon.build.rustc_plan``) are built on the same parser and the
+generic editors below, so both agree on what an argument means. This is the one module that
+knows rustc's option syntax.
 
 rustc's option syntax (getopts): long options take their value as the next argument or after
 ``=`` (``--crate-type bin`` / ``--crate-type=bin``); short options take it as the next argument
@@ -10,6 +12,10 @@ is the crate root source (``-`` means stdin).
 """
 
 from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
 
 # Long options that take a value. Anything else starting with ``--`` is a flag.
 LONG_WITH_VALUE = frozenset(
@@ -55,8 +61,8 @@ class Option:
 
     __slots__ = ("name", "value", "index", "width")
 
-    def __init__(self, name: str, value: str | None, index: int, width: int):
-        self.name = name  # normalised: "--crate-type", "-C", "-L", ...
+    def __init__(self, name: str, value: str | None, index: int, width: int) -> None:
+        self.name = name  # normalised: "--crate-type", "-C" (also for --codegen), "-L", ...
         self.value = value
         self.index = index
         self.width = width
@@ -97,7 +103,7 @@ class RustcArgs:
         prints: tuple[str, ...] = (),
         version: bool = False,
         test: bool = False,
-    ):
+    ) -> None:
         self.options = options
         self.crate_name = crate_name
         self.crate_types = crate_types
@@ -119,12 +125,11 @@ class RustcArgs:
 
     def codegen(self, key: str) -> list[str]:
         """Values of every ``-C key=value`` in order (``""`` for a bare ``-C key``)."""
-        found = []
+        found: list[str] = []
         for opt in self.options:
-            if opt.name == "-C" and opt.value is not None:
-                k, _, v = opt.value.partition("=")
-                if k == key:
-                    found.append(v)
+            setting = codegen_setting(opt)
+            if setting is not None and setting[0] == key:
+                found.append(setting[1])
         return found
 
     @property
@@ -148,7 +153,7 @@ class RustcArgs:
         return "lib"
 
 
-def _split_option(args: list[str], i: int) -> tuple[str, str | None, int] | None:
+def _split_option(args: Sequence[str], i: int) -> tuple[str, str | None, int] | None:
     """(name, value, width) for an option at ``args[i]``, or None for a positional argument."""
     arg = args[i]
     if arg == "-" or not arg.startswith("-"):
@@ -170,8 +175,7 @@ def _split_option(args: list[str], i: int) -> tuple[str, str | None, int] | None
     return arg, None, 1
 
 
-def parse_rustc_args(args: list[str] | tuple[str, ...]) -> RustcArgs:
-    args = list(args)
+def parse_rustc_args(args: Sequence[str]) -> RustcArgs:
     options: list[Option] = []
     crate_name = out_dir = output = target = linker = source = None
     source_index = None
@@ -190,7 +194,10 @@ def parse_rustc_args(args: list[str] | tuple[str, ...]) -> RustcArgs:
             i += 1
             continue
         name, value, width = split
-        options.append(Option(name, value, i, width))
+        if name == "--codegen":
+            name = "-C"  # one name for both spellings, so callers look for one
+        option = Option(name, value, i, width)
+        options.append(option)
         i += width
         if name == "--crate-name" and value is not None:
             crate_name = value
@@ -211,20 +218,18 @@ def parse_rustc_args(args: list[str] | tuple[str, ...]) -> RustcArgs:
                         emit_paths[kind] = path
         elif name == "--print" and value is not None:
             prints.append(value)
-        elif name in ("-C", "--codegen") and value is not None:
-            key, _, val = value.partition("=")
-            if key == "extra-filename":
-                extra_filename = val
-            elif key == "linker":
-                linker = val
+        elif name == "-C":
+            setting = codegen_setting(option)
+            if setting is not None and setting[0] == "extra-filename":
+                extra_filename = setting[1]
+            elif setting is not None and setting[0] == "linker":
+                linker = setting[1]
         elif name == "--version":
             version = True
         elif name == "--test":
             test = True
         elif not name.startswith("--") and "V" in name[1:]:
             version = True
-    # Normalise --codegen to -C so callers look for one name.
-    options = [Option("-C", o.value, o.index, o.width) if o.name == "--codegen" else o for o in options]
     return RustcArgs(
         options=tuple(options),
         crate_name=crate_name,
@@ -244,49 +249,99 @@ def parse_rustc_args(args: list[str] | tuple[str, ...]) -> RustcArgs:
     )
 
 
-# --------------------------------------------------------------------------- editing
+# --------------------------------------------------------------------------- reading and editing
+#
+# Every helper below parses ``args`` once and works on the options found, so an option's value
+# is never mistaken for an option or a crate root, and every spelling of an option is handled:
+# ``--emit X`` / ``--emit=X``, ``-o PATH`` / ``-oPATH``, ``-C k=v`` / ``-Ck=v`` /
+# ``--codegen k=v`` / ``--codegen=k=v``. An option whose value is missing (the last argument)
+# has the value None: it is never matched by value, and removed only by name.
 
 
-def remove_codegen_option(args: list[str], key: str) -> list[str]:
-    """``args`` without any ``-C key[=value]`` (both the separated and attached forms)."""
-    parsed = parse_rustc_args(args)
-    drop: set[int] = set()
-    for opt in parsed.options:
-        if opt.name == "-C" and opt.value is not None and opt.value.partition("=")[0] == key:
-            drop.update(range(opt.index, opt.index + opt.width))
-    return [a for i, a in enumerate(args) if i not in drop]
+def codegen_setting(option: Option) -> tuple[str, str] | None:
+    """``(key, value)`` of a ``-C key=value`` option (value ``""`` for a bare ``-C key``), else None."""
+    if option.name != "-C" or option.value is None:
+        return None
+    key, _, value = option.value.partition("=")
+    return key, value
 
 
-def replace_codegen_option(args: list[str], key: str, value: str) -> list[str]:
+def _codegen_options(args: Sequence[str], key: str) -> list[Option]:
+    """Every ``-C key[=value]`` option of ``args``."""
+    found: list[Option] = []
+    for option in parse_rustc_args(args).options:
+        setting = codegen_setting(option)
+        if setting is not None and setting[0] == key:
+            found.append(option)
+    return found
+
+
+def codegen_value(args: Sequence[str], key: str) -> str | None:
+    """The value of the last ``-C key=value`` in any spelling (``""`` for a bare ``-C key``), or None."""
+    values = parse_rustc_args(args).codegen(key)
+    return values[-1] if values else None
+
+
+def option_values(args: Sequence[str], name: str) -> list[str]:
+    """Values of every occurrence of option ``name`` (``"--extern"``, ``"-L"``, ``"-C"``…), in order."""
+    return [o.value for o in parse_rustc_args(args).options if o.name == name and o.value is not None]
+
+
+def split_extern(value: str) -> tuple[str, str, str | None]:
+    """An ``--extern`` value ``[opts:]name[=path]`` as (opts prefix incl. colon or "", name, path or None)."""
+    spec, equals, path = value.partition("=")
+    opts, colon, name = spec.rpartition(":")
+    return opts + colon, name, (path if equals else None)
+
+
+def spelled_like(option: Option, value: str) -> list[str]:
+    """``option`` with a new value, spelled as it was: separate (``--extern V``, ``-C V``) or
+    joined (``--extern=V``, ``-CV``; ``--codegen=V`` becomes the equivalent ``-CV``)."""
+    if option.width == 2:
+        return [option.name, value]
+    return [f"{option.name}={value}" if option.name.startswith("--") else option.name + value]
+
+
+def replace_options(args: Sequence[str], options: Iterable[Option], replacement: Sequence[str] = ()) -> list[str]:
+    """``args`` without ``options`` (from a parse of these ``args``); ``replacement`` stands where
+    the first of them stood. Every other argument stays verbatim and in order."""
+    found = sorted(options, key=lambda o: o.index)
+    drop = {i for o in found for i in range(o.index, o.index + o.width)}
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if found and i == found[0].index:
+            out.extend(replacement)
+        if i not in drop:
+            out.append(arg)
+    return out
+
+
+def remove_options(args: Sequence[str], *names: str) -> list[str]:
+    """``args`` without any occurrence of the options ``names`` (e.g. ``"--emit"``, ``"-o"``,
+    ``"-g"``), in every spelling, with their values."""
+    return replace_options(args, [o for o in parse_rustc_args(args).options if o.name in names])
+
+
+def remove_codegen_option(args: Sequence[str], key: str) -> list[str]:
+    """``args`` without any ``-C key[=value]``, in every spelling."""
+    return replace_options(args, _codegen_options(args, key))
+
+
+def replace_codegen_option(args: Sequence[str], key: str, value: str) -> list[str]:
     """Set ``-C key=value``: the first occurrence is replaced in place, later ones removed.
 
     Appended at the end when ``key`` was not set.
     """
-    parsed = parse_rustc_args(args)
-    matches = [
-        o for o in parsed.options if o.name == "-C" and o.value is not None and o.value.partition("=")[0] == key
-    ]
+    matches = _codegen_options(args, key)
     if not matches:
         return [*args, "-C", f"{key}={value}"]
-    first, rest = matches[0], matches[1:]
-    drop = {i for o in rest for i in range(o.index, o.index + o.width)}
-    out: list[str] = []
-    for i, arg in enumerate(args):
-        if i in drop:
-            continue
-        if i == first.index:
-            out.extend(["-C", f"{key}={value}"])
-        elif first.index < i < first.index + first.width:
-            continue
-        else:
-            out.append(arg)
-    return out
+    return replace_options(args, matches, ["-C", f"{key}={value}"])
 
 
 # --------------------------------------------------------------------------- argument files
 
 
-def expand_rustc_argfiles(args: list[str], read_text) -> list[str]:
+def expand_rustc_argfiles(args: list[str], read_text: Callable[[str], str]) -> list[str]:
     """Expand rustc's own ``@path`` / ``@shell:path`` argument files (one argument per line).
 
     ``read_text(path) -> str`` is injected so the function stays pure for tests.

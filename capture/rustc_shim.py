@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 SHIM_NAME = "thinpatch-rustc"
 SHIM_VERSION = 1
-
-# Never recorded: jobserver fds that will not exist at replay time, and wrapper variables.
-ENV_EXCLUDED = frozenset({"CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER"})
-ENV_EXCLUDED_PREFIX = "THINPATCH_"
 
 _REGISTRY_DIRS = ("/usr/share/cargo/registry",)
 
@@ -35,10 +35,11 @@ class Skip(Exception):
         self.expected = expected
 
 
-def recorded_env(env) -> dict[str, str]:
-    return {
-        k: v for k, v in env.items() if k not in ENV_EXCLUDED and not k.startswith(ENV_EXCLUDED_PREFIX)
-    }
+def recorded_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment to record: ``capture.environment`` says what is dropped and why."""
+    from capture.environment import replayable_env
+
+    return replayable_env(env)
 
 
 def wrapper_mode(env) -> str:

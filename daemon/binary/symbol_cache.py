@@ -22,6 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple, Sequence
 
+from capture.platforms import ObjectFormat
 from daemon.binary.program_index import attach_index, decode_index, encode_index, program_index
 
 from daemon.binary.symbols import (
@@ -282,7 +283,7 @@ def decode_table(blob: bytes, key: CacheKey | None = None) -> SymbolTable:
 
     table = SymbolTable(
         path=header["path"],
-        format=header["format"],
+        format=ObjectFormat(header["format"]),
         bits=header["bits"],
         little_endian=header["little_endian"],
         shared=header["shared"],

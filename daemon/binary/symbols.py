@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
+from capture.platforms import ObjectFormat
+
 FUNCTION = "function"
 DATA = "data"
 TLS = "tls"
@@ -33,8 +35,10 @@ PROTECTED = "protected"
 STATIC = "static"  # .symtab, or a Mach-O LC_SYMTAB
 DYNAMIC = "dynamic"  # .dynsym
 
-ELF = "elf"
-MACHO = "macho"
+# The object formats this reader understands (a file's format, whatever it was built for;
+# capture.platforms relates them to platforms).
+ELF = ObjectFormat.ELF
+MACHO = ObjectFormat.MACHO
 
 _LLVM_SUFFIX = re.compile(r"\.llvm\.\d+$")
 
@@ -63,7 +67,7 @@ class Symbol(NamedTuple):
 @dataclass(frozen=True)
 class SymbolTable:
     path: str
-    format: str  # ELF / MACHO
+    format: ObjectFormat  # ELF / MACHO
     bits: int
     little_endian: bool
     shared: bool  # ELF ET_DYN / Mach-O MH_DYLIB or MH_BUNDLE (a PIE executable is ET_DYN too)

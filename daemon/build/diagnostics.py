@@ -11,7 +11,7 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _SUMMARY = re.compile(r"^(aborting due to .*|\d+ warnings? emitted.*)$")
@@ -19,6 +19,19 @@ _SUMMARY = re.compile(r"^(aborting due to .*|\d+ warnings? emitted.*)$")
 
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
+
+
+def is_summary_line(message: str, has_span: bool = False) -> bool:
+    """rustc's closing counts, which repeat what the diagnostics before them said: "aborting
+    due to 2 previous errors" (with "; 1 warning emitted" when there were warnings too) and
+    "3 warnings emitted". They never point at code. "For more information…" and "Some errors
+    have detailed explanations…" are ``failure-note`` diagnostics, not counts."""
+    return not has_span and bool(_SUMMARY.match(message))
+
+
+def is_summary_dict(diagnostic: Mapping[str, Any]) -> bool:
+    """:func:`is_summary_line` for a diagnostic in protocol form (:meth:`Diagnostic.to_dict`)."""
+    return is_summary_line(str(diagnostic.get("message", "")), has_span=bool(diagnostic.get("spans")))
 
 
 @dataclass(frozen=True)
@@ -50,7 +63,7 @@ class Diagnostic:
     @property
     def is_summary(self) -> bool:
         """rustc's closing counts ("aborting due to 2 previous errors", "1 warning emitted")."""
-        return self.span is None and bool(_SUMMARY.match(self.message))
+        return is_summary_line(self.message, has_span=self.span is not None)
 
     def summary(self) -> str:
         """One line: ``src/main.rs:3:5: error[E0425]: cannot find value `x` in this scope``."""

@@ -18,6 +18,18 @@ from typing import Iterable, Mapping, Sequence
 
 from capture.store import CaptureRecord, CrateKey
 
+from capture.environment import replayable_env
+from capture.rustc_args import (
+    codegen_setting,
+    option_values,
+    parse_rustc_args,
+    remove_codegen_option,
+    remove_options,
+    replace_options,
+    spelled_like,
+    split_extern,
+)
+from capture.rustc_args import codegen_value as codegen_value  # re-exported for the daemon
 from daemon.build.session_cache import (  # noqa: F401  (re-exported naming helpers)
     SessionLayout,
     library_filename,
@@ -25,118 +37,21 @@ from daemon.build.session_cache import (  # noqa: F401  (re-exported naming help
     object_filename,
 )
 
-# Variables that only made sense for cargo's own process tree: jobserver descriptors that no
-# longer exist, and the wrapper that recorded the invocation.
-DROPPED_ENV = ("CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER")
-DROPPED_ENV_PREFIXES = ("THINPATCH_",)
-
 
 class PlanError(ValueError):
     """A captured invocation that cannot be turned into a patch build."""
 
 
-# --------------------------------------------------------------------------- generic editors
+# --------------------------------------------------------------------------- editors
+#
+# rustc's option syntax (every spelling of an option, which argument is whose value) is known
+# only to capture.rustc_args; the editors below say what to change, not how to find it.
 
-
-def strip_option(args: Sequence[str], name: str) -> list[str]:
-    """Remove every ``name VALUE`` and ``name=VALUE`` occurrence of a long option."""
-    out: list[str] = []
-    i = 0
-    prefix = name + "="
-    while i < len(args):
-        arg = args[i]
-        if arg == name:
-            i += 2
-            continue
-        if arg.startswith(prefix):
-            i += 1
-            continue
-        out.append(arg)
-        i += 1
-    return out
-
-
-def _codegen_key(value: str) -> str:
-    return value.split("=", 1)[0].strip()
-
-
-def strip_codegen(args: Sequence[str], key: str) -> list[str]:
-    """Remove ``-C key[=v]`` in all spellings: ``-C k=v``, ``-Ck=v``, ``--codegen k=v``,
-    ``--codegen=k=v``."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in ("-C", "--codegen"):
-            if i + 1 < len(args) and _codegen_key(args[i + 1]) == key:
-                i += 2
-                continue
-        elif arg.startswith("--codegen=") and _codegen_key(arg[len("--codegen=") :]) == key:
-            i += 1
-            continue
-        elif arg.startswith("-C") and len(arg) > 2 and _codegen_key(arg[2:]) == key:
-            i += 1
-            continue
-        out.append(arg)
-        i += 1
-    return out
-
-
-def codegen_value(args: Sequence[str], key: str) -> str | None:
-    """The value of the last ``-C key=value`` in any spelling, or None."""
-    found: str | None = None
-    for i, arg in enumerate(args):
-        value: str | None = None
-        if arg in ("-C", "--codegen") and i + 1 < len(args):
-            value = args[i + 1]
-        elif arg.startswith("--codegen="):
-            value = arg[len("--codegen=") :]
-        elif arg.startswith("-C") and len(arg) > 2:
-            value = arg[2:]
-        if value is not None and _codegen_key(value) == key:
-            found = value.split("=", 1)[1] if "=" in value else ""
-    return found
-
-
-def option_values(args: Sequence[str], name: str) -> list[str]:
-    """Values of every ``name VALUE`` / ``name=VALUE`` occurrence, in order."""
-    values: list[str] = []
-    prefix = name + "="
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == name and i + 1 < len(args):
-            values.append(args[i + 1])
-            i += 2
-            continue
-        if arg.startswith(prefix):
-            values.append(arg[len(prefix) :])
-        i += 1
-    return values
-
-
-def _strip_output_file(args: Sequence[str]) -> list[str]:
-    """Remove ``-o PATH`` and ``-oPATH`` (rustc's only short option spelled ``-o``)."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "-o":
-            i += 2
-            continue
-        if arg.startswith("-o") and len(arg) > 2:
-            i += 1
-            continue
-        out.append(arg)
-        i += 1
-    return out
-
-
-# --------------------------------------------------------------------------- specific editors
+strip_codegen = remove_codegen_option  # ``-C key[=v]`` removed in every spelling
 
 
 def set_crate_type(args: Sequence[str], kind: str) -> list[str]:
-    return [*strip_option(args, "--crate-type"), "--crate-type", kind]
+    return [*remove_options(args, "--crate-type"), "--crate-type", kind]
 
 
 def set_emit(args: Sequence[str], emits: Mapping[str, str | Path | None]) -> list[str]:
@@ -144,7 +59,7 @@ def set_emit(args: Sequence[str], emits: Mapping[str, str | Path | None]) -> lis
     if not emits:
         raise ValueError("set_emit needs at least one output kind")
     parts = [kind if path is None else f"{kind}={path}" for kind, path in emits.items()]
-    return [*strip_option(args, "--emit"), "--emit=" + ",".join(parts)]
+    return [*remove_options(args, "--emit"), "--emit=" + ",".join(parts)]
 
 
 def set_emit_obj(args: Sequence[str], path: str | Path) -> list[str]:
@@ -152,7 +67,8 @@ def set_emit_obj(args: Sequence[str], path: str | Path) -> list[str]:
 
 
 def set_out_dir(args: Sequence[str], directory: str | Path) -> list[str]:
-    return [*_strip_output_file(strip_option(args, "--out-dir")), "--out-dir", str(directory)]
+    """Replace every ``--out-dir`` and drop ``-o``: rustc's outputs land in ``directory``."""
+    return [*remove_options(args, "--out-dir", "-o"), "--out-dir", str(directory)]
 
 
 def set_incremental(args: Sequence[str], directory: str | Path) -> list[str]:
@@ -193,13 +109,12 @@ _FULL_DEBUGINFO = ("2", "full")
 def debuginfo_level(args: Sequence[str]) -> str | None:
     """The debug info rustc would use: the last ``-C debuginfo=…`` or ``-g`` (= full) wins."""
     level: str | None = None
-    for i, arg in enumerate(args):
-        if arg == "-g":
+    for option in parse_rustc_args(args).options:
+        setting = codegen_setting(option)
+        if option.name == "-g":
             level = "2"
-        elif arg.startswith(("-C", "--codegen")):
-            value = codegen_value(args[i : i + 2], "debuginfo")
-            if value is not None:
-                level = value
+        elif setting is not None and setting[0] == "debuginfo":
+            level = setting[1]
     return level
 
 
@@ -207,7 +122,7 @@ def set_patch_debuginfo(args: Sequence[str]) -> list[str]:
     """Full debug info becomes :data:`PATCH_DEBUGINFO`; less than full is kept as captured."""
     if debuginfo_level(args) not in _FULL_DEBUGINFO:
         return list(args)
-    return [*(a for a in strip_codegen(args, "debuginfo") if a != "-g"), "-C", f"debuginfo={PATCH_DEBUGINFO}"]
+    return [*remove_options(strip_codegen(args, "debuginfo"), "-g"), "-C", f"debuginfo={PATCH_DEBUGINFO}"]
 
 
 def set_json_diagnostics(args: Sequence[str], rendered_ansi: bool = False, artifacts: bool = False) -> list[str]:
@@ -217,74 +132,49 @@ def set_json_diagnostics(args: Sequence[str], rendered_ansi: bool = False, artif
     ``artifacts`` asks rustc to announce each file as it is written: the ``.rmeta`` comes
     before code generation, so dependents can start while this crate is still generating code.
     """
-    out = [*strip_option(strip_option(args, "--error-format"), "--json"), "--error-format=json"]
+    out = [*remove_options(args, "--error-format", "--json"), "--error-format=json"]
     kinds = (["diagnostic-rendered-ansi"] if rendered_ansi else []) + (["artifacts"] if artifacts else [])
     if kinds:
         out.append("--json=" + ",".join(kinds))
     return out
 
 
-def _split_extern(value: str) -> tuple[str, str, str | None]:
-    """``[opts:]name[=path]`` → (opts prefix incl. colon or "", name, path or None)."""
-    spec, equals, path = value.partition("=")
-    opts, colon, name = spec.rpartition(":")
-    return opts + colon, name, (path if equals else None)
-
-
 def extern_paths(args: Sequence[str]) -> dict[str, str]:
     """``--extern name=path`` entries as {name: path} (entries without a path are skipped)."""
     result: dict[str, str] = {}
     for value in option_values(args, "--extern"):
-        _, name, path = _split_extern(value)
+        _, name, path = split_extern(value)
         if path is not None:
             result[name] = path
     return result
 
 
 def set_extern(args: Sequence[str], crate: str, path: str | Path) -> list[str]:
-    """Point ``--extern crate=…`` at ``path``, in place (so order is kept); append if absent."""
-    out: list[str] = []
-    replaced = False
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--extern" and i + 1 < len(args):
-            prefix, name, _ = _split_extern(args[i + 1])
-            if name == crate:
-                if not replaced:
-                    out += ["--extern", f"{prefix}{crate}={path}"]
-                    replaced = True
-                i += 2
-                continue
-        elif arg.startswith("--extern="):
-            prefix, name, _ = _split_extern(arg[len("--extern=") :])
-            if name == crate:
-                if not replaced:
-                    out.append(f"--extern={prefix}{crate}={path}")
-                    replaced = True
-                i += 1
-                continue
-        out.append(arg)
-        i += 1
-    if not replaced:
-        out += ["--extern", f"{crate}={path}"]
-    return out
+    """Point ``--extern crate=…`` at ``path``, in place and spelled as it was (so order is
+    kept, and modifiers such as ``noprelude:``); later entries for ``crate`` are dropped.
+    Appended if absent."""
+    entries = [
+        (option, split_extern(option.value))
+        for option in parse_rustc_args(args).options
+        if option.name == "--extern" and option.value is not None
+    ]
+    matches = [(option, prefix) for option, (prefix, name, _) in entries if name == crate]
+    if not matches:
+        return [*args, "--extern", f"{crate}={path}"]
+    first, prefix = matches[0]
+    return replace_options(args, [o for o, _ in matches], spelled_like(first, f"{prefix}{crate}={path}"))
 
 
 def add_search_dir(args: Sequence[str], kind: str, directory: str | Path) -> list[str]:
     """Append ``-L kind=dir`` unless that exact search path is already there."""
     spec = f"{kind}={directory}"
-    present = option_values(args, "-L") + [a[2:] for a in args if a.startswith("-L") and len(a) > 2]
-    return list(args) if spec in present else [*args, "-L", spec]
+    return list(args) if spec in option_values(args, "-L") else [*args, "-L", spec]
 
 
 def replay_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The captured environment minus what belonged to cargo's process tree."""
-    return {
-        k: v
-        for k, v in env.items()
-        if k not in DROPPED_ENV and not k.startswith(DROPPED_ENV_PREFIXES)
-    }
+    """The captured environment minus what belonged to cargo's process tree (the shim's rule,
+    applied again: see ``capture.environment``)."""
+    return replayable_env(env)
 
 
 # --------------------------------------------------------------------------- plans
@@ -292,7 +182,12 @@ def replay_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def patch_crate_type(crate_types: Iterable[str]) -> str:
     """``bin`` keeps a bin crate's symbol hashes; every library type gives the same hashes
-    as ``rlib``, and ``rlib`` keeps ``pub fn`` symbols global (FACTS: rustc 1.95)."""
+    as ``rlib``, and ``rlib`` keeps ``pub fn`` symbols global.
+
+    Legacy-mangled hashes depend on whether the crate is an executable: a bin crate
+    recompiled as ``rlib`` gets a new hash on every function, so no patch symbol would match
+    the running program; ``cdylib`` and ``staticlib`` make ``pub fn`` symbols local.
+    Checked with ``nm`` on rustc 1.95's output."""
     types = list(crate_types)
     if "proc-macro" in types:
         raise PlanError(

@@ -36,6 +36,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from capture.platforms import Platform
 from capture.store import CrateKey, ensure_private_dir, safe_name
 from capture.trust import require_trusted
 
@@ -45,34 +46,23 @@ TAG_NAME = "session-tag"
 EDITED_NAME = "edited-crates.json"
 LOCK_NAME = ".lock"
 
-OS_LINUX = "linux"
-OS_MACOS = "macos"
-OS_WINDOWS = "windows"
-
-_OS_ALIASES = {
-    "linux": OS_LINUX,
-    "android": OS_LINUX,
-    "macos": OS_MACOS,
-    "darwin": OS_MACOS,
-    "ios": OS_MACOS,
-    "windows": OS_WINDOWS,
-    "win32": OS_WINDOWS,
-}
+# The platforms as the daemon's callers name them; equal to "linux", "macos" and "windows".
+OS_LINUX = Platform.LINUX
+OS_MACOS = Platform.MACOS
+OS_WINDOWS = Platform.WINDOWS
 
 
-def normalize_os(os_name: str) -> str:
-    """Map an OS name (``linux``, ``android``, ``macos``, ``darwin``, ``ios``, ``windows``, ``win32``)
-    to the library-naming family it belongs to."""
-    try:
-        return _OS_ALIASES[os_name.lower()]
-    except KeyError:
-        raise ValueError(f"unsupported OS {os_name!r}; expected one of {sorted(_OS_ALIASES)}") from None
+def normalize_os(os_name: str) -> Platform:
+    """The platform an OS name (``linux``, ``android``, ``macos``, ``darwin``, ``ios``,
+    ``windows``, ``win32``, or a :class:`Platform`) belongs to; ValueError for another name."""
+    return Platform.from_name(os_name)
 
 
-def host_os() -> str:
-    if sys.platform.startswith("linux"):
-        return OS_LINUX
-    return normalize_os(sys.platform)
+def host_os() -> Platform:
+    platform = Platform.from_sys_platform(sys.platform)
+    if platform is None:
+        raise ValueError(f"unsupported OS {sys.platform!r}")
+    return platform
 
 
 def crate_file_stem(crate: str) -> str:
@@ -89,10 +79,10 @@ def library_filename_for_os(crate: str, os_name: str) -> str:
 
 
 def _library_filename(stem: str, os_name: str) -> str:
-    family = normalize_os(os_name)
-    if family == OS_MACOS:
+    platform = normalize_os(os_name)
+    if platform is Platform.MACOS:
         return f"lib{stem}.dylib"
-    if family == OS_WINDOWS:
+    if platform is Platform.WINDOWS:
         return f"{stem}.dll"
     return f"lib{stem}.so"
 

@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 
 from capture.store import Captures
+from daemon.build.diagnostics import is_summary_dict
 from daemon.build.rebuild import dies_with_parent
 from daemon.cli.daemon_patch import serves
 from daemon.cli.terminal import Style, wants_color
@@ -111,8 +112,8 @@ class RunView:
             return [f"{tag} {self.style.bad('patch failed')} in {self.program.name}: {event.get('message')}"]
         if kind == "build-failed" and self.mine(event):
             diagnostics = event.get("diagnostics") or []
-            errors = [d for d in diagnostics if d.get("level") == "error" and not _is_summary(d)]
-            warnings = [d for d in diagnostics if d.get("level") == "warning" and not _is_summary(d)]
+            errors = [d for d in diagnostics if d.get("level") == "error" and not is_summary_dict(d)]
+            warnings = [d for d in diagnostics if d.get("level") == "warning" and not is_summary_dict(d)]
             out = [(d.get("rendered") or d.get("message") or "").rstrip("\n") for d in errors]
             if not errors:
                 out.append(str(event.get("message")))
@@ -126,11 +127,6 @@ class RunView:
         if kind == "not-patchable" and event.get("for_pid") == self.pid:
             return [f"{tag} {self.style.warn('not patchable')}: {event.get('message')}"]
         return []
-
-
-def _is_summary(diagnostic: dict[str, Any]) -> bool:
-    message = str(diagnostic.get("message", ""))
-    return message.startswith(("aborting due to", "Some errors have detailed", "For more information"))
 
 
 def describe_exit(name: str, returncode: int) -> str:

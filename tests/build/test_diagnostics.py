@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from daemon.build.diagnostics import (
     Diagnostic,
     Span,
     absolutize,
     artifact_notice,
+    is_summary_dict,
+    is_summary_line,
     parse_diagnostic,
     parse_stream,
     strip_ansi,
@@ -157,3 +161,23 @@ def test_artifact_notice_names_what_rustc_wrote():
     diagnostic = json.dumps({"$message_type": "diagnostic", "message": "x", "level": "warning"})
     for other in (diagnostic, "warning: plain text", "{not json", '{"$message_type":"artifact"}', "[1]"):
         assert artifact_notice(other) is None
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        ("aborting due to 1 previous error", True),
+        ("aborting due to 2 previous errors; 1 warning emitted", True),
+        ("1 warning emitted", True),
+        ("12 warnings emitted", True),
+        ("For more information about this error, try `rustc --explain E0425`.", False),
+        ("Some errors have detailed explanations: E0308, E0425.", False),
+        ("unused variable: `x`", False),
+    ],
+)
+def test_one_rule_for_rustcs_closing_counts(message, expected):
+    assert is_summary_line(message) is expected
+    assert is_summary_dict({"level": "error", "message": message, "spans": []}) is expected
+    # a diagnostic that points at code is never a count
+    assert not is_summary_line(message, has_span=True)
+    assert not is_summary_dict({"message": message, "spans": [{"file_name": "src/main.rs"}]})

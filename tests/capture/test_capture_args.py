@@ -5,10 +5,16 @@ from __future__ import annotations
 import pytest
 
 from capture.rustc_args import (
+    codegen_value,
     expand_rustc_argfiles,
+    option_values,
     parse_rustc_args,
     remove_codegen_option,
+    remove_options,
     replace_codegen_option,
+    replace_options,
+    spelled_like,
+    split_extern,
 )
 
 # A real cargo invocation of a bin crate (rustc 1.95), paths with a space.
@@ -105,6 +111,44 @@ def test_replace_codegen_option(args, expected):
 def test_remove_codegen_option_both_forms():
     args = ["-C", "incremental=/x", "-Cincremental=/y", "-C", "opt-level=0", "a.rs"]
     assert remove_codegen_option(args, "incremental") == ["-C", "opt-level=0", "a.rs"]
+
+
+@pytest.mark.parametrize(
+    "args, names, expected",
+    [
+        (["--emit", "link", "a.rs", "--emit=metadata"], ("--emit",), ["a.rs"]),
+        (["-o", "/t/x", "-O", "-o/t/y", "a.rs"], ("-o",), ["-O", "a.rs"]),
+        (["-g", "-C", "debuginfo=2", "a.rs"], ("-g",), ["-C", "debuginfo=2", "a.rs"]),
+        (["--json", "artifacts", "--error-format=json", "a.rs"], ("--json", "--error-format"), ["a.rs"]),
+        # A value that looks like an option belongs to the option before it, as rustc reads it.
+        (["--cfg", "--emit", "a.rs"], ("--emit",), ["--cfg", "--emit", "a.rs"]),
+        # An option whose value is missing (the last argument) is removed by name.
+        (["a.rs", "--emit"], ("--emit",), ["a.rs"]),
+    ],
+)
+def test_remove_options(args, names, expected):
+    assert remove_options(args, *names) == expected
+
+
+def test_reading_values():
+    args = ["-L", "dependency=/a", "-Lnative=/b", "--extern", "x=/x.rlib", "--extern=noprelude:y", "-C", "opt-level=0",
+            "--codegen=opt-level=1", "-Cdebuginfo", "a.rs", "-L"]  # fmt: skip
+    assert option_values(args, "-L") == ["dependency=/a", "native=/b"]
+    assert option_values(args, "--extern") == ["x=/x.rlib", "noprelude:y"]
+    assert codegen_value(args, "opt-level") == "1"
+    assert codegen_value(args, "debuginfo") == ""
+    assert codegen_value(args, "lto") is None
+    assert split_extern("noprelude,force:y=/y.rmeta") == ("noprelude,force:", "y", "/y.rmeta")
+    assert split_extern("y") == ("", "y", None)
+
+
+def test_replace_options_keeps_the_spelling_and_the_place_of_the_first():
+    args = ["a.rs", "--extern=x=/1", "-g", "--extern", "x=/2"]
+    found = [o for o in parse_rustc_args(args).options if o.name == "--extern"]
+    assert replace_options(args, found, spelled_like(found[0], "x=/n")) == ["a.rs", "--extern=x=/n", "-g"]
+    assert replace_options(args, found[1:], spelled_like(found[1], "x=/n")) == ["a.rs", "--extern=x=/1", "-g", "--extern", "x=/n"]
+    (joined,) = parse_rustc_args(["-Lx"]).options
+    assert spelled_like(joined, "y") == ["-Ly"]
 
 
 def test_expand_rustc_argfiles():

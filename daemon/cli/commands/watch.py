@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from daemon.build.diagnostics import is_summary_dict
 from daemon.cli.terminal import PLAIN, Style, colour_rendered
 
 HELP = "follow builds, timings and compile errors live"
@@ -169,7 +170,8 @@ def _not_patchable(event: dict[str, Any], prefix: str, style: Style, verbose: bo
 
 
 def _build_failed(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
-    diagnostics = [d for d in event.get("diagnostics") or [] if not _is_summary(d)]
+    # rustc's closing counts repeat the headline's.
+    diagnostics = [d for d in event.get("diagnostics") or [] if not is_summary_dict(d)]
     if not diagnostics:
         head, *rest = str(event.get("message") or "no reason given").split("\n")
         return [f"{prefix}{style.bad('build failed')}: {_what(event)}: {head}", *(f"  {line}" for line in rest)]
@@ -238,12 +240,6 @@ def _short(path: str, event: dict[str, Any]) -> str:
     if root and path.startswith(root + "/"):
         return path[len(root) + 1 :]
     return path
-
-
-def _is_summary(diagnostic: dict[str, Any]) -> bool:
-    # rustc's closing counts ("aborting due to …", "1 warning emitted") repeat the headline's.
-    message = str(diagnostic.get("message", ""))
-    return not diagnostic.get("spans") and (message.startswith("aborting due to") or message.endswith(" emitted"))
 
 
 def _one_line(diagnostic: dict[str, Any], event: dict[str, Any]) -> str:
