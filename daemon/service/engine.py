@@ -24,7 +24,7 @@ import structlog
 from capture.store import Captures, CrateKey, capture_lock_path, captures_dir, list_scopes, load_captures
 from daemon.binary.build_id import process_build_id, process_executable
 from daemon.binary.symbol_cache import SymbolCache
-from daemon.build.rebuild import CompileError, LinkError, MissingCapture, RebuildError
+from daemon.build.errors import CompileError, LinkError, MissingCapture, RebuildError
 from daemon.service.depinfo import MANIFEST_NAMES, build_source_map, changed_kinds, crate_sources, read_depinfo_file
 from daemon.build.session_cache import default_session_root, open_session
 from daemon.service.patcher import Patcher, PatchRejected

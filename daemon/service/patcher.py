@@ -18,15 +18,8 @@ from capture.store import CaptureRecord, Captures, CrateKey, load_captures
 from daemon.binary.demangle import demangle
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
-from daemon.build.rebuild import (
-    MissingCapture,
-    PatchBuild,
-    UnsupportedEdit,
-    beside,
-    build_patch,
-    resolve_crate,
-    resolve_top,
-)
+from daemon.build.errors import MissingCapture, UnsupportedEdit
+from daemon.build.rebuild import PatchBuild, beside, build_patch, resolve_crate, resolve_top
 from daemon.build.refusals import no_symbol_table_refusal
 from daemon.build.session_cache import (
     DEFAULT_KEEP,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from capture.store import CrateKey, load_captures
-from daemon.build.rebuild import CompileError, MissingCapture, build_patch
+from daemon.build.errors import CompileError, MissingCapture
+from daemon.build.rebuild import build_patch
 
 pytestmark = pytest.mark.cargo
 

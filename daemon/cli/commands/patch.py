@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import anyio
 
-    from daemon.build.rebuild import CompileError, RebuildError
+    from daemon.build.errors import CompileError, RebuildError
     from daemon.cli.capture_run import profile_dir_name
     from daemon.cli.daemon_patch import patch_through_daemon
     from daemon.build.rebuild import resolve_crate
