@@ -2,6 +2,10 @@
 
 Every copy lives under a directory whose name contains a space, so the whole suite also checks
 that paths with spaces survive capture, replay and linking.
+
+Before any test runs, the session gets XDG directories of its own (tests/support/isolation.py),
+so nothing the suite starts writes to the user's real state, runtime, cache or config
+directories.
 """
 
 from __future__ import annotations
@@ -11,9 +15,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import isolation
 from tests.support.fixtures import copy_fixture_tree
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_configure(config):
+    # In os.environ, first thing: every capture shim and daemon a test starts inherits it.
+    isolation.isolate()
+
+
+def pytest_unconfigure(config):
+    isolation.restore()
 
 
 def copy_fixture(name: str, dest_parent: Path) -> Path:
