@@ -43,6 +43,14 @@ def fixture_copy(tmp_path):
     return lambda name: copy_fixture(name, parent)
 
 
+@pytest.fixture
+def sock_path(tmp_path: Path) -> Path:
+    """A socket path in the test's own directory, short enough for a Unix socket."""
+    from tests.support.protocol_harness import short_socket_path
+
+    return short_socket_path(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def capture_state_dir(tmp_path_factory):
     """A private per-user registry for the session, so tests never touch the real one."""
