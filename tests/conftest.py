@@ -11,11 +11,14 @@ directories.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from tests.support import isolation
+from tests.support.daemon_process import DaemonProcess
 from tests.support.fixtures import copy_fixture_tree
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -49,6 +52,33 @@ def sock_path(tmp_path: Path) -> Path:
     from tests.support.protocol_harness import short_socket_path
 
     return short_socket_path(tmp_path)
+
+
+class Served(NamedTuple):
+    daemon: DaemonProcess
+    workspace: Path
+    capture_root: Path
+    env: dict[str, str]  # for commands: the daemon's state directory and socket
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A real daemon serving one workspace with a planted capture of this user's (its compiler
+    is a script that leaves a marker: no cargo needed), with a state directory of its own."""
+    from tests.support.other_user import plant_capture_as_self
+
+    os.chmod(tmp_path, 0o700)
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    (ws / "Cargo.toml").write_text('[package]\nname = "app"\n')
+    (ws / "src" / "main.rs").write_text("fn main() {}\n")
+    root = plant_capture_as_self(ws, tmp_path / "rustc.sh", tmp_path / "compiler-ran", recorded_at=time.time() + 3600)
+    env = dict(os.environ, THINPATCH_STATE_DIR=str(tmp_path / "state"))
+    (tmp_path / "d").mkdir(mode=0o700)
+    daemon = DaemonProcess(tmp_path / "d" / "thinpatch.sock", [ws], env=env)
+    daemon.wait_watching(ws)
+    yield Served(daemon, ws, root, dict(env, THINPATCH_SOCKET=str(daemon.socket_path)))
+    daemon.terminate()
 
 
 @pytest.fixture(scope="session")
