@@ -12,8 +12,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.support.protocol_harness import start_daemon_process
 
 
