@@ -2,18 +2,35 @@
 
 Every copy lives under a directory whose name contains a space, so the whole suite also checks
 that paths with spaces survive capture, replay and linking.
+
+Before any test runs, the session gets XDG directories of its own (tests/support/isolation.py),
+so nothing the suite starts writes to the user's real state, runtime, cache or config
+directories.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
+from tests.support import isolation
+from tests.support.daemon_process import DaemonProcess
 from tests.support.fixtures import copy_fixture_tree
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_configure(config):
+    # In os.environ, first thing: every capture shim and daemon a test starts inherits it.
+    isolation.isolate()
+
+
+def pytest_unconfigure(config):
+    isolation.restore()
 
 
 def copy_fixture(name: str, dest_parent: Path) -> Path:
@@ -27,6 +44,41 @@ def fixture_copy(tmp_path):
     parent = tmp_path / "with space"
     parent.mkdir()
     return lambda name: copy_fixture(name, parent)
+
+
+@pytest.fixture
+def sock_path(tmp_path: Path) -> Path:
+    """A socket path in the test's own directory, short enough for a Unix socket."""
+    from tests.support.protocol_harness import short_socket_path
+
+    return short_socket_path(tmp_path)
+
+
+class Served(NamedTuple):
+    daemon: DaemonProcess
+    workspace: Path
+    capture_root: Path
+    env: dict[str, str]  # for commands: the daemon's state directory and socket
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A real daemon serving one workspace with a planted capture of this user's (its compiler
+    is a script that leaves a marker: no cargo needed), with a state directory of its own."""
+    from tests.support.other_user import plant_capture_as_self
+
+    os.chmod(tmp_path, 0o700)
+    ws = tmp_path / "ws"
+    (ws / "src").mkdir(parents=True)
+    (ws / "Cargo.toml").write_text('[package]\nname = "app"\n')
+    (ws / "src" / "main.rs").write_text("fn main() {}\n")
+    root = plant_capture_as_self(ws, tmp_path / "rustc.sh", tmp_path / "compiler-ran", recorded_at=time.time() + 3600)
+    env = dict(os.environ, THINPATCH_STATE_DIR=str(tmp_path / "state"))
+    (tmp_path / "d").mkdir(mode=0o700)
+    daemon = DaemonProcess(tmp_path / "d" / "thinpatch.sock", [ws], env=env)
+    daemon.wait_watching(ws)
+    yield Served(daemon, ws, root, dict(env, THINPATCH_SOCKET=str(daemon.socket_path)))
+    daemon.terminate()
 
 
 @pytest.fixture(scope="session")

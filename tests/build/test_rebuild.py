@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from functools import partial
@@ -113,23 +114,38 @@ async def test_run_tool_captures_output_and_status(tmp_path):
 
 @pytest.mark.asyncio
 async def test_cancellation_kills_the_whole_process_group(tmp_path):
-    """Deterministic under load: the grandchild holds the only write end of a FIFO, so its
-    death is seen as end-of-file (no polling of pids, which a busy machine reuses)."""
+    """The tool's child (a grandchild of ours) would sleep for an hour; it is gone within
+    seconds of the cancellation. Deterministic under load: the grandchild holds the only write
+    end of a FIFO, so its death is seen as end-of-file (no polling of pids, which a busy
+    machine reuses)."""
     fifo = tmp_path / "held-by-grandchild"
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    group_id = None  # the tool's process group, while it may still be alive
     try:
-        script = f"(echo ready; exec sleep 60) > '{fifo}' & wait"
+        script = f"sh -c 'echo $$; exec sleep 3600' > '{fifo}' & wait"
         with anyio.fail_after(60):
             async with anyio.create_task_group() as group:
                 group.start_soon(partial(run_tool, ["sh", "-c", script], cwd=str(tmp_path), env=os.environ, tool="sh"))
-                while _read_fifo(reader) != b"ready\n":
+                said = b""
+                while not said.endswith(b"\n"):
+                    said += _read_fifo(reader) or b""
                     await anyio.sleep(0.02)
+                group_id = os.getpgid(int(said))  # the grandchild's pid: it is running
+                assert group_id != os.getpgrp()  # in the group run_tool made, not in ours
                 group.cancel_scope.cancel()
-            while _read_fifo(reader) != b"":  # EOF: no process holds the write end any more
-                await anyio.sleep(0.02)
+        cancelled = time.monotonic()
+        while _read_fifo(reader) != b"":  # EOF: no process holds the write end any more
+            assert time.monotonic() - cancelled < 10, "the grandchild outlived the cancellation"
+            await anyio.sleep(0.02)
+        group_id = None
     finally:
         os.close(reader)
+        if group_id is not None:  # still holding the FIFO: don't leave it sleeping for an hour
+            try:
+                os.killpg(group_id, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def _read_fifo(fd: int) -> bytes | None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tests.support.daemon_process import DaemonProcess
-from tests.support.other_user import plant_capture_as_self
 
 
 def thinpatch(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -111,25 +110,8 @@ def test_patch_json_into_a_closed_pipe_exits_quietly(tmp_path):
     assert "no capture found" in err  # the reason is on stderr, written before stdout
 
 
-@pytest.fixture
-def served(tmp_path):
-    """A daemon serving one workspace with a capture of this user's (no cargo needed)."""
-    os.chmod(tmp_path, 0o700)
-    ws = tmp_path / "ws"
-    (ws / "src").mkdir(parents=True)
-    (ws / "Cargo.toml").write_text('[package]\nname = "app"\n')
-    (ws / "src" / "main.rs").write_text("fn main() {}\n")
-    marker = tmp_path / "compiler-ran"
-    plant_capture_as_self(ws, tmp_path / "rustc.sh", marker, recorded_at=time.time() + 3600)
-    env = dict(os.environ, THINPATCH_STATE_DIR=str(tmp_path / "state"))
-    daemon = DaemonProcess(private_dir(tmp_path / "d") / "thinpatch.sock", [ws], env=env)
-    daemon.wait_watching(ws)
-    yield daemon, ws, dict(env, THINPATCH_SOCKET=str(daemon.socket_path))
-    daemon.terminate()
-
-
 def test_rebuild_of_an_unknown_crate(served):
-    daemon, ws, env = served
+    daemon, ws, _root, env = served
     out = thinpatch("rebuild", "--workspace", str(ws), "--crate", "nope", env=env)
     assert_message(out, 1, "crate 'nope' is not captured", "captured: app.bin")
     assert daemon.proc.poll() is None
@@ -137,7 +119,7 @@ def test_rebuild_of_an_unknown_crate(served):
 
 @pytest.mark.parametrize("crate", ["../../etc", "/etc/passwd", "x; touch y"])
 def test_rebuild_of_a_path_instead_of_a_crate(served, crate):
-    _daemon, ws, env = served
+    _daemon, ws, _root, env = served
     assert_message(thinpatch("rebuild", "--workspace", str(ws), "--crate", crate, env=env), 2, "is not a crate name", "--crate")
 
 

@@ -12,9 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.support.protocol_harness import short_socket_path, start_daemon_process
+from tests.support.protocol_harness import start_daemon_process
 
 
 class Watch:
@@ -53,11 +51,6 @@ class Watch:
         while not self.lines.empty():
             self.seen.append(self.lines.get())
         return self.seen
-
-
-@pytest.fixture
-def sock_path(tmp_path: Path) -> Path:
-    return short_socket_path(tmp_path)
 
 
 def stop(process: subprocess.Popen) -> None:

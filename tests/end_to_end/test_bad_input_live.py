@@ -11,14 +11,7 @@ import anyio
 import pytest
 
 from daemon.socket.client import connect
-from tests.support.faults import (  # noqa: F401  (fixtures are used by name)
-    assert_nothing_lost,
-    captured,
-    daemon,
-    host,
-    run,
-    source,
-)
+from tests.support.faults import assert_nothing_lost, run
 from tests.support.protocol_harness import RawClient
 
 pytestmark = pytest.mark.cargo

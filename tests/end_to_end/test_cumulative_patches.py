@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import captured_fixture_copy
-from tests.support.daemon_process import save_like_an_editor, serving
+from tests.support.daemon_process import save_like_an_editor
 from tests.support.live_host import LiveHost
 
 pytestmark = pytest.mark.cargo
@@ -28,12 +28,6 @@ LIB = "counterlib/src/lib.rs"
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, capture_state_dir) -> Path:
     return captured_fixture_copy("livehost", tmp_path_factory.mktemp("cumulative"))
-
-
-@pytest.fixture(scope="module")
-def daemon(workspace, tmp_path_factory):
-    with serving(workspace, tmp_path_factory.mktemp("sock")) as d:
-        yield d
 
 
 class Ticker:
@@ -63,12 +57,8 @@ class Ticker:
 
 
 @pytest.fixture(scope="module")
-def ticker(workspace, daemon):
-    host = LiveHost(workspace / "target" / "debug" / "livehost", cwd=workspace)
-    host.send(f"socket {daemon.socket_path}")
-    host.expect(lambda l: l == "SUBSCRIBED")
-    yield Ticker(host)
-    host.close()
+def ticker(host):
+    return Ticker(host)
 
 
 def edit(workspace, rel: str, old: str, new: str) -> None:

@@ -19,8 +19,7 @@ pytestmark = pytest.mark.cargo
 async def test_compile_time_code_edit_requires_a_full_rebuild(captured_workspace, tmp_path, relative):
     workspace = captured_workspace.workspace
     path = workspace / relative
-    if not path.exists():
-        pytest.skip(f"fixture has no {relative}")
+    assert path.exists(), f"tests/fixtures/workspace has no {relative}: this test has nothing to edit"
     daemon = DaemonProcess(tmp_path / "d.sock", [workspace])
     original = path.read_bytes()
     stat = path.stat()

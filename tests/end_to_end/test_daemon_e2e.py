@@ -24,7 +24,6 @@ from tests.support.daemon_process import (
     quiet_mark,
     save_like_an_editor,
 )
-from tests.support.live_host import LiveHost
 
 pytestmark = pytest.mark.cargo
 
@@ -39,24 +38,6 @@ def workspace(tmp_path_factory, capture_state_dir):
     ws = copy_fixture("livehost", tmp_path_factory.mktemp("daemon e2e"))
     assert run_capture(ws).exit_code == 0
     return ws
-
-
-@pytest.fixture(scope="module")
-def daemon(workspace, tmp_path_factory):
-    sock_dir = tmp_path_factory.mktemp("sock")
-    d = DaemonProcess(sock_dir / "thinpatch.sock", [workspace])
-    d.wait_watching(workspace)
-    yield d
-    d.kill()
-
-
-@pytest.fixture(scope="module")
-def host(workspace, daemon):
-    h = LiveHost(workspace / "target" / "debug" / "livehost", cwd=workspace)
-    h.send(f"socket {daemon.socket_path}")
-    h.expect(lambda l: l == "SUBSCRIBED")
-    yield h
-    h.close()
 
 
 @pytest.fixture

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import anyio
 import pytest
 
 from daemon.socket.client import connect
-from tests.support.daemon_process import DaemonProcess
-from tests.support.other_user import plant_capture_as_self
 
 DAMAGE = {
     "truncated": lambda text: text[: len(text) // 2],
@@ -24,24 +21,9 @@ DAMAGE = {
 }
 
 
-@pytest.fixture
-def served(tmp_path):
-    os.chmod(tmp_path, 0o700)
-    ws = tmp_path / "ws"
-    (ws / "src").mkdir(parents=True)
-    (ws / "Cargo.toml").write_text('[package]\nname = "app"\n')
-    (ws / "src" / "main.rs").write_text("fn main() {}\n")
-    root = plant_capture_as_self(ws, tmp_path / "rustc.sh", tmp_path / "compiler-ran", recorded_at=time.time() + 3600)
-    (tmp_path / "d").mkdir(mode=0o700)
-    daemon = DaemonProcess(tmp_path / "d" / "thinpatch.sock", [ws], env=dict(os.environ, THINPATCH_STATE_DIR=str(tmp_path / "s")))
-    daemon.wait_watching(ws)
-    yield daemon, ws, root
-    daemon.terminate()
-
-
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_a_damaged_program_record_is_one_event_naming_it(served, damage):
-    daemon, ws, root = served
+    daemon, ws, root, _env = served
     record = root / "captures" / "host-debug" / "rustc" / "app.bin.json"
     link = root / "captures" / "host-debug" / "link" / "app.json"
 

@@ -14,13 +14,10 @@ import anyio
 import pytest
 
 from daemon.socket.client import connect
-from tests.support.faults import (  # noqa: F401  (fixtures are used by name)
+from tests.support.faults import (
     assert_nothing_lost,
     capture_copy,
-    captured,
     collect_until,
-    daemon,
-    host,
     is_outcome,
     kill_first_rustc,
     outcome_of,
@@ -28,7 +25,6 @@ from tests.support.faults import (  # noqa: F401  (fixtures are used by name)
     run,
     save_like_an_editor,
     set_greeting,
-    source,
     start_daemon,
     start_host,
 )

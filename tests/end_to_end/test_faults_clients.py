@@ -14,18 +14,14 @@ import anyio
 import pytest
 
 from daemon.socket.client import connect
-from tests.support.faults import (  # noqa: F401  (fixtures are used by name)
+from tests.support.faults import (
     assert_nothing_lost,
-    captured,
     collect_until,
-    daemon,
     daemon_rss_kib,
-    host,
     is_outcome,
     quiet_mark,
     run,
     set_greeting,
-    source,
 )
 
 pytestmark = pytest.mark.cargo

@@ -10,9 +10,8 @@ import sys
 import pytest
 
 from daemon.socket.client import connect
-from tests.support.faults import (  # noqa: F401  (fixtures are used by name)
+from tests.support.faults import (
     assert_nothing_lost,
-    captured,
     run,
     save_like_an_editor,
     start_daemon,

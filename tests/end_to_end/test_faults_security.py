@@ -14,16 +14,13 @@ from pathlib import Path
 import pytest
 
 from daemon.socket.client import RequestFailed, connect
-from tests.support.faults import (  # noqa: F401  (fixtures are used by name)
+from tests.support.faults import (
     assert_nothing_lost,
-    captured,
-    host,
     is_outcome,
     outcome_of,
     run,
     save_like_an_editor,
     set_greeting,
-    source,
 )
 from tests.support.daemon_process import DaemonProcess
 from tests.support.other_user import connect_as_nobody

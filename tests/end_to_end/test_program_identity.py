@@ -24,7 +24,7 @@ import pytest
 from daemon.binary.build_id import read_build_id
 from daemon.socket.client import connect
 from tests.conftest import captured_fixture_copy
-from tests.support.daemon_process import collect_until, quiet_mark, save_like_an_editor, serving
+from tests.support.daemon_process import collect_until, quiet_mark, save_like_an_editor
 
 pytestmark = pytest.mark.cargo
 
@@ -32,12 +32,6 @@ pytestmark = pytest.mark.cargo
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, capture_state_dir) -> Path:
     return captured_fixture_copy("twobins", tmp_path_factory.mktemp("program identity"))
-
-
-@pytest.fixture(scope="module")
-def daemon(workspace, tmp_path_factory):
-    with serving(workspace, tmp_path_factory.mktemp("sock")) as d:
-        yield d
 
 
 class Running:

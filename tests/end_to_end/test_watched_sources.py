@@ -10,7 +10,7 @@ import pytest
 
 from daemon.socket.client import connect
 from tests.conftest import copy_fixture
-from tests.support.daemon_process import collect_until, quiet_mark, save_like_an_editor, serving
+from tests.support.daemon_process import collect_until, quiet_mark, save_like_an_editor
 
 pytestmark = pytest.mark.cargo
 
@@ -30,12 +30,6 @@ def workspace(tmp_path_factory, capture_state_dir) -> Path:
     lib.symlink_to(elsewhere / "lib.rs")
     assert run_capture(ws).exit_code == 0
     return ws
-
-
-@pytest.fixture(scope="module")
-def daemon(workspace, tmp_path_factory):
-    with serving(workspace, tmp_path_factory.mktemp("sock")) as d:
-        yield d
 
 
 def outcome_after(mark: int):

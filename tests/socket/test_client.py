@@ -24,14 +24,8 @@ from tests.support.protocol_harness import (
     every_event_kind,
     patch_ready,
     running_server,
-    short_socket_path,
     start_daemon_process,
 )
-
-
-@pytest.fixture
-def sock_path(tmp_path: Path) -> Path:
-    return short_socket_path(tmp_path)
 
 
 @pytest.mark.asyncio

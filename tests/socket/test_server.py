@@ -35,16 +35,10 @@ from tests.support.protocol_harness import (
     every_event_kind,
     patch_ready,
     running_server,
-    short_socket_path,
 )
 
 HARNESS = Path(__file__).parents[1] / "support" / "protocol_harness.py"
 is_root = os.geteuid() == 0
-
-
-@pytest.fixture
-def sock_path(tmp_path: Path) -> Path:
-    return short_socket_path(tmp_path)
 
 
 async def wait_until(predicate, timeout: float = 5.0) -> None:

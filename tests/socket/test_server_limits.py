@@ -8,20 +8,13 @@ import resource
 import subprocess
 from contextlib import AsyncExitStack
 import sys
-from pathlib import Path
 
 import anyio
 import pytest
 
 from daemon.socket import server as server_module
 from daemon.socket.server import client_limit
-from tests.support.protocol_harness import FakeEngine, RawClient, running_server, short_socket_path
-
-
-
-@pytest.fixture
-def sock_path(tmp_path: Path) -> Path:
-    return short_socket_path(tmp_path)
+from tests.support.protocol_harness import FakeEngine, RawClient, running_server
 
 
 @pytest.mark.asyncio

@@ -7,6 +7,9 @@
 - ``assert_nothing_lost``: the suite's single definition of "nothing lost": the next valid
   edit produces a patch that the running host applies, and its counter keeps counting.
 - Small probes of the daemon process: its RSS, its rustc children.
+
+The fixtures built on these (``captured``, ``daemon``, ``host``, ``source``) are in
+tests/end_to_end/conftest.py.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-import pytest
 
 from daemon.socket.client import connect
 from tests.conftest import copy_fixture
@@ -254,37 +256,3 @@ async def outcome_of(socket_path: Path, workspace: Path, action, timeout: float 
 
 def run(coro_fn, *args):
     return anyio.run(coro_fn, *args)
-
-
-# --------------------------------------------------------------------------- shared fixtures
-# Fault modules import these by name. A module that needs another daemon (or source) defines
-# its own fixture of that name, and the fixtures here that depend on it resolve to that one.
-
-
-@pytest.fixture(scope="module")
-def captured(tmp_path_factory, capture_state_dir):
-    return shared_capture(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def daemon(captured, tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("sock"), captured.workspace)
-    yield d
-    d.kill()
-
-
-@pytest.fixture(scope="module")
-def host(captured, daemon):
-    h = start_host(captured.workspace, daemon.socket_path)
-    yield h
-    h.close()
-
-
-@pytest.fixture
-def source(captured, daemon, host):
-    """The app's main.rs; its original text comes back after the test (a build follows)."""
-    path = captured.app_source
-    original = path.read_text()
-    yield path
-    if not path.exists() or path.read_text() != original:
-        save_like_an_editor(path, original)
