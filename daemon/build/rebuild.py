@@ -1,27 +1,22 @@
 """Build a patch library from the captures: run rustc for each crate, then the linker.
 
 The plans (what to run) come from the pure modules ``rustc_plan``, ``link_plan`` and
-``crate_graph``; this module only runs them. Every child runs in a process group of its
-own, and a cancelled build kills that group: a newer edit supersedes the build, and a
-half-finished rustc must not keep writing into the session.
+``crate_graph``; this module only runs them. Each tool runs through ``processes.run_tool``,
+so a cancelled build (a newer edit supersedes it) kills its children.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import anyio
-from anyio.abc import ByteReceiveStream, TaskGroup
+from anyio.abc import TaskGroup
 
 from capture.store import CaptureRecord, Captures, CrateKey
 from daemon.build.crate_graph import crate_node, crates_to_rebuild_all, dependency_graph
@@ -33,10 +28,10 @@ from daemon.build.errors import (
     MissingCapture,
     SessionCacheError,
     ToolKilled,
-    ToolNotFound,
     UnsupportedEdit,
 )
 from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
+from daemon.build.processes import ToolRun, run_tool
 from daemon.build.refusals import lto_refusal, strip_refusal
 from daemon.build.rustc_plan import ObjPlan, PlanError, build_obj_plan, extern_paths, replay_env
 from daemon.build.session_cache import (
@@ -57,110 +52,6 @@ def _writing_session(root: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise SessionCacheError(root, exc) from exc
-
-
-# --------------------------------------------------------------------------- running one tool
-
-
-@dataclass(frozen=True)
-class ToolRun:
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-    elapsed_ms: float
-
-
-async def _drain(
-    stream: ByteReceiveStream | None, sink: list[bytes], on_line: Callable[[bytes], None] | None = None
-) -> None:
-    if stream is None:
-        return
-    pending = b""
-    async for chunk in stream:
-        sink.append(chunk)
-        if on_line is not None:
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                on_line(line)
-    if on_line is not None and pending:
-        on_line(pending)
-
-
-# Linux: a tool started through `setpriv --pdeathsig KILL` is killed by the kernel when the
-# daemon dies, even by SIGKILL, so it never writes into a session the next daemon uses.
-_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-
-
-def dies_with_parent(argv: Sequence[str], env: Mapping[str, str], signal_name: str = "KILL") -> list[str]:
-    """``argv``, started so that it gets ``signal_name`` when this process dies, where the OS
-    allows. (Linux sends it when the thread that started the child ends: start it from a
-    thread that lives as long as the process.)
-
-    Only wrapped when the program exists and is executable: a missing compiler must still
-    fail to start (ToolNotFound), not run a wrapper that reports it."""
-    if _SETPRIV is None or not argv:
-        return list(argv)
-    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
-    if program is None or not os.path.isfile(program) or not os.access(program, os.X_OK):
-        return list(argv)
-    return [_SETPRIV, "--pdeathsig", signal_name, "--", *argv]
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def run_tool(
-    argv: Sequence[str],
-    *,
-    cwd: str | None,
-    env: Mapping[str, str],
-    tool: str,
-    on_stderr_line: Callable[[bytes], None] | None = None,
-) -> ToolRun:
-    """Run ``argv`` in a new process group, capturing stdout and stderr (and handing each
-    stderr line to ``on_stderr_line`` as it arrives).
-
-    Cancellation kills the whole group and reaps the child before re-raising.
-    """
-    started = time.perf_counter()
-    try:
-        process = await anyio.open_process(
-            dies_with_parent(argv, env), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    except FileNotFoundError as exc:
-        if cwd is not None and not os.path.isdir(cwd):
-            raise MissingCapture(
-                f"the directory {tool} ran in at capture time no longer exists: {cwd}. {RECAPTURE_HINT}"
-            ) from exc
-        raise ToolNotFound(tool, argv[0]) from exc
-    except PermissionError as exc:
-        raise ToolNotFound(tool, argv[0], "is not executable") from exc
-    out: list[bytes] = []
-    err: list[bytes] = []
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(_drain, process.stdout, out)
-            group.start_soon(_drain, process.stderr, err, on_stderr_line)
-        returncode = await process.wait()
-    except BaseException:
-        _kill_group(process.pid)
-        with anyio.CancelScope(shield=True):
-            await process.wait()
-            await process.aclose()
-        raise
-    await process.aclose()
-    return ToolRun(
-        argv=tuple(argv),
-        returncode=returncode,
-        stdout=b"".join(out).decode("utf-8", "replace"),
-        stderr=b"".join(err).decode("utf-8", "replace"),
-        elapsed_ms=(time.perf_counter() - started) * 1000.0,
-    )
 
 
 # --------------------------------------------------------------------------- results
