@@ -18,8 +18,8 @@ from typing import AsyncIterator, Awaitable, Callable, Collection, Iterable, Ite
 import anyio
 from anyio.abc import TaskGroup
 
-from capture.store import CaptureRecord, Captures, CrateKey
-from daemon.build.crate_graph import crate_node, crates_to_rebuild_all, dependency_graph
+from capture.store import Captures, CrateKey
+from daemon.build.crate_plans import plan_crates, resolve_crate, resolve_link, resolve_top
 from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, artifact_notice, parse_stream
 from daemon.build.errors import (
     RECAPTURE_HINT,
@@ -33,7 +33,7 @@ from daemon.build.errors import (
 from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
 from daemon.build.processes import ToolRun, run_tool
 from daemon.build.refusals import lto_refusal, strip_refusal
-from daemon.build.rustc_plan import ObjPlan, PlanError, build_obj_plan, extern_paths, replay_env
+from daemon.build.rustc_plan import ObjPlan, PlanError, extern_paths, replay_env
 from daemon.build.session_cache import (
     SessionLayout,
     open_session,
@@ -85,76 +85,7 @@ class PatchBuild:
         return tuple(w for c in self.crates for w in c.warnings)
 
 
-# --------------------------------------------------------------------------- capture lookups
-
-
-def _warnings_note(captures: Captures) -> str:
-    return "".join(f"\n  {w}" for w in captures.warnings)
-
-
-def resolve_crate(captures: Captures, crate: str | CrateKey) -> CaptureRecord:
-    """A captured crate: by key, or as a user names it (``app``, or ``app.lib`` when a
-    package has both kinds)."""
-    record = captures.rustc.get(crate) if isinstance(crate, CrateKey) else captures.named(crate)
-    if record is None:
-        known = ", ".join(k.label for k in sorted(captures.rustc)) or "none"
-        raise MissingCapture(
-            f"no capture for crate {str(crate)!r} in {captures.capture_root} (scope {captures.scope or '?'}; "
-            f"captured: {known}). {RECAPTURE_HINT}{_warnings_note(captures)}"
-        )
-    return record
-
-
-def resolve_top(captures: Captures, top: CrateKey | None = None) -> CaptureRecord:
-    if top is not None:
-        return resolve_crate(captures, top)
-    tops = captures.top_crates()
-    if not tops:
-        raise MissingCapture(
-            f"no program crate (bin/cdylib) captured in {captures.capture_root} "
-            f"(scope {captures.scope or '?'}). {RECAPTURE_HINT}{_warnings_note(captures)}"
-        )
-    return tops[0]
-
-
 # --------------------------------------------------------------------------- the build
-
-
-def plan_crates(
-    captures: Captures,
-    edited: Sequence[CaptureRecord],
-    top: CaptureRecord,
-    session_root: Path,
-    *,
-    rendered_ansi: bool = False,
-) -> list[ObjPlan]:
-    """Plans for every crate the patch rebuilds, dependencies first. Pure given captures.
-
-    Several edited crates give one patch holding all of them (and every crate between each
-    of them and the program), each compiled against the others' new metadata."""
-    records = {k: r for k, r in captures.rustc.items() if r.kind != "build-script"}
-    records.setdefault(top.key, top)
-    for record in edited:
-        records.setdefault(record.key, record)
-    nodes = {k: crate_node(r) for k, r in records.items()}
-    order = crates_to_rebuild_all(dependency_graph(nodes.values()), [r.key for r in edited], top.key)
-    plans: list[ObjPlan] = []
-    rebuilt_metadata: dict[str, Path] = {}  # crate name -> new .rmeta
-    for key in order:
-        record = records[key]
-        node = nodes[key]
-        overrides = {name: rebuilt_metadata[name] for name in node.externs if name in rebuilt_metadata}
-        plan = build_obj_plan(
-            record,
-            session_root,
-            emit_metadata=key != top.key,
-            extern_overrides=overrides,
-            rendered_ansi=rendered_ansi,
-        )
-        if plan.metadata_path is not None:
-            rebuilt_metadata[record.crate_name] = plan.metadata_path
-        plans.append(plan)
-    return plans
 
 
 def _check_inputs_exist(plan: ObjPlan) -> None:
@@ -398,12 +329,7 @@ async def build_patch(
     refusal = lto_refusal(top_record.args) or strip_refusal(top_record.args)
     if refusal:
         raise UnsupportedEdit(refusal)
-    link_record = captures.link_for(top_record.crate_name)
-    if link_record is None:
-        raise MissingCapture(
-            f"no link line captured for {top_record.crate_name} in {captures.capture_root}. "
-            f"{RECAPTURE_HINT}{_warnings_note(captures)}"
-        )
+    link_record = resolve_link(captures, top_record)
     try:
         plans = plan_crates(captures, edited, top_record, layout.root, rendered_ansi=rendered_ansi)
     except PlanError as exc:
