@@ -10,10 +10,10 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -26,9 +26,9 @@ from daemon.build.errors import (
     CompileError,
     LinkError,
     MissingCapture,
-    SessionCacheError,
     ToolKilled,
     UnsupportedEdit,
+    writing_session,
 )
 from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
 from daemon.build.processes import ToolRun, run_tool
@@ -44,14 +44,6 @@ from daemon.build.session_cache import (
 T = TypeVar("T")
 
 BUILD_LOCK_NAME = ".build.lock"
-
-
-@contextmanager
-def _writing_session(root: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise SessionCacheError(root, exc) from exc
 
 
 # --------------------------------------------------------------------------- results
@@ -109,7 +101,7 @@ def _forget_outputs(plan: ObjPlan, session_root: Path | None) -> None:
     cancelled build leaves nothing that looks like a good one. The objects themselves stay
     until the build has succeeded (removing hundreds of files would delay rustc): only the
     ones rustc announces are linked, and the rest are removed afterwards."""
-    with _writing_session(session_root or plan.obj_dir.parent):
+    with writing_session(session_root or plan.obj_dir.parent):
         plan.obj_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         for path in (_objects_list(plan), plan.metadata_path, plan.depinfo_path):
             if path is not None:
@@ -177,7 +169,7 @@ async def compile_crate(
         objects = tuple(sorted(announced)) or _written_objects(plan.obj_dir, earlier)
     if run.returncode != 0 or not objects:
         raise CompileError(plan.crate_name, stream, plan.argv, run.returncode)
-    with _writing_session(session_root or plan.obj_dir.parent):
+    with writing_session(session_root or plan.obj_dir.parent):
         _objects_list(plan).write_text("".join(f"{o}\n" for o in objects))
     return CrateBuild(
         key=plan.key,
@@ -272,7 +264,7 @@ async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKe
 @asynccontextmanager
 async def exclusive_build(layout: SessionLayout, poll_s: float = 0.05) -> AsyncIterator[None]:
     """Hold the session's build lock (waiting, cancellably, while another process holds it)."""
-    with _writing_session(layout.root):
+    with writing_session(layout.root):
         fd = os.open(layout.root / BUILD_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         while True:
@@ -322,7 +314,7 @@ async def build_patch(
     Raises MissingCapture, ToolNotFound, ToolKilled, SessionCacheError, CompileError or LinkError.
     """
     session_root = session.root if isinstance(session, SessionLayout) else Path(session)
-    with _writing_session(session_root):
+    with writing_session(session_root):
         layout = open_session(session_root)
     top_record = resolve_top(captures, top)
     edited = [resolve_crate(captures, key) for key in edited_keys] or [top_record]
@@ -343,7 +335,7 @@ async def build_patch(
         rustc_ms = (time.perf_counter() - started) * 1000.0
 
         objects = [o for c in crates for o in c.objects]
-        with _writing_session(layout.root):
+        with writing_session(layout.root):
             number = reserve_patch_number(layout)
             tag = session_tag(layout)
         final_path = layout.patch_library_path(top_record.crate_name, number, os_name, tag)
