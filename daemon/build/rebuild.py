@@ -13,12 +13,19 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
 from capture.store import Captures, CrateKey
+from daemon.build.crate_objects import (
+    forget_outputs,
+    record_objects,
+    remove_stale_objects,
+    reusable_objects,
+    written_objects,
+)
 from daemon.build.crate_plans import plan_crates, resolve_crate, resolve_link, resolve_top
 from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, artifact_notice, parse_stream
 from daemon.build.errors import (
@@ -91,50 +98,6 @@ def _check_inputs_exist(plan: ObjPlan) -> None:
             )
 
 
-def _objects_list(plan: ObjPlan) -> Path:
-    """Where the objects of the crate's last successful build are listed (one path a line)."""
-    return plan.obj_dir.with_name(plan.obj_dir.name + ".objects")
-
-
-def _forget_outputs(plan: ObjPlan, session_root: Path | None) -> None:
-    """Drop the crate's object list, metadata and dep-info before rustc runs: a failed or
-    cancelled build leaves nothing that looks like a good one. The objects themselves stay
-    until the build has succeeded (removing hundreds of files would delay rustc): only the
-    ones rustc announces are linked, and the rest are removed afterwards."""
-    with writing_session(session_root or plan.obj_dir.parent):
-        plan.obj_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path in (_objects_list(plan), plan.metadata_path, plan.depinfo_path):
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
-
-
-def _written_objects(obj_dir: Path, earlier: Collection[str] = ()) -> tuple[Path, ...]:
-    """The objects in ``obj_dir`` whose names are not in ``earlier``, sorted: the same units
-    give the same link line on every save."""
-    return tuple(sorted(
-        Path(e.path) for e in os.scandir(obj_dir) if e.name.endswith(".o") and e.name not in earlier and e.is_file()
-    ))
-
-
-def remove_stale_objects(crates: Iterable[CrateBuild]) -> None:
-    """Remove the objects of earlier builds from the rebuilt crates' directories (rustc names
-    each build's objects anew). Run beside the link: none of them is linked."""
-    for crate in crates:
-        if crate.reused or not crate.objects:
-            continue
-        keep = {str(o) for o in crate.objects}
-        try:
-            for entry in os.scandir(crate.objects[0].parent):
-                if entry.name.endswith(".o") and entry.path not in keep:
-                    os.unlink(entry.path)
-        except OSError:
-            pass  # left for the next build to remove; they are never linked
-
-
 async def compile_crate(
     plan: ObjPlan, session_root: Path | None = None, metadata_written: anyio.Event | None = None
 ) -> CrateBuild:
@@ -142,7 +105,7 @@ async def compile_crate(
     ``.rmeta`` (before its code generation), so dependents can start compiling. The crate's
     objects are the ones rustc announces (one per codegen unit)."""
     _check_inputs_exist(plan)
-    _forget_outputs(plan, session_root)
+    forget_outputs(plan, session_root)
     announced: list[Path] = []
 
     def notice(line: bytes) -> None:
@@ -166,11 +129,10 @@ async def compile_crate(
     stream = DiagnosticStream(tuple(absolutize(d, plan.cwd) for d in stream.diagnostics), stream.other_lines)
     objects: tuple[Path, ...] = ()
     if run.returncode == 0:
-        objects = tuple(sorted(announced)) or _written_objects(plan.obj_dir, earlier)
+        objects = tuple(sorted(announced)) or written_objects(plan.obj_dir, earlier)
     if run.returncode != 0 or not objects:
         raise CompileError(plan.crate_name, stream, plan.argv, run.returncode)
-    with writing_session(session_root or plan.obj_dir.parent):
-        _objects_list(plan).write_text("".join(f"{o}\n" for o in objects))
+    record_objects(plan, objects, session_root)
     return CrateBuild(
         key=plan.key,
         objects=objects,
@@ -204,17 +166,6 @@ def _reads_rebuilt_metadata(plan: ObjPlan, rebuilt: set[str]) -> bool:
     return any(path in rebuilt for path in extern_paths(plan.args).values())
 
 
-def _reusable_objects(plan: ObjPlan) -> tuple[Path, ...]:
-    """The objects a successful earlier build listed (a failed one lists none), or ()."""
-    if plan.metadata_path is not None and not plan.metadata_path.is_file():
-        return ()
-    try:
-        objects = tuple(Path(line) for line in _objects_list(plan).read_text().splitlines() if line)
-    except OSError:
-        return ()
-    return objects if objects and all(o.is_file() for o in objects) else ()
-
-
 async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKey], session_root: Path) -> list[CrateBuild]:
     """Compile the plans (dependencies first), each starting as soon as every crate before it
     has written its metadata, as cargo pipelines: a dependent's front end overlaps the code
@@ -226,7 +177,7 @@ async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKe
     recompiled_metadata: set[str] = set()
     for i, plan in enumerate(plans):
         if plan.key in reuse and not _reads_rebuilt_metadata(plan, recompiled_metadata):
-            earlier = _reusable_objects(plan)
+            earlier = reusable_objects(plan)
             if earlier:
                 results[i] = CrateBuild(plan.key, earlier, 0.0, reused=True)
                 continue
@@ -349,7 +300,7 @@ async def build_patch(
         if link_plan.cwd is None or not os.path.isdir(link_plan.cwd):
             link_plan = replace(link_plan, cwd=top_record.cwd)
         link_run = await beside(
-            lambda: remove_stale_objects(crates),  # none of them is linked
+            lambda: remove_stale_objects([c.objects for c in crates if not c.reused]),  # none of them is linked
             lambda: link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name),
         )
     return PatchBuild(

@@ -22,8 +22,9 @@ import pytest
 from capture.store import CaptureRecord, Captures, CrateKey, LinkRecord, load_captures
 from daemon.build.errors import CompileError, LinkError, MissingCapture, ToolNotFound
 from daemon.build.processes import run_tool
+from daemon.build.crate_objects import written_objects
 from daemon.build.crate_plans import plan_crates, resolve_top
-from daemon.build.rebuild import _written_objects, beside, build_patch, compile_crate
+from daemon.build.rebuild import beside, build_patch, compile_crate
 
 pytestmark = pytest.mark.skipif(shutil.which("rustc") is None or shutil.which("cc") is None,
                                 reason="needs rustc and cc")
@@ -229,8 +230,8 @@ def test_without_announcements_the_objects_of_this_run_are_the_newly_named_ones(
     new = tmp_path / "app.0abc.s2.rcgu.o"
     new.write_bytes(b"")
     (tmp_path / "other.txt").write_bytes(b"")
-    assert _written_objects(tmp_path, earlier) == (new,)
-    assert _written_objects(tmp_path) == (old, new)
+    assert written_objects(tmp_path, earlier) == (new,)
+    assert written_objects(tmp_path) == (old, new)
 
 
 @pytest.mark.asyncio
