@@ -7,18 +7,17 @@ so a cancelled build (a newer edit supersedes it) kills its children.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence, TypeVar
+from typing import Collection, Mapping, Sequence
 
 import anyio
 from anyio.abc import TaskGroup
 
 from capture.store import Captures, CrateKey
+from daemon.build.concurrency import beside, exclusive_build
 from daemon.build.crate_objects import (
     forget_outputs,
     record_objects,
@@ -47,10 +46,6 @@ from daemon.build.session_cache import (
     reserve_patch_number,
     session_tag,
 )
-
-T = TypeVar("T")
-
-BUILD_LOCK_NAME = ".build.lock"
 
 
 # --------------------------------------------------------------------------- results
@@ -210,38 +205,6 @@ async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKe
     if failures:
         raise failures[min(failures)]
     return [r for r in results if r is not None]
-
-
-@asynccontextmanager
-async def exclusive_build(layout: SessionLayout, poll_s: float = 0.05) -> AsyncIterator[None]:
-    """Hold the session's build lock (waiting, cancellably, while another process holds it)."""
-    with writing_session(layout.root):
-        fd = os.open(layout.root / BUILD_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await anyio.sleep(poll_s)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-async def beside(tidy: Callable[[], object], work: Callable[[], Awaitable[T]]) -> T:
-    """``await work()`` while ``tidy()`` runs in a worker thread; both are done on return.
-    An exception from ``work`` comes out as itself, not inside the task group's group."""
-    failed: Exception | None = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(anyio.to_thread.run_sync, tidy)
-        try:
-            result = await work()
-        except Exception as exc:  # noqa: BLE001 - raised below
-            failed = exc
-    if failed is not None:
-        raise failed
-    return result
 
 
 async def build_patch(

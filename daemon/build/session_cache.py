@@ -45,6 +45,7 @@ COUNTER_NAME = "patch-counter"
 TAG_NAME = "session-tag"
 EDITED_NAME = "edited-crates.json"
 LOCK_NAME = ".lock"
+BUILD_LOCK_NAME = ".build.lock"
 
 # The platforms as the daemon's callers name them; equal to "linux", "macos" and "windows".
 OS_LINUX = Platform.LINUX
@@ -127,6 +128,10 @@ class SessionLayout:
     @property
     def lock_path(self) -> Path:
         return self.root / LOCK_NAME
+
+    @property
+    def build_lock_path(self) -> Path:
+        return self.root / BUILD_LOCK_NAME
 
     @property
     def out_dir(self) -> Path:

@@ -22,9 +22,10 @@ import pytest
 from capture.store import CaptureRecord, Captures, CrateKey, LinkRecord, load_captures
 from daemon.build.errors import CompileError, LinkError, MissingCapture, ToolNotFound
 from daemon.build.processes import run_tool
+from daemon.build.concurrency import beside
 from daemon.build.crate_objects import written_objects
 from daemon.build.crate_plans import plan_crates, resolve_top
-from daemon.build.rebuild import beside, build_patch, compile_crate
+from daemon.build.rebuild import build_patch, compile_crate
 
 pytestmark = pytest.mark.skipif(shutil.which("rustc") is None or shutil.which("cc") is None,
                                 reason="needs rustc and cc")
@@ -329,7 +330,7 @@ async def test_empty_capture_store(tmp_path):
 @pytest.mark.asyncio
 async def test_builds_of_one_session_take_turns(tmp_path):
     """A daemon and a one-shot `thinpatch patch` may build in the same session: never at once."""
-    from daemon.build.rebuild import exclusive_build
+    from daemon.build.concurrency import exclusive_build
     from daemon.build.session_cache import open_session
 
     layout = open_session(tmp_path / "session")
