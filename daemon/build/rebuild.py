@@ -26,7 +26,7 @@ from daemon.build.crate_objects import (
     written_objects,
 )
 from daemon.build.crate_plans import plan_crates, resolve_crate, resolve_link, resolve_top
-from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, artifact_notice, parse_stream
+from daemon.build.diagnostics import Diagnostic, absolutize, artifact_notice, parse_stream
 from daemon.build.errors import (
     RECAPTURE_HINT,
     CompileError,
@@ -121,7 +121,7 @@ async def compile_crate(
     if run.returncode < 0:
         raise ToolKilled("rustc", -run.returncode, plan.crate_name)
     stream = parse_stream(run.stderr)
-    stream = DiagnosticStream(tuple(absolutize(d, plan.cwd) for d in stream.diagnostics), stream.other_lines)
+    stream = replace(stream, diagnostics=tuple(absolutize(d, plan.cwd) for d in stream.diagnostics))
     objects: tuple[Path, ...] = ()
     if run.returncode == 0:
         objects = tuple(sorted(announced)) or written_objects(plan.obj_dir, earlier)
