@@ -163,7 +163,8 @@ def artifact_notice(line: str | bytes) -> tuple[str, str] | None:
     """``(kind, path)`` if ``line`` is rustc's ``--json=artifacts`` notice, such as
     ``{"$message_type":"artifact","artifact":"deps/libx.rmeta","emit":"metadata"}``."""
     stripped = line.strip()
-    if not stripped.startswith(b"{" if isinstance(stripped, bytes) else "{"):
+    opens = stripped.startswith(b"{") if isinstance(stripped, bytes) else stripped.startswith("{")
+    if not opens:
         return None
     try:
         raw = json.loads(stripped)
