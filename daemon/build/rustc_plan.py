@@ -30,12 +30,7 @@ from capture.rustc_args import (
     split_extern,
 )
 from capture.rustc_args import codegen_value as codegen_value  # re-exported for the daemon
-from daemon.build.session_cache import (  # noqa: F401  (re-exported naming helpers)
-    SessionLayout,
-    library_filename,
-    library_filename_for_os,
-    object_filename,
-)
+from daemon.build.session_cache import SessionLayout
 
 
 class PlanError(ValueError):
