@@ -1,6 +1,7 @@
 """Why a patch could not be built: one exception class per cause, each worded for the user.
 
-``str(error)`` is what events and the command line show, so every message names the fix.
+Every class derives from ``RebuildError``. ``str(error)`` is what events and the command
+line show, so every message names the fix.
 ``writing_session`` turns an OSError while writing the session cache into SessionCacheError.
 """
 

@@ -1,8 +1,14 @@
-"""Build a patch library from the captures: run rustc for each crate, then the linker.
+"""Build a patch library from the captures: run rustc for each crate, pipelined, then the linker.
 
-The plans (what to run) come from the pure modules ``rustc_plan``, ``link_plan`` and
-``crate_graph``; this module only runs them. Each tool runs through ``processes.run_tool``,
-so a cancelled build (a newer edit supersedes it) kills its children.
+Takes ``capture.store.Captures``, the keys of the crates that changed and a session
+directory. Gives a ``PatchBuild``: the new library's path and number, each rebuilt crate's
+objects, warnings and rustc time (``CrateBuild``), and the link's time and command.
+
+What to run comes from the pure planners (``crate_plans``, ``rustc_plan``, ``link_plan``);
+this module runs them: each tool through ``processes.run_tool`` (a build superseded by a
+newer edit is cancelled, and its children killed), a crate's objects kept and reused with
+``crate_objects``, one build at a time per session (``concurrency.exclusive_build``).
+Failures raise the classes of ``errors``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """The session cache: where patch builds put their objects, metadata and libraries.
 
+Takes a session's root directory. Gives its ``SessionLayout`` (every path in it, pure) and
+the few effects on it that need a lock or care: creating it (``open_session``), handing out
+patch numbers and the session tag, remembering the edited crates, pruning old patches.
+What a crate's objects are is ``crate_objects``'s business.
+
 Layout of one session (one workspace and scope)::
 
     <root>/
