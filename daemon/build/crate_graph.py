@@ -1,8 +1,10 @@
 """Which captured workspace crates a patch rebuilds, and in what order.
 
-Pure functions. The graph comes from the captured invocations themselves: a crate depends
-on another when one of its ``--extern name=path`` arguments names a file the other one
-produces (``lib<crate><extra-filename>.rlib``/``.rmeta``/``.so``).
+Pure functions. Takes capture records (``crate_node``) and gives the dependency graph between
+them and the crates to rebuild for an edit, dependencies first (``crates_to_rebuild_all``).
+The graph comes from the captured invocations themselves: a crate depends on another when
+one of its ``--extern name=path`` arguments names a file the other one produces
+(``lib<crate><extra-filename>.rlib``/``.rmeta``/``.so``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """rustc's JSON diagnostics as data.
 
-With ``--error-format=json`` rustc writes one JSON object per line on stderr. Other text
-can still appear on the same stream (an internal compiler error, a crashed codegen
+Takes what rustc wrote on stderr. Gives a ``DiagnosticStream`` of ``Diagnostic``s (with
+file paths made absolute by ``absolutize``), and the ``(kind, path)`` of each artifact
+notice. With ``--error-format=json`` rustc writes one JSON object per line on stderr. Other
+text can still appear on the same stream (an internal compiler error, a crashed codegen
 backend, a wrapper's message); it is kept as plain lines rather than lost.
 """
 
@@ -163,7 +165,8 @@ def artifact_notice(line: str | bytes) -> tuple[str, str] | None:
     """``(kind, path)`` if ``line`` is rustc's ``--json=artifacts`` notice, such as
     ``{"$message_type":"artifact","artifact":"deps/libx.rmeta","emit":"metadata"}``."""
     stripped = line.strip()
-    if not stripped.startswith(b"{" if isinstance(stripped, bytes) else "{"):
+    opens = stripped.startswith(b"{") if isinstance(stripped, bytes) else stripped.startswith("{")
+    if not opens:
         return None
     try:
         raw = json.loads(stripped)

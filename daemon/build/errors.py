@@ -1,12 +1,15 @@
 """Why a patch could not be built: one exception class per cause, each worded for the user.
 
-``str(error)`` is what events and the command line show, so every message names the fix.
+Every class derives from ``RebuildError``. ``str(error)`` is what events and the command
+line show, so every message names the fix.
+``writing_session`` turns an OSError while writing the session cache into SessionCacheError.
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from daemon.build.diagnostics import DiagnosticStream
@@ -63,6 +66,15 @@ class SessionCacheError(RebuildError):
             f"cannot write the session cache at {root}: {error.strerror or error}{where}. "
             "Make it a writable directory again (or free disk space), then save again."
         )
+
+
+@contextmanager
+def writing_session(root: Path) -> Iterator[None]:
+    """Raise an OSError from inside the block as SessionCacheError for the session at ``root``."""
+    try:
+        yield
+    except OSError as exc:
+        raise SessionCacheError(root, exc) from exc
 
 
 class CompileError(RebuildError):

@@ -1,12 +1,14 @@
 """Turn the captured link line of the running program into the link line of a patch library.
 
-Pure functions only. The captured line already has what the platform needs (the driver,
-``-B…``/``-fuse-ld=lld`` for rust-lld, target flags, native ``-l`` libraries, search paths);
-the plan removes what makes an executable (objects, ``-o``, ``-pie``, symbol-visibility
-lists, section garbage collection) and adds what makes a patch library: ``-shared``, a
-directive that binds the patch's calls to its own functions, one that leaves undefined
-symbols to be resolved against the running program when the library is loaded, the new
-objects and the output path.
+Pure functions only. ``build_link_plan`` takes a ``capture.store.LinkRecord``, the patch's
+objects and an output path, and gives a ``LinkPlan`` (the linker's argv and directory).
+
+The captured line already has what the platform needs (the driver, ``-B…``/``-fuse-ld=lld``
+for rust-lld, target flags, native ``-l`` libraries, search paths); the plan removes what
+makes an executable (objects, ``-o``, ``-pie``, symbol-visibility lists, section garbage
+collection) and adds what makes a patch library: ``-shared``, a directive that binds the
+patch's calls to its own functions, one that leaves undefined symbols to be resolved against
+the running program when the library is loaded, the new objects and the output path.
 """
 
 from __future__ import annotations

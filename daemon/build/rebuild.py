@@ -1,166 +1,57 @@
-"""Build a patch library from the captures: run rustc for each crate, then the linker.
+"""Build a patch library from the captures: run rustc for each crate, pipelined, then the linker.
 
-The plans (what to run) come from the pure modules ``rustc_plan``, ``link_plan`` and
-``crate_graph``; this module only runs them. Every child runs in a process group of its
-own, and a cancelled build kills that group: a newer edit supersedes the build, and a
-half-finished rustc must not keep writing into the session.
+Takes ``capture.store.Captures``, the keys of the crates that changed and a session
+directory. Gives a ``PatchBuild``: the new library's path and number, each rebuilt crate's
+objects, warnings and rustc time (``CrateBuild``), and the link's time and command.
+
+What to run comes from the pure planners (``crate_plans``, ``rustc_plan``, ``link_plan``);
+this module runs them: each tool through ``processes.run_tool`` (a build superseded by a
+newer edit is cancelled, and its children killed), a crate's objects kept and reused with
+``crate_objects``, one build at a time per session (``concurrency.exclusive_build``).
+Failures raise the classes of ``errors``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import Collection, Mapping, Sequence
 
 import anyio
-from anyio.abc import ByteReceiveStream, TaskGroup
+from anyio.abc import TaskGroup
 
-from capture.store import CaptureRecord, Captures, CrateKey
-from daemon.build.crate_graph import crate_node, crates_to_rebuild_all, dependency_graph
-from daemon.build.diagnostics import Diagnostic, DiagnosticStream, absolutize, artifact_notice, parse_stream
+from capture.store import Captures, CrateKey
+from daemon.build.concurrency import beside, exclusive_build
+from daemon.build.crate_objects import (
+    forget_outputs,
+    record_objects,
+    remove_stale_objects,
+    reusable_objects,
+    written_objects,
+)
+from daemon.build.crate_plans import plan_crates, resolve_crate, resolve_link, resolve_top
+from daemon.build.diagnostics import Diagnostic, absolutize, artifact_notice, parse_stream
 from daemon.build.errors import (
     RECAPTURE_HINT,
     CompileError,
     LinkError,
     MissingCapture,
-    SessionCacheError,
     ToolKilled,
-    ToolNotFound,
     UnsupportedEdit,
+    writing_session,
 )
 from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
+from daemon.build.processes import ToolRun, run_tool
 from daemon.build.refusals import lto_refusal, strip_refusal
-from daemon.build.rustc_plan import ObjPlan, PlanError, build_obj_plan, extern_paths, replay_env
+from daemon.build.rustc_plan import ObjPlan, PlanError, extern_paths, replay_env
 from daemon.build.session_cache import (
     SessionLayout,
     open_session,
     reserve_patch_number,
     session_tag,
 )
-
-T = TypeVar("T")
-
-BUILD_LOCK_NAME = ".build.lock"
-
-
-@contextmanager
-def _writing_session(root: Path) -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        raise SessionCacheError(root, exc) from exc
-
-
-# --------------------------------------------------------------------------- running one tool
-
-
-@dataclass(frozen=True)
-class ToolRun:
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-    elapsed_ms: float
-
-
-async def _drain(
-    stream: ByteReceiveStream | None, sink: list[bytes], on_line: Callable[[bytes], None] | None = None
-) -> None:
-    if stream is None:
-        return
-    pending = b""
-    async for chunk in stream:
-        sink.append(chunk)
-        if on_line is not None:
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                on_line(line)
-    if on_line is not None and pending:
-        on_line(pending)
-
-
-# Linux: a tool started through `setpriv --pdeathsig KILL` is killed by the kernel when the
-# daemon dies, even by SIGKILL, so it never writes into a session the next daemon uses.
-_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-
-
-def dies_with_parent(argv: Sequence[str], env: Mapping[str, str], signal_name: str = "KILL") -> list[str]:
-    """``argv``, started so that it gets ``signal_name`` when this process dies, where the OS
-    allows. (Linux sends it when the thread that started the child ends: start it from a
-    thread that lives as long as the process.)
-
-    Only wrapped when the program exists and is executable: a missing compiler must still
-    fail to start (ToolNotFound), not run a wrapper that reports it."""
-    if _SETPRIV is None or not argv:
-        return list(argv)
-    program = argv[0] if os.sep in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
-    if program is None or not os.path.isfile(program) or not os.access(program, os.X_OK):
-        return list(argv)
-    return [_SETPRIV, "--pdeathsig", signal_name, "--", *argv]
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def run_tool(
-    argv: Sequence[str],
-    *,
-    cwd: str | None,
-    env: Mapping[str, str],
-    tool: str,
-    on_stderr_line: Callable[[bytes], None] | None = None,
-) -> ToolRun:
-    """Run ``argv`` in a new process group, capturing stdout and stderr (and handing each
-    stderr line to ``on_stderr_line`` as it arrives).
-
-    Cancellation kills the whole group and reaps the child before re-raising.
-    """
-    started = time.perf_counter()
-    try:
-        process = await anyio.open_process(
-            dies_with_parent(argv, env), cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    except FileNotFoundError as exc:
-        if cwd is not None and not os.path.isdir(cwd):
-            raise MissingCapture(
-                f"the directory {tool} ran in at capture time no longer exists: {cwd}. {RECAPTURE_HINT}"
-            ) from exc
-        raise ToolNotFound(tool, argv[0]) from exc
-    except PermissionError as exc:
-        raise ToolNotFound(tool, argv[0], "is not executable") from exc
-    out: list[bytes] = []
-    err: list[bytes] = []
-    try:
-        async with anyio.create_task_group() as group:
-            group.start_soon(_drain, process.stdout, out)
-            group.start_soon(_drain, process.stderr, err, on_stderr_line)
-        returncode = await process.wait()
-    except BaseException:
-        _kill_group(process.pid)
-        with anyio.CancelScope(shield=True):
-            await process.wait()
-            await process.aclose()
-        raise
-    await process.aclose()
-    return ToolRun(
-        argv=tuple(argv),
-        returncode=returncode,
-        stdout=b"".join(out).decode("utf-8", "replace"),
-        stderr=b"".join(err).decode("utf-8", "replace"),
-        elapsed_ms=(time.perf_counter() - started) * 1000.0,
-    )
 
 
 # --------------------------------------------------------------------------- results
@@ -194,76 +85,7 @@ class PatchBuild:
         return tuple(w for c in self.crates for w in c.warnings)
 
 
-# --------------------------------------------------------------------------- capture lookups
-
-
-def _warnings_note(captures: Captures) -> str:
-    return "".join(f"\n  {w}" for w in captures.warnings)
-
-
-def resolve_crate(captures: Captures, crate: str | CrateKey) -> CaptureRecord:
-    """A captured crate: by key, or as a user names it (``app``, or ``app.lib`` when a
-    package has both kinds)."""
-    record = captures.rustc.get(crate) if isinstance(crate, CrateKey) else captures.named(crate)
-    if record is None:
-        known = ", ".join(k.label for k in sorted(captures.rustc)) or "none"
-        raise MissingCapture(
-            f"no capture for crate {str(crate)!r} in {captures.capture_root} (scope {captures.scope or '?'}; "
-            f"captured: {known}). {RECAPTURE_HINT}{_warnings_note(captures)}"
-        )
-    return record
-
-
-def resolve_top(captures: Captures, top: CrateKey | None = None) -> CaptureRecord:
-    if top is not None:
-        return resolve_crate(captures, top)
-    tops = captures.top_crates()
-    if not tops:
-        raise MissingCapture(
-            f"no program crate (bin/cdylib) captured in {captures.capture_root} "
-            f"(scope {captures.scope or '?'}). {RECAPTURE_HINT}{_warnings_note(captures)}"
-        )
-    return tops[0]
-
-
 # --------------------------------------------------------------------------- the build
-
-
-def plan_crates(
-    captures: Captures,
-    edited: Sequence[CaptureRecord],
-    top: CaptureRecord,
-    session_root: Path,
-    *,
-    rendered_ansi: bool = False,
-) -> list[ObjPlan]:
-    """Plans for every crate the patch rebuilds, dependencies first. Pure given captures.
-
-    Several edited crates give one patch holding all of them (and every crate between each
-    of them and the program), each compiled against the others' new metadata."""
-    records = {k: r for k, r in captures.rustc.items() if r.kind != "build-script"}
-    records.setdefault(top.key, top)
-    for record in edited:
-        records.setdefault(record.key, record)
-    nodes = {k: crate_node(r) for k, r in records.items()}
-    order = crates_to_rebuild_all(dependency_graph(nodes.values()), [r.key for r in edited], top.key)
-    plans: list[ObjPlan] = []
-    rebuilt_metadata: dict[str, Path] = {}  # crate name -> new .rmeta
-    for key in order:
-        record = records[key]
-        node = nodes[key]
-        overrides = {name: rebuilt_metadata[name] for name in node.externs if name in rebuilt_metadata}
-        plan = build_obj_plan(
-            record,
-            session_root,
-            emit_metadata=key != top.key,
-            extern_overrides=overrides,
-            rendered_ansi=rendered_ansi,
-        )
-        if plan.metadata_path is not None:
-            rebuilt_metadata[record.crate_name] = plan.metadata_path
-        plans.append(plan)
-    return plans
 
 
 def _check_inputs_exist(plan: ObjPlan) -> None:
@@ -277,50 +99,6 @@ def _check_inputs_exist(plan: ObjPlan) -> None:
             )
 
 
-def _objects_list(plan: ObjPlan) -> Path:
-    """Where the objects of the crate's last successful build are listed (one path a line)."""
-    return plan.obj_dir.with_name(plan.obj_dir.name + ".objects")
-
-
-def _forget_outputs(plan: ObjPlan, session_root: Path | None) -> None:
-    """Drop the crate's object list, metadata and dep-info before rustc runs: a failed or
-    cancelled build leaves nothing that looks like a good one. The objects themselves stay
-    until the build has succeeded (removing hundreds of files would delay rustc): only the
-    ones rustc announces are linked, and the rest are removed afterwards."""
-    with _writing_session(session_root or plan.obj_dir.parent):
-        plan.obj_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for path in (_objects_list(plan), plan.metadata_path, plan.depinfo_path):
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
-
-
-def _written_objects(obj_dir: Path, earlier: Collection[str] = ()) -> tuple[Path, ...]:
-    """The objects in ``obj_dir`` whose names are not in ``earlier``, sorted: the same units
-    give the same link line on every save."""
-    return tuple(sorted(
-        Path(e.path) for e in os.scandir(obj_dir) if e.name.endswith(".o") and e.name not in earlier and e.is_file()
-    ))
-
-
-def remove_stale_objects(crates: Iterable[CrateBuild]) -> None:
-    """Remove the objects of earlier builds from the rebuilt crates' directories (rustc names
-    each build's objects anew). Run beside the link: none of them is linked."""
-    for crate in crates:
-        if crate.reused or not crate.objects:
-            continue
-        keep = {str(o) for o in crate.objects}
-        try:
-            for entry in os.scandir(crate.objects[0].parent):
-                if entry.name.endswith(".o") and entry.path not in keep:
-                    os.unlink(entry.path)
-        except OSError:
-            pass  # left for the next build to remove; they are never linked
-
-
 async def compile_crate(
     plan: ObjPlan, session_root: Path | None = None, metadata_written: anyio.Event | None = None
 ) -> CrateBuild:
@@ -328,7 +106,7 @@ async def compile_crate(
     ``.rmeta`` (before its code generation), so dependents can start compiling. The crate's
     objects are the ones rustc announces (one per codegen unit)."""
     _check_inputs_exist(plan)
-    _forget_outputs(plan, session_root)
+    forget_outputs(plan, session_root)
     announced: list[Path] = []
 
     def notice(line: bytes) -> None:
@@ -349,14 +127,13 @@ async def compile_crate(
     if run.returncode < 0:
         raise ToolKilled("rustc", -run.returncode, plan.crate_name)
     stream = parse_stream(run.stderr)
-    stream = DiagnosticStream(tuple(absolutize(d, plan.cwd) for d in stream.diagnostics), stream.other_lines)
+    stream = replace(stream, diagnostics=tuple(absolutize(d, plan.cwd) for d in stream.diagnostics))
     objects: tuple[Path, ...] = ()
     if run.returncode == 0:
-        objects = tuple(sorted(announced)) or _written_objects(plan.obj_dir, earlier)
+        objects = tuple(sorted(announced)) or written_objects(plan.obj_dir, earlier)
     if run.returncode != 0 or not objects:
         raise CompileError(plan.crate_name, stream, plan.argv, run.returncode)
-    with _writing_session(session_root or plan.obj_dir.parent):
-        _objects_list(plan).write_text("".join(f"{o}\n" for o in objects))
+    record_objects(plan, objects, session_root)
     return CrateBuild(
         key=plan.key,
         objects=objects,
@@ -390,17 +167,6 @@ def _reads_rebuilt_metadata(plan: ObjPlan, rebuilt: set[str]) -> bool:
     return any(path in rebuilt for path in extern_paths(plan.args).values())
 
 
-def _reusable_objects(plan: ObjPlan) -> tuple[Path, ...]:
-    """The objects a successful earlier build listed (a failed one lists none), or ()."""
-    if plan.metadata_path is not None and not plan.metadata_path.is_file():
-        return ()
-    try:
-        objects = tuple(Path(line) for line in _objects_list(plan).read_text().splitlines() if line)
-    except OSError:
-        return ()
-    return objects if objects and all(o.is_file() for o in objects) else ()
-
-
 async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKey], session_root: Path) -> list[CrateBuild]:
     """Compile the plans (dependencies first), each starting as soon as every crate before it
     has written its metadata, as cargo pipelines: a dependent's front end overlaps the code
@@ -412,7 +178,7 @@ async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKe
     recompiled_metadata: set[str] = set()
     for i, plan in enumerate(plans):
         if plan.key in reuse and not _reads_rebuilt_metadata(plan, recompiled_metadata):
-            earlier = _reusable_objects(plan)
+            earlier = reusable_objects(plan)
             if earlier:
                 results[i] = CrateBuild(plan.key, earlier, 0.0, reused=True)
                 continue
@@ -447,38 +213,6 @@ async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKe
     return [r for r in results if r is not None]
 
 
-@asynccontextmanager
-async def exclusive_build(layout: SessionLayout, poll_s: float = 0.05) -> AsyncIterator[None]:
-    """Hold the session's build lock (waiting, cancellably, while another process holds it)."""
-    with _writing_session(layout.root):
-        fd = os.open(layout.root / BUILD_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                await anyio.sleep(poll_s)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-async def beside(tidy: Callable[[], object], work: Callable[[], Awaitable[T]]) -> T:
-    """``await work()`` while ``tidy()`` runs in a worker thread; both are done on return.
-    An exception from ``work`` comes out as itself, not inside the task group's group."""
-    failed: Exception | None = None
-    async with anyio.create_task_group() as group:
-        group.start_soon(anyio.to_thread.run_sync, tidy)
-        try:
-            result = await work()
-        except Exception as exc:  # noqa: BLE001 - raised below
-            failed = exc
-    if failed is not None:
-        raise failed
-    return result
-
-
 async def build_patch(
     captures: Captures,
     edited_keys: Sequence[CrateKey],
@@ -500,19 +234,14 @@ async def build_patch(
     Raises MissingCapture, ToolNotFound, ToolKilled, SessionCacheError, CompileError or LinkError.
     """
     session_root = session.root if isinstance(session, SessionLayout) else Path(session)
-    with _writing_session(session_root):
+    with writing_session(session_root):
         layout = open_session(session_root)
     top_record = resolve_top(captures, top)
     edited = [resolve_crate(captures, key) for key in edited_keys] or [top_record]
     refusal = lto_refusal(top_record.args) or strip_refusal(top_record.args)
     if refusal:
         raise UnsupportedEdit(refusal)
-    link_record = captures.link_for(top_record.crate_name)
-    if link_record is None:
-        raise MissingCapture(
-            f"no link line captured for {top_record.crate_name} in {captures.capture_root}. "
-            f"{RECAPTURE_HINT}{_warnings_note(captures)}"
-        )
+    link_record = resolve_link(captures, top_record)
     try:
         plans = plan_crates(captures, edited, top_record, layout.root, rendered_ansi=rendered_ansi)
     except PlanError as exc:
@@ -526,7 +255,7 @@ async def build_patch(
         rustc_ms = (time.perf_counter() - started) * 1000.0
 
         objects = [o for c in crates for o in c.objects]
-        with _writing_session(layout.root):
+        with writing_session(layout.root):
             number = reserve_patch_number(layout)
             tag = session_tag(layout)
         final_path = layout.patch_library_path(top_record.crate_name, number, os_name, tag)
@@ -540,7 +269,7 @@ async def build_patch(
         if link_plan.cwd is None or not os.path.isdir(link_plan.cwd):
             link_plan = replace(link_plan, cwd=top_record.cwd)
         link_run = await beside(
-            lambda: remove_stale_objects(crates),  # none of them is linked
+            lambda: remove_stale_objects([c.objects for c in crates if not c.reused]),  # none of them is linked
             lambda: link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name),
         )
     return PatchBuild(

@@ -1,6 +1,9 @@
 """Turn one captured rustc invocation into the invocation that builds a patch object.
 
-Pure functions only: argument lists in, argument lists out.
+Pure functions only: argument lists in, argument lists out. ``build_obj_plan`` takes a
+``capture.store.CaptureRecord`` and a session directory and gives an ``ObjPlan``: the
+program, arguments, directory and environment of the rustc run, and where its objects,
+metadata and dep-info will land.
 
 The editors work by fold-and-add: they remove every existing spelling of an option
 (separated ``--emit X``, joined ``--emit=X``, repeated occurrences, comma lists) and then
@@ -30,12 +33,7 @@ from capture.rustc_args import (
     split_extern,
 )
 from capture.rustc_args import codegen_value as codegen_value  # re-exported for the daemon
-from daemon.build.session_cache import (  # noqa: F401  (re-exported naming helpers)
-    SessionLayout,
-    library_filename,
-    library_filename_for_os,
-    object_filename,
-)
+from daemon.build.session_cache import SessionLayout
 
 
 class PlanError(ValueError):

@@ -1,5 +1,10 @@
 """The session cache: where patch builds put their objects, metadata and libraries.
 
+Takes a session's root directory. Gives its ``SessionLayout`` (every path in it, pure) and
+the few effects on it that need a lock or care: creating it (``open_session``), handing out
+patch numbers and the session tag, remembering the edited crates, pruning old patches.
+What a crate's objects are is ``crate_objects``'s business.
+
 Layout of one session (one workspace and scope)::
 
     <root>/
@@ -45,6 +50,7 @@ COUNTER_NAME = "patch-counter"
 TAG_NAME = "session-tag"
 EDITED_NAME = "edited-crates.json"
 LOCK_NAME = ".lock"
+BUILD_LOCK_NAME = ".build.lock"
 
 # The platforms as the daemon's callers name them; equal to "linux", "macos" and "windows".
 OS_LINUX = Platform.LINUX
@@ -127,6 +133,10 @@ class SessionLayout:
     @property
     def lock_path(self) -> Path:
         return self.root / LOCK_NAME
+
+    @property
+    def build_lock_path(self) -> Path:
+        return self.root / BUILD_LOCK_NAME
 
     @property
     def out_dir(self) -> Path:

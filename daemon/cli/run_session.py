@@ -26,7 +26,7 @@ import anyio
 
 from capture.store import Captures
 from daemon.build.diagnostics import is_summary_dict
-from daemon.build.rebuild import dies_with_parent
+from daemon.build.processes import dies_with_parent
 from daemon.cli.daemon_patch import serves
 from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs

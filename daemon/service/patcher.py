@@ -19,7 +19,9 @@ from daemon.binary.demangle import demangle
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
 from daemon.build.errors import MissingCapture, UnsupportedEdit
-from daemon.build.rebuild import PatchBuild, beside, build_patch, resolve_crate, resolve_top
+from daemon.build.crate_plans import resolve_crate, resolve_top
+from daemon.build.concurrency import beside
+from daemon.build.rebuild import PatchBuild, build_patch
 from daemon.build.refusals import no_symbol_table_refusal
 from daemon.build.session_cache import (
     DEFAULT_KEEP,

@@ -22,7 +22,11 @@ import pytest
 
 from capture.store import CaptureRecord, Captures, CrateKey, LinkRecord, load_captures
 from daemon.build.errors import CompileError, LinkError, MissingCapture, ToolNotFound
-from daemon.build.rebuild import _written_objects, beside, build_patch, compile_crate, plan_crates, resolve_top, run_tool
+from daemon.build.processes import run_tool
+from daemon.build.concurrency import beside
+from daemon.build.crate_objects import written_objects
+from daemon.build.crate_plans import plan_crates, resolve_top
+from daemon.build.rebuild import build_patch, compile_crate
 
 pytestmark = pytest.mark.skipif(shutil.which("rustc") is None or shutil.which("cc") is None,
                                 reason="needs rustc and cc")
@@ -243,8 +247,8 @@ def test_without_announcements_the_objects_of_this_run_are_the_newly_named_ones(
     new = tmp_path / "app.0abc.s2.rcgu.o"
     new.write_bytes(b"")
     (tmp_path / "other.txt").write_bytes(b"")
-    assert _written_objects(tmp_path, earlier) == (new,)
-    assert _written_objects(tmp_path) == (old, new)
+    assert written_objects(tmp_path, earlier) == (new,)
+    assert written_objects(tmp_path) == (old, new)
 
 
 @pytest.mark.asyncio
@@ -342,7 +346,7 @@ async def test_empty_capture_store(tmp_path):
 @pytest.mark.asyncio
 async def test_builds_of_one_session_take_turns(tmp_path):
     """A daemon and a one-shot `thinpatch patch` may build in the same session: never at once."""
-    from daemon.build.rebuild import exclusive_build
+    from daemon.build.concurrency import exclusive_build
     from daemon.build.session_cache import open_session
 
     layout = open_session(tmp_path / "session")

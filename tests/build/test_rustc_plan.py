@@ -20,9 +20,6 @@ from daemon.build.rustc_plan import (
     codegen_value,
     debuginfo_level,
     extern_paths,
-    library_filename,
-    library_filename_for_os,
-    object_filename,
     replay_env,
     set_crate_type,
     set_emit,
@@ -34,6 +31,7 @@ from daemon.build.rustc_plan import (
     set_patch_debuginfo,
     strip_codegen,
 )
+from daemon.build.session_cache import library_filename, library_filename_for_os, object_filename
 
 GREET_LINE = (
     "--crate-name greet --edition=2024 greet/src/lib.rs --error-format=json "

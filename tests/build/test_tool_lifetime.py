@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from daemon.build.rebuild import dies_with_parent
+from daemon.build.processes import dies_with_parent
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
 
 # The "daemon": runs one tool through run_tool, as a build does, and waits.
 DAEMON = """
 import os, sys, anyio
-from daemon.build.rebuild import run_tool
+from daemon.build.processes import run_tool
 fifo = sys.argv[1]
 anyio.run(lambda: run_tool(["sh", "-c", f"echo ready > '{fifo}'.ready; exec sleep 60 > '{fifo}'"],
                            cwd="/", env=os.environ, tool="rustc"))

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from daemon.build.errors import CompileError, RebuildError
     from daemon.cli.capture_run import profile_dir_name
     from daemon.cli.daemon_patch import patch_through_daemon
-    from daemon.build.rebuild import resolve_crate
+    from daemon.build.crate_plans import resolve_crate
     from daemon.service.patcher import PatchRejected, open_patcher
     from daemon.service.programs import ProgramChoiceError, choose_program, read_programs
     from daemon.service.workspaces import NoCapture, find_captured_workspace
