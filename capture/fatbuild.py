@@ -46,6 +46,8 @@ from capture.rustc_args import RustcArgs, replace_codegen_option
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from capture.platforms import Platform
 
 LINKER_SHIM_NAME = "thinpatch-linker"
@@ -151,7 +153,7 @@ def changes_linker_flavor(linker: str) -> bool:
 def plan_fat_build(
     parsed: RustcArgs,
     args: list[str],
-    env: dict[str, str],
+    env: Mapping[str, str],
     *,
     linker_shim: str,
     host_triple: str | None,

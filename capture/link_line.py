@@ -10,7 +10,7 @@ import os
 # Annotations only: `typing` and `re` would add milliseconds to every link.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from collections.abc import Callable
 
 _MAX_RESPONSE_DEPTH = 16
 
@@ -18,6 +18,8 @@ _MAX_RESPONSE_DEPTH = 16
 def _is_rustc_temp_dir(name: str) -> bool:
     # rustc links from a temp dir made with the `tempfile` crate: "rustc" + 6 random characters.
     return len(name) == 11 and name.startswith("rustc") and name[5:].isascii() and name[5:].isalnum()
+
+
 def parse_response_file(text: str) -> list[str]:
     """Split a GNU ``@file`` the way gcc/ld read it.
 
@@ -114,7 +116,7 @@ def _path_candidates(arg: str) -> list[str]:
     # Paths embedded in options: -Wl,--version-script=/tmp/rustcX/list, -L/tmp/...
     found = []
     for part in arg.replace("=", ",").split(","):
-        if part.startswith("-L") or part.startswith("-B"):
+        if part.startswith(("-L", "-B")):
             part = part[2:]
         if part.startswith("/"):
             found.append(part)

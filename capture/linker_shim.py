@@ -18,7 +18,7 @@ from capture import fatbuild, link_line
 # Annotations only (never evaluated): importing `typing` would cost every link.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     from capture.store import LinkRecord
 
@@ -31,7 +31,7 @@ def _read_text(path: str) -> str:
         return fh.read()
 
 
-def real_linker(env) -> str:
+def real_linker(env: Mapping[str, str]) -> str:
     """The linker to chain to; never this shim itself."""
     chained = env.get(fatbuild.ENV_LINKER_CHAIN) or "cc"
     if os.path.basename(chained) in _SELF_NAMES:

@@ -3,10 +3,10 @@
 Cargo runs it as ``thinpatch-rustc <real rustc> <args…>``, either as
 ``RUSTC_WORKSPACE_WRAPPER`` (workspace members only) or as ``RUSTC_WRAPPER`` (every crate;
 crates from outside the workspace are then skipped). For each real compilation it writes one
-record (a ``capture.store.CaptureRecord``, made by ``plan_invocation``), then replaces itself with the real rustc (exec), so
-rustc's stdin, stdout, stderr, exit status and signals are exactly its own. The shim writes
-nothing to stdout (cargo parses rustc's stdout as JSON); failures to record go to the capture
-log and the build goes on.
+record (a ``capture.store.CaptureRecord``, made by ``plan_invocation``), then replaces itself
+with the real rustc (exec), so rustc's stdin, stdout, stderr, exit status and signals are
+exactly its own. The shim writes nothing to stdout (cargo parses rustc's stdout as JSON);
+failures to record go to the capture log and the build goes on.
 
 For the top crate (bin/cdylib/dylib), ``capture.fatbuild`` adds the arguments that let patches
 load into the artifact and routes the link through ``thinpatch-linker``.
@@ -20,6 +20,9 @@ import sys
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from pathlib import Path
+
+    from capture.store import CaptureRecord
 
 SHIM_NAME = "thinpatch-rustc"
 SHIM_VERSION = 1
@@ -42,7 +45,7 @@ def recorded_env(env: Mapping[str, str]) -> dict[str, str]:
     return replayable_env(env)
 
 
-def wrapper_mode(env) -> str:
+def wrapper_mode(env: Mapping[str, str]) -> str:
     """``workspace`` when cargo named us through RUSTC_WORKSPACE_WRAPPER, else ``all``."""
     if os.path.basename(env.get("RUSTC_WORKSPACE_WRAPPER", "")) == SHIM_NAME:
         return "workspace"
@@ -78,7 +81,9 @@ def _inside(path: str, root: str | None) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def outside_workspace_reason(src: str, workspace: str, target_dir: str | None, rustc: str, env) -> str | None:
+def outside_workspace_reason(
+    src: str, workspace: str, target_dir: str | None, rustc: str, env: Mapping[str, str]
+) -> str | None:
     """Why a crate is not the user's own code (RUSTC_WRAPPER mode), or None when it is."""
     if not _inside(src, workspace):
         return "outside the workspace"
@@ -117,7 +122,9 @@ def _read_text(path: str) -> str:
         return fh.read()
 
 
-def plan_invocation(rustc: str, args: list[str], env, cwd: str):
+def plan_invocation(
+    rustc: str, args: list[str], env: Mapping[str, str], cwd: str
+) -> tuple[CaptureRecord, Path, list[str], dict[str, str]]:
     """Decide what to record and what rustc runs with. Returns (record, record_path, run_args, child_env).
 
     Raises Skip for invocations that are not recorded.
@@ -149,6 +156,7 @@ def plan_invocation(rustc: str, args: list[str], env, cwd: str):
     if target_dir is None:
         target_dir = os.path.dirname(os.path.abspath(root))
     workspace = env.get(store.ENV_WORKSPACE) or os.path.dirname(target_dir)
+    assert parsed.source is not None  # no crate root makes a probe, skipped above
     src = os.path.normpath(os.path.join(cwd, parsed.source))
     mode = wrapper_mode(env)
     if mode == "all":
@@ -158,7 +166,6 @@ def plan_invocation(rustc: str, args: list[str], env, cwd: str):
 
     profile = profile_from_out_dir(out_dir, target_dir, parsed.target) if out_dir else "unknown"
     scope = store.scope_name(parsed.target, profile)
-    kind = parsed.kind
     package = env.get("CARGO_PKG_NAME")
     run_args, shim_args, child_env, linker_chain = list(args), [], {}, None
     from capture import fatbuild
@@ -239,7 +246,7 @@ def _log(root: str | None, message: str) -> None:
         pass
 
 
-def _exec(rustc: str, args: list[str], env) -> None:
+def _exec(rustc: str, args: list[str], env: Mapping[str, str]) -> None:
     argv = [rustc, *args]
     try:
         if os.sep in rustc:
@@ -260,7 +267,8 @@ def main() -> None:
         sys.exit(2)
     rustc, args = argv[0], argv[1:]
     env = os.environ
-    run_args, run_env = args, env
+    run_args: list[str] = args
+    run_env: Mapping[str, str] = env
     try:
         record, path, planned_args, child_env = plan_invocation(rustc, args, env, os.getcwd())
     except Skip as skip:
@@ -271,8 +279,7 @@ def main() -> None:
     else:
         run_args = planned_args
         if child_env:
-            run_env = dict(env)
-            run_env.update(child_env)
+            run_env = {**env, **child_env}
         try:
             from capture import store
 

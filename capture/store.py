@@ -30,7 +30,8 @@ from capture.trust import untrusted_reason
 # Annotations only (never evaluated): importing `typing` would cost every rustc call.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Iterator, Mapping
+    from collections.abc import Iterator, Mapping
+    from typing import Any
 
 FORMAT_VERSION = 1
 
@@ -88,7 +89,7 @@ def log_path(capture_root: Path) -> Path:
     return capture_root / LOG_NAME
 
 
-def state_dir(env: dict[str, str] | None = None) -> Path:
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get(ENV_STATE_DIR):
         return Path(env[ENV_STATE_DIR])
@@ -96,7 +97,7 @@ def state_dir(env: dict[str, str] | None = None) -> Path:
     return Path(base) / "thinpatch"
 
 
-def registry_dir(env: dict[str, str] | None = None) -> Path:
+def registry_dir(env: Mapping[str, str] | None = None) -> Path:
     return state_dir(env) / "workspaces"
 
 
@@ -125,7 +126,7 @@ def ensure_private_dir(path: Path) -> None:
         pass
 
 
-def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
+def write_json_atomic(path: Path, data: object, mode: int = 0o600) -> None:
     """Write JSON to ``path`` atomically (temp file in the same dir, then rename).
 
     Concurrent writers of the same key never leave a torn file: the newest rename wins.
@@ -170,7 +171,7 @@ def log_warning(capture_root: Path | None, message: str) -> None:
             continue
 
 
-def register_workspace(workspace: Path, capture_root: Path, env: dict[str, str] | None = None) -> None:
+def register_workspace(workspace: Path, capture_root: Path, env: Mapping[str, str] | None = None) -> None:
     """Record in the per-user registry that ``workspace`` has captures at ``capture_root``."""
     write_json_atomic(
         registry_entry_path(workspace, env),
@@ -185,7 +186,7 @@ def register_workspace(workspace: Path, capture_root: Path, env: dict[str, str] 
     )
 
 
-def registry_entry_path(workspace: Path, env: dict[str, str] | None = None) -> Path:
+def registry_entry_path(workspace: Path, env: Mapping[str, str] | None = None) -> Path:
     import hashlib
 
     digest = hashlib.sha256(str(workspace).encode()).hexdigest()[:16]
@@ -370,7 +371,7 @@ def _checked(data: object, kinds: dict[str, str], required: tuple[str, ...], pre
         value = data.get(name)
         if value is None and name not in required:
             continue
-        if not _has_kind(value, kind):
+        if value is None or not _has_kind(value, kind):
             raise RecordError(f"field {prefix + name!r} must be {_KIND_WORDS[kind]}")
         out[name] = tuple(value) if kind == _TEXTS else (float(value) if kind == _NUMBER else value)
     return out
@@ -455,7 +456,7 @@ def _read_record(path: Path, warnings: list[str]) -> object | None:
         return None
     try:
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+            data: object = json.load(fh)
     except (OSError, ValueError) as exc:
         warnings.append(f"skipped malformed capture record {path}: {exc}")
         return None
@@ -504,7 +505,9 @@ def load_captures(capture_root: Path, scope: str | None = None) -> Captures:
     return Captures(capture_root=capture_root, scope=scope or "", rustc=rustc, links=links, warnings=warnings)
 
 
-def _load(kind: type[CaptureRecord] | type[LinkRecord], path: Path, warnings: list[str]) -> CaptureRecord | LinkRecord | None:
+def _load(
+    kind: type[CaptureRecord] | type[LinkRecord], path: Path, warnings: list[str]
+) -> CaptureRecord | LinkRecord | None:
     data = _read_record(path, warnings)
     if data is None:
         return None
@@ -525,7 +528,7 @@ def _newest_mtime(path: Path) -> float:
     return newest
 
 
-def iter_registered_workspaces(env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+def iter_registered_workspaces(env: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
     """Yield trusted registry entries ({workspace, capture_root, updated_at}) whose workspace
     is still the directory that was registered.
 

@@ -87,7 +87,8 @@ def untrusted_reason(path: str | os.PathLike[str], uid: int | None = None) -> st
         if pinfo.st_uid not in (uid, 0):
             return f"{parent}, a directory above it, belongs to uid {pinfo.st_uid}"
         if writable and not sticky:
-            return f"{parent}, a directory above it, is writable by other users (mode {stat.S_IMODE(pinfo.st_mode):04o})"
+            mode = stat.S_IMODE(pinfo.st_mode)
+            return f"{parent}, a directory above it, is writable by other users (mode {mode:04o})"
         child = parent
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from typing import BinaryIO
 
 ELF_MAGIC = b"\x7fELF"
 MACHO_MAGIC_64 = 0xFEEDFACF
@@ -70,7 +71,7 @@ def _align4(n: int) -> int:
     return (n + 3) & ~3
 
 
-def _elf_build_id(fh, head: bytes) -> str | None:
+def _elf_build_id(fh: BinaryIO, head: bytes) -> str | None:
     is64 = head[4] == 2
     little = head[5] == 1
     order = "<" if little else ">"
@@ -108,7 +109,7 @@ def _elf_build_id(fh, head: bytes) -> str | None:
     return None
 
 
-def _macho_uuid(fh, head: bytes) -> str | None:
+def _macho_uuid(fh: BinaryIO, head: bytes) -> str | None:
     ncmds, sizeofcmds = struct.unpack_from("<II", head, 16)
     fh.seek(32)  # mach_header_64
     commands = fh.read(min(sizeofcmds, 1 << 20))

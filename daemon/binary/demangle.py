@@ -8,6 +8,7 @@ follows rustc-demangle; ``verbose=True`` adds crate hashes and integer-constant 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 _LLVM_SUFFIX = re.compile(r"\.llvm\.\d+$")
 _MAX_DEPTH = 300
@@ -160,7 +161,7 @@ class _V0:
                 raise _Invalid
             self.out.append(text)
 
-    def skip(self, parse) -> None:
+    def skip(self, parse: Callable[[], object]) -> None:
         saved = self.printing
         self.printing = False
         try:
@@ -236,7 +237,7 @@ class _V0:
         except (UnicodeError, ValueError):
             raise _Invalid from None
 
-    def backref(self, parse) -> None:
+    def backref(self, parse: Callable[[], object]) -> None:
         start = self.pos - 1
         target = self.integer62()
         if target >= start:
@@ -257,7 +258,7 @@ class _V0:
             raise _Invalid
         self.emit("'" + chr(ord("a") + depth) if depth < 26 else f"'_{depth}")
 
-    def binder(self, body) -> None:
+    def binder(self, body: Callable[[], object]) -> None:
         count = self.opt_integer62("G")
         if count:
             self.emit("for<")
@@ -270,7 +271,7 @@ class _V0:
         body()
         self.bound_lifetimes -= count
 
-    def sep_list(self, item, separator: str) -> int:
+    def sep_list(self, item: Callable[[], object], separator: str) -> int:
         count = 0
         while not self.eat("E"):
             if count:

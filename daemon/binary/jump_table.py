@@ -10,8 +10,9 @@ results to get each image's slide) and ``ifunc_count`` (0 outside WebAssembly).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from daemon.binary.demangle import demangle
 from daemon.binary.program_index import ProgramIndex, program_index
@@ -200,7 +201,8 @@ def compute_jump_table(
     added = sorted({_demangle(n) for n in added_names})
 
     if crate_names is None:
-        owned = {crate_of(_demangle(n)) for n in new_functions} - TOOLCHAIN_CRATES - {None}
+        crates = {crate_of(_demangle(n)) for n in new_functions}
+        owned = {crate for crate in crates if crate is not None} - TOOLCHAIN_CRATES
     else:
         owned = set(crate_names)
     removed = sorted(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any
 
 from daemon.binary.demangle import demangle
 from daemon.binary.program_index import base_name as _base_name
@@ -43,7 +44,7 @@ class LoadCheck:
     missing: list[tuple[str, str]] = field(default_factory=list)  # (raw, demangled), sorted
     action: str | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "missing": [{"symbol": raw, "name": name} for raw, name in self.missing],
@@ -89,7 +90,9 @@ def check_loadable(
         missing.setdefault(s.name, base)
     if not missing:
         return LoadCheck(ok=True)
-    pairs = sorted(((raw, _display_name(base, patch.format)) for raw, base in missing.items()), key=lambda p: (p[1], p[0]))
+    pairs = sorted(
+        ((raw, _display_name(base, patch.format)) for raw, base in missing.items()), key=lambda p: (p[1], p[0])
+    )
     return LoadCheck(ok=False, missing=pairs, action=RECAPTURE_ACTION)
 
 
@@ -99,7 +102,7 @@ def check_loadable(
 def library_search_dirs(
     table: SymbolTable,
     origin: Path,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     ld_so_conf_dirs: Iterable[str] = (),
 ) -> list[str]:
     """Directories the loader searches for ``table``'s DT_NEEDED entries, in order (pure).
@@ -118,8 +121,7 @@ def library_search_dirs(
     dirs.extend(expand(p) for p in table.runpath)
     dirs.extend(ld_so_conf_dirs)
     dirs.extend(DEFAULT_LIBRARY_DIRS)
-    seen: set[str] = set()
-    return [d for d in dirs if not (d in seen or seen.add(d))]
+    return list(dict.fromkeys(dirs))  # each directory once, where it first appears
 
 
 def read_ld_so_conf(path: Path = Path("/etc/ld.so.conf"), _depth: int = 0) -> list[str]:
@@ -158,7 +160,7 @@ def loaded_library_paths(
     host: SymbolTable,
     host_path: str | Path,
     read_table: Callable[[Path], SymbolTable],
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[list[Path], list[str]]:
     """The files of the libraries the loader maps with ``host`` (DT_NEEDED, breadth first, each
     library's own RUNPATH applied to its own needs), and the names it could not find."""

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from daemon.binary.symbols import DATA, DYNAMIC, ELF, FUNCTION, HIDDEN, INTERNAL, LOCAL, STATIC, TLS, SymbolTable
 
@@ -153,7 +153,7 @@ def decode_index(blob: bytes | memoryview) -> ProgramIndex:
         parts.append(view[offset : offset + length])
         offset += length
 
-    def numbers(part: memoryview) -> array:
+    def numbers(part: memoryview) -> array[int]:
         values = array("Q")
         values.frombytes(part)
         return values

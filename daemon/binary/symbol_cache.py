@@ -19,12 +19,12 @@ import threading
 import zlib
 from array import array
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import NamedTuple, overload
 
 from capture.platforms import ObjectFormat
 from daemon.binary.program_index import attach_index, decode_index, encode_index, program_index
-
 from daemon.binary.symbols import (
     DATA,
     DEFAULT,
@@ -158,7 +158,11 @@ def encode_table(table: SymbolTable, key: CacheKey) -> bytes:
     visibilities = {v: i for i, v in enumerate(_VISIBILITIES)}
     tables = {t: i for i, t in enumerate(_TABLES)}
     flags = bytes(
-        kinds[s.kind] | bindings[s.binding] << 2 | visibilities[s.visibility] << 4 | s.defined << 6 | tables[s.table] << 7
+        kinds[s.kind]
+        | bindings[s.binding] << 2
+        | visibilities[s.visibility] << 4
+        | s.defined << 6
+        | tables[s.table] << 7
         for s in symbols
     )
     columns = [
@@ -194,7 +198,7 @@ def encode_table(table: SymbolTable, key: CacheKey) -> bytes:
     return b"".join([MAGIC, struct.pack("<I", len(head)), head, index, *columns])
 
 
-class LazySymbols(Sequence):
+class LazySymbols(Sequence[Symbol]):
     """A table's symbols, decoded from the cache entry's columns the first time they are read.
 
     Verify needs only the program index; the symbols themselves (127k of them take a few
@@ -225,7 +229,11 @@ class LazySymbols(Sequence):
     def __len__(self) -> int:
         return self._count
 
-    def __getitem__(self, i):  # type: ignore[override]
+    @overload
+    def __getitem__(self, i: int) -> Symbol: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Symbol, ...]: ...
+    def __getitem__(self, i: int | slice) -> Symbol | tuple[Symbol, ...]:
         return self._all()[i]
 
     def __iter__(self) -> Iterator[Symbol]:
@@ -236,6 +244,8 @@ class LazySymbols(Sequence):
             return self._all() == tuple(other)
         return NotImplemented
 
+    # Unhashable, as Python makes a class that defines __eq__ alone; said here so type checkers
+    # know. typeshed types object.__hash__ as a method, so None needs the ignore (as list's does).
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
@@ -279,7 +289,7 @@ def decode_table(blob: bytes, key: CacheKey | None = None) -> SymbolTable:
                 pass
         if cache_key(entry_key.path) != entry_key:
             raise ValueError(f"the symbol cache entry of {entry_key.path} is damaged and the file changed")
-        return read_symbols(entry_key.path).symbols
+        return tuple(read_symbols(entry_key.path).symbols)  # a tuple already: returned as it is
 
     table = SymbolTable(
         path=header["path"],
@@ -287,7 +297,7 @@ def decode_table(blob: bytes, key: CacheKey | None = None) -> SymbolTable:
         bits=header["bits"],
         little_endian=header["little_endian"],
         shared=header["shared"],
-        symbols=LazySymbols(count, decode_symbols),  # type: ignore[arg-type]
+        symbols=LazySymbols(count, decode_symbols),
         needed=tuple(header["needed"]),
         soname=header["soname"],
         runpath=tuple(header["runpath"]),

@@ -8,15 +8,20 @@ here (see ``bench/bench_symbols.py``) and keeps the runtime free of heavy depend
 from __future__ import annotations
 
 import gc
+import itertools
 import mmap
 import re
 import struct
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from capture.platforms import ObjectFormat
+
+if TYPE_CHECKING:
+    from daemon.binary.program_index import ProgramIndex
 
 FUNCTION = "function"
 DATA = "data"
@@ -71,14 +76,14 @@ class SymbolTable:
     bits: int
     little_endian: bool
     shared: bool  # ELF ET_DYN / Mach-O MH_DYLIB or MH_BUNDLE (a PIE executable is ET_DYN too)
-    symbols: tuple[Symbol, ...]
+    symbols: Sequence[Symbol]  # a tuple, or the symbol cache's LazySymbols
     needed: tuple[str, ...] = ()  # DT_NEEDED / LC_LOAD_DYLIB
     soname: str | None = None  # DT_SONAME / LC_ID_DYLIB
     runpath: tuple[str, ...] = ()  # DT_RUNPATH / LC_RPATH
     rpath: tuple[str, ...] = ()  # DT_RPATH (ignored by the loader when DT_RUNPATH is set)
-    _index: dict = field(default=None, repr=False, compare=False, hash=False)  # type: ignore[assignment]
+    _index: dict[str, list[Symbol]] | None = field(default=None, repr=False, compare=False, hash=False)
     # the program's side of verify (daemon.binary.program_index), built once per table
-    _program_index: object = field(default=None, repr=False, compare=False, hash=False)
+    _program_index: ProgramIndex | None = field(default=None, repr=False, compare=False, hash=False)
 
     @property
     def symbol_prefix(self) -> str:
@@ -200,19 +205,19 @@ class _Section(NamedTuple):
     entsize: int
 
 
-def _parse_elf(data, path: str, dynamic: bool = True) -> SymbolTable:
+def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> SymbolTable:
     ei_class, ei_data = data[4], data[5]
     if ei_class not in (1, 2) or ei_data not in (1, 2):
         raise FormatError(f"{path}: bad ELF class/data bytes {ei_class}/{ei_data}")
     bits = 64 if ei_class == 2 else 32
     end = "<" if ei_data == 1 else ">"
     if bits == 64:
-        (_, e_type, _, _, _, _, e_shoff, _, _, _, _, e_shentsize, e_shnum, e_shstrndx) = struct.unpack_from(
+        (_, e_type, _, _, _, _, e_shoff, _, _, _, _, e_shentsize, e_shnum, _) = struct.unpack_from(
             end + "16sHHIQQQIHHHHHH", data, 0
         )
         shdr = struct.Struct(end + "IIQQQQIIQQ")
     else:
-        (_, e_type, _, _, _, _, e_shoff, _, _, _, _, e_shentsize, e_shnum, e_shstrndx) = struct.unpack_from(
+        (_, e_type, _, _, _, _, e_shoff, _, _, _, _, e_shentsize, e_shnum, _) = struct.unpack_from(
             end + "16sHHIIIIIHHHHHH", data, 0
         )
         shdr = struct.Struct(end + "IIIIIIIIII")
@@ -289,7 +294,16 @@ def _cstr(table: bytes, offset: int) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-def _elf_symbols(data, s: _Section, strtab: bytes, bits: int, end: str, table: str, versions, extended):
+def _elf_symbols(
+    data: bytes | mmap.mmap,
+    s: _Section,
+    strtab: bytes,
+    bits: int,
+    end: str,
+    table: str,
+    versions: list[str | None] | None,
+    extended: list[int] | None,
+) -> list[Symbol]:
     if bits == 64:
         entry = struct.Struct(end + "IBBHQQ")
     else:
@@ -302,7 +316,7 @@ def _elf_symbols(data, s: _Section, strtab: bytes, bits: int, end: str, table: s
     kinds = _ELF_KINDS
     bindings = _ELF_BINDINGS
     visibilities = _ELF_VISIBILITIES
-    out = []
+    out: list[Symbol] = []
     append = out.append
     new = tuple.__new__  # skips NamedTuple.__new__'s argument handling: measurably faster here
     for i, fields in enumerate(entry.iter_unpack(raw)):
@@ -340,14 +354,18 @@ def _elf_symbols(data, s: _Section, strtab: bytes, bits: int, end: str, table: s
     return out
 
 
-def _elf_extended_indices(data, sections: list[_Section], symtab_index: int, end: str):
+def _elf_extended_indices(
+    data: bytes | mmap.mmap, sections: list[_Section], symtab_index: int, end: str
+) -> list[int] | None:
     for s in sections:
         if s.type == _SHT_SYMTAB_SHNDX and s.link == symtab_index:
             return [v for (v,) in struct.iter_unpack(end + "I", data[s.offset : s.offset + s.size - s.size % 4])]
     return None
 
 
-def _elf_versions(data, sections: list[_Section], dynsym_index: int, end: str) -> list[str | None] | None:
+def _elf_versions(
+    data: bytes | mmap.mmap, sections: list[_Section], dynsym_index: int, end: str
+) -> list[str | None] | None:
     """Version name per dynamic symbol, from .gnu.version plus .gnu.version_d/_r."""
     versym = next((s for s in sections if s.type == _SHT_GNU_VERSYM and s.link == dynsym_index), None)
     if versym is None:
@@ -427,7 +445,11 @@ class _MachSection(NamedTuple):
     kind: str
 
 
-def _parse_macho64(data, path: str) -> SymbolTable:
+# A Mach-O symbol before its size is known: name, value, kind, binding, visibility, defined, n_sect.
+_PendingSymbol = tuple[str, int, str, str, str, bool, int]
+
+
+def _parse_macho64(data: bytes | mmap.mmap, path: str) -> SymbolTable:
     end = "<" if bytes(data[:4]) == b"\xcf\xfa\xed\xfe" else ">"
     _, _, _, filetype, ncmds, _, _, _ = struct.unpack_from(end + "IiiIIIII", data, 0)
     offset = 32
@@ -463,7 +485,7 @@ def _parse_macho64(data, path: str) -> SymbolTable:
         symoff, nsyms, stroff, strsize = symtab
         strtab = bytes(data[stroff : stroff + strsize])
         raw = data[symoff : symoff + nsyms * 16]
-        pending: list[list] = []
+        pending: list[_PendingSymbol] = []
         for n_strx, n_type, n_sect, n_desc, n_value in struct.iter_unpack(end + "IBBHQ", raw):
             if n_type & _N_STAB:
                 continue  # debugger entries, not symbols
@@ -480,7 +502,7 @@ def _parse_macho64(data, path: str) -> SymbolTable:
             elif not defined:
                 kind = OTHER
             pending.append(
-                [name, n_value, kind, binding, HIDDEN if n_type & _N_PEXT else DEFAULT, defined, n_sect]
+                (name, n_value, kind, binding, HIDDEN if n_type & _N_PEXT else DEFAULT, defined, n_sect)
             )
         sizes = _macho_sizes(pending, sections)
         for (name, value, kind, binding, visibility, defined, sect), size in zip(pending, sizes):
@@ -511,7 +533,7 @@ def _macho_section_kind(segname: bytes, sectname: bytes, flags: int) -> str:
     return DATA
 
 
-def _macho_sizes(pending: list[list], sections: list[_MachSection]) -> list[int]:
+def _macho_sizes(pending: list[_PendingSymbol], sections: list[_MachSection]) -> list[int]:
     """Mach-O symbols carry no size: use the distance to the next symbol in the same section."""
     sizes = [0] * len(pending)
     by_section: dict[int, list[tuple[int, int]]] = {}
@@ -521,8 +543,8 @@ def _macho_sizes(pending: list[list], sections: list[_MachSection]) -> list[int]
     for sect, entries in by_section.items():
         entries.sort()
         section_end = sections[sect - 1].address + sections[sect - 1].size
-        addresses = sorted({value for value, _ in entries}) + [section_end]
-        following = {a: b for a, b in zip(addresses, addresses[1:])}
+        addresses = [*sorted({value for value, _ in entries}), section_end]
+        following = dict(itertools.pairwise(addresses))
         for value, i in entries:
             sizes[i] = max(0, following.get(value, section_end) - value)
     return sizes
