@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 import anyio
 
@@ -47,7 +48,7 @@ async def beside(tidy: Callable[[], object], work: Callable[[], Awaitable[T]]) -
         group.start_soon(anyio.to_thread.run_sync, tidy)
         try:
             result = await work()
-        except Exception as exc:  # noqa: BLE001 - raised below
+        except Exception as exc:
             failed = exc
     if failed is not None:
         raise failed

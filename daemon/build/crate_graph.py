@@ -10,8 +10,8 @@ one of its ``--extern name=path`` arguments names a file the other one produces
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from capture.store import CaptureRecord, CrateKey
 from daemon.build.rustc_plan import PlanError, codegen_value, extern_paths
@@ -99,7 +99,9 @@ def crates_to_rebuild_all(graph: Graph, edited: Iterable[CrateKey], top: CrateKe
     below_top = _reachable(graph, top)
     inside = [key for key in edited if key in below_top]
     if not inside:
-        raise PlanError(f"crate {edited[0].label!r} is not part of {top.label!r}: editing it cannot change the running program")
+        raise PlanError(
+            f"crate {edited[0].label!r} is not part of {top.label!r}: editing it cannot change the running program"
+        )
     selected = {key for key in below_top if any(e in _reachable(graph, key) for e in inside)}
 
     ordered: list[CrateKey] = []

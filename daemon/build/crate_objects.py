@@ -12,8 +12,8 @@ Failures to write the session raise SessionCacheError.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Collection, Iterable, Sequence
 
 from daemon.build.errors import writing_session
 from daemon.build.rustc_plan import ObjPlan

@@ -9,8 +9,8 @@ not captured raises MissingCapture; one that can't be patched raises PlanError.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from capture.store import CaptureRecord, Captures, CrateKey, LinkRecord
 from daemon.build.crate_graph import crate_node, crates_to_rebuild_all, dependency_graph

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _SUMMARY = re.compile(r"^(aborting due to .*|\d+ warnings? emitted.*)$")
@@ -56,7 +57,7 @@ class Diagnostic:
     code: str | None = None
     rendered: str | None = None
     span: Span | None = None  # the primary span, when there is one
-    children: tuple["Diagnostic", ...] = ()
+    children: tuple[Diagnostic, ...] = ()
 
     @property
     def is_error(self) -> bool:
@@ -145,7 +146,7 @@ def _primary_span(spans: list[dict[str, Any]]) -> Span | None:
 
 def _outside_user_code(span: dict[str, Any]) -> bool:
     name = str(span.get("file_name", ""))
-    return name.startswith("<") or name.startswith("/rustc/")
+    return name.startswith(("<", "/rustc/"))
 
 
 def parse_diagnostic(raw: dict[str, Any]) -> Diagnostic:

@@ -100,7 +100,7 @@ class LinkError(RebuildError):
         self.advice = link_error_advice(stderr)
         tail = "\n".join(stderr.strip().splitlines()[-20:])
         if self.advice:
-            first = next((l for l in stderr.splitlines() if "error" in l), "").strip()
+            first = next((line for line in stderr.splitlines() if "error" in line), "").strip()
             super().__init__(f"{self.advice}\nlinker: {first[:300]}" if first else self.advice)
             return
         super().__init__(

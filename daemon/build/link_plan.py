@@ -14,9 +14,10 @@ the running program when the library is loaded, the new objects and the output p
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from capture.store import LinkRecord
 from daemon.build.session_cache import OS_LINUX, OS_MACOS, host_os, normalize_os
@@ -86,11 +87,11 @@ class LinkPlan:
 
 
 def _is_object(arg: str) -> bool:
-    return arg.endswith(".o") or arg.endswith(".obj")
+    return arg.endswith((".o", ".obj"))
 
 
 def _is_dependency_archive(arg: str) -> bool:
-    return arg.endswith(".rlib") or arg.endswith(".a")
+    return arg.endswith((".rlib", ".a"))
 
 
 def _linker_option_dropped(option: str, value: str | None) -> bool:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
 
 import anyio
 from anyio.abc import TaskGroup
@@ -52,7 +52,6 @@ from daemon.build.session_cache import (
     reserve_patch_number,
     session_tag,
 )
-
 
 # --------------------------------------------------------------------------- results
 
@@ -167,7 +166,9 @@ def _reads_rebuilt_metadata(plan: ObjPlan, rebuilt: set[str]) -> bool:
     return any(path in rebuilt for path in extern_paths(plan.args).values())
 
 
-async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKey], session_root: Path) -> list[CrateBuild]:
+async def _compile_pipelined(
+    plans: Sequence[ObjPlan], reuse: Collection[CrateKey], session_root: Path
+) -> list[CrateBuild]:
     """Compile the plans (dependencies first), each starting as soon as every crate before it
     has written its metadata, as cargo pipelines: a dependent's front end overlaps the code
     generation of the crates it uses. Crates in ``reuse`` whose inputs did not change keep
@@ -199,7 +200,7 @@ async def _compile_pipelined(plans: Sequence[ObjPlan], reuse: Collection[CrateKe
             await metadata_ready[earlier].wait()
         try:
             results[i] = await compile_crate(plans[i], session_root, metadata_ready[i])
-        except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped from the task group
+        except Exception as exc:
             failures[i] = exc
             group.cancel_scope.cancel()
         finally:

@@ -6,7 +6,7 @@ Pure functions: captured arguments and tool output in, a message (or None) out.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from daemon.build.rustc_plan import codegen_value
 

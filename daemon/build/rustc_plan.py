@@ -15,11 +15,9 @@ the code means.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
-
-from capture.store import CaptureRecord, CrateKey
 
 from capture.environment import replayable_env
 from capture.rustc_args import (
@@ -33,6 +31,7 @@ from capture.rustc_args import (
     split_extern,
 )
 from capture.rustc_args import codegen_value as codegen_value  # re-exported for the daemon
+from capture.store import CaptureRecord, CrateKey
 from daemon.build.session_cache import SessionLayout
 
 

@@ -255,7 +255,8 @@ def read_edited_crates(layout: SessionLayout, program: CrateKey, captured_at: fl
         data = json.loads(layout.edited_path.read_text(encoding="utf-8"))
         entry = data[program.label]
         if entry["captured_at"] == captured_at:
-            return {CrateKey(name, kind) for name, kind in entry["crates"] if isinstance(name, str) and isinstance(kind, str)}
+            pairs = entry["crates"]
+            return {CrateKey(name, kind) for name, kind in pairs if isinstance(name, str) and isinstance(kind, str)}
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return set()

@@ -13,10 +13,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import anyio
 
@@ -117,7 +117,13 @@ def cargo_build_command(release: bool, target: str | None, cargo_args: Sequence[
 
 
 def capture_env(
-    base: dict[str, str], *, rustc_shim: str, capture_root: Path, workspace: Path, host_triple: str, wrapper: str = "workspace"
+    base: dict[str, str],
+    *,
+    rustc_shim: str,
+    capture_root: Path,
+    workspace: Path,
+    host_triple: str,
+    wrapper: str = "workspace",
 ) -> dict[str, str]:
     """cargo's environment under capture. ``wrapper="all"`` wraps every crate (RUSTC_WRAPPER);
     the shim then skips crates from outside the workspace itself."""
@@ -233,7 +239,9 @@ async def inspect_workspace(directory: Path, env: dict[str, str]) -> WorkspaceIn
     metadata = json.loads(await _run_text(["cargo", "metadata", "--no-deps", "--format-version", "1"], root, env))
     rustc = env.get("RUSTC", "rustc")
     host = parse_host_triple(await _run_text([rustc, "-vV"], root, env))
-    return WorkspaceInfo(root=root, target_dir=Path(metadata["target_directory"]), members=member_packages(metadata), host_triple=host)
+    return WorkspaceInfo(
+        root=root, target_dir=Path(metadata["target_directory"]), members=member_packages(metadata), host_triple=host
+    )
 
 
 def touch_sources(paths: list[Path], now: float) -> dict[Path, os.stat_result]:
@@ -270,6 +278,7 @@ async def _run_cargo(cmd: list[str], cwd: Path, env: dict[str, str], collect_jso
             return await proc.wait(), []
     lines: list[str] = []
     async with await anyio.open_process(cmd, cwd=cwd, env=env, stdin=None, stderr=None) as proc:
+        assert proc.stdout is not None  # a pipe: stdout was not passed through
         buffer = b""
         async for chunk in proc.stdout:
             buffer += chunk
@@ -330,7 +339,11 @@ async def capture_workspace(
         except OSError:
             last_good = None  # nothing readable to keep; the build's outcome says the rest
         run_env = capture_env(
-            base_env, rustc_shim=find_shim(RUSTC_SHIM), capture_root=capture_root, workspace=info.root, host_triple=info.host_triple,
+            base_env,
+            rustc_shim=find_shim(RUSTC_SHIM),
+            capture_root=capture_root,
+            workspace=info.root,
+            host_triple=info.host_triple,
             wrapper=wrapper,
         )
         collect_json = not any(a.startswith("--message-format") for a in cargo_args)

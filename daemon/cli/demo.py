@@ -15,16 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Callable, Generic, TextIO, TypeVar
+from typing import Any, Generic, TextIO, TypeVar
 
 import anyio
-
-from daemon.cli.terminal import PLAIN, Style
-from daemon.socket.socket_paths import MAX_SOCKET_PATH_BYTES
 
 from daemon.cli.demo_script import (
     APP_BINARY,
@@ -45,6 +43,8 @@ from daemon.cli.demo_script import (
     step_heading,
     step_outcome_lines,
 )
+from daemon.cli.terminal import PLAIN, Style
+from daemon.socket.socket_paths import MAX_SOCKET_PATH_BYTES
 
 T = TypeVar("T")
 
@@ -291,7 +291,9 @@ class Demo:
     async def _capture(self, app_dir: Path, env: dict[str, str]) -> Path:
         from daemon.cli.capture_run import CaptureError, capture_workspace
 
-        self.say(f"{self._phase(1)} building the app once under capture (cargo build with thinpatch's rustc wrapper)...")
+        self.say(
+            f"{self._phase(1)} building the app once under capture (cargo build with thinpatch's rustc wrapper)..."
+        )
         started = time.monotonic()
         try:
             # --quiet: cargo's progress names the temporary directory; its errors still show.
@@ -301,7 +303,8 @@ class Demo:
         self.report.capture_s = round(time.monotonic() - started, 2)
         if not result.ok:
             raise DemoFailed(
-                f"`{' '.join(result.cargo_command)}` failed with exit code {result.exit_code} (cargo's errors are above).",
+                f"`{' '.join(result.cargo_command)}` failed with exit code {result.exit_code} "
+                "(cargo's errors are above).",
                 "Check that `cargo build` works in a new Rust project (`cargo new hello && cd hello && cargo build`); "
                 "`rustup update` fixes an outdated or broken toolchain.",
             )
@@ -326,13 +329,14 @@ class Demo:
         self.report.app_pid = process.pid
         tg.start_soon(self.app.pump)
         found = await self.app.lines.wait_for(
-            lambda l: l == "SUBSCRIBED" or l.startswith("SUBSCRIBE-ERROR"), 0, APP_START_TIMEOUT_S
+            lambda line: line == "SUBSCRIBED" or line.startswith("SUBSCRIBE-ERROR"), 0, APP_START_TIMEOUT_S
         )
         if found is None or found[1] != "SUBSCRIBED":
             raise DemoFailed(
-                "the app did not subscribe to the daemon; it said:\n    " + "\n    ".join(self.app.lines.items[-10:] or ["(nothing)"])
+                "the app did not subscribe to the daemon; it said:\n    "
+                + "\n    ".join(self.app.lines.items[-10:] or ["(nothing)"])
             )
-        tick = await self.app.lines.wait_for(lambda l: parse_tick(l) is not None, found[0], APP_START_TIMEOUT_S)
+        tick = await self.app.lines.wait_for(lambda line: parse_tick(line) is not None, found[0], APP_START_TIMEOUT_S)
         if tick is None:
             raise DemoFailed("the app subscribed but printed no tick")
         self.say(f"{self._phase(3)} app running (pid {process.pid}), subscribed to the daemon")
@@ -410,8 +414,13 @@ class Demo:
             if result.error is None:
                 raise DemoFailed(f"build-failed without a location: {first_rendered_error(event)}")
             if not result.error.file.endswith(SCENE_FILE) or result.error.line != expected_line:
-                raise DemoFailed(f"the error points at {result.error.file}:{result.error.line}, expected {SCENE_FILE}:{expected_line}")
-            told = await self.app.lines.wait_for(lambda l: l.startswith("EVENT build-failed"), line_mark, OUTPUT_TIMEOUT_S)
+                raise DemoFailed(
+                    f"the error points at {result.error.file}:{result.error.line}, "
+                    f"expected {SCENE_FILE}:{expected_line}"
+                )
+            told = await self.app.lines.wait_for(
+                lambda line: line.startswith("EVENT build-failed"), line_mark, OUTPUT_TIMEOUT_S
+            )
             if told is None:
                 raise DemoFailed("the app was not told about the failed build")
             after = told[0]
@@ -431,7 +440,10 @@ class Demo:
 
         seen = await self.app.lines.wait_for(shows, after, OUTPUT_TIMEOUT_S)
         if seen is None:
-            raise DemoFailed(f"the app's output does not show the edit ({step.expected}); last line: {self.app.last_tick_text()} ({self._app_state()})")
+            raise DemoFailed(
+                f"the app's output does not show the edit ({step.expected}); "
+                f"last line: {self.app.last_tick_text()} ({self._app_state()})"
+            )
         tick = parse_tick(seen[1])
         assert tick is not None
         result.seen_ms = round((time.monotonic() - saved_at) * 1000, 1)
@@ -471,11 +483,15 @@ class Demo:
             index, event = found[0] + 1, found[1]
             kind = event.get("type")
             if kind == "build-started":
-                self.say(f"  building patch {event.get('id')} ({', '.join(Path(f).name for f in event.get('files', []))})...")
+                files = ", ".join(Path(f).name for f in event.get("files", []))
+                self.say(f"  building patch {event.get('id')} ({files})...")
             elif kind == "patch-ready":
                 t = event.get("timings", {})
-                self.say(f"  patch {event.get('id')} ready in {t.get('total_ms', 0):.0f} ms "
-                         f"(rustc {t.get('rustc_ms', 0):.0f}, link {t.get('link_ms', 0):.0f}, verify {t.get('verify_ms', 0):.0f})")
+                self.say(
+                    f"  patch {event.get('id')} ready in {t.get('total_ms', 0):.0f} ms "
+                    f"(rustc {t.get('rustc_ms', 0):.0f}, link {t.get('link_ms', 0):.0f}, "
+                    f"verify {t.get('verify_ms', 0):.0f})"
+                )
             elif kind in ("build-failed", "patch-rejected", "full-rebuild-required"):
                 # rustc's notes can run to dozens of lines; the head says what and where.
                 text = describe_unexpected_outcome(event).splitlines()
@@ -486,7 +502,7 @@ class Demo:
         assert self.app is not None
         index, show_next = start, True
         while True:
-            found = await self.app.lines.wait_for(lambda l: True, index, 3600)
+            found = await self.app.lines.wait_for(lambda line: True, index, 3600)
             if found is None:
                 if self.app.lines.closed:
                     self.say(f"  the app stopped ({self._app_state()}); press Ctrl-C to clean up")
@@ -520,7 +536,10 @@ def _step_hint(result: StepResult) -> str:
             "(`sysctl fs.inotify.max_user_watches fs.inotify.max_user_instances`) and raise them if they are exhausted."
         )
     if result.outcome == "patch-rejected":
-        return "The patch would not load into the running app; run `thinpatch demo --keep` and look at the daemon's report."
+        return (
+            "The patch would not load into the running app; "
+            "run `thinpatch demo --keep` and look at the daemon's report."
+        )
     return "Run `thinpatch demo --keep` to keep the app's directory and inspect it."
 
 

@@ -6,9 +6,11 @@ Nothing here touches files or processes; ``daemon.cli.demo`` runs the script.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from daemon.cli.terminal import PLAIN, Style
 
@@ -172,7 +174,8 @@ def compile_error_location(event: dict[str, Any], relative_to: str | os.PathLike
                 if relative_to is not None and os.path.isabs(file):
                     relative = os.path.relpath(file, relative_to)
                     file = file if relative.startswith("..") else relative
-                return ErrorLocation(file, int(span.get("line_start", 0)), int(span.get("column_start", 0)), diagnostic.get("message", ""))
+                line, column = int(span.get("line_start", 0)), int(span.get("column_start", 0))
+                return ErrorLocation(file, line, column, diagnostic.get("message", ""))
     return None
 
 
@@ -256,7 +259,8 @@ class DemoReport:
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and bool(self.steps) and all(s.passed for s in self.steps) and counters_increase(self.steps)
+        steps_passed = bool(self.steps) and all(s.passed for s in self.steps)
+        return self.problem is None and steps_passed and counters_increase(self.steps)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -281,7 +285,7 @@ class DemoReport:
 def counters_increase(steps: list[StepResult]) -> bool:
     """The counter seen at each observed step is larger than at the one before: never reset."""
     seen = [s.counter for s in steps if s.counter is not None]
-    return all(b > a for a, b in zip(seen, seen[1:]))
+    return all(b > a for a, b in itertools.pairwise(seen))
 
 
 def pending_steps(steps: tuple[DemoStep, ...] = STEPS) -> list[StepResult]:

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import structlog
+from structlog.typing import Processor
 
 # Keys whose values must never be logged: recorded environments can hold secrets.
 REDACTED_KEYS = frozenset({"env", "environ", "environment"})
 
 
-def _redact(_logger, _method, event_dict):
+class _Handler(logging.StreamHandler[TextIO]):
+    """thinpatch's own handler: configuring again replaces it and leaves others alone."""
+
+
+def _redact(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in REDACTED_KEYS & event_dict.keys():
         event_dict[key] = "<redacted>"
     return event_dict
@@ -27,7 +33,7 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None, json
     stream = stream or sys.stderr
     if json_lines is None:
         json_lines = not stream.isatty()
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -41,7 +47,7 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None, json
         if json_lines
         else structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
     )
-    handler = logging.StreamHandler(stream)
+    handler = _Handler(stream)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -54,9 +60,8 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None, json
     )
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_thinpatch", False):
+        if isinstance(old, _Handler):
             root.removeHandler(old)
-    handler._thinpatch = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     numeric = getattr(logging, level.upper(), logging.INFO)
     root.setLevel(numeric)

@@ -7,6 +7,7 @@ import difflib
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from daemon import __version__
 
@@ -44,7 +45,7 @@ Run `thinpatch <command> --help` for the details of each command.
 class Parser(argparse.ArgumentParser):
     """Usage errors in two lines: what is wrong, and where the usage is. Exit code 2."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         name = self.prog
         help_hint = f"`{name} --help`" if name != "thinpatch" else "`thinpatch help`"
         self.exit(2, f"{name}: {message}\nRun {help_hint} for the usage.\n")

@@ -108,7 +108,8 @@ class RunView:
             total = self.built_ms.get(event.get("id"))
             took = f" in {total:.0f} ms" if total is not None else ""
             if event.get("applied"):
-                return [f"{tag} {self.style.ok('patched')}{took}: {self.program.name} (pid {self.pid}) runs the new code"]
+                runs = f"{self.program.name} (pid {self.pid}) runs the new code"
+                return [f"{tag} {self.style.ok('patched')}{took}: {runs}"]
             return [f"{tag} {self.style.bad('patch failed')} in {self.program.name}: {event.get('message')}"]
         if kind == "build-failed" and self.mine(event):
             diagnostics = event.get("diagnostics") or []
@@ -120,10 +121,12 @@ class RunView:
             count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
             if warnings:
                 count += f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
-            out.append(f"{tag} {self.style.bad('build failed')} ({count}); {self.program.name} keeps running the last good code")
+            keeps = f"{self.program.name} keeps running the last good code"
+            out.append(f"{tag} {self.style.bad('build failed')} ({count}); {keeps}")
             return out
         if kind == "patch-rejected" and self.mine(event):
-            return [f"{tag} {self.style.bad('patch refused')}: {event.get('reason')}. {event.get('action') or ''}".rstrip()]
+            refused = f"{event.get('reason')}. {event.get('action') or ''}".rstrip()
+            return [f"{tag} {self.style.bad('patch refused')}: {refused}"]
         if kind == "not-patchable" and event.get("for_pid") == self.pid:
             return [f"{tag} {self.style.warn('not patchable')}: {event.get('message')}"]
         return []
@@ -285,7 +288,8 @@ class ProgramRunner:
         if program.build_id:
             env["THINPATCH_BUILD_ID"] = program.build_id
         # SIGTERM if `run` itself is killed, as when it stops the program on purpose
-        self.process = subprocess.Popen(dies_with_parent([program.binary, *self.options.program_args], env, "TERM"), env=env)
+        argv = dies_with_parent([program.binary, *self.options.program_args], env, "TERM")
+        self.process = subprocess.Popen(argv, env=env)
         self.exited = anyio.Event()
         return self.process.pid
 
@@ -353,7 +357,8 @@ async def run_session(options: RunOptions) -> int:
                     view = RunView(program, style)
                     view.pid = runner.start(program)
                     tg.start_soon(runner.watch_exit, program.name)
-                    say(tagged(style, f"running {program.label} (pid {view.pid}); edit and save to patch it, Ctrl-C to stop"))
+                    running = f"running {program.label} (pid {view.pid}); edit and save to patch it, Ctrl-C to stop"
+                    say(tagged(style, running))
                     async for event in client.events():
                         if runner.exited.is_set():
                             view.pid = None  # it ended; the next patch starts it again

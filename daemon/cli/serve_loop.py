@@ -16,10 +16,10 @@ log = structlog.get_logger("thinpatch.serve")
 
 async def serve_forever(
     socket_path: Path | None,
-    workspaces: list[str] | None,
+    workspaces: list[str | Path] | None,
     options: EngineOptions,
     *,
-    task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED,
+    task_status: anyio.abc.TaskStatus[tuple[Engine, DaemonServer]] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until SIGTERM/SIGINT, a `shutdown` request, or cancellation.
 
@@ -45,7 +45,7 @@ async def serve_forever(
                     stop()
                     return
 
-        async def run_server(*, task_status: anyio.abc.TaskStatus = anyio.TASK_STATUS_IGNORED) -> None:
+        async def run_server(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
             await server.run(task_status=task_status)
             stop()  # a client asked for shutdown
 

@@ -187,7 +187,7 @@ def list_service_directory(directory: Path) -> list[Path]:
     found = [p for p in directory.iterdir() if not p.is_dir() or p.is_symlink()]
     for wants in directory.glob("*.wants"):
         if wants.is_dir() and not wants.is_symlink():
-            found += [p for p in wants.iterdir()]
+            found += list(wants.iterdir())
     return found
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from typing import Mapping, TextIO
+from collections.abc import Mapping
+from typing import TextIO
 
 COLOR_CHOICES = ("auto", "always", "never")
 

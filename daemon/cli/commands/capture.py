@@ -60,9 +60,13 @@ def cargo_selection_args(args: argparse.Namespace) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", metavar="DIR", default=None, help="workspace directory (default: current directory)")
+    parser.add_argument(
+        "--workspace", metavar="DIR", default=None, help="workspace directory (default: current directory)"
+    )
     add_cargo_selection_options(parser)
-    parser.add_argument("cargo_args", nargs=argparse.REMAINDER, metavar="-- CARGO_ARGS", help="other arguments for `cargo build`")
+    parser.add_argument(
+        "cargo_args", nargs=argparse.REMAINDER, metavar="-- CARGO_ARGS", help="other arguments for `cargo build`"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,10 +22,10 @@ going because the process is never restarted:
   4. a compile error: reported with file and line, the app keeps running
   5. the fix: patched again
 
-Ends with a summary table and the next step: the same on your own project. Exits 0 when every step was observed, 1 otherwise (with what
-went wrong and how to fix it). The app and the daemon are always stopped, and the temp
-dir is removed unless --keep. The demo uses its own socket and capture registry: a daemon
-you already run is not affected.
+Ends with a summary table and the next step: the same on your own project. Exits 0 when
+every step was observed, 1 otherwise (with what went wrong and how to fix it). The app and
+the daemon are always stopped, and the temp dir is removed unless --keep. The demo uses its
+own socket and capture registry: a daemon you already run is not affected.
 
 --interactive runs the steps, then leaves the app and the daemon running and prints the
 file to edit: every save patches the app. Ctrl-C stops both and cleans up.
@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_color_option(parser)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (the app's source, build and patches)")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (progress goes to stderr)")
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary as JSON on stdout (progress goes to stderr)"
+    )
     parser.add_argument("--tick-ms", type=int, default=300, metavar="MS", help="the app's tick period (default: 300)")
     parser.add_argument(
         "--step-timeout", type=float, default=120.0, metavar="S",

@@ -41,8 +41,12 @@ class InitError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", metavar="DIR", default=".", help="your cargo project or workspace (default: current directory)")
-    parser.add_argument("--package", metavar="NAME", default=None, help="the program's package, when the workspace has several")
+    parser.add_argument(
+        "--workspace", metavar="DIR", default=".", help="your cargo project or workspace (default: current directory)"
+    )
+    parser.add_argument(
+        "--package", metavar="NAME", default=None, help="the program's package, when the workspace has several"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,14 +152,15 @@ def add_path_dependency(text: str, crate: Path) -> str:
         edited = f"{body}{separator}[dependencies]{newline}{dependency_line(crate)}{newline}"
     else:
         start, end = section
-        existing = next((i for i in range(start + 1, end) if _OUR_ENTRY.match(lines[i])), None)
+        ours = ((i, m) for i in range(start + 1, end) if (m := _OUR_ENTRY.match(lines[i])) is not None)
+        existing = next(ours, None)
         if existing is not None:
-            if not _is_one_line_entry(lines[existing]):
+            at, entry = existing
+            if not _is_one_line_entry(lines[at]):
                 raise InitError(
                     f"Cargo.toml's {CRATE} entry spans several lines; replace it with:\n    {dependency_line(crate)}"
                 )
-            indent = _OUR_ENTRY.match(lines[existing]).group(1)  # type: ignore[union-attr]
-            lines[existing] = indent + dependency_line(crate)
+            lines[at] = entry.group(1) + dependency_line(crate)
         else:
             insert_at = end
             while insert_at > start + 1 and not lines[insert_at - 1].strip():
@@ -164,7 +169,10 @@ def add_path_dependency(text: str, crate: Path) -> str:
         edited = newline.join(lines) + (newline if text.endswith(("\n", "\r\n")) else "")
     check = (tomllib.loads(edited).get("dependencies") or {}).get(CRATE)
     if not isinstance(check, dict) or check.get("path") != str(crate):
-        raise InitError(f"could not add {CRATE} to Cargo.toml safely; add this line under [dependencies]:\n    {dependency_line(crate)}")
+        raise InitError(
+            f"could not add {CRATE} to Cargo.toml safely; add this line under [dependencies]:\n"
+            f"    {dependency_line(crate)}"
+        )
     return edited
 
 

@@ -31,24 +31,30 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from daemon.cli.commands._socket_option import add_socket_option
 
-    parser.add_argument("--workspace", metavar="DIR", default=None, help="workspace directory (default: current directory)")
+    parser.add_argument(
+        "--workspace", metavar="DIR", default=None, help="workspace directory (default: current directory)"
+    )
     parser.add_argument("--crate", metavar="NAME", default=None, help="the edited crate (default: the program's crate)")
-    parser.add_argument("--bin", metavar="NAME", default=None, help="the program to patch, when several bins are captured")
+    parser.add_argument(
+        "--bin", metavar="NAME", default=None, help="the program to patch, when several bins are captured"
+    )
     parser.add_argument("-r", "--release", action="store_true", help="patch the release build's program")
     parser.add_argument("--profile", metavar="NAME", default=None, help="patch the program of this cargo profile")
     parser.add_argument("--target", metavar="TRIPLE", default=None, help="patch the program built for this target")
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    parser.add_argument("--no-daemon", action="store_true", help="build here even when a running daemon serves the program")
+    parser.add_argument(
+        "--no-daemon", action="store_true", help="build here even when a running daemon serves the program"
+    )
     add_socket_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import anyio
 
+    from daemon.build.crate_plans import resolve_crate
     from daemon.build.errors import CompileError, RebuildError
     from daemon.cli.capture_run import profile_dir_name
     from daemon.cli.daemon_patch import patch_through_daemon
-    from daemon.build.crate_plans import resolve_crate
     from daemon.service.patcher import PatchRejected, open_patcher
     from daemon.service.programs import ProgramChoiceError, choose_program, read_programs
     from daemon.service.workspaces import NoCapture, find_captured_workspace

@@ -21,7 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from daemon.cli.commands._socket_option import add_socket_option
 
     parser.add_argument("--crate", metavar="NAME", help="rebuild only this crate")
-    parser.add_argument("--workspace", metavar="DIR", help="workspace root (default: the one containing the current directory)")
+    parser.add_argument(
+        "--workspace", metavar="DIR", help="workspace root (default: the one containing the current directory)"
+    )
     parser.add_argument("--wait", action="store_true", help="wait for the outcome and exit 1 unless a patch is ready")
     add_socket_option(parser)
 
@@ -58,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
-    from daemon.socket.client import DaemonUnavailable, RequestFailed, connect
     from daemon.cli.commands.watch import render_event
+    from daemon.socket.client import DaemonUnavailable, RequestFailed, connect
 
     async def rebuild() -> int:
         async with connect(args.socket) as client:

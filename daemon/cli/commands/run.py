@@ -28,9 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from daemon.cli.commands.capture import add_cargo_selection_options
     from daemon.cli.terminal import add_color_option
 
-    parser.add_argument("--workspace", metavar="DIR", default=".", help="your cargo project or workspace (default: current directory)")
+    parser.add_argument(
+        "--workspace", metavar="DIR", default=".", help="your cargo project or workspace (default: current directory)"
+    )
     add_cargo_selection_options(parser)
-    parser.add_argument("--no-restart", action="store_true", help="on a Cargo.toml/build.rs change, say so instead of rebuilding and restarting")
+    parser.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="on a Cargo.toml/build.rs change, say so instead of rebuilding and restarting",
+    )
     add_color_option(parser)
     add_socket_option(parser)
     parser.add_argument("program_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for your program")

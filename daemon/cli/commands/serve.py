@@ -56,7 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--on-busy", choices=("restart", "queue"), default="restart",
         help="an edit during a build: restart the build on the newest content (default) or queue behind it",
     )
-    parser.add_argument("--keep", type=_at_least_one, default=16, metavar="N", help="patch libraries to keep in the session cache (default: 16)")
+    parser.add_argument(
+        "--keep",
+        type=_at_least_one,
+        default=16,
+        metavar="N",
+        help="patch libraries to keep in the session cache (default: 16)",
+    )
     parser.add_argument(
         "--no-warm-up", action="store_true",
         help="don't compile each program once when its session starts (the first save then pays for it)",
@@ -69,9 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
     import anyio
 
-    from daemon.service.engine import EngineOptions
     from daemon.cli.logging_setup import configure_logging
     from daemon.cli.serve_loop import serve_forever
+    from daemon.service.engine import EngineOptions
     from daemon.socket.single_instance import DaemonAlreadyRunning
     from daemon.socket.socket_paths import SocketPathError
 

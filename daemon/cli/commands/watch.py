@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from daemon.build.diagnostics import is_summary_dict
 from daemon.cli.terminal import PLAIN, Style, colour_rendered
@@ -33,8 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--json", action="store_true", help="print the raw events, one JSON object per line")
     parser.add_argument("--workspace", metavar="DIR", help="only events about this workspace root")
-    parser.add_argument("-v", "--verbose", action="store_true", help="also print builds as they start, and patch library paths")
-    parser.add_argument("--no-reconnect", action="store_true", help="exit when the daemon stops instead of waiting for it")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also print builds as they start, and patch library paths"
+    )
+    parser.add_argument(
+        "--no-reconnect", action="store_true", help="exit when the daemon stops instead of waiting for it"
+    )
     add_color_option(parser)
     add_socket_option(parser)
 
@@ -127,7 +132,10 @@ def _patch_ready(event: dict[str, Any], prefix: str, style: Style, verbose: bool
     t = event.get("timings") or {}
     lines = [
         f"{prefix}{style.ok('patched')} {_what(event)} in {_ms(t.get('total_ms'))} "
-        + style.quiet(f"(rustc {_ms(t.get('rustc_ms'))}, link {_ms(t.get('link_ms'))}, verify {_ms(t.get('verify_ms'))}; patch {event.get('id')})")
+        + style.quiet(
+            f"(rustc {_ms(t.get('rustc_ms'))}, link {_ms(t.get('link_ms'))}, verify {_ms(t.get('verify_ms'))}; "
+            f"patch {event.get('id')})"
+        )
     ]
     if verbose and event.get("lib"):
         lines.append(f"  library: {event['lib']}")
@@ -189,7 +197,8 @@ def _patch_rejected(event: dict[str, Any], prefix: str, style: Style, verbose: b
     lines = [f"{prefix}{style.bad('patch rejected')}: {_what(event)}: {event.get('reason')}"]
     missing = event.get("missing_symbols") or []
     if missing and verbose:
-        lines.append(f"  missing symbols: {', '.join(missing[:5])}" + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        lines.append(f"  missing symbols: {', '.join(missing[:5])}{more}")
     if event.get("action"):
         lines.append(f"  {event['action']}")
     return lines
@@ -197,7 +206,8 @@ def _patch_rejected(event: dict[str, Any], prefix: str, style: Style, verbose: b
 
 def _full_rebuild(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
     files = ", ".join(_short(f, event) for f in event.get("files") or [])
-    return [f"{prefix}{style.warn('full rebuild required')}" + (f" ({files})" if files else "") + f": {event.get('reason')}"]
+    where = f" ({files})" if files else ""
+    return [f"{prefix}{style.warn('full rebuild required')}{where}: {event.get('reason')}"]
 
 
 def _session_reset(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
@@ -246,7 +256,8 @@ def _one_line(diagnostic: dict[str, Any], event: dict[str, Any]) -> str:
     where = ""
     for span in diagnostic.get("spans") or []:
         if span.get("is_primary", True):
-            where = f" ({_short(str(span.get('file_name')), event)}:{span.get('line_start')}:{span.get('column_start')})"
+            file = _short(str(span.get("file_name")), event)
+            where = f" ({file}:{span.get('line_start')}:{span.get('column_start')})"
             break
     return f"{diagnostic.get('message')}{where}"
 
