@@ -13,8 +13,9 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from capture.rustc_args import codegen_value
 from capture.store import CaptureRecord, CrateKey
-from daemon.build.rustc_plan import PlanError, codegen_value, extern_paths
+from daemon.build.rustc_plan import PlanError, extern_paths
 from daemon.build.session_cache import crate_file_stem
 
 _ARTIFACT_EXTENSIONS = (".rlib", ".rmeta", ".so", ".dylib", ".dll")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from daemon.build.rustc_plan import codegen_value
+from capture.rustc_args import codegen_value
 
 _LTO_OFF = {"off", "no", "n", "false"}
 

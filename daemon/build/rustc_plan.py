@@ -22,6 +22,7 @@ from pathlib import Path
 from capture.environment import replayable_env
 from capture.rustc_args import (
     codegen_setting,
+    codegen_value,
     option_values,
     parse_rustc_args,
     remove_codegen_option,
@@ -30,7 +31,6 @@ from capture.rustc_args import (
     spelled_like,
     split_extern,
 )
-from capture.rustc_args import codegen_value as codegen_value  # re-exported for the daemon
 from capture.store import CaptureRecord, CrateKey
 from daemon.build.session_cache import SessionLayout
 
@@ -43,8 +43,6 @@ class PlanError(ValueError):
 #
 # rustc's option syntax (every spelling of an option, which argument is whose value) is known
 # only to capture.rustc_args; the editors below say what to change, not how to find it.
-
-strip_codegen = remove_codegen_option  # ``-C key[=v]`` removed in every spelling
 
 
 def set_crate_type(args: Sequence[str], kind: str) -> list[str]:
@@ -69,11 +67,11 @@ def set_out_dir(args: Sequence[str], directory: str | Path) -> list[str]:
 
 
 def set_incremental(args: Sequence[str], directory: str | Path) -> list[str]:
-    return [*strip_codegen(args, "incremental"), "-C", f"incremental={directory}"]
+    return [*remove_codegen_option(args, "incremental"), "-C", f"incremental={directory}"]
 
 
 def set_codegen_units(args: Sequence[str], units: int | str) -> list[str]:
-    return [*strip_codegen(args, "codegen-units"), "-C", f"codegen-units={units}"]
+    return [*remove_codegen_option(args, "codegen-units"), "-C", f"codegen-units={units}"]
 
 
 # Cargo passes no ``-C codegen-units`` unless the profile sets it; rustc then uses 256 units
@@ -119,7 +117,7 @@ def set_patch_debuginfo(args: Sequence[str]) -> list[str]:
     """Full debug info becomes :data:`PATCH_DEBUGINFO`; less than full is kept as captured."""
     if debuginfo_level(args) not in _FULL_DEBUGINFO:
         return list(args)
-    return [*remove_options(strip_codegen(args, "debuginfo"), "-g"), "-C", f"debuginfo={PATCH_DEBUGINFO}"]
+    return [*remove_options(remove_codegen_option(args, "debuginfo"), "-g"), "-C", f"debuginfo={PATCH_DEBUGINFO}"]
 
 
 def set_json_diagnostics(args: Sequence[str], rendered_ansi: bool = False, artifacts: bool = False) -> list[str]:

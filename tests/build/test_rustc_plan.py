@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from capture.rustc_args import codegen_value, remove_codegen_option
 from capture.store import CaptureRecord
 from daemon.build.rustc_plan import (
     PlanError,
     add_search_dir,
     build_obj_plan,
-    codegen_value,
     debuginfo_level,
     extern_paths,
     replay_env,
@@ -29,7 +29,6 @@ from daemon.build.rustc_plan import (
     set_json_diagnostics,
     set_out_dir,
     set_patch_debuginfo,
-    strip_codegen,
 )
 from daemon.build.session_cache import library_filename, library_filename_for_os, object_filename
 
@@ -399,7 +398,7 @@ def test_full_debug_info_becomes_limited_in_patches(tmp_path):
     assert debuginfo_level(plan.args) == "limited"
     assert sum(1 for a in plan.args if "debuginfo" in a) == 1
     for spelling in (["-C", "debuginfo=full"], ["-Cdebuginfo=2"], ["--codegen=debuginfo=2"], ["-g"]):
-        args = [*strip_codegen(APP_ARGS, "debuginfo"), *spelling]
+        args = [*remove_codegen_option(APP_ARGS, "debuginfo"), *spelling]
         plan = build_obj_plan(record(args, "app", "bin", ["bin"]), tmp_path)
         assert debuginfo_level(plan.args) == "limited", spelling
         assert "-g" not in plan.args
@@ -407,7 +406,7 @@ def test_full_debug_info_becomes_limited_in_patches(tmp_path):
 
 @pytest.mark.parametrize("level", ["0", "none", "1", "limited", "line-tables-only", "line-directives-only"])
 def test_less_than_full_debug_info_is_kept(tmp_path, level):
-    args = [*strip_codegen(APP_ARGS, "debuginfo"), "-C", f"debuginfo={level}"]
+    args = [*remove_codegen_option(APP_ARGS, "debuginfo"), "-C", f"debuginfo={level}"]
     plan = build_obj_plan(record(args, "app", "bin", ["bin"]), tmp_path)
     assert debuginfo_level(plan.args) == level
     assert sum(1 for a in plan.args if "debuginfo" in a) == 1
@@ -417,5 +416,5 @@ def test_debuginfo_level_follows_rustcs_last_one_wins():
     assert debuginfo_level(["-g", "-C", "debuginfo=1"]) == "1"
     assert debuginfo_level(["-C", "debuginfo=1", "-g"]) == "2"
     assert debuginfo_level(["-Copt-level=0"]) is None
-    no_debug = [*strip_codegen(APP_ARGS, "debuginfo"), "-g", "-C", "debuginfo=0"]
+    no_debug = [*remove_codegen_option(APP_ARGS, "debuginfo"), "-g", "-C", "debuginfo=0"]
     assert set_patch_debuginfo(no_debug) == no_debug
