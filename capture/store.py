@@ -528,9 +528,17 @@ def _newest_mtime(path: Path) -> float:
     return newest
 
 
-def iter_registered_workspaces(env: Mapping[str, str] | None = None) -> Iterator[dict[str, Any]]:
-    """Yield trusted registry entries ({workspace, capture_root, updated_at}) whose workspace
-    is still the directory that was registered.
+@dataclass(frozen=True)
+class RegisteredWorkspace:
+    """A registry entry: a workspace and where its captures are."""
+
+    workspace: Path
+    capture_root: Path
+
+
+def iter_registered_workspaces(env: Mapping[str, str] | None = None) -> Iterator[RegisteredWorkspace]:
+    """Yield the trusted registry entries whose workspace is still the directory that was
+    registered.
 
     An entry whose workspace is gone, or was made again (another inode), is deleted: a
     re-created path is a new workspace that nobody has captured yet.
@@ -562,4 +570,4 @@ def iter_registered_workspaces(env: Mapping[str, str] | None = None) -> Iterator
             except OSError:
                 pass
             continue
-        yield entry
+        yield RegisteredWorkspace(workspace, Path(entry["capture_root"]))

@@ -30,7 +30,7 @@ def registered_workspaces(env: dict[str, str] | None = None) -> list[CapturedWor
     """Workspaces `thinpatch capture` has registered whose captures still exist and are trusted."""
     found = []
     for entry in iter_registered_workspaces(env):
-        ws, root = Path(entry["workspace"]), Path(entry["capture_root"])
+        ws, root = entry.workspace, entry.capture_root
         if captures_dir(root).is_dir() and untrusted_reason(root) is None:
             found.append(CapturedWorkspace(ws, root))
     return found

@@ -126,7 +126,7 @@ def test_record_files_are_private(captured_workspace):
 
 def test_workspace_registered(captured_workspace):
     entries = list(store.iter_registered_workspaces())
-    assert any(e["workspace"] == str(captured_workspace.workspace) for e in entries)
+    assert any(e.workspace == captured_workspace.workspace for e in entries)
 
 
 def test_captured_binary_behaves_as_before_and_exports_symbols(captured_single_bin, tmp_path):
