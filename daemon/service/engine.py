@@ -32,6 +32,7 @@ from daemon.service.programs import RESTART_HINT, Identity, Program, identify, p
 from daemon.service.scheduler import WARM_UP, BuildRequest, WorkspaceScheduler
 from daemon.service.watcher import DEFAULT_DEBOUNCE_MS, SourceWatcher, content_digest, filter_watch_set, git_ignored
 from daemon.service.workspaces import CapturedWorkspace, registered_workspaces
+from daemon.socket import protocol
 from daemon.socket.protocol import RequestError, Subscription
 
 log = structlog.get_logger("thinpatch.engine")
@@ -307,14 +308,9 @@ class ServedWorkspace:
         program = served.program
         self.builds += 1
         self.emit(
-            {
-                "type": "build-started",
-                "id": build_id,
-                "workspace": self.name,
-                "crate": crate_label,
-                "files": sorted(files),
-                "program": program.describe(),
-            }
+            protocol.build_started(
+                build_id=build_id, workspace=self.name, crate=crate_label, files=files, program=program.describe()
+            )
         )
         bound = log.bind(workspace=self.name, program=program.label, crate=crate_label, build=build_id)
         try:
@@ -331,16 +327,15 @@ class ServedWorkspace:
         except PatchRejected as exc:
             self.last_outcome = "patch-rejected"
             self.emit(
-                {
-                    "type": "patch-rejected",
-                    "id": build_id,
-                    "workspace": self.name,
-                    "crate": crate_label,
-                    "reason": exc.reason,
-                    "missing_symbols": exc.missing_symbols,
-                    "action": exc.action,
-                    "program": program.describe(),
-                }
+                protocol.patch_rejected(
+                    build_id=build_id,
+                    workspace=self.name,
+                    crate=crate_label,
+                    reason=exc.reason,
+                    missing_symbols=exc.missing_symbols,
+                    action=exc.action,
+                    program=program.describe(),
+                )
             )
             bound.info("patch rejected", outcome="rejected", missing=len(exc.missing_symbols))
         except RebuildError as exc:
@@ -354,21 +349,20 @@ class ServedWorkspace:
             self._failed(build_id, crate_label, f"internal error while building the patch: {exc!r}", [], program)
         else:
             data = result.to_json()  # once: the jump table's map can hold thousands of entries
-            event = {
-                "type": "patch-ready",
-                "id": build_id,
-                "workspace": self.name,
-                "crate": data["crate"],
-                "edited_crate": data["edited_crate"],
-                "lib": data["lib"],
-                "jump_table": data["jump_table"],
-                "report": data["report"],
-                "timings": data["timings"],
-                "program": program.describe(),
-            }
-            if program.build_id:
-                event["for_build_id"] = program.build_id
-                event["subscribers"] = self.count_receivers(program.build_id)
+            event = protocol.patch_ready(
+                build_id=build_id,
+                workspace=self.name,
+                crate=data["crate"],
+                edited_crate=data["edited_crate"],
+                lib=data["lib"],
+                jump_table=data["jump_table"],
+                report=data["report"],
+                timings=data["timings"],
+                program=program.describe(),
+                # a patch for one binary: only the processes running it receive it
+                for_build_id=program.build_id or None,
+                subscribers=self.count_receivers(program.build_id) if program.build_id else 0,
+            )
             served.last_patch = event
             self.last_patch = event
             self.last_outcome = "patch-ready"
@@ -432,8 +426,7 @@ class ServedWorkspace:
         """Edits while no program is patchable (its link record damaged or gone) fail visibly."""
         build_id = next(self.ids)
         crate = sorted(request.crates)[0].name if request.crates else "?"
-        self.emit({"type": "build-started", "id": build_id, "workspace": self.name, "crate": crate,
-                   "files": sorted(request.files)})
+        self.emit(protocol.build_started(build_id=build_id, workspace=self.name, crate=crate, files=request.files))
         warnings = sorted({w for c in self.captures for w in c.warnings})
         self._failed(
             build_id,
@@ -450,15 +443,14 @@ class ServedWorkspace:
     ) -> None:
         self.last_outcome = "build-failed"
         self.emit(
-            {
-                "type": "build-failed",
-                "id": build_id,
-                "workspace": self.name,
-                "crate": crate,
-                "message": message,
-                "diagnostics": diagnostics,
-                "program": program.describe() if program else None,
-            }
+            protocol.build_failed(
+                build_id=build_id,
+                workspace=self.name,
+                crate=crate,
+                message=message,
+                diagnostics=diagnostics,
+                program=program.describe() if program else None,
+            )
         )
 
     def on_changes(self, paths: set[str]) -> None:
@@ -468,12 +460,9 @@ class ServedWorkspace:
         manifests = [m for m in manifests if content_digest(m) != self.manifest_digests.get(m)]
         if manifests:
             self.emit(
-                {
-                    "type": "full-rebuild-required",
-                    "workspace": self.name,
-                    "reason": self._manifest_reason(manifests),
-                    "files": sorted(manifests),
-                }
+                protocol.full_rebuild_required(
+                    workspace=self.name, reason=self._manifest_reason(manifests), files=manifests
+                )
             )
             return
         if not by_crate:
@@ -617,9 +606,7 @@ class Engine:
         matched = replace(subscription, build_id=who.build_id or f"unidentified-{pid}")
         if who.program is not None:
             return matched, []
-        event: dict[str, Any] = {"type": "not-patchable", "reason": who.reason, "message": who.message}
-        if pid is not None:
-            event["for_pid"] = pid
+        event = protocol.not_patchable(reason=who.reason, message=who.message, for_pid=pid)
         self.publish(dict(event))  # observers (`thinpatch watch`) see it too; the subscriber isn't one yet
         return matched, [event]
 
@@ -640,15 +627,14 @@ class Engine:
                         message=fields.get("message"),
                     )
                     ws.emit(
-                        {
-                            "type": "patch-result",
-                            "id": patch_id,
-                            "workspace": ws.name,
-                            "pid": pid,
-                            "applied": fields["applied"],
-                            "message": fields.get("message"),
-                            "program": served.program.describe(),
-                        }
+                        protocol.patch_result(
+                            patch_id=patch_id,
+                            workspace=ws.name,
+                            pid=pid,
+                            applied=fields["applied"],
+                            message=fields.get("message"),
+                            program=served.program.describe(),
+                        )
                     )
                     return
         raise RequestError(f"no patch with id {patch_id!r} is current; results are taken for the latest patches only")
@@ -690,12 +676,9 @@ class Engine:
             exc = loaded
             if self.problems.get(key) != str(exc):  # once per problem, not once per discovery round
                 self.publish(
-                    {
-                        "type": "full-rebuild-required",
-                        "workspace": key,
-                        "reason": f"{exc}",
-                        "files": damaged_records(found.capture_root, str(exc)),
-                    }
+                    protocol.full_rebuild_required(
+                        workspace=key, reason=f"{exc}", files=damaged_records(found.capture_root, str(exc))
+                    )
                 )
             self.problems[key] = str(exc)
             return None
@@ -726,13 +709,12 @@ class Engine:
         damaged = damaged_records(ws.found.capture_root, "\n".join(warnings))
         log.warning("capture records skipped", workspace=ws.name, records=len(warnings))
         ws.emit(
-            {
-                "type": "full-rebuild-required",
-                "workspace": ws.name,
-                "reason": "some capture records could not be read, so patches for their crates can't be "
+            protocol.full_rebuild_required(
+                workspace=ws.name,
+                reason="some capture records could not be read, so patches for their crates can't be "
                 "built:\n  " + "\n  ".join(warnings) + "\nRun `thinpatch capture` and restart the program.",
-                "files": damaged,
-            }
+                files=damaged,
+            )
         )
 
     async def _run_workspace(self, ws: ServedWorkspace) -> None:
@@ -811,11 +793,10 @@ class Engine:
                 started = self._start(found, prepared)
                 self._retire(ws, started)
                 self.publish(
-                    {
-                        "type": "session-reset",
-                        "workspace": key,
-                        "reason": "a new `thinpatch capture` rebuilt the program; restart it to apply new patches",
-                    }
+                    protocol.session_reset(
+                        workspace=key,
+                        reason="a new `thinpatch capture` rebuilt the program; restart it to apply new patches",
+                    )
                 )
                 self._report_damaged_records(started)
 
@@ -827,15 +808,14 @@ class Engine:
             if program.build_id and program.build_id not in current:
                 self.retired[program.build_id] = program
                 self.publish(
-                    {
-                        "type": "not-patchable",
-                        "workspace": old.name,
-                        "for_build_id": program.build_id,
-                        "reason": "old-session",
-                        "message": f"a new `thinpatch capture` rebuilt {program.label}; a process still running "
+                    protocol.not_patchable(
+                        workspace=old.name,
+                        for_build_id=program.build_id,
+                        reason="old-session",
+                        message=f"a new `thinpatch capture` rebuilt {program.label}; a process still running "
                         f"the earlier binary gets no more patches. {RESTART_HINT}",
-                        "program": program.describe(),
-                    }
+                        program=program.describe(),
+                    )
                 )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
