@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 PROTOCOL_VERSION = 1
 
@@ -116,11 +116,11 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ProtocolError(f"message holds {name}, which is not JSON")
 
 
-def _check_value(value: Any) -> None:
+def _check_value(value: object) -> None:
     """Depth and text limits, checked without recursion."""
     stack = [(value, 1)]
     while stack:
@@ -328,11 +328,11 @@ def _optional_int(message: dict[str, Any], name: str, seq: int | None, *, minimu
     return value
 
 
-def _is_int(value: Any, *, minimum: int) -> bool:
+def _is_int(value: object, *, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _json_kind(value: Any) -> str:
+def _json_kind(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):
