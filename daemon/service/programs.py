@@ -19,6 +19,7 @@ from typing import Iterable, Mapping
 from capture.store import Captures, CrateKey, list_scopes, load_captures, safe_name
 from daemon.binary.build_id import read_build_id
 from daemon.build.crate_graph import crate_node, dependency_graph
+from daemon.socket.protocol import NotPatchableReason
 
 RESTART_HINT = "Restart it with `thinpatch run`, or run the binary `thinpatch capture` built."
 
@@ -151,7 +152,7 @@ class Identity:
 
     program: Program | None
     build_id: str | None
-    reason: str | None = None  # not-captured | replaced | old-session | unidentified
+    reason: NotPatchableReason | None = None  # set, with message, when program is None
     message: str | None = None
 
 

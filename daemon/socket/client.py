@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from anyio.streams.memory import MemoryObjectSendStream
 
 from daemon.socket import protocol
 from daemon.socket.peercred import peer_credentials
@@ -89,7 +90,7 @@ class DaemonClient:
         self.disconnect_reason: str | None = None
         self._stream = stream
         self._seq = count(1)
-        self._pending: dict[int, anyio.abc.ObjectSendStream[dict[str, Any]]] = {}
+        self._pending: dict[int, MemoryObjectSendStream[dict[str, Any]]] = {}
         self._events_in, self._events_out = anyio.create_memory_object_stream[dict[str, Any]](EVENT_BUFFER)
         self._closed = False
 

@@ -1,7 +1,8 @@
 """Protocol v1 between the daemon and its clients: newline-delimited JSON over a Unix socket.
 
-Pure data: message constructors, encoding, a bounded line splitter, and validation of
-client requests. No I/O. The JSON Schema in ``daemon/data/protocol.schema.json`` describes
+Pure data: message constructors (one per event type, each taking typed fields and giving
+the JSON object), encoding, a bounded line splitter, and validation of client requests. No
+I/O. The JSON Schema in ``daemon/data/protocol.schema.json`` describes
 the same messages; ``docs/protocol.md`` documents them.
 """
 
@@ -9,8 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, NoReturn
 
 PROTOCOL_VERSION = 1
 
@@ -41,6 +43,16 @@ EVENT_TYPES = (
     "patch-result",
     "error",
 )
+
+# One event as the engine publishes it: a JSON object (the server adds ``seq`` and ``time``).
+Event = dict[str, Any]
+# What identifies a patch in `patch-result`: the build's number (a client may send it as text).
+PatchId = int | str
+# The captured binary an event is about, as ``Program.describe()`` gives it: name, scope,
+# binary, build_id.
+ProgramDescription = Mapping[str, object]
+# Why a subscribed process gets no patches (the `not-patchable` event's ``reason``).
+NotPatchableReason = Literal["not-captured", "replaced", "old-session", "unidentified"]
 
 # Crate names as cargo and rustc accept them. Anything else (paths, `..`) is refused early.
 _CRATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
@@ -104,11 +116,11 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ProtocolError(f"message holds {name}, which is not JSON")
 
 
-def _check_value(value: Any) -> None:
+def _check_value(value: object) -> None:
     """Depth and text limits, checked without recursion."""
     stack = [(value, 1)]
     while stack:
@@ -316,11 +328,11 @@ def _optional_int(message: dict[str, Any], name: str, seq: int | None, *, minimu
     return value
 
 
-def _is_int(value: Any, *, minimum: int) -> bool:
+def _is_int(value: object, *, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _json_kind(value: Any) -> str:
+def _json_kind(value: object) -> str:
     if isinstance(value, list):
         return "an array"
     if isinstance(value, str):
@@ -357,3 +369,147 @@ def is_event(message: dict[str, Any]) -> bool:
     if kind == "error":
         return "re" not in message
     return kind in EVENT_TYPES
+
+
+# --------------------------------------------------------------------------- events
+# One constructor per event type; ``error`` is above. Each gives the event without ``seq`` and
+# ``time`` (the server stamps both), its fields always in the same order.
+
+
+def build_started(
+    *, build_id: int, workspace: str, crate: str, files: Iterable[str], program: ProgramDescription | None = None
+) -> Event:
+    """A build began because ``files`` changed. ``program`` is left out when no program is
+    patchable (the build then fails at once, naming why)."""
+    event: Event = {"type": "build-started", "id": build_id, "workspace": workspace, "crate": crate, "files": sorted(files)}
+    if program is not None:
+        event["program"] = dict(program)
+    return event
+
+
+def patch_ready(
+    *,
+    build_id: int,
+    workspace: str,
+    crate: str,
+    edited_crate: str,
+    lib: str,
+    jump_table: Mapping[str, Any],
+    report: Mapping[str, Any],
+    timings: Mapping[str, float],
+    program: ProgramDescription,
+    for_build_id: str | None = None,
+    subscribers: int = 0,
+) -> Event:
+    """A verified patch for ``program``. With ``for_build_id`` it reaches only the processes
+    running that binary, and says how many were subscribed (``subscribers``) when it was sent."""
+    event: Event = {
+        "type": "patch-ready",
+        "id": build_id,
+        "workspace": workspace,
+        "crate": crate,
+        "edited_crate": edited_crate,
+        "lib": lib,
+        "jump_table": jump_table,
+        "report": report,
+        "timings": timings,
+        "program": dict(program),
+    }
+    if for_build_id is not None:
+        event["for_build_id"] = for_build_id
+        event["subscribers"] = subscribers
+    return event
+
+
+def build_failed(
+    *,
+    build_id: int,
+    workspace: str,
+    crate: str,
+    message: str,
+    diagnostics: Sequence[Mapping[str, Any]] = (),
+    program: ProgramDescription | None,
+) -> Event:
+    """The build failed: ``message`` says why, ``diagnostics`` are rustc's (protocol form)."""
+    return {
+        "type": "build-failed",
+        "id": build_id,
+        "workspace": workspace,
+        "crate": crate,
+        "message": message,
+        "diagnostics": list(diagnostics),
+        "program": dict(program) if program is not None else None,
+    }
+
+
+def patch_rejected(
+    *,
+    build_id: int,
+    workspace: str,
+    crate: str,
+    reason: str,
+    missing_symbols: Sequence[str],
+    action: str,
+    program: ProgramDescription,
+) -> Event:
+    """A patch was built but would not load into the program; nothing to apply."""
+    return {
+        "type": "patch-rejected",
+        "id": build_id,
+        "workspace": workspace,
+        "crate": crate,
+        "reason": reason,
+        "missing_symbols": list(missing_symbols),
+        "action": action,
+        "program": dict(program),
+    }
+
+
+def full_rebuild_required(*, workspace: str, reason: str, files: Iterable[str]) -> Event:
+    """A change no patch can carry (a manifest, a build script, a damaged capture)."""
+    return {"type": "full-rebuild-required", "workspace": workspace, "reason": reason, "files": sorted(files)}
+
+
+def session_reset(*, workspace: str, reason: str) -> Event:
+    """A new capture rebuilt the workspace's programs: earlier patches no longer apply."""
+    return {"type": "session-reset", "workspace": workspace, "reason": reason}
+
+
+def not_patchable(
+    *,
+    reason: NotPatchableReason,
+    message: str,
+    workspace: str | None = None,
+    for_build_id: str | None = None,
+    for_pid: int | None = None,
+    program: ProgramDescription | None = None,
+) -> Event:
+    """A process runs a binary that gets no patches. Sent for one process (``for_pid``, before
+    its workspace is known) or for every process running one binary (``for_build_id``)."""
+    event: Event = {"type": "not-patchable"}
+    if workspace is not None:
+        event["workspace"] = workspace
+    if for_build_id is not None:
+        event["for_build_id"] = for_build_id
+    event["reason"] = reason
+    event["message"] = message
+    if for_pid is not None:
+        event["for_pid"] = for_pid
+    if program is not None:
+        event["program"] = dict(program)
+    return event
+
+
+def patch_result(
+    *, patch_id: PatchId, workspace: str, pid: int, applied: bool, message: str | None, program: ProgramDescription
+) -> Event:
+    """A process reported whether it applied a patch (observers hear it)."""
+    return {
+        "type": "patch-result",
+        "id": patch_id,
+        "workspace": workspace,
+        "pid": pid,
+        "applied": applied,
+        "message": message,
+        "program": dict(program),
+    }

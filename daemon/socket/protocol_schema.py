@@ -22,7 +22,8 @@ def protocol_schema() -> dict[str, Any]:
 
 @cache
 def _validator(definition: str) -> Any:
-    import jsonschema
+    # jsonschema ships no type hints and its stubs are no dependency of ours: the validator is used as Any.
+    import jsonschema  # type: ignore[import-untyped]
 
     schema = protocol_schema()
     root = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from capture.trust import untrusted_reason
@@ -25,14 +26,14 @@ class SocketPathError(RuntimeError):
 
 
 def default_socket_path(env: dict[str, str] | None = None, uid: int | None = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get(ENV_SOCKET):
-        return Path(env[ENV_SOCKET])
-    runtime_dir = env.get("XDG_RUNTIME_DIR")
+    environ: Mapping[str, str] = os.environ if env is None else env
+    if environ.get(ENV_SOCKET):
+        return Path(environ[ENV_SOCKET])
+    runtime_dir = environ.get("XDG_RUNTIME_DIR")
     if runtime_dir:
         return Path(runtime_dir) / "thinpatch" / SOCKET_NAME
     uid = os.getuid() if uid is None else uid
-    tmp = env.get("TMPDIR") or tempfile.gettempdir()
+    tmp = environ.get("TMPDIR") or tempfile.gettempdir()
     return Path(tmp) / f"thinpatch-{uid}" / SOCKET_NAME
 
 

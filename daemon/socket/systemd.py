@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping, MutableMapping
 
 LISTEN_FDS_START = 3
 
@@ -22,17 +23,17 @@ def listen_fds(env: dict[str, str] | None = None, *, unset: bool = True) -> list
     With ``unset`` (the default, as sd_listen_fds does) the variables are removed from
     ``os.environ`` so the builds we spawn do not see them.
     """
-    env = os.environ if env is None else env
+    environ: MutableMapping[str, str] = os.environ if env is None else env
     try:
-        pid = int(env.get("LISTEN_PID", ""))
-        count = int(env.get("LISTEN_FDS", ""))
+        pid = int(environ.get("LISTEN_PID", ""))
+        count = int(environ.get("LISTEN_FDS", ""))
     except ValueError:
         return []
     if pid != os.getpid() or count < 1:
         return []
     if unset:
         for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-            env.pop(name, None)
+            environ.pop(name, None)
     fds = list(range(LISTEN_FDS_START, LISTEN_FDS_START + count))
     for fd in fds:
         os.set_inheritable(fd, False)
@@ -60,8 +61,8 @@ def notify(state: str, env: dict[str, str] | None = None) -> bool:
 
     Errors are swallowed: a daemon must not die because its supervisor went away.
     """
-    env = os.environ if env is None else env
-    address = env.get("NOTIFY_SOCKET")
+    environ: Mapping[str, str] = os.environ if env is None else env
+    address = environ.get("NOTIFY_SOCKET")
     if not address:
         return False
     if address.startswith("@"):

@@ -206,6 +206,67 @@ def test_constructors_build_schema_valid_messages() -> None:
     assert not protocol.is_event({"type": "pong"})
 
 
+PROGRAM = {"name": "demo", "scope": "host-debug", "binary": f"{WORKSPACE}/target/debug/demo", "build_id": "ab12cd"}
+
+
+def constructed_events() -> list[dict]:
+    """Each event constructor, with every optional field given and with none."""
+    return [
+        protocol.build_started(build_id=1, workspace=WORKSPACE, crate="demo", files=[f"{WORKSPACE}/src/main.rs"],
+                               program=PROGRAM),
+        protocol.build_started(build_id=1, workspace=WORKSPACE, crate="demo", files=[]),
+        protocol.patch_ready(
+            build_id=1, workspace=WORKSPACE, crate="demo", edited_crate="demo, core", lib="/tmp/patch-1.so",
+            jump_table=patch_ready(1)["jump_table"], report={"mapped": 3}, timings=patch_ready(1)["timings"],
+            program=PROGRAM, for_build_id="ab12cd", subscribers=2,
+        ),
+        protocol.patch_ready(
+            build_id=2, workspace=WORKSPACE, crate="demo", edited_crate="demo", lib="/tmp/patch-2.so",
+            jump_table=patch_ready(2)["jump_table"], report={}, timings=patch_ready(2)["timings"],
+            program={**PROGRAM, "build_id": None},
+        ),
+        protocol.build_failed(build_id=3, workspace=WORKSPACE, crate="demo", message="crate demo does not compile",
+                              diagnostics=[{"message": "expected `;`", "level": "error", "spans": []}],
+                              program=PROGRAM),
+        protocol.build_failed(build_id=3, workspace=WORKSPACE, crate="?", message="no program can be patched",
+                              program=None),
+        protocol.patch_rejected(build_id=4, workspace=WORKSPACE, crate="demo", reason="needs 1 symbol",
+                                missing_symbols=["demo::helper"], action="Run `thinpatch capture` again.",
+                                program=PROGRAM),
+        protocol.full_rebuild_required(workspace=WORKSPACE, reason="Cargo.toml changed",
+                                       files=[f"{WORKSPACE}/Cargo.toml"]),
+        protocol.session_reset(workspace=WORKSPACE, reason="a new `thinpatch capture` rebuilt the program"),
+        protocol.not_patchable(reason="replaced", message="process 42 runs another binary", for_pid=42),
+        protocol.not_patchable(reason="old-session", message="restart it", workspace=WORKSPACE,
+                               for_build_id="ab12cd", program=PROGRAM),
+        protocol.patch_result(patch_id=1, workspace=WORKSPACE, pid=42, applied=True, message=None, program=PROGRAM),
+        protocol.patch_result(patch_id="1", workspace=WORKSPACE, pid=42, applied=False, message="dlopen failed",
+                              program=PROGRAM),
+        protocol.error("the session cache is not writable"),
+    ]
+
+
+@pytest.mark.parametrize("event", constructed_events(), ids=lambda e: e["type"])
+def test_every_event_constructor_builds_a_schema_valid_event(event: dict) -> None:
+    assert protocol.is_event(event)
+    assert server_message_errors({**event, "seq": 1, "time": 1700000000.5}) == []
+    json.dumps(event)  # plain JSON: no sets, tuples or dataclasses left inside
+
+
+def test_there_is_a_constructor_for_every_event_type() -> None:
+    assert {e["type"] for e in constructed_events()} == set(protocol.EVENT_TYPES)
+
+
+def test_constructed_events_keep_their_optional_fields_out_when_not_given() -> None:
+    started = protocol.build_started(build_id=1, workspace=WORKSPACE, crate="demo", files=["/b", "/a"])
+    assert started == {"type": "build-started", "id": 1, "workspace": WORKSPACE, "crate": "demo", "files": ["/a", "/b"]}
+    ready = constructed_events()[3]
+    assert "for_build_id" not in ready and "subscribers" not in ready
+    assert protocol.not_patchable(reason="unidentified", message="m") == {
+        "type": "not-patchable", "reason": "unidentified", "message": "m"
+    }
+
+
 def documented_examples() -> list[dict]:
     """Every complete one-line JSON example in docs/protocol.md."""
     import re
