@@ -7,9 +7,9 @@ and which crate an edited file belongs to.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from capture.store import CrateKey
 

@@ -7,9 +7,10 @@ This is the one place that strings the pipeline together, for both the one-shot
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import anyio
 import structlog
@@ -18,9 +19,12 @@ from capture.store import CaptureRecord, Captures, CrateKey, load_captures
 from daemon.binary.demangle import demangle
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
-from daemon.build.errors import MissingCapture, UnsupportedEdit
-from daemon.build.crate_plans import resolve_crate, resolve_top
+from daemon.binary.program_index import program_index
+from daemon.binary.symbol_cache import SymbolCache
+from daemon.binary.symbols import DATA, LOCAL, MACHO, SymbolTable, read_symbols
 from daemon.build.concurrency import beside
+from daemon.build.crate_plans import resolve_crate, resolve_top
+from daemon.build.errors import MissingCapture, UnsupportedEdit
 from daemon.build.rebuild import PatchBuild, build_patch
 from daemon.build.refusals import no_symbol_table_refusal
 from daemon.build.session_cache import (
@@ -32,9 +36,6 @@ from daemon.build.session_cache import (
     read_edited_crates,
     record_edited_crates,
 )
-from daemon.binary.program_index import program_index
-from daemon.binary.symbol_cache import SymbolCache
-from daemon.binary.symbols import DATA, LOCAL, MACHO, SymbolTable, read_symbols
 
 log = structlog.get_logger("thinpatch.patcher")
 

@@ -12,9 +12,9 @@ Everything here is pure (capture records, paths and build IDs in, data out) exce
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from capture.store import Captures, CrateKey, list_scopes, load_captures, safe_name
 from daemon.binary.build_id import read_build_id
@@ -73,7 +73,11 @@ def programs_of(
         if link is None:
             skipped.append(SkippedTop(key, f"no link line captured for {record.crate_name}"))
             continue
-        name = os.path.basename(link.output).rsplit("-", 1)[0] if "/deps/" in link.output else os.path.basename(link.output)
+        name = (
+            os.path.basename(link.output).rsplit("-", 1)[0]
+            if "/deps/" in link.output
+            else os.path.basename(link.output)
+        )
         programs.append(
             Program(
                 workspace=workspace,
@@ -115,15 +119,20 @@ def choose_program(
         return matching[0]
     listed = ", ".join(p.label for p in every) or "none"
     if not matching:
-        asked = [f"--bin {bin_name}" if bin_name else "", f"profile {profile}" if profile else "",
-                 f"--target {target}" if target else ""]
+        asked = [
+            f"--bin {bin_name}" if bin_name else "",
+            f"profile {profile}" if profile else "",
+            f"--target {target}" if target else "",
+        ]
         raise ProgramChoiceError(
             f"no captured program matches {' '.join(a for a in asked if a) or 'the request'}; captured: {listed}. "
             "Run `thinpatch capture` with the same --bin/--release/--profile/--target first."
         )
     names = {p.name for p in matching}
     how = "--bin NAME" if len(names) > 1 else "--release, --profile NAME or --target TRIPLE"
-    raise ProgramChoiceError(f"several captured programs match: {', '.join(p.label for p in matching)}. Choose one with {how}.")
+    raise ProgramChoiceError(
+        f"several captured programs match: {', '.join(p.label for p in matching)}. Choose one with {how}."
+    )
 
 
 # --------------------------------------------------------------------------- crate membership
@@ -189,8 +198,7 @@ def identify(
             None,
             build_id,
             "old-session",
-            f"{who} runs {old.label} from an earlier capture; patches are now built for the new "
-            f"binary. {RESTART_HINT}",
+            f"{who} runs {old.label} from an earlier capture; patches are now built for the new binary. {RESTART_HINT}",
         )
     same_name = [p for p in every if executable and os.path.basename(executable) == p.name]
     if same_name:
@@ -218,7 +226,9 @@ def identify(
 # --------------------------------------------------------------------------- reading (effects)
 
 
-def read_programs(workspace: str, capture_root: os.PathLike[str] | str) -> tuple[list[Program], list[SkippedTop], dict[str, Captures]]:
+def read_programs(
+    workspace: str, capture_root: os.PathLike[str] | str
+) -> tuple[list[Program], list[SkippedTop], dict[str, Captures]]:
     """Every program of every capture scope under ``capture_root``, with build IDs read from
     the binaries; the top crates that are not programs; and each scope's captures."""
     programs: list[Program] = []

@@ -38,7 +38,7 @@ class BuildRequest:
     files: frozenset[str] = frozenset()
     reason: str = "edit"
 
-    def merged(self, newer: "BuildRequest | None") -> "BuildRequest":
+    def merged(self, newer: BuildRequest | None) -> BuildRequest:
         if newer is None:
             return self
         return BuildRequest(

@@ -130,7 +130,9 @@ class ServedProgram:
                     "lib": last.get("lib"),
                     "subscribers": last.get("subscribers", 0),
                     "applied": sorted(pid for pid, r in outcomes.items() if r.applied),
-                    "failed": [{"pid": pid, "message": r.message} for pid, r in sorted(outcomes.items()) if not r.applied],
+                    "failed": [
+                        {"pid": pid, "message": r.message} for pid, r in sorted(outcomes.items()) if not r.applied
+                    ],
                 }
                 if last
                 else None
@@ -335,14 +337,19 @@ class WorkspaceSession:
                 await served.patcher.patch()
             except anyio.get_cancelled_exc_class():
                 raise  # a real save came first
-            except Exception as exc:  # noqa: BLE001 - a warm-up never fails anything
-                log.info("warm-up build failed", workspace=self.name, program=served.program.label, error=str(exc)[:200])
+            except Exception as exc:  # a warm-up never fails anything: the first real save reports it
+                log.info(
+                    "warm-up build failed", workspace=self.name, program=served.program.label, error=str(exc)[:200]
+                )
                 continue
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.learn_sources(served)
             log.info(
-                "warmed up", workspace=self.name, program=served.program.label, ms=round((time.perf_counter() - started) * 1000)
+                "warmed up",
+                workspace=self.name,
+                program=served.program.label,
+                ms=round((time.perf_counter() - started) * 1000),
             )
 
     async def learn_sources(self, served: ServedProgram) -> None:
@@ -400,7 +407,9 @@ class WorkspaceSession:
         manifests = [m for m in manifests if content_digest(m) != self.manifest_digests.get(m)]
         if manifests:
             self.emit(
-                protocol.full_rebuild_required(workspace=self.name, reason=self._manifest_reason(manifests), files=manifests)
+                protocol.full_rebuild_required(
+                    workspace=self.name, reason=self._manifest_reason(manifests), files=manifests
+                )
             )
             return
         if not by_crate:

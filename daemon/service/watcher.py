@@ -41,10 +41,9 @@ def is_editor_temp(path: str) -> bool:
     name = os.path.basename(path)
     return (
         name.endswith(_EDITOR_TEMP_SUFFIXES)
-        or name.startswith(".#")
+        or name.startswith((".#", ".goutputstream-"))
         or name == "4913"  # vim's probe file when checking directory writability
         or (name.startswith("#") and name.endswith("#"))
-        or name.startswith(".goutputstream-")
     )
 
 
@@ -126,7 +125,9 @@ class SourceWatcher:
       files written straight into a fresh directory can be missed by the OS watcher.
     """
 
-    def __init__(self, files: Iterable[str], *, debounce_ms: int = DEFAULT_DEBOUNCE_MS, force_polling: bool | None = None):
+    def __init__(
+        self, files: Iterable[str], *, debounce_ms: int = DEFAULT_DEBOUNCE_MS, force_polling: bool | None = None
+    ):
         self.debounce_ms = debounce_ms
         self.force_polling = force_polling
         self._files: set[str] = set(files)

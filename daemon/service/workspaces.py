@@ -61,7 +61,9 @@ def search_directories(start: Path) -> list[Path]:
     return chain[: workspace_root + 1]
 
 
-def find_captured_workspace(directory: str | Path | None = None, env: dict[str, str] | None = None) -> CapturedWorkspace:
+def find_captured_workspace(
+    directory: str | Path | None = None, env: dict[str, str] | None = None
+) -> CapturedWorkspace:
     """The captured workspace that contains ``directory`` (default: the current directory)."""
     start = Path(directory or os.getcwd()).resolve()
     if not start.is_dir():

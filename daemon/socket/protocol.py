@@ -142,7 +142,9 @@ def _check_text(text: str) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise ProtocolError("message holds a lone surrogate (\\ud800-\\udfff) in a string: not valid text") from None
+            raise ProtocolError(
+                "message holds a lone surrogate (\\ud800-\\udfff) in a string: not valid text"
+            ) from None
 
 
 class LineBuffer:
@@ -185,9 +187,7 @@ class LineBuffer:
 
     def _too_long(self) -> None:
         self._pending.clear()
-        raise LineTooLong(
-            f"line longer than {self.limit} bytes without a newline; closing this connection"
-        )
+        raise LineTooLong(f"line longer than {self.limit} bytes without a newline; closing this connection")
 
 
 # --------------------------------------------------------------------------- requests
@@ -261,9 +261,7 @@ def parse_request(line: bytes) -> Request:
     if not isinstance(kind, str):
         raise ProtocolError("field 'type' must be a string", seq)
     if kind not in REQUEST_TYPES:
-        raise ProtocolError(
-            f"unknown request type {kind!r}; expected one of: {', '.join(REQUEST_TYPES)}", seq
-        )
+        raise ProtocolError(f"unknown request type {kind!r}; expected one of: {', '.join(REQUEST_TYPES)}", seq)
     fields: dict[str, Any] = {}
     if kind == "subscribe":
         fields["workspace"] = _optional_workspace(message, seq)
@@ -277,8 +275,7 @@ def parse_request(line: bytes) -> Request:
         crate = _optional_str(message, "crate", seq)
         if crate is not None and not _CRATE_NAME.fullmatch(crate):
             raise ProtocolError(
-                f"{crate!r} is not a crate name (letters, digits, '_' and '-', "
-                "starting with a letter or '_')",
+                f"{crate!r} is not a crate name (letters, digits, '_' and '-', starting with a letter or '_')",
                 seq,
             )
         fields["crate"] = crate
@@ -381,7 +378,13 @@ def build_started(
 ) -> Event:
     """A build began because ``files`` changed. ``program`` is left out when no program is
     patchable (the build then fails at once, naming why)."""
-    event: Event = {"type": "build-started", "id": build_id, "workspace": workspace, "crate": crate, "files": sorted(files)}
+    event: Event = {
+        "type": "build-started",
+        "id": build_id,
+        "workspace": workspace,
+        "crate": crate,
+        "files": sorted(files),
+    }
     if program is not None:
         event["program"] = dict(program)
     return event
