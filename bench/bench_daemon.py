@@ -42,13 +42,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(BENCH))
 
 from bench_patch import clean_env, machine, require_string, summary, timed_cargo_build  # noqa: E402
-from daemon.socket import protocol  # noqa: E402
+
 from daemon.cli.capture_run import run_capture  # noqa: E402
 from daemon.service.watcher import DEFAULT_DEBOUNCE_MS  # noqa: E402
+from daemon.socket import protocol  # noqa: E402
 from daemon.socket.client import connect  # noqa: E402
 from tests.support.daemon_process import quiet_mark  # noqa: E402
-from tests.support.live_host import LiveHost  # noqa: E402
 from tests.support.fixtures import copy_fixture_tree  # noqa: E402
+from tests.support.live_host import LiveHost  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "livehost"
 EDITED_FILE = Path("app") / "src" / "main.rs"

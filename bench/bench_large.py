@@ -44,10 +44,10 @@ sys.path.insert(0, str(BENCH / "large"))
 import generate  # noqa: E402
 from bench_daemon import Daemon, next_outcome, wait_subscribers  # noqa: E402
 from bench_patch import clean_env, machine, require_string, summary, timed_cargo_build  # noqa: E402
+
 from capture.store import load_captures  # noqa: E402
-from daemon.build.link_plan import build_link_plan  # noqa: E402
 from daemon.build.crate_plans import plan_crates, resolve_crate, resolve_top  # noqa: E402
-from daemon.build.session_cache import default_session_root  # noqa: E402
+from daemon.build.link_plan import build_link_plan  # noqa: E402
 from daemon.cli.capture_run import run_capture  # noqa: E402
 from daemon.service.watcher import DEFAULT_DEBOUNCE_MS  # noqa: E402
 from daemon.socket.client import connect  # noqa: E402

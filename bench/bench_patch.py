@@ -32,13 +32,13 @@ import anyio
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from daemon.cli.capture_run import run_capture  # noqa: E402
-from tests.support.fixtures import copy_fixture_tree  # noqa: E402
 from daemon.binary.jump_table import compute_jump_table  # noqa: E402
 from daemon.binary.load_check import check_loadable, loaded_library_paths  # noqa: E402
-from daemon.service.patcher import Patcher, host_binary, open_patcher  # noqa: E402
 from daemon.binary.symbol_cache import SymbolCache  # noqa: E402
 from daemon.binary.symbols import read_symbols  # noqa: E402
+from daemon.cli.capture_run import run_capture  # noqa: E402
+from daemon.service.patcher import Patcher, host_binary, open_patcher  # noqa: E402
+from tests.support.fixtures import copy_fixture_tree  # noqa: E402
 
 FIXTURE = REPO / "tests" / "fixtures" / "livehost"
 EDITED_FILE = Path("app") / "src" / "main.rs"

@@ -14,8 +14,8 @@ and, as the jump table's worst case, of the image against itself. Best of N runs
 from __future__ import annotations
 
 import argparse
-import importlib
 import glob
+import importlib
 import json
 import shutil
 import subprocess
@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from daemon.binary import symbol_cache  # noqa: E402
-from daemon.binary.jump_table import compute_jump_table  # noqa: E402
-from daemon.binary.load_check import check_loadable, loaded_library_paths  # noqa: E402
-from daemon.binary.symbols import read_symbols  # noqa: E402
+from daemon.binary import symbol_cache
+from daemon.binary.jump_table import compute_jump_table
+from daemon.binary.load_check import check_loadable, loaded_library_paths
+from daemon.binary.symbols import read_symbols
 
 DEBIAN_DEMO_MAIN = """\
 fn main() {

@@ -9,8 +9,20 @@ import subprocess
 import pytest
 
 from daemon.binary.jump_table import JumpTable, JumpTableError, compute_jump_table, crate_of
-from daemon.binary.symbols import DATA, DYNAMIC, ELF, FUNCTION, GLOBAL, LOCAL, MACHO, STATIC, TLS, Symbol, SymbolTable
-from daemon.binary.symbols import read_symbols
+from daemon.binary.symbols import (
+    DATA,
+    DYNAMIC,
+    ELF,
+    FUNCTION,
+    GLOBAL,
+    LOCAL,
+    MACHO,
+    STATIC,
+    TLS,
+    Symbol,
+    SymbolTable,
+    read_symbols,
+)
 from tests.support.symbol_images import build_images
 
 

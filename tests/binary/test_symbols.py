@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from daemon.binary.program_index import base_name
 from daemon.binary.symbols import (
     DATA,
     DYNAMIC,
@@ -26,7 +27,6 @@ from daemon.binary.symbols import (
     parse_symbols,
     read_symbols,
 )
-from daemon.binary.program_index import base_name
 from tests.support.symbol_images import FakeSymbol, build_elf, build_images, build_macho
 
 needs_binutils = pytest.mark.skipif(shutil.which("nm") is None or shutil.which("readelf") is None,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from capture.store import CaptureRecord, CrateKey
-
 import pytest
 
+from capture.store import CaptureRecord, CrateKey
 from daemon.build.crate_graph import crate_node, crates_to_rebuild, crates_to_rebuild_all, dependency_graph
 from daemon.build.rustc_plan import PlanError
 

@@ -146,9 +146,9 @@ def test_to_dict_is_json_serialisable():
     data = json.loads(json.dumps(diag.to_dict()))
     assert data["span"]["line"] == 3 and data["code"] == {"code": "E0425"}
     assert data["spans"][0]["line_start"] == 3 and data["spans"][0]["is_primary"] is True
-    from daemon.socket.protocol_schema import protocol_schema  # the protocol's diagnostic shape
-
     import jsonschema
+
+    from daemon.socket.protocol_schema import protocol_schema  # the protocol's diagnostic shape
 
     schema = protocol_schema()
     jsonschema.validate(data, {"$defs": schema["$defs"], "$ref": "#/$defs/diagnostic"})

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.records import link_line
 from daemon.build.link_plan import LinkPlanError, build_link_plan
+from tests.support.records import link_line
 
 STD = "/toolchain/lib/rustlib/x86_64-unknown-linux-gnu/lib"
 STD_RLIBS = [

@@ -10,7 +10,7 @@ which binds it to the program's copy.
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 import pytest
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.records import link_line
 from daemon.build.link_plan import SELF_BINDING_DIRECTIVE, UNRESOLVED_DIRECTIVE, build_link_plan
 from daemon.build.rustc_plan import (
     set_crate_type,
@@ -16,6 +15,7 @@ from daemon.build.rustc_plan import (
     set_out_dir,
 )
 from daemon.build.session_cache import OS_LINUX
+from tests.support.records import link_line
 
 # Values that never look like options.
 values = st.from_regex(r"[a-z0-9_./]{1,10}", fullmatch=True)

@@ -21,11 +21,11 @@ import anyio
 import pytest
 
 from capture.store import CaptureRecord, Captures, CrateKey, LinkRecord, load_captures
-from daemon.build.errors import CompileError, LinkError, MissingCapture, ToolNotFound
-from daemon.build.processes import run_tool
 from daemon.build.concurrency import beside
 from daemon.build.crate_objects import written_objects
 from daemon.build.crate_plans import plan_crates, resolve_top
+from daemon.build.errors import CompileError, LinkError, MissingCapture, ToolNotFound
+from daemon.build.processes import run_tool
 from daemon.build.rebuild import build_patch, compile_crate
 
 pytestmark = pytest.mark.skipif(shutil.which("rustc") is None or shutil.which("cc") is None,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from capture.store import CrateKey
-
 import re
 import shutil
 import stat
@@ -13,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from capture.store import CrateKey
 from daemon.build.session_cache import (
     SessionLayout,
     default_session_root,

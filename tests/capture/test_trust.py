@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from capture.store import CrateKey
-
 import json
 import os
 import pwd
@@ -12,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from capture import store
+from capture.store import CrateKey
 from capture.trust import UntrustedPath, require_trusted, untrusted_reason
 from daemon.service.workspaces import NoCapture, find_captured_workspace, registered_workspaces, search_directories
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from daemon.cli.demo import copy_bundled_app
-from daemon.cli.terminal import Style, strip_ansi
 from daemon.cli.demo_script import (
     COMPILE_ERROR,
     PATCH,
@@ -31,6 +30,7 @@ from daemon.cli.demo_script import (
     parse_tick,
     summary_table,
 )
+from daemon.cli.terminal import Style, strip_ansi
 
 BUNDLED_APP = Path(__file__).parents[2] / "daemon" / "data" / "demo_app"
 REPO = Path(__file__).parents[2]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from contextlib import AsyncExitStack
 
-import anyio
 import pytest
 
 from daemon.socket.client import connect

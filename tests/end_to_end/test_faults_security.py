@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.socket.client import RequestFailed, connect
+from tests.support.daemon_process import DaemonProcess
 from tests.support.faults import (
     assert_nothing_lost,
     is_outcome,
@@ -22,7 +23,6 @@ from tests.support.faults import (
     save_like_an_editor,
     set_greeting,
 )
-from tests.support.daemon_process import DaemonProcess
 from tests.support.other_user import connect_as_nobody
 
 pytestmark = pytest.mark.cargo

@@ -27,9 +27,8 @@ import anyio
 
 from daemon.socket.client import connect
 from tests.conftest import copy_fixture
-from tests.support.daemon_process import DaemonProcess
+from tests.support.daemon_process import DaemonProcess, collect_until, is_outcome, quiet_mark, save_like_an_editor
 from tests.support.live_host import LiveHost
-from tests.support.daemon_process import collect_until, is_outcome, quiet_mark, save_like_an_editor
 
 APP = "app/src/main.rs"
 SECRET_NAME = "AWS_SECRET_ACCESS_KEY"

@@ -44,7 +44,7 @@ class LiveHost:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"timed out; host said:\n" + "\n".join(self.transcript[-30:]))
+                raise AssertionError("timed out; host said:\n" + "\n".join(self.transcript[-30:]))
             try:
                 line = self.lines.get(timeout=remaining)
             except queue.Empty:

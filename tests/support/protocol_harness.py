@@ -9,9 +9,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -140,7 +141,7 @@ class RawClient:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, path: Path, *, read_hello: bool = True) -> AsyncIterator["RawClient"]:
+    async def connect(cls, path: Path, *, read_hello: bool = True) -> AsyncIterator[RawClient]:
         stream = await anyio.connect_unix(os.fspath(path))
         async with stream:
             client = cls(stream)

@@ -85,7 +85,7 @@ def _patch_library(root: Path, source: Path, name: str) -> Path:
     return lib
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_images() -> Images:
     root = Path(tempfile.mkdtemp(prefix="thinpatch symbols "))
     atexit.register(shutil.rmtree, root, True)
