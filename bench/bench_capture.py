@@ -58,7 +58,16 @@ def bench_shim_overhead(work: Path, runs: int) -> dict:
     out = work / "target" / "debug" / "deps"
     out.mkdir(parents=True)
     (work / "target" / "CACHEDIR.TAG").write_text("Signature: 8a477f597d28d172789f06886806bc55\n")
-    compile_args = ["--crate-name", "bench", "--crate-type", "lib", "--emit=dep-info,link", "--out-dir", str(out), str(src)]
+    compile_args = [
+        "--crate-name",
+        "bench",
+        "--crate-type",
+        "lib",
+        "--emit=dep-info,link",
+        "--out-dir",
+        str(out),
+        str(src),
+    ]
     env = clean_env(
         RUSTC_WORKSPACE_WRAPPER=shim,
         THINPATCH_CAPTURE_ROOT=str(work / "target" / "thinpatch"),
@@ -142,15 +151,21 @@ def main() -> int:
         return 0
     ms = lambda s: f"{s * 1000:.1f} ms"  # noqa: E731
     print(f"thinpatch-rustc overhead ({shim['runs']} interleaved runs, medians):")
-    print(f"  small compile: rustc {ms(shim['compile_direct_median_s'])}, via shim {ms(shim['compile_shim_median_s'])}"
-          f" -> added {ms(shim['shim_added_per_compile_s'])} per recorded call")
-    print(f"  probe -vV:     rustc {ms(shim['probe_direct_median_s'])}, via shim {ms(shim['probe_shim_median_s'])}"
-          f" -> added {ms(shim['shim_added_per_probe_s'])}")
+    print(
+        f"  small compile: rustc {ms(shim['compile_direct_median_s'])}, via shim {ms(shim['compile_shim_median_s'])}"
+        f" -> added {ms(shim['shim_added_per_compile_s'])} per recorded call"
+    )
+    print(
+        f"  probe -vV:     rustc {ms(shim['probe_direct_median_s'])}, via shim {ms(shim['probe_shim_median_s'])}"
+        f" -> added {ms(shim['shim_added_per_probe_s'])}"
+    )
     runs = lambda xs: ", ".join(f"{x:.2f}" for x in xs)  # noqa: E731
     print(f"from-scratch build of {fat['fixture']} (clean target each time, {fat['rounds']} alternating rounds):")
     print(f"  plain cargo build   median {fat['plain_build_median_s']:.2f} s  (runs: {runs(fat['plain_build_s'])})")
-    print(f"  thinpatch capture   median {fat['capture_build_median_s']:.2f} s  (runs: {runs(fat['capture_build_s'])})"
-          f"  -> {fat['capture_overhead_s']:+.2f} s; captured {', '.join(fat['crates_captured'])}")
+    print(
+        f"  thinpatch capture   median {fat['capture_build_median_s']:.2f} s  (runs: {runs(fat['capture_build_s'])})"
+        f"  -> {fat['capture_overhead_s']:+.2f} s; captured {', '.join(fat['crates_captured'])}"
+    )
     return 0
 
 

@@ -23,6 +23,7 @@ a check that every subscriber got the same events.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -152,7 +153,12 @@ async def idle_cpu(pid: int, seconds: float) -> dict:
     start_cpu, start = cpu_seconds(pid), time.perf_counter()
     await anyio.sleep(seconds)
     used, wall = cpu_seconds(pid) - start_cpu, time.perf_counter() - start
-    return {"seconds": wall, "cpu_seconds": used, "cpu_percent": 100 * used / wall, "clock_ticks_per_s": os.sysconf("SC_CLK_TCK")}
+    return {
+        "seconds": wall,
+        "cpu_seconds": used,
+        "cpu_percent": 100 * used / wall,
+        "clock_ticks_per_s": os.sysconf("SC_CLK_TCK"),
+    }
 
 
 # ------------------------------------------------------------------ clients
@@ -207,8 +213,11 @@ class RawSubscriber:
         return any(m.get("type") == "subscribed" for _, m in self.received)
 
     def live_after(self, mark: int) -> list[tuple[float, dict]]:
-        return [(t, m) for t, m in self.received
-                if protocol.is_event(m) and not m.get("replayed") and m.get("seq", 0) > mark]
+        return [
+            (t, m)
+            for t, m in self.received
+            if protocol.is_event(m) and not m.get("replayed") and m.get("seq", 0) > mark
+        ]
 
     def outcome_after(self, mark: int) -> tuple[float, dict] | None:
         for t, m in self.live_after(mark):
@@ -220,8 +229,9 @@ class RawSubscriber:
 # ------------------------------------------------------------------ the bench
 
 
-async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int, idle_seconds: float,
-                debounce_ms: int) -> dict:
+async def bench(
+    work: Path, rounds: int, fanout_clients: int, fanout_rounds: int, idle_seconds: float, debounce_ms: int
+) -> dict:
     machine_info = machine()
     daemon_ws = work / "daemon" / "livehost"
     cargo_ws = work / "cargo" / "livehost"
@@ -266,7 +276,9 @@ async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int
                 host_times: dict = {}
 
                 def watch_host() -> None:
-                    patched = host.expect(lambda line: line.startswith(("PATCHED", "PATCH-ERROR")), timeout=EVENT_TIMEOUT_S)
+                    patched = host.expect(
+                        lambda line: line.startswith(("PATCHED", "PATCH-ERROR")), timeout=EVENT_TIMEOUT_S
+                    )
                     host_times["patched"] = time.perf_counter()
                     host_times["patched_line"] = patched
                     if patched.startswith("PATCH-ERROR"):
@@ -300,18 +312,20 @@ async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int
                 require_string(Path(event["lib"]), wanted)
                 timings = event["timings"]
                 ready_ms = ms_between(saved, result["arrived"])
-                daemon_runs.append({
-                    "round": n,
-                    "save_to_patch_ready_ms": ready_ms,
-                    "save_to_host_patched_ms": ms_between(saved, host_times["patched"]),
-                    "save_to_behaviour_ms": ms_between(saved, host_times["behaviour"]),
-                    **{k: timings[k] for k in ("rustc_ms", "link_ms", "verify_ms", "total_ms")},
-                    "daemon_overhead_ms": ready_ms - timings["rustc_ms"] - timings["link_ms"],
-                    "outside_build_ms": ready_ms - timings["total_ms"],
-                    "builds_started": sum(e["type"] == "build-started" for e in result["events"]),
-                    "host_counter": int(host_times["tick"]["counter"]),
-                    "stale_ticks": host_times.get("stale_ticks", 0),
-                })
+                daemon_runs.append(
+                    {
+                        "round": n,
+                        "save_to_patch_ready_ms": ready_ms,
+                        "save_to_host_patched_ms": ms_between(saved, host_times["patched"]),
+                        "save_to_behaviour_ms": ms_between(saved, host_times["behaviour"]),
+                        **{k: timings[k] for k in ("rustc_ms", "link_ms", "verify_ms", "total_ms")},
+                        "daemon_overhead_ms": ready_ms - timings["rustc_ms"] - timings["link_ms"],
+                        "outside_build_ms": ready_ms - timings["total_ms"],
+                        "builds_started": sum(e["type"] == "build-started" for e in result["events"]),
+                        "host_counter": int(host_times["tick"]["counter"]),
+                        "stale_ticks": host_times.get("stale_ticks", 0),
+                    }
+                )
 
             async def cargo_round(n: int) -> None:
                 saved = time.perf_counter()
@@ -328,7 +342,7 @@ async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int
                 for step in (daemon_round, cargo_round) if n % 2 else (cargo_round, daemon_round):
                     await step(n)
             counters = [r["host_counter"] for r in daemon_runs]
-            if any(b <= a for a, b in zip(counters, counters[1:])):
+            if any(b <= a for a, b in itertools.pairwise(counters)):
                 raise SystemExit(f"the host's counter did not keep counting: {counters}")
 
             fanout = await measure_fanout(client, daemon, daemon_ws, daemon_source, fanout_clients, fanout_rounds)
@@ -352,8 +366,12 @@ async def bench(work: Path, rounds: int, fanout_clients: int, fanout_rounds: int
         "debounce_ms": debounce_ms,
         "machine": machine_info,
         "load_average_at_end": os.getloadavg(),
-        "setup": {"capture_ms": capture_ms, "cargo_fresh_build_ms": cargo_fresh_ms,
-                  "crates_captured": [key.label for key in capture.captured], "daemon_listening_ms": listen_ms},
+        "setup": {
+            "capture_ms": capture_ms,
+            "cargo_fresh_build_ms": cargo_fresh_ms,
+            "crates_captured": [key.label for key in capture.captured],
+            "daemon_listening_ms": listen_ms,
+        },
         "save_to_patch_ready": summary(ready),
         "save_to_host_patched": column("save_to_host_patched_ms"),
         "save_to_behaviour": summary(behaviour),
@@ -410,18 +428,20 @@ async def measure_fanout(client, daemon: Daemon, workspace: Path, source: Editor
                 arrivals.append(arrived)
             first = min(arrivals)
             spread = [ms_between(first, t) for t in arrivals]
-            runs.append({
-                "round": k,
-                "clients": count,
-                "received": len(arrivals),
-                "lost_or_different": lost,
-                "disconnected": disconnected,
-                "save_to_first_ms": ms_between(saved, first),
-                "save_to_all_ms": ms_between(saved, max(arrivals)),
-                "save_to_reference_client_ms": ms_between(saved, reference_arrived),
-                "after_first_median_ms": statistics.median(spread),
-                "after_first_max_ms": max(spread),
-            })
+            runs.append(
+                {
+                    "round": k,
+                    "clients": count,
+                    "received": len(arrivals),
+                    "lost_or_different": lost,
+                    "disconnected": disconnected,
+                    "save_to_first_ms": ms_between(saved, first),
+                    "save_to_all_ms": ms_between(saved, max(arrivals)),
+                    "save_to_reference_client_ms": ms_between(saved, reference_arrived),
+                    "after_first_median_ms": statistics.median(spread),
+                    "after_first_max_ms": max(spread),
+                }
+            )
         for sub in subscribers:
             await sub.stream.aclose()
         tg.cancel_scope.cancel()
@@ -429,8 +449,9 @@ async def measure_fanout(client, daemon: Daemon, workspace: Path, source: Editor
     return {
         "clients": count,
         "rounds": rounds,
-        "all_received_every_event": all(r["lost_or_different"] == 0 and r["disconnected"] == 0
-                                        and r["received"] == count for r in runs),
+        "all_received_every_event": all(
+            r["lost_or_different"] == 0 and r["disconnected"] == 0 and r["received"] == count for r in runs
+        ),
         "save_to_all": column("save_to_all_ms"),
         "save_to_first": column("save_to_first_ms"),
         "after_first_median": column("after_first_median_ms"),
@@ -445,17 +466,24 @@ async def measure_fanout(client, daemon: Daemon, workspace: Path, source: Editor
 def print_report(r: dict) -> None:
     m = r["machine"]
     print(f"machine: {m['nproc']} CPUs, {m['cpu']}, {m['system']}; {m['rustc']}; Python {m['python']}")
-    print(f"date: {m['date']}; load average at start: {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])};"
-          f" at end: {', '.join(f'{x:.2f}' for x in r['load_average_at_end'])}")
+    print(
+        f"date: {m['date']}; load average at start: {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])};"
+        f" at end: {', '.join(f'{x:.2f}' for x in r['load_average_at_end'])}"
+    )
     setup = r["setup"]
-    print(f"fixture: {r['fixture']}; capture {setup['capture_ms'] / 1000:.2f} s; fresh cargo build "
-          f"{setup['cargo_fresh_build_ms'] / 1000:.2f} s; daemon listening after {setup['daemon_listening_ms']:.0f} ms")
+    print(
+        f"fixture: {r['fixture']}; capture {setup['capture_ms'] / 1000:.2f} s; fresh cargo build "
+        f"{setup['cargo_fresh_build_ms'] / 1000:.2f} s; daemon listening after {setup['daemon_listening_ms']:.0f} ms"
+    )
     print(f"edit: {r['edit']}; debounce {r['debounce_ms']} ms")
     print()
     first = r["first_save"]
-    print(f"first save (the daemon also parses the host binary): patch-ready {first['save_to_patch_ready_ms']:.0f} ms,"
-          f" new behaviour {first['save_to_behaviour_ms']:.0f} ms (rustc {first['rustc_ms']:.0f}, link {first['link_ms']:.0f},"
-          f" verify {first['verify_ms']:.0f}, total {first['total_ms']:.0f} ms)")
+    print(
+        f"first save (the daemon also parses the host binary): patch-ready {first['save_to_patch_ready_ms']:.0f} ms,"
+        f" new behaviour {first['save_to_behaviour_ms']:.0f} ms"
+        f" (rustc {first['rustc_ms']:.0f}, link {first['link_ms']:.0f},"
+        f" verify {first['verify_ms']:.0f}, total {first['total_ms']:.0f} ms)"
+    )
     print()
     runs = lambda s: ", ".join(f"{x:.0f}" for x in s["runs_ms"])  # noqa: E731
     print(f"{r['rounds']} rounds (ms)                             median      min   every run")
@@ -473,23 +501,37 @@ def print_report(r: dict) -> None:
     ]
     for label, s in rows:
         print(f"  {label:<40}{s['median_ms']:>8.0f} {s['min_ms']:>8.0f}   {runs(s)}")
-    print(f"  cargo / save->patch-ready: {r['ratio_cargo_over_patch_ready']:.1f}x;"
-          f" cargo / save->behaviour: {r['ratio_cargo_over_behaviour']:.1f}x")
+    print(
+        f"  cargo / save->patch-ready: {r['ratio_cargo_over_patch_ready']:.1f}x;"
+        f" cargo / save->behaviour: {r['ratio_cargo_over_behaviour']:.1f}x"
+    )
     print()
     idle = r["idle"]
     mem = r["memory_after_rounds_kb"]
-    print(f"daemon idle: {idle['cpu_percent']:.2f}% CPU over {idle['seconds']:.1f} s ({idle['cpu_seconds']:.2f} s CPU);"
-          f" RSS {idle['rss_kb'] / 1024:.1f} MiB; after the rounds RSS {mem['rss'] / 1024:.1f} MiB, peak {mem['peak_rss'] / 1024:.1f} MiB")
+    print(
+        f"daemon idle: {idle['cpu_percent']:.2f}% CPU over {idle['seconds']:.1f} s ({idle['cpu_seconds']:.2f} s CPU);"
+        f" RSS {idle['rss_kb'] / 1024:.1f} MiB;"
+        f" after the rounds RSS {mem['rss'] / 1024:.1f} MiB, peak {mem['peak_rss'] / 1024:.1f} MiB"
+    )
     f = r["fanout"]
     print(f"fan-out to {f['clients']} raw subscribers, {f['rounds']} saves (ms)  median      min   every run")
-    for label, key in (("save -> all have patch-ready", "save_to_all"), ("save -> first has it", "save_to_first"),
-                       ("per-client after first: median", "after_first_median"),
-                       ("per-client after first: max", "after_first_max")):
+    for label, key in (
+        ("save -> all have patch-ready", "save_to_all"),
+        ("save -> first has it", "save_to_first"),
+        ("per-client after first: median", "after_first_median"),
+        ("per-client after first: max", "after_first_max"),
+    ):
         s = f[key]
-        print(f"  {label:<40}{s['median_ms']:>8.1f} {s['min_ms']:>8.1f}   {', '.join(f'{x:.1f}' for x in s['runs_ms'])}")
+        print(
+            f"  {label:<40}{s['median_ms']:>8.1f} {s['min_ms']:>8.1f}   {', '.join(f'{x:.1f}' for x in s['runs_ms'])}"
+        )
     print(f"  every subscriber got every event: {'yes' if f['all_received_every_event'] else 'NO'}")
-    print(f"host alive after all rounds: {r['host_alive_after']}; daemon exited on SIGTERM in "
-          f"{r['daemon_stop_ms']:.0f} ms" if r["daemon_stop_ms"] is not None else "daemon had to be killed")
+    print(
+        f"host alive after all rounds: {r['host_alive_after']}; daemon exited on SIGTERM in "
+        f"{r['daemon_stop_ms']:.0f} ms"
+        if r["daemon_stop_ms"] is not None
+        else "daemon had to be killed"
+    )
 
 
 def main() -> int:
@@ -498,15 +540,20 @@ def main() -> int:
     parser.add_argument("--fanout-clients", type=int, default=100, help="extra subscribers for fan-out (default 100)")
     parser.add_argument("--fanout-rounds", type=int, default=3, help="saves with the extra subscribers (default 3)")
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="quiet interval for idle CPU (default 5)")
-    parser.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS,
-                        help=f"the daemon's debounce (default {DEFAULT_DEBOUNCE_MS}, its default)")
+    parser.add_argument(
+        "--debounce-ms",
+        type=int,
+        default=DEFAULT_DEBOUNCE_MS,
+        help=f"the daemon's debounce (default {DEFAULT_DEBOUNCE_MS}, its default)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = parser.parse_args()
     if args.rounds < 1 or args.fanout_rounds < 1 or args.fanout_clients < 1:
         parser.error("--rounds, --fanout-rounds and --fanout-clients must be at least 1")
     with tempfile.TemporaryDirectory(prefix="thinpatch-bench-daemon-") as tmp:
-        results = anyio.run(bench, Path(tmp), args.rounds, args.fanout_clients, args.fanout_rounds,
-                            args.idle_seconds, args.debounce_ms)
+        results = anyio.run(
+            bench, Path(tmp), args.rounds, args.fanout_clients, args.fanout_rounds, args.idle_seconds, args.debounce_ms
+        )
     if args.json:
         print(json.dumps(results, indent=1))
     else:

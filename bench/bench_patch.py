@@ -260,13 +260,16 @@ def print_report(r: dict) -> None:
     print(f"date: {m['date']}; load average at start: {', '.join(f'{x:.2f}' for x in m['load_average_at_start'])}")
     setup = r["setup"]
     print(f"fixture: {r['fixture']}; capture {setup['capture_ms'] / 1000:.2f} s "
-          f"(crates {', '.join(setup['crates_captured'])}); fresh cargo build {setup['cargo_fresh_build_ms'] / 1000:.2f} s")
+          f"(crates {', '.join(setup['crates_captured'])}); "
+          f"fresh cargo build {setup['cargo_fresh_build_ms'] / 1000:.2f} s")
     print(f"edit: {r['edit']}")
     print()
     first = r["first_patch"]
-    print(f"first patch (the Patcher also parses the host): wall {first['wall_ms']:.0f} ms; host parse "
-          f"{first['host_parse_ms']:.0f}, rustc {first['rustc_ms']:.0f}, link {first['link_ms']:.0f}, "
-          f"verify {first['verify_ms']:.0f} ms (Patcher total {first['total_ms']:.0f} ms)")
+    print(
+        f"first patch (the Patcher also parses the host): wall {first['wall_ms']:.0f} ms; host parse "
+        f"{first['host_parse_ms']:.0f}, rustc {first['rustc_ms']:.0f}, link {first['link_ms']:.0f}, "
+        f"verify {first['verify_ms']:.0f} ms (Patcher total {first['total_ms']:.0f} ms)"
+    )
     print()
     runs = lambda s: ", ".join(f"{x:.0f}" for x in s["runs_ms"])  # noqa: E731
     print(f"{r['rounds']} rounds, edit -> done (ms)          median      min   every run")
@@ -285,16 +288,24 @@ def print_report(r: dict) -> None:
     sym = r["symbols"]
     host = sym["host"]
     fine = lambda s: ", ".join(f"{x:.2f}" for x in s["runs_ms"])  # noqa: E731
-    print(f"host binary {Path(host['binary']).name}: {host['binary_bytes'] / 1e6:.1f} MB, {host['symbols']} symbols"
-          f" (+ {len(host['host_libraries'])} loaded libraries)")
+    print(
+        f"host binary {Path(host['binary']).name}: {host['binary_bytes'] / 1e6:.1f} MB, {host['symbols']} symbols"
+        f" (+ {len(host['host_libraries'])} loaded libraries)"
+    )
     print("  (ms)                              median      min   every run")
-    for label, key in (("cold parse (read_symbols)", "cold_parse"), ("from disk cache", "from_disk_cache"),
-                       ("from memory", "from_memory")):
+    for label, key in (
+        ("cold parse (read_symbols)", "cold_parse"),
+        ("from disk cache", "from_disk_cache"),
+        ("from memory", "from_memory"),
+    ):
         s = host[key]
         print(f"  {label:<32}{s['median_ms']:>8.3f} {s['min_ms']:>8.3f}   {fine(s)}")
     print(f"per patch ({sym['patch_symbols']} symbols, {sym['patch_lib_bytes'] / 1e3:.0f} kB library):")
-    for label, key in (("parse patch library", "patch_parse_ms"), ("jump table", "jump_table_ms"),
-                       ("load check", "load_check_ms")):
+    for label, key in (
+        ("parse patch library", "patch_parse_ms"),
+        ("jump table", "jump_table_ms"),
+        ("load check", "load_check_ms"),
+    ):
         s = sym["per_patch"][key]
         print(f"  {label:<32}{s['median_ms']:>8.3f} {s['min_ms']:>8.3f}   {fine(s)}")
 

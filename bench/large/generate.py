@@ -79,7 +79,7 @@ tokio = { version = "1", features = ["rt-multi-thread", "macros", "net", "time",
 serde_json = "1"
 """
 
-CORE_LIB = '''\
+CORE_LIB = """\
 //! Records, parsing and scoring shared by every crate of the benchmark program.
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -146,9 +146,9 @@ pub fn sample(n: u64) -> Vec<Record> {
         })
         .collect()
 }
-'''
+"""
 
-STORE_LIB = '''\
+STORE_LIB = """\
 //! Keeps records in SQLite.
 use benchcore::Record;
 use rusqlite::{params, Connection};
@@ -203,9 +203,9 @@ impl Store {
         format!("{}: {} records, total {:.1}", store_banner(), summary.count, summary.total)
     }
 }
-'''
+"""
 
-WEB_LIB = '''\
+WEB_LIB = """\
 //! Serves the store over HTTP.
 use benchstore::Store;
 use hyper::service::{make_service_fn, service_fn};
@@ -245,9 +245,9 @@ pub async fn serve(addr: SocketAddr, store: Store) -> Result<(), hyper::Error> {
     });
     Server::bind(&addr).serve(make_service).await
 }
-'''
+"""
 
-APP_HEAD = '''\
+APP_HEAD = """\
 //! The benchmark program: a command-line tool with a web server, a terminal view and images.
 use benchcore::Record;
 use clap::Parser;
@@ -313,9 +313,9 @@ fn picture(records: &[Record], path: &str) {
 fn terminal_width() -> u16 {
     crossterm::terminal::size().map(|(w, _)| w).unwrap_or(80)
 }
-'''
+"""
 
-APP_TAIL = '''
+APP_TAIL = """
 fn run_handlers(records: &[Record]) -> Report {
     let mut report = Report::default();
     for (i, handler) in HANDLERS.iter().enumerate() {
@@ -357,12 +357,12 @@ fn main() {
         }
     }
 }
-'''
+"""
 
 
 def handler(i: int) -> str:
     """One generated handler: different constants and branches, so each is its own code."""
-    return f'''
+    return f"""
 /// Handler {i}: scores records with weight {i % 7 + 1} and flags those above {10 + i}.
 fn handler_{i:03}(records: &[Record], seed: u64) -> Report {{
     let mut report = Report::default();
@@ -385,14 +385,16 @@ fn handler_{i:03}(records: &[Record], seed: u64) -> Report {{
     }}
     report
 }}
-'''
+"""
 
 
 def app_main() -> str:
     handlers = "".join(handler(i) for i in range(HANDLERS))
-    table = "\nstatic HANDLERS: &[fn(&[Record], u64) -> Report] = &[\n" + "".join(
-        f"    handler_{i:03},\n" for i in range(HANDLERS)
-    ) + "];\n"
+    table = (
+        "\nstatic HANDLERS: &[fn(&[Record], u64) -> Report] = &[\n"
+        + "".join(f"    handler_{i:03},\n" for i in range(HANDLERS))
+        + "];\n"
+    )
     return APP_HEAD + handlers + table + APP_TAIL
 
 

@@ -50,7 +50,14 @@ def test_graph_from_extern_paths(graph):
         CrateKey("mid", "lib"): frozenset({CrateKey("greet", "lib")}),
         CrateKey("util", "lib"): frozenset(),
         CrateKey("macros", "proc-macro"): frozenset(),
-        CrateKey("app", "bin"): frozenset({CrateKey("mid", "lib"), CrateKey("greet", "lib"), CrateKey("util", "lib"), CrateKey("macros", "proc-macro")}),
+        CrateKey("app", "bin"): frozenset(
+            {
+                CrateKey("mid", "lib"),
+                CrateKey("greet", "lib"),
+                CrateKey("util", "lib"),
+                CrateKey("macros", "proc-macro"),
+            }
+        ),
     }
 
 
@@ -59,11 +66,18 @@ def test_edit_of_the_program_crate_rebuilds_only_it(graph):
 
 
 def test_edit_of_a_deep_library_rebuilds_the_chain_in_dependency_order(graph):
-    assert crates_to_rebuild(graph, CrateKey("greet", "lib"), CrateKey("app", "bin")) == [CrateKey("greet", "lib"), CrateKey("mid", "lib"), CrateKey("app", "bin")]
+    assert crates_to_rebuild(graph, CrateKey("greet", "lib"), CrateKey("app", "bin")) == [
+        CrateKey("greet", "lib"),
+        CrateKey("mid", "lib"),
+        CrateKey("app", "bin"),
+    ]
 
 
 def test_edit_of_a_direct_library(graph):
-    assert crates_to_rebuild(graph, CrateKey("util", "lib"), CrateKey("app", "bin")) == [CrateKey("util", "lib"), CrateKey("app", "bin")]
+    assert crates_to_rebuild(graph, CrateKey("util", "lib"), CrateKey("app", "bin")) == [
+        CrateKey("util", "lib"),
+        CrateKey("app", "bin"),
+    ]
 
 
 def test_crate_outside_the_program_is_refused():
@@ -81,7 +95,10 @@ def test_lib_and_bin_of_one_package_share_a_name():
         CrateKey("app", "bin"): rec("app", "bin", "-b1", [("app", f"{D}/libapp-l1.rlib")]),
     }
     graph = dependency_graph(crate_node(r) for r in records.values())
-    assert crates_to_rebuild(graph, CrateKey("app", "lib"), CrateKey("app", "bin")) == [CrateKey("app", "lib"), CrateKey("app", "bin")]
+    assert crates_to_rebuild(graph, CrateKey("app", "lib"), CrateKey("app", "bin")) == [
+        CrateKey("app", "lib"),
+        CrateKey("app", "bin"),
+    ]
 
 
 def test_diamond_orders_each_crate_after_its_dependencies():
@@ -89,7 +106,9 @@ def test_diamond_orders_each_crate_after_its_dependencies():
         CrateKey("base", "lib"): rec("base", "lib", "-0"),
         CrateKey("left", "lib"): rec("left", "lib", "-1", [("base", f"{D}/libbase-0.rmeta")]),
         CrateKey("right", "lib"): rec("right", "lib", "-2", [("base", f"{D}/libbase-0.rmeta")]),
-        CrateKey("top", "bin"): rec("top", "bin", "-3", [("right", f"{D}/libright-2.rlib"), ("left", f"{D}/libleft-1.rlib")]),
+        CrateKey("top", "bin"): rec(
+            "top", "bin", "-3", [("right", f"{D}/libright-2.rlib"), ("left", f"{D}/libleft-1.rlib")]
+        ),
     }
     graph = dependency_graph(crate_node(r) for r in records.values())
     order = crates_to_rebuild(graph, CrateKey("base", "lib"), CrateKey("top", "bin"))
@@ -98,14 +117,22 @@ def test_diamond_orders_each_crate_after_its_dependencies():
 
 
 def test_several_edited_crates_rebuild_the_union_in_dependency_order(graph):
-    assert crates_to_rebuild_all(graph, [CrateKey("util", "lib"), CrateKey("greet", "lib")], CrateKey("app", "bin")) == [CrateKey("greet", "lib"), CrateKey("mid", "lib"), CrateKey("util", "lib"), CrateKey("app", "bin")]
-    assert crates_to_rebuild_all(graph, [CrateKey("app", "bin"), CrateKey("mid", "lib")], CrateKey("app", "bin")) == [CrateKey("mid", "lib"), CrateKey("app", "bin")]
+    assert crates_to_rebuild_all(
+        graph, [CrateKey("util", "lib"), CrateKey("greet", "lib")], CrateKey("app", "bin")
+    ) == [CrateKey("greet", "lib"), CrateKey("mid", "lib"), CrateKey("util", "lib"), CrateKey("app", "bin")]
+    assert crates_to_rebuild_all(graph, [CrateKey("app", "bin"), CrateKey("mid", "lib")], CrateKey("app", "bin")) == [
+        CrateKey("mid", "lib"),
+        CrateKey("app", "bin"),
+    ]
 
 
 def test_edited_crates_of_another_program_are_left_out_unless_none_is_ours():
     records = {**RECORDS, CrateKey("tool", "bin"): rec("tool", "bin", "-t1")}
     graph = dependency_graph(crate_node(r) for r in records.values())
-    assert crates_to_rebuild_all(graph, [CrateKey("tool", "bin"), CrateKey("util", "lib")], CrateKey("app", "bin")) == [CrateKey("util", "lib"), CrateKey("app", "bin")]
+    assert crates_to_rebuild_all(graph, [CrateKey("tool", "bin"), CrateKey("util", "lib")], CrateKey("app", "bin")) == [
+        CrateKey("util", "lib"),
+        CrateKey("app", "bin"),
+    ]
     with pytest.raises(PlanError, match="not part of"):
         crates_to_rebuild_all(graph, [CrateKey("tool", "bin")], CrateKey("app", "bin"))
     with pytest.raises(PlanError, match="no edited crate"):

@@ -93,13 +93,28 @@ def test_std_macro_span_walks_out_to_the_invocation():
         "spans": [
             {
                 "file_name": "/rustc/59807616e/library/core/src/macros/mod.rs",
-                "line_start": 40, "line_end": 40, "column_start": 1, "column_end": 2,
+                "line_start": 40,
+                "line_end": 40,
+                "column_start": 1,
+                "column_end": 2,
                 "is_primary": True,
                 "expansion": {
-                    "span": {"file_name": "<format_args>", "line_start": 1, "line_end": 1,
-                             "column_start": 1, "column_end": 2,
-                             "expansion": {"span": {"file_name": "src/main.rs", "line_start": 7,
-                                                    "line_end": 7, "column_start": 5, "column_end": 9}}},
+                    "span": {
+                        "file_name": "<format_args>",
+                        "line_start": 1,
+                        "line_end": 1,
+                        "column_start": 1,
+                        "column_end": 2,
+                        "expansion": {
+                            "span": {
+                                "file_name": "src/main.rs",
+                                "line_start": 7,
+                                "line_end": 7,
+                                "column_start": 5,
+                                "column_end": 9,
+                            }
+                        },
+                    },
                 },
             }
         ],
@@ -132,8 +147,10 @@ def test_absolutize_resolves_relative_files_only():
         level="error",
         message="m",
         span=Span("src/../src/main.rs", 1, 1, 1, 2),
-        children=(Diagnostic(level="note", message="n", span=Span("/abs/lib.rs", 2, 1, 2, 1)),
-                  Diagnostic(level="note", message="n", span=Span("<anon>", 2, 1, 2, 1))),
+        children=(
+            Diagnostic(level="note", message="n", span=Span("/abs/lib.rs", 2, 1, 2, 1)),
+            Diagnostic(level="note", message="n", span=Span("<anon>", 2, 1, 2, 1)),
+        ),
     )
     fixed = absolutize(diag, "/ws/app")
     assert fixed.span.file == "/ws/app/src/main.rs"

@@ -160,7 +160,7 @@ def test_linux_bin_plan_keeping_dependency_archives():
     assert args.index(OBJS[-1]) < args.index("/ws/target/debug/deps/libmid-57a69d518c722f8d.rlib")
     for rlib in STD_RLIBS:
         assert rlib in args
-    assert not any(a.endswith(".rcgu.o") or a.endswith("symbols.o") for a in args)
+    assert not any(a.endswith((".rcgu.o", "symbols.o")) for a in args)
 
 
 def test_linux_cdylib_plan_drops_version_script_and_duplicate_shared():
@@ -205,7 +205,13 @@ def test_linux_cdylib_plan_drops_version_script_and_duplicate_shared():
 def test_linux_edits(given, expected):
     plan = build_link_plan(link_line("cc", given), ["/s/a.o"], "/s/p.so", "linux")
     assert list(plan.args) == [
-        *expected, "/s/a.o", "-shared", "-Wl,-Bsymbolic-functions", "-Wl,--unresolved-symbols=ignore-all", "-o", "/s/p.so"
+        *expected,
+        "/s/a.o",
+        "-shared",
+        "-Wl,-Bsymbolic-functions",
+        "-Wl,--unresolved-symbols=ignore-all",
+        "-o",
+        "/s/p.so",
     ]
 
 
@@ -213,17 +219,23 @@ def test_macos_bin_plan_exact():
     plan = link(MACOS_BIN_LINE, "macos")
     assert list(plan.args) == [
         *OBJS,
-        "-framework", "CoreFoundation",
-        "-lSystem", "-lc", "-lm",
-        "-arch", "arm64",
+        "-framework",
+        "CoreFoundation",
+        "-lSystem",
+        "-lc",
+        "-lm",
+        "-arch",
+        "arm64",
         "-mmacosx-version-min=11.0.0",
-        "-L", f"{MAC_STD}",
+        "-L",
+        f"{MAC_STD}",
         "-nodefaultlibs",
         "-Wl,-export_dynamic",
         "-shared",
         "-Wl,-twolevel_namespace",
         "-Wl,-undefined,dynamic_lookup",
-        "-o", "/s/patches/libapp-patch-3.so",
+        "-o",
+        "/s/patches/libapp-patch-3.so",
     ]
 
 
@@ -232,22 +244,32 @@ def test_macos_cdylib_plan_drops_exported_symbols_dead_strip_and_undefined():
     assert list(plan.args) == [
         *OBJS,
         "-lSystem",
-        "-arch", "arm64",
+        "-arch",
+        "arm64",
         "-nodefaultlibs",
         "-shared",
         "-Wl,-twolevel_namespace",
         "-Wl,-undefined,dynamic_lookup",
-        "-o", "/s/patches/libapp-patch-3.so",
+        "-o",
+        "/s/patches/libapp-patch-3.so",
     ]
 
 
 def test_macos_driver_level_exported_symbols_list():
     plan = build_link_plan(
         link_line("clang", ["-exported_symbols_list", "/t/l", "-undefined", "error", "-lSystem"]),
-        ["/s/a.o"], "/s/p.dylib", "macos",
+        ["/s/a.o"],
+        "/s/p.dylib",
+        "macos",
     )
     assert list(plan.args) == [
-        "-lSystem", "/s/a.o", "-shared", "-Wl,-twolevel_namespace", "-Wl,-undefined,dynamic_lookup", "-o", "/s/p.dylib"
+        "-lSystem",
+        "/s/a.o",
+        "-shared",
+        "-Wl,-twolevel_namespace",
+        "-Wl,-undefined,dynamic_lookup",
+        "-o",
+        "/s/p.dylib",
     ]
 
 
@@ -279,8 +301,10 @@ def test_link_record_objects_are_accepted():
 
     from capture.store import LinkRecord
 
-    rec = LinkRecord.from_json({"linker": "cc", "args": LINUX_BIN_LINE, "output": "/ws/app", "cwd": "/ws",
-                                "recorded_at": 1.0, "format": 1}, Path("/c/link/app.json"))
+    rec = LinkRecord.from_json(
+        {"linker": "cc", "args": LINUX_BIN_LINE, "output": "/ws/app", "cwd": "/ws", "recorded_at": 1.0, "format": 1},
+        Path("/c/link/app.json"),
+    )
     plan = build_link_plan(rec, OBJS, "/s/p.so", "linux")
     assert plan.cwd == "/ws" and plan.program == "cc"
 
@@ -299,9 +323,7 @@ def test_every_unit_object_is_linked_in_the_given_order():
     # of the others undefined
     units = [f"/s/objects/bin/app/app-1.u{i:03}.rcgu.o" for i in range(256)]
     lib_units = [f"/s/objects/lib/greet/greet-5.u{i}.rcgu.o" for i in range(3)]
-    plan = build_link_plan(
-        link_line("cc", LINUX_BIN_LINE, cwd="/ws"), lib_units + units, "/s/p.so", "linux"
-    )
+    plan = build_link_plan(link_line("cc", LINUX_BIN_LINE, cwd="/ws"), lib_units + units, "/s/p.so", "linux")
     linked = [a for a in plan.args if a.endswith(".o")]
     assert linked == lib_units + units
     assert plan.objects == tuple(Path(o) for o in lib_units + units)

@@ -26,7 +26,9 @@ other_units = st.one_of(
     st.tuples(st.just("-L"), values.map(lambda v: f"dependency=/{v}")).map(list),
     st.tuples(st.just("--extern"), values.map(lambda v: f"dep=/{v}.rlib")).map(list),
     st.tuples(st.just("--crate-name"), values).map(list),
-    st.tuples(st.just("-C"), st.sampled_from(["opt-level=0", "debuginfo=2", "metadata=abc", "link-arg=-Wl,-z,now"])).map(list),
+    st.tuples(
+        st.just("-C"), st.sampled_from(["opt-level=0", "debuginfo=2", "metadata=abc", "link-arg=-Wl,-z,now"])
+    ).map(list),
     st.sampled_from(["-Copt-level=1", "-Cdebuginfo=2", "--edition=2021", "-g", "--test"]).map(lambda a: [a]),
     values.map(lambda v: [f"src/{v}.rs"]),
 )
@@ -35,6 +37,7 @@ other_units = st.one_of(
 def occurrences(*spellings: str):
     """One occurrence of the edited option, in any of its spellings: ``NAME VALUE``
     (a trailing space in the spelling) or ``NAME=VALUE`` / ``NAMEVALUE`` (joined)."""
+
     def make(spelling: str, value: str) -> list[str]:
         return [spelling.rstrip(), value] if spelling.endswith(" ") else [spelling + value]
 
@@ -42,9 +45,17 @@ def occurrences(*spellings: str):
 
 
 EDITORS = {
-    "crate type": (lambda a: set_crate_type(a, "bin"), occurrences("--crate-type ", "--crate-type="), ["--crate-type", "bin"]),
+    "crate type": (
+        lambda a: set_crate_type(a, "bin"),
+        occurrences("--crate-type ", "--crate-type="),
+        ["--crate-type", "bin"],
+    ),
     "emit obj": (lambda a: set_emit_obj(a, "/s/p.o"), occurrences("--emit ", "--emit="), ["--emit=obj=/s/p.o"]),
-    "out dir": (lambda a: set_out_dir(a, "/s/out"), occurrences("--out-dir ", "--out-dir=", "-o ", "-o"), ["--out-dir", "/s/out"]),
+    "out dir": (
+        lambda a: set_out_dir(a, "/s/out"),
+        occurrences("--out-dir ", "--out-dir=", "-o ", "-o"),
+        ["--out-dir", "/s/out"],
+    ),
     "incremental": (
         lambda a: set_incremental(a, "/s/inc"),
         occurrences("-C incremental=", "-Cincremental=", "--codegen incremental=", "--codegen=incremental="),
@@ -72,7 +83,9 @@ def _fix_spaced(units: list[list[str]]) -> list[list[str]]:
 
 def _check_editor(name: str, data) -> None:
     edit, edited, tail = EDITORS[name]
-    units = data.draw(st.lists(st.one_of(other_units.map(lambda u: ("other", u)), edited.map(lambda u: ("edited", u))), max_size=12))
+    units = data.draw(
+        st.lists(st.one_of(other_units.map(lambda u: ("other", u)), edited.map(lambda u: ("edited", u))), max_size=12)
+    )
     units = [(kind, _fix_spaced([u])[0]) for kind, u in units]
     args = [a for _, unit in units for a in unit]
     kept = [a for kind, unit in units if kind == "other" for a in unit]
@@ -120,9 +133,13 @@ archives = values.map(lambda v: f"/t/deps/lib{v}.rlib")
 kept_link_args = st.one_of(
     values.map(lambda v: f"-L/{v}"),
     values.map(lambda v: f"-l{v}"),
-    st.sampled_from(["-Wl,--as-needed", "-Wl,-z,relro,-z,now", "-fuse-ld=lld", "-B/sysroot/gcc-ld", "-nodefaultlibs", "-m64"]),
+    st.sampled_from(
+        ["-Wl,--as-needed", "-Wl,-z,relro,-z,now", "-fuse-ld=lld", "-B/sysroot/gcc-ld", "-nodefaultlibs", "-m64"]
+    ),
 )
-dropped_link_args = st.sampled_from(["-pie", "-Wl,--gc-sections", "-no-pie", "-Wl,--version-script=/tmp/rustcAbCdEf/list"])
+dropped_link_args = st.sampled_from(
+    ["-pie", "-Wl,--gc-sections", "-no-pie", "-Wl,--version-script=/tmp/rustcAbCdEf/list"]
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -135,14 +152,14 @@ def test_link_plan_on_generated_link_lines(line, patch_objects):
     plan = build_link_plan(link_line("cc", args), patch_objects, "/s/libpatch-1.so", os=OS_LINUX)
     final = list(plan.args)
     tail = ["-shared", *SELF_BINDING_DIRECTIVE[OS_LINUX], *UNRESOLVED_DIRECTIVE[OS_LINUX], "-o", "/s/libpatch-1.so"]
-    assert final[-len(tail):] == tail
+    assert final[-len(tail) :] == tail
     body = final[: -len(tail)]
     # The patch's objects, once each, in order, where the program's first object (or archive) was.
     assert [a for a in body if a in patch_objects] == patch_objects
     rest = [a for a in body if a not in patch_objects]
     start = body.index(patch_objects[0])
     assert body[start : start + len(patch_objects)] == patch_objects
-    inputs_before = [a for a in line[: next((i for i, a in enumerate(line) if _is_input(a)), len(line))]]
+    inputs_before = line[: next((i for i, a in enumerate(line) if _is_input(a)), len(line))]
     assert start == len([a for a in inputs_before if a in set(rest)])
     # No input or output of the program, nothing that makes an executable.
     assert not any(a.endswith((".rcgu.o", ".rlib")) for a in rest)

@@ -281,7 +281,7 @@ async def test_syntax_error_names_file_and_line_and_writes_no_library(edited_hel
 
 @pytest.mark.asyncio
 async def test_link_failure_reports_stderr_and_argv(edited_hello, tmp_path):
-    root, rustc, args, link_args, main = edited_hello
+    root, rustc, args, link_args, _main = edited_hello
     captures = make_captures(root, rustc, args, [*link_args, "-lthinpatch_no_such_library"])
     with pytest.raises(LinkError) as info:
         await build_patch(captures, [], tmp_path / "session")
@@ -309,7 +309,7 @@ async def test_a_record_with_a_field_of_the_wrong_type_is_skipped_and_named(hell
     assert captures.rustc == {}
     assert captures.warnings == [f"skipped malformed capture record {rustc_dir / 'hello.bin.json'}: "
                                  "field 'args' must be a list of strings"]
-    with pytest.raises(MissingCapture, match="hello.bin.json: field 'args'"):
+    with pytest.raises(MissingCapture, match=r"hello\.bin\.json: field 'args'"):
         await build_patch(captures, [], tmp_path / "session")
 
 
@@ -317,7 +317,7 @@ async def test_a_record_with_a_field_of_the_wrong_type_is_skipped_and_named(hell
 async def test_unknown_crate_and_missing_link_are_missing_capture(hello, tmp_path):
     root, rustc, args, link_args = hello
     captures = make_captures(root, rustc, args, link_args)
-    with pytest.raises(MissingCapture, match="no capture for crate 'nope.lib'.*captured: hello.bin"):
+    with pytest.raises(MissingCapture, match=r"no capture for crate 'nope\.lib'.*captured: hello\.bin"):
         await build_patch(captures, [CrateKey("nope", "lib")], tmp_path / "session")
     captures.links.clear()
     with pytest.raises(MissingCapture, match="no link line captured for hello"):

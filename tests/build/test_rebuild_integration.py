@@ -180,12 +180,15 @@ async def test_several_edited_crates_in_one_patch_and_unchanged_objects_reused(c
         # the app uses what only the patched library has: it compiles against the new metadata,
         # and the library's object (unchanged) is linked again without recompiling
         with edited(app, 'corelib::describe("workspace")', 'corelib::added_in_a_patch()'):
-            again = await build_patch(captures, [CrateKey("app", "bin"), CrateKey("corelib", "lib")], session, reuse={CrateKey("corelib", "lib")})
+            app, corelib = CrateKey("app", "bin"), CrateKey("corelib", "lib")
+            again = await build_patch(captures, [app, corelib], session, reuse={corelib})
         assert [(c.key.name, c.reused) for c in again.crates] == [("corelib", True), ("app", False)]
         assert again.crates[0].rustc_ms == 0 and "added_in_a_patch" in " ".join(defined_symbols(again.library))
 
         # a crate reading metadata rebuilt in this build is never reused
-        third = await build_patch(captures, [CrateKey("corelib", "lib"), CrateKey("app", "bin")], session, reuse={CrateKey("app", "bin")})
+        third = await build_patch(
+            captures, [CrateKey("corelib", "lib"), CrateKey("app", "bin")], session, reuse={CrateKey("app", "bin")}
+        )
         assert [(c.key.name, c.reused) for c in third.crates] == [("corelib", False), ("app", False)]
     assert len({both.library, again.library, third.library}) == 3
 
@@ -256,8 +259,9 @@ async def test_the_patcher_keeps_only_the_newest_libraries(captured_single_bin, 
     from daemon.service.patcher import open_patcher
 
     result = captured_single_bin
-    patcher = open_patcher(result.workspace, result.capture_root, scope=result.scope,
-                      session_root=tmp_path / "session", keep=2)
+    patcher = open_patcher(
+        result.workspace, result.capture_root, scope=result.scope, session_root=tmp_path / "session", keep=2
+    )
     source = result.workspace / "src" / "main.rs"
     libraries = []
     for n in range(3):

@@ -11,7 +11,9 @@ DEV = ["--crate-name", "app", "--crate-type", "bin", "-C", "debuginfo=2"]
 RELEASE = ["--crate-name", "app", "--crate-type", "bin", "-C", "opt-level=3"]
 
 
-@pytest.mark.parametrize("spelling", [["-C", "lto"], ["-C", "lto=fat"], ["-Clto=thin"], ["--codegen", "lto=yes"], ["-C", "lto=true"]])
+@pytest.mark.parametrize(
+    "spelling", [["-C", "lto"], ["-C", "lto=fat"], ["-Clto=thin"], ["--codegen", "lto=yes"], ["-C", "lto=true"]]
+)
 def test_lto_in_any_spelling_is_refused_naming_the_profile_setting(spelling):
     message = lto_refusal(RELEASE + spelling)
     assert message is not None
@@ -19,15 +21,15 @@ def test_lto_in_any_spelling_is_refused_naming_the_profile_setting(spelling):
     assert "thinpatch capture" in message
 
 
-@pytest.mark.parametrize("args", [DEV, DEV + ["-C", "lto=off"], DEV + ["-C", "lto=no"], DEV + ["-Clto=false"]])
+@pytest.mark.parametrize("args", [DEV, [*DEV, "-C", "lto=off"], [*DEV, "-C", "lto=no"], [*DEV, "-Clto=false"]])
 def test_no_lto_or_lto_off_is_fine(args):
     assert lto_refusal(args) is None
 
 
 def test_strip_symbols_is_refused_strip_debuginfo_is_left_to_the_binary_check():
-    message = strip_refusal(DEV + ["-C", "strip=symbols"])
+    message = strip_refusal([*DEV, "-C", "strip=symbols"])
     assert message is not None and "`strip = false`" in message and "[profile.dev]" in message
-    assert strip_refusal(DEV + ["-C", "strip=debuginfo"]) is None
+    assert strip_refusal([*DEV, "-C", "strip=debuginfo"]) is None
     assert strip_refusal(DEV) is None
 
 

@@ -50,7 +50,11 @@ PROBE = [
         (CARGO_BIN, "is_probe", False),
         (CARGO_BIN, "kind", "bin"),
         (["--crate-name=x", "a.rs"], "crate_name", "x"),
-        (["--crate-type=lib,cdylib", "--crate-type", "staticlib", "a.rs"], "crate_types", ("lib", "cdylib", "staticlib")),
+        (
+            ["--crate-type=lib,cdylib", "--crate-type", "staticlib", "a.rs"],
+            "crate_types",
+            ("lib", "cdylib", "staticlib"),
+        ),
         (["--target", "aarch64-apple-darwin", "a.rs"], "target", "aarch64-apple-darwin"),
         (["--target=x86_64-unknown-linux-gnu", "a.rs"], "target", "x86_64-unknown-linux-gnu"),
         (["--emit", "dep-info=/t/a.d,obj=/t/a.o", "a.rs"], "emit_paths", {"dep-info": "/t/a.d", "obj": "/t/a.o"}),
@@ -87,7 +91,9 @@ def test_parse_fields(args, field, expected):
 
 
 def test_codegen_values_in_order():
-    parsed = parse_rustc_args(["-C", "link-arg=-a", "-Clink-arg=-b", "--codegen=link-arg=-c", "-C", "opt-level=0", "x.rs"])
+    parsed = parse_rustc_args(
+        ["-C", "link-arg=-a", "-Clink-arg=-b", "--codegen=link-arg=-c", "-C", "opt-level=0", "x.rs"]
+    )
     assert parsed.codegen("link-arg") == ["-a", "-b", "-c"]
     assert parsed.codegen("opt-level") == ["0"]
     assert parsed.codegen("linker") == []
@@ -146,7 +152,13 @@ def test_replace_options_keeps_the_spelling_and_the_place_of_the_first():
     args = ["a.rs", "--extern=x=/1", "-g", "--extern", "x=/2"]
     found = [o for o in parse_rustc_args(args).options if o.name == "--extern"]
     assert replace_options(args, found, spelled_like(found[0], "x=/n")) == ["a.rs", "--extern=x=/n", "-g"]
-    assert replace_options(args, found[1:], spelled_like(found[1], "x=/n")) == ["a.rs", "--extern=x=/1", "-g", "--extern", "x=/n"]
+    assert replace_options(args, found[1:], spelled_like(found[1], "x=/n")) == [
+        "a.rs",
+        "--extern=x=/1",
+        "-g",
+        "--extern",
+        "x=/n",
+    ]
     (joined,) = parse_rustc_args(["-Lx"]).options
     assert spelled_like(joined, "y") == ["-Ly"]
 

@@ -97,8 +97,23 @@ def plan(args, env=None, platform="linux", host="x86_64-unknown-linux-gnu"):
 
 def test_fat_build_default_linker_and_export_dynamic():
     p = plan(BIN)
-    assert p.run_args == [*BIN, "-C", "linker=/bin/thinpatch-linker", "-C", "link-arg=-Wl,--export-dynamic", "-C", "link-arg=-Wl,--build-id"]
-    assert p.shim_args == ["-C", "linker=/bin/thinpatch-linker", "-C", "link-arg=-Wl,--export-dynamic", "-C", "link-arg=-Wl,--build-id"]
+    assert p.run_args == [
+        *BIN,
+        "-C",
+        "linker=/bin/thinpatch-linker",
+        "-C",
+        "link-arg=-Wl,--export-dynamic",
+        "-C",
+        "link-arg=-Wl,--build-id",
+    ]
+    assert p.shim_args == [
+        "-C",
+        "linker=/bin/thinpatch-linker",
+        "-C",
+        "link-arg=-Wl,--export-dynamic",
+        "-C",
+        "link-arg=-Wl,--build-id",
+    ]
     assert (p.chained_linker, p.linker_source, p.replaced_linker_arg) == ("cc", "default", None)
     assert p.child_env[fatbuild.ENV_LINKER_CHAIN] == "cc"
     assert p.child_env[fatbuild.ENV_LINK_CRATE] == "app"
@@ -108,7 +123,15 @@ def test_fat_build_default_linker_and_export_dynamic():
 def test_fat_build_replaces_user_linker():
     args = [*BIN, "-C", "linker=/usr/bin/clang"]
     p = plan(args)
-    assert p.run_args == [*BIN, "-C", "linker=/bin/thinpatch-linker", "-C", "link-arg=-Wl,--export-dynamic", "-C", "link-arg=-Wl,--build-id"]
+    assert p.run_args == [
+        *BIN,
+        "-C",
+        "linker=/bin/thinpatch-linker",
+        "-C",
+        "link-arg=-Wl,--export-dynamic",
+        "-C",
+        "link-arg=-Wl,--build-id",
+    ]
     assert (p.chained_linker, p.linker_source, p.replaced_linker_arg) == ("/usr/bin/clang", "args", "/usr/bin/clang")
 
 
@@ -156,7 +179,8 @@ def test_link_edits():
 
 
 def test_whole_archive_leaves_the_toolchain_libraries_alone():
-    std = "/home/u/.rustup/toolchains/stable-x86_64-unknown-linux-gnu/lib/rustlib/x86_64-unknown-linux-gnu/lib/libstd-1a2b.rlib"
+    toolchain = "/home/u/.rustup/toolchains/stable-x86_64-unknown-linux-gnu"
+    std = f"{toolchain}/lib/rustlib/x86_64-unknown-linux-gnu/lib/libstd-1a2b.rlib"
     line = ["a.o", "/w/target/debug/deps/libdep-1.rlib", std, "-o", "app"]
     assert fatbuild.apply_link_edits(line, fatbuild.DEFAULT_LINK_EDITS) == [
         "a.o",

@@ -17,7 +17,9 @@ WRAPPER_VARS = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER")
 
 
 def shim(name: str) -> str:
-    return str(Path(sys.executable).parent / name) if (Path(sys.executable).parent / name).exists() else shutil.which(name)
+    return (
+        str(Path(sys.executable).parent / name) if (Path(sys.executable).parent / name).exists() else shutil.which(name)
+    )
 
 
 def clean_env(**extra) -> dict[str, str]:
@@ -92,7 +94,10 @@ def test_capture_command_success_summary(fixture_copy):
     "args, stdin",
     [
         (["-vV"], ""),
-        (["-", "--crate-name", "___", "--print=file-names", "--crate-type", "bin", "--print=sysroot", "--print=cfg"], ""),
+        (
+            ["-", "--crate-name", "___", "--print=file-names", "--crate-type", "bin", "--print=sysroot", "--print=cfg"],
+            "",
+        ),
         (["--bogus-flag"], ""),  # rustc's own error and exit code
     ],
 )
@@ -100,7 +105,9 @@ def test_probes_are_not_recorded_and_output_is_identical(tmp_path, args, stdin):
     rustc = real_rustc()
     env = clean_env(THINPATCH_CAPTURE_ROOT=str(tmp_path / "root"), THINPATCH_STATE_DIR=str(tmp_path / "state"))
     direct = subprocess.run([rustc, *args], input=stdin, capture_output=True, text=True, env=env)
-    wrapped = subprocess.run([shim("thinpatch-rustc"), rustc, *args], input=stdin, capture_output=True, text=True, env=env)
+    wrapped = subprocess.run(
+        [shim("thinpatch-rustc"), rustc, *args], input=stdin, capture_output=True, text=True, env=env
+    )
     assert (wrapped.returncode, wrapped.stdout, wrapped.stderr) == (direct.returncode, direct.stdout, direct.stderr)
     assert not (tmp_path / "root").exists()
     assert not (tmp_path / "state").exists()

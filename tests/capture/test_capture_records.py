@@ -67,7 +67,14 @@ def test_rustc_record_contents(captured_workspace):
     assert d["args"] == d["cargo_args"] + d["shim_args"]
     linker_shim = d["linker_chain"]["shim"]
     assert Path(linker_shim).name == "thinpatch-linker"
-    assert d["shim_args"] == ["-C", f"linker={linker_shim}", "-C", "link-arg=-Wl,--export-dynamic", "-C", "link-arg=-Wl,--build-id"]
+    assert d["shim_args"] == [
+        "-C",
+        f"linker={linker_shim}",
+        "-C",
+        "link-arg=-Wl,--export-dynamic",
+        "-C",
+        "link-arg=-Wl,--build-id",
+    ]
     assert d["linker_chain"]["chained"] == "cc" and d["is_top"] is True
     assert f"extra-filename={d['extra_filename']}" in d["args"]
     # dep-info is cargo's .d file and lists the crate's sources, the generated one included.

@@ -89,7 +89,11 @@ def test_concurrent_writers_of_one_key_never_tear(tmp_path):
     src = tmp_path / "lib.rs"
     src.write_text("pub fn f() -> u32 { 1 }\n")
     root = tmp_path / "root"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("THINPATCH_") and k not in ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("THINPATCH_") and k not in ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER")
+    }
     env.update(
         RUSTC_WORKSPACE_WRAPPER=shim("thinpatch-rustc"),
         THINPATCH_CAPTURE_ROOT=str(root),
@@ -100,7 +104,17 @@ def test_concurrent_writers_of_one_key_never_tear(tmp_path):
     for i in range(8):
         out = tmp_path / "debug" / f"deps{i}"  # one profile ("debug"), so one scope and one key
         out.mkdir(parents=True)
-        cmd = [shim("thinpatch-rustc"), "rustc", "--crate-name", "same", "--crate-type", "lib", "--out-dir", str(out), str(src)]
+        cmd = [
+            shim("thinpatch-rustc"),
+            "rustc",
+            "--crate-name",
+            "same",
+            "--crate-type",
+            "lib",
+            "--out-dir",
+            str(out),
+            str(src),
+        ]
         procs.append(subprocess.Popen(cmd, env=env))
     assert all(p.wait() == 0 for p in procs)
     records = list(root.rglob("*.json"))
@@ -116,9 +130,7 @@ def defined_functions(path: Path) -> set[str]:
     with open(path, "rb") as fh:
         symtab = ELFFile(fh).get_section_by_name(".symtab")
         return {
-            s.name
-            for s in symtab.iter_symbols()
-            if s["st_info"]["type"] == "STT_FUNC" and s["st_shndx"] != "SHN_UNDEF"
+            s.name for s in symtab.iter_symbols() if s["st_info"]["type"] == "STT_FUNC" and s["st_shndx"] != "SHN_UNDEF"
         }
 
 

@@ -41,7 +41,8 @@ def test_from_sys_platform(sys_platform, platform):
 
 
 def test_from_name_and_string_values():
-    assert [Platform.from_name(n) for n in ("linux", "Android", "macos", "darwin", "ios", "windows", "win32", "bsd")] == [
+    names = ("linux", "Android", "macos", "darwin", "ios", "windows", "win32", "bsd")
+    assert [Platform.from_name(n) for n in names] == [
         Platform.LINUX, Platform.LINUX, Platform.MACOS, Platform.MACOS, Platform.MACOS,
         Platform.WINDOWS, Platform.WINDOWS, Platform.BSD,
     ]  # fmt: skip

@@ -40,7 +40,15 @@ def test_selection_flags_go_to_cargo_as_cargo_spells_them():
 
 def test_release_target_and_all_features():
     command, scope = cargo_command("-r", "--target", "x86_64-unknown-linux-gnu", "--all-features")
-    assert command == ["cargo", "build", "--release", "--target", "x86_64-unknown-linux-gnu", "--workspace", "--all-features"]
+    assert command == [
+        "cargo",
+        "build",
+        "--release",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--workspace",
+        "--all-features",
+    ]
     assert scope == store.scope_name("x86_64-unknown-linux-gnu", "release")
 
 
@@ -58,11 +66,27 @@ def test_capture_with_a_custom_profile_and_a_bin_builds_that_bin_in_that_profile
     (project / "src" / "bin").mkdir()
     (project / "src" / "bin" / "editor.rs").write_text('fn main() { println!("editor"); }\n')
     manifest = project / "Cargo.toml"
-    manifest.write_text(manifest.read_text() + '\n[features]\ndefault = ["fancy"]\nfancy = []\n\n[profile.dev-fast]\ninherits = "dev"\n')
+    manifest.write_text(
+        manifest.read_text() + '\n[features]\ndefault = ["fancy"]\nfancy = []\n\n[profile.dev-fast]\ninherits = "dev"\n'
+    )
     env = dict(os.environ, THINPATCH_STATE_DIR=str(tmp_path / "state"))
     out = subprocess.run(
-        [sys.executable, "-m", "daemon", "capture", "--profile", "dev-fast", "--bin", "editor", "--no-default-features"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "daemon",
+            "capture",
+            "--profile",
+            "dev-fast",
+            "--bin",
+            "editor",
+            "--no-default-features",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert (project / "target" / "dev-fast" / "editor").exists()

@@ -40,7 +40,12 @@ def test_profile_dir_name(release, args, expected):
     "release, target, args, expected",
     [
         (False, None, [], ["cargo", "build", "--workspace"]),
-        (True, "aarch64-apple-darwin", ["-j2"], ["cargo", "build", "--release", "--target", "aarch64-apple-darwin", "--workspace", "-j2"]),
+        (
+            True,
+            "aarch64-apple-darwin",
+            ["-j2"],
+            ["cargo", "build", "--release", "--target", "aarch64-apple-darwin", "--workspace", "-j2"],
+        ),
         (False, None, ["-p", "app"], ["cargo", "build", "-p", "app"]),
         (False, None, ["--bin=app"], ["cargo", "build", "--bin=app"]),
     ],
@@ -51,16 +56,31 @@ def test_cargo_build_command(release, target, args, expected):
 
 def test_capture_env_replaces_other_wrappers():
     base = {"PATH": "/bin", "RUSTC_WRAPPER": "sccache", "RUSTC_WORKSPACE_WRAPPER": "other"}
-    env = capture_env(base, rustc_shim="/v/thinpatch-rustc", capture_root=Path("/w/target/thinpatch"), workspace=Path("/w"), host_triple="x86_64-unknown-linux-gnu")
+    env = capture_env(
+        base,
+        rustc_shim="/v/thinpatch-rustc",
+        capture_root=Path("/w/target/thinpatch"),
+        workspace=Path("/w"),
+        host_triple="x86_64-unknown-linux-gnu",
+    )
     assert env["RUSTC_WORKSPACE_WRAPPER"] == "/v/thinpatch-rustc" and "RUSTC_WRAPPER" not in env
     assert env[store.ENV_CAPTURE_ROOT] == "/w/target/thinpatch" and env[store.ENV_WORKSPACE] == "/w"
     assert env[store.ENV_HOST_TRIPLE] == "x86_64-unknown-linux-gnu" and env["PATH"] == "/bin"
-    all_crates = capture_env(base, rustc_shim="/v/thinpatch-rustc", capture_root=Path("/r"), workspace=Path("/w"), host_triple="t", wrapper="all")
+    all_crates = capture_env(
+        base,
+        rustc_shim="/v/thinpatch-rustc",
+        capture_root=Path("/r"),
+        workspace=Path("/w"),
+        host_triple="t",
+        wrapper="all",
+    )
     assert all_crates["RUSTC_WRAPPER"] == "/v/thinpatch-rustc" and "RUSTC_WORKSPACE_WRAPPER" not in all_crates
 
 
 def test_parse_host_triple():
-    assert parse_host_triple("rustc 1.95.0\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\n") == "x86_64-unknown-linux-gnu"
+    assert (
+        parse_host_triple("rustc 1.95.0\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\n") == "x86_64-unknown-linux-gnu"
+    )
 
 
 def test_crate_roots_to_touch_skips_tests_and_build_scripts():
@@ -79,9 +99,30 @@ def test_crate_roots_to_touch_skips_tests_and_build_scripts():
 
 def test_binaries_from_messages():
     lines = [
-        json.dumps({"reason": "compiler-artifact", "target": {"kind": ["lib"]}, "filenames": ["/t/libx.rlib"], "executable": None}),
-        json.dumps({"reason": "compiler-artifact", "target": {"kind": ["bin"]}, "filenames": ["/t/app"], "executable": "/t/app"}),
-        json.dumps({"reason": "compiler-artifact", "target": {"kind": ["cdylib"]}, "filenames": ["/t/libp.so"], "executable": None}),
+        json.dumps(
+            {
+                "reason": "compiler-artifact",
+                "target": {"kind": ["lib"]},
+                "filenames": ["/t/libx.rlib"],
+                "executable": None,
+            }
+        ),
+        json.dumps(
+            {
+                "reason": "compiler-artifact",
+                "target": {"kind": ["bin"]},
+                "filenames": ["/t/app"],
+                "executable": "/t/app",
+            }
+        ),
+        json.dumps(
+            {
+                "reason": "compiler-artifact",
+                "target": {"kind": ["cdylib"]},
+                "filenames": ["/t/libp.so"],
+                "executable": None,
+            }
+        ),
         json.dumps({"reason": "build-finished", "success": True}),
         "not json",
     ]

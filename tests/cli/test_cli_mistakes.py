@@ -16,7 +16,9 @@ from tests.support.daemon_process import DaemonProcess
 
 
 def thinpatch(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "daemon", *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def assert_message(out: subprocess.CompletedProcess, code: int, *needles: str, stdout: str = "") -> None:
@@ -36,13 +38,21 @@ def private_dir(path: Path) -> Path:
 @pytest.fixture
 def no_daemon(tmp_path):
     os.chmod(tmp_path, 0o700)
-    env = dict(os.environ, THINPATCH_SOCKET=str(tmp_path / "none" / "thinpatch.sock"), THINPATCH_STATE_DIR=str(tmp_path / "state"))
+    env = dict(
+        os.environ,
+        THINPATCH_SOCKET=str(tmp_path / "none" / "thinpatch.sock"),
+        THINPATCH_STATE_DIR=str(tmp_path / "state"),
+    )
     return env
 
 
-@pytest.mark.parametrize("typo,meant", [("stauts", "status"), ("serv", "serve"), ("captur", "capture"), ("hlep", "help")])
+@pytest.mark.parametrize(
+    "typo,meant", [("stauts", "status"), ("serv", "serve"), ("captur", "capture"), ("hlep", "help")]
+)
 def test_a_typo_gets_did_you_mean(typo, meant):
-    assert_message(thinpatch(typo), 2, f"unknown command {typo!r}", f"Did you mean `thinpatch {meant}`?", "thinpatch help")
+    assert_message(
+        thinpatch(typo), 2, f"unknown command {typo!r}", f"Did you mean `thinpatch {meant}`?", "thinpatch help"
+    )
 
 
 def test_an_unknown_word_gets_the_list_hint():
@@ -58,12 +68,21 @@ def test_help_lists_the_commands_and_help_for_one_command():
 
 
 def test_an_unknown_option_names_the_command_and_its_help():
-    assert_message(thinpatch("status", "--frob"), 2, "thinpatch status: unrecognized arguments: --frob", "thinpatch status --help")
+    assert_message(
+        thinpatch("status", "--frob"), 2, "thinpatch status: unrecognized arguments: --frob", "thinpatch status --help"
+    )
     assert_message(thinpatch("--frob"), 2, "unrecognized arguments: --frob", "thinpatch help")
     assert_message(thinpatch("serve", "--on-busy", "never"), 2, "invalid choice", "thinpatch serve --help")
-    assert_message(thinpatch("serve", "--debounce-ms", "-5"), 2, "--debounce-ms: must be 1 or more, not -5", "thinpatch serve --help")
+    assert_message(
+        thinpatch("serve", "--debounce-ms", "-5"),
+        2,
+        "--debounce-ms: must be 1 or more, not -5",
+        "thinpatch serve --help",
+    )
     assert_message(thinpatch("serve", "--keep", "0"), 2, "--keep: must be 1 or more, not 0", "thinpatch serve --help")
-    assert_message(thinpatch("serve", "--debounce-ms", "abc"), 2, "expected a whole number, not 'abc'", "thinpatch serve --help")
+    assert_message(
+        thinpatch("serve", "--debounce-ms", "abc"), 2, "expected a whole number, not 'abc'", "thinpatch serve --help"
+    )
 
 
 def test_stop_without_a_daemon_has_nothing_to_do(no_daemon):
@@ -87,8 +106,10 @@ def test_status_json_without_a_daemon_still_prints_json(no_daemon):
 
 def test_serve_on_a_socket_path_that_cannot_exist(no_daemon):
     assert_message(
-        thinpatch("serve", "--socket", "/proc/nope/x.sock", env=no_daemon), 2,
-        "cannot create the socket directory /proc/nope", "--socket",
+        thinpatch("serve", "--socket", "/proc/nope/x.sock", env=no_daemon),
+        2,
+        "cannot create the socket directory /proc/nope",
+        "--socket",
     )
 
 
@@ -101,7 +122,9 @@ def test_serve_a_workspace_that_does_not_exist(no_daemon, tmp_path):
 def test_patch_json_into_a_closed_pipe_exits_quietly(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon", "patch", "--json", "--workspace", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, THINPATCH_STATE_DIR=str(tmp_path / "s")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, THINPATCH_STATE_DIR=str(tmp_path / "s")),
     )
     proc.stdout.close()  # like `| head` that has read enough
     err = proc.stderr.read().decode()
@@ -120,7 +143,9 @@ def test_rebuild_of_an_unknown_crate(served):
 @pytest.mark.parametrize("crate", ["../../etc", "/etc/passwd", "x; touch y"])
 def test_rebuild_of_a_path_instead_of_a_crate(served, crate):
     _daemon, ws, _root, env = served
-    assert_message(thinpatch("rebuild", "--workspace", str(ws), "--crate", crate, env=env), 2, "is not a crate name", "--crate")
+    assert_message(
+        thinpatch("rebuild", "--workspace", str(ws), "--crate", crate, env=env), 2, "is not a crate name", "--crate"
+    )
 
 
 def test_serve_a_workspace_without_a_capture_says_so(no_daemon, tmp_path):

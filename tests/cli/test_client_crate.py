@@ -32,13 +32,19 @@ def test_the_crate_builds_without_warnings_under_edition_2024(tmp_path):
     shutil.copytree(CRATE, copy, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
     manifest = (copy / "Cargo.toml").read_text()
     # Edition 2024 needs Rust 1.85; that is the only other change.
-    edited = re.sub(r'rust-version = "[^"]+"', 'rust-version = "1.85"', manifest.replace('edition = "2021"', 'edition = "2024"'))
+    edited = re.sub(
+        r'rust-version = "[^"]+"', 'rust-version = "1.85"', manifest.replace('edition = "2021"', 'edition = "2024"')
+    )
     assert edited.count('edition = "2024"') == 1
     (copy / "Cargo.toml").write_text(edited)
     env = dict(os.environ, CARGO_TARGET_DIR=str(tmp_path / "target"))
     out = subprocess.run(
         ["cargo", "check", "--offline", "--all-targets", "--message-format", "short"],
-        cwd=copy, env=env, capture_output=True, text=True, timeout=300,
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     assert "warning" not in out.stderr, out.stderr

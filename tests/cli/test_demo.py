@@ -3,6 +3,7 @@ interactive mode, a machine without cargo, and the pure script it plays."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -138,7 +139,7 @@ def test_demo_compile_error_is_reported_with_file_and_line_and_the_app_keeps_run
 def test_demo_counter_strictly_increases_across_steps(demo_run):
     counters = [s["counter"] for s in json.loads(demo_run[0].stdout)["steps"]]
     assert None not in counters
-    assert all(b > a for a, b in zip(counters, counters[1:])), counters
+    assert all(b > a for a, b in itertools.pairwise(counters)), counters
 
 
 @pytest.mark.cargo
@@ -146,7 +147,7 @@ def test_demo_shows_progress_and_a_summary_table(demo_run):
     stderr = demo_run[0].stderr
     for number in range(1, len(STEPS) + 1):
         assert f"step {number}/{len(STEPS)}" in stderr
-    header = next(l for l in stderr.splitlines() if l.startswith("step  edit"))
+    header = next(line for line in stderr.splitlines() if line.startswith("step  edit"))
     assert "rustc ms" in header and "counter" in header
     assert re.search(r"All 5 steps observed in [\d.]+ s", stderr)
 
@@ -191,7 +192,7 @@ def test_interactive_mode_patches_a_users_edit_and_cleans_up_on_ctrl_c():
     def wait_for(text: str, timeout: float = 120) -> None:
         seen.clear()
         wanted[:] = [text]
-        if any(text in l for l in lines):
+        if any(text in line for line in lines):
             return
         assert seen.wait(timeout), "\n".join(lines[-30:])
 
@@ -199,7 +200,7 @@ def test_interactive_mode_patches_a_users_edit_and_cleans_up_on_ctrl_c():
     try:
         wait_for("Press Ctrl-C")
         pid = int(re.search(r"app running \(pid (\d+)\)", "\n".join(lines)).group(1))
-        index = next(i for i, l in enumerate(lines) if l.startswith("Edit this file")) + 1
+        index = next(i for i, line in enumerate(lines) if line.startswith("Edit this file")) + 1
         scene = Path(lines[index].strip())
         assert scene.name == "scene.rs" and scene.exists()
         text = scene.read_text()
@@ -293,7 +294,11 @@ def test_compile_error_location_takes_the_first_primary_error_span():
     event = {
         "type": "build-failed",
         "diagnostics": [
-            {"level": "warning", "message": "unused", "spans": [{"file_name": "/w/src/a.rs", "line_start": 1, "is_primary": True}]},
+            {
+                "level": "warning",
+                "message": "unused",
+                "spans": [{"file_name": "/w/src/a.rs", "line_start": 1, "is_primary": True}],
+            },
             {
                 "level": "error",
                 "message": "cannot add",
@@ -322,9 +327,18 @@ def test_counters_must_strictly_increase():
 
 def test_summary_table_has_a_row_per_step():
     results = [
-        StepResult(1, "changed string", "", PATCH, "", status="passed", outcome="patch-ready",
-                   timings={"rustc_ms": 300.4, "link_ms": 20, "verify_ms": 3, "total_ms": 330}, counter=4,
-                   output="TICK 4 | Hi | n + n = 8 | none"),
+        StepResult(
+            1,
+            "changed string",
+            "",
+            PATCH,
+            "",
+            status="passed",
+            outcome="patch-ready",
+            timings={"rustc_ms": 300.4, "link_ms": 20, "verify_ms": 3, "total_ms": 330},
+            counter=4,
+            output="TICK 4 | Hi | n + n = 8 | none",
+        ),
         StepResult(2, "changed formula", "", PATCH, "", status="failed", problem="no build within 120 s"),
     ]
     table = summary_table(results).splitlines()
@@ -337,10 +351,19 @@ def test_summary_table_has_a_row_per_step():
 def test_summary_table_fits_100_columns_and_reads_naturally_in_colour_and_plain():
     long_output = "TICK 1234 | Hello, hot-patched world! | n * n + 1 = 1522757 | letters=7 t=2 env=" + "x" * 80
     results = [
-        StepResult(i, step.name, step.description, step.kind, step.expected, status="passed",
-                   outcome="build-failed" if step.kind == COMPILE_ERROR else "patch-ready",
-                   timings={"rustc_ms": 12345.6, "link_ms": 20, "verify_ms": 3, "total_ms": 23456.7},
-                   seen_ms=34567.8, counter=1234, output=long_output)
+        StepResult(
+            i,
+            step.name,
+            step.description,
+            step.kind,
+            step.expected,
+            status="passed",
+            outcome="build-failed" if step.kind == COMPILE_ERROR else "patch-ready",
+            timings={"rustc_ms": 12345.6, "link_ms": 20, "verify_ms": 3, "total_ms": 23456.7},
+            seen_ms=34567.8,
+            counter=1234,
+            output=long_output,
+        )
         for i, step in enumerate(STEPS, 1)
     ]
     plain = summary_table(results)

@@ -94,7 +94,7 @@ def test_chooses_the_one_program_of_a_workspace_or_asks():
     }
     assert choose_program(metadata, None, Path("/w")) == Path("/w/game/Cargo.toml")
     assert choose_program(metadata, "core", Path("/w")) == Path("/w/core/Cargo.toml")
-    with pytest.raises(InitError, match="no package named 'nope'.*core, game"):
+    with pytest.raises(InitError, match=r"no package named 'nope'.*core, game"):
         choose_program(metadata, "nope", Path("/w"))
     metadata["packages"].append(package("editor", "/w/editor/Cargo.toml", "bin"))
     metadata["workspace_members"].append("editor 0.1.0")
@@ -148,7 +148,9 @@ def test_a_new_edition_2024_project_builds_offline_with_the_client_and_subscribe
         '        println!("answer {answer}");\n'
         "        std::thread::sleep(std::time::Duration::from_millis(50));\n    }\n}\n"
     )
-    built = subprocess.run(["cargo", "build", "--offline", "--quiet"], cwd=project, capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        ["cargo", "build", "--offline", "--quiet"], cwd=project, capture_output=True, text=True, timeout=300
+    )
     assert built.returncode == 0, built.stderr
     assert "warning" not in built.stderr
     binary = project / "target" / "debug" / "hello"
@@ -161,8 +163,11 @@ def test_a_new_edition_2024_project_builds_offline_with_the_client_and_subscribe
         server.listen()
         server.settimeout(20)
         program = subprocess.Popen(
-            [binary], env=dict(os.environ, THINPATCH_SOCKET=str(socket_dir / "thinpatch.sock")),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [binary],
+            env=dict(os.environ, THINPATCH_SOCKET=str(socket_dir / "thinpatch.sock")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             connection, _ = server.accept()
@@ -172,8 +177,17 @@ def test_a_new_edition_2024_project_builds_offline_with_the_client_and_subscribe
                 subscribe = json.loads(stream.readline())
                 assert subscribe == {"type": "subscribe", "seq": 1, "pid": program.pid, "build_id": build_id(binary)}
                 missing = tmp_path / "libhello-patch-1.so"
-                table = {"lib": str(missing), "map": {"4096": 64}, "aslr_reference": 1, "new_base_address": 2, "ifunc_count": 0}
-                stream.write(json.dumps({"type": "patch-ready", "id": 1, "seq": 2, "for_pid": program.pid, "jump_table": table}) + "\n")
+                table = {
+                    "lib": str(missing),
+                    "map": {"4096": 64},
+                    "aslr_reference": 1,
+                    "new_base_address": 2,
+                    "ifunc_count": 0,
+                }
+                stream.write(
+                    json.dumps({"type": "patch-ready", "id": 1, "seq": 2, "for_pid": program.pid, "jump_table": table})
+                    + "\n"
+                )
                 stream.flush()
                 result = json.loads(stream.readline())
                 assert result["type"] == "patch-result" and result["id"] == 1 and result["pid"] == program.pid

@@ -17,7 +17,7 @@ README = (ROOT / "README.md").read_text()
 def setup_commands() -> list[str]:
     section = README.split("## Set-up: two commands", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
-    return [next(l for l in b.splitlines() if l.strip() and not l.startswith("#")) for b in blocks]
+    return [next(line for line in b.splitlines() if line.strip() and not line.startswith("#")) for b in blocks]
 
 
 def test_readme_opens_with_what_thinpatch_is_for():

@@ -23,7 +23,9 @@ def view() -> RunView:
 def test_run_takes_cargo_runs_flags() -> None:
     from daemon.cli.main import build_parser
 
-    args = build_parser().parse_args(["run", "--bin", "game", "-p", "core", "--release", "-F", "a", "--", "--level", "3"])
+    args = build_parser().parse_args(
+        ["run", "--bin", "game", "-p", "core", "--release", "-F", "a", "--", "--level", "3"]
+    )
     assert (args.bin, args.package, args.release, args.features) == (["game"], ["core"], True, ["a"])
     assert args.program_args == ["--", "--level", "3"]
 
@@ -37,11 +39,30 @@ def test_a_manifest_changed_after_the_capture_makes_it_stale_but_a_source_edit_d
 
 
 def test_manifest_files_are_each_crates_manifest_and_build_script() -> None:
-    data = {"format": 1, "crate_name": "game", "kind": "bin", "crate_types": ["bin"], "rustc": "rustc", "args": [],
-            "cwd": "/w", "env": {}, "recorded_at": 1.0, "manifest_dir": "/w/game"}
-    captures = Captures(Path("/w/target/thinpatch"), "host-debug", {CrateKey("game", "bin"): CaptureRecord.from_json(data, Path("/r"))}, {}, [])
+    data = {
+        "format": 1,
+        "crate_name": "game",
+        "kind": "bin",
+        "crate_types": ["bin"],
+        "rustc": "rustc",
+        "args": [],
+        "cwd": "/w",
+        "env": {},
+        "recorded_at": 1.0,
+        "manifest_dir": "/w/game",
+    }
+    captures = Captures(
+        Path("/w/target/thinpatch"),
+        "host-debug",
+        {CrateKey("game", "bin"): CaptureRecord.from_json(data, Path("/r"))},
+        {},
+        [],
+    )
     assert manifest_files(captures, Path("/w")) == {
-        "/w/Cargo.toml", "/w/Cargo.lock", "/w/game/Cargo.toml", "/w/game/build.rs",
+        "/w/Cargo.toml",
+        "/w/Cargo.lock",
+        "/w/game/Cargo.toml",
+        "/w/game/build.rs",
     }
 
 
@@ -70,8 +91,15 @@ def test_compile_errors_as_cargo_renders_them_with_a_count() -> None:
     error = {"level": "error", "message": "expected `;`", "rendered": "error: expected `;`\n --> src/main.rs:4:5\n"}
     warning = {"level": "warning", "message": "unused variable", "rendered": "warning: unused variable\n"}
     summary = {"level": "error", "message": "aborting due to 1 previous error", "rendered": "error: aborting\n"}
-    lines = view().lines({"type": "build-failed", "id": 4, "program": MINE, "message": "does not compile",
-                          "diagnostics": [error, warning, summary]})
+    lines = view().lines(
+        {
+            "type": "build-failed",
+            "id": 4,
+            "program": MINE,
+            "message": "does not compile",
+            "diagnostics": [error, warning, summary],
+        }
+    )
     assert lines == [
         "error: expected `;`\n --> src/main.rs:4:5",
         "[thinpatch] build failed (1 error, 1 warning); game keeps running the last good code",

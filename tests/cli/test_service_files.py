@@ -29,7 +29,10 @@ def unit_sections(text: str) -> configparser.ConfigParser:
 def test_packaged_templates_are_the_repository_files() -> None:
     assert service_files.template("thinpatch.socket") == (ROOT / "systemd/thinpatch.socket").read_text()
     assert service_files.template("thinpatch.service") == (ROOT / "systemd/thinpatch.service").read_text()
-    assert service_files.template("dev.thinpatch.daemon.plist") == (ROOT / "launchd/dev.thinpatch.daemon.plist").read_text()
+    assert (
+        service_files.template("dev.thinpatch.daemon.plist")
+        == (ROOT / "launchd/dev.thinpatch.daemon.plist").read_text()
+    )
 
 
 def test_socket_unit() -> None:
@@ -94,7 +97,9 @@ def test_install_plan_for_systemd_honours_xdg_config_home(tmp_path: Path) -> Non
 def run_thinpatch(home: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HOME": str(home)}
     env.pop("XDG_CONFIG_HOME", None)
-    return subprocess.run([shutil.which("thinpatch") or "thinpatch", *args], capture_output=True, text=True, env=env, timeout=30)
+    return subprocess.run(
+        [shutil.which("thinpatch") or "thinpatch", *args], capture_output=True, text=True, env=env, timeout=30
+    )
 
 
 @pytest.mark.skipif(shutil.which("thinpatch") is None, reason="the thinpatch entry point is not installed")
@@ -131,7 +136,10 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
     result = subprocess.run(
         ["systemd-analyze", "--user", "verify", *(str(f.path) for f in files)],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     # verify only warns about unknown keys and bad values: treat any remark on our files as a failure
@@ -176,7 +184,9 @@ def test_service_uninstall_undoes_install_and_enable(tmp_path: Path) -> None:
     env = {**os.environ, "HOME": str(tmp_path)}
     env.pop("XDG_CONFIG_HOME", None)
     # `enable` only writes links: it works without a running user manager.
-    enabled = subprocess.run(["systemctl", "--user", "enable", "thinpatch.socket"], env=env, capture_output=True, text=True, timeout=30)
+    enabled = subprocess.run(
+        ["systemctl", "--user", "enable", "thinpatch.socket"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert enabled.returncode == 0, enabled.stderr
     assert (unit_dir / "sockets.target.wants/thinpatch.socket").is_symlink()
 

@@ -41,7 +41,9 @@ def test_the_daemon_then_each_workspace_and_program():
 def test_which_processes_applied_a_patch_and_which_failed():
     reply = copy.deepcopy(REPLY)
     program = reply["workspaces"][0]["programs"][0]
-    program["last_patch"].update(subscribers=2, applied=[41], failed=[{"pid": 42, "message": "dlopen: undefined symbol: foo"}])
+    program["last_patch"].update(
+        subscribers=2, applied=[41], failed=[{"pid": 42, "message": "dlopen: undefined symbol: foo"}]
+    )
     lines = render_status(reply).splitlines()
     assert "            patch 5: sent to 2 processes, applied in pid 41" in lines
     assert "            failed in pid 42: dlopen: undefined symbol: foo" in lines
@@ -63,4 +65,7 @@ def test_a_building_workspace_a_program_without_patches_and_problems():
 
 def test_nothing_served_says_what_to_do():
     reply = {"daemon": REPLY["daemon"], "workspaces": [], "problems": []}
-    assert render_status(reply).splitlines()[-1] == "No workspace served yet: run `thinpatch capture` in a cargo workspace."
+    assert (
+        render_status(reply).splitlines()[-1]
+        == "No workspace served yet: run `thinpatch capture` in a cargo workspace."
+    )

@@ -66,7 +66,9 @@ def test_applied_per_process_and_no_process_subscribed():
     result = first("patch-result", id=1)
     assert render_event(result, clock=no_clock) == [f"{at(result)}   applied patch 1 in pid {result['pid']} (demo_app)"]
     failed = {**result, "applied": False, "message": "dlopen: undefined symbol: foo"}
-    assert render_event(failed, clock=no_clock)[0].endswith(f"failed to apply patch 1 in pid {result['pid']} (demo_app): dlopen: undefined symbol: foo")
+    assert render_event(failed, clock=no_clock)[0].endswith(
+        f"failed to apply patch 1 in pid {result['pid']} (demo_app): dlopen: undefined symbol: foo"
+    )
     nobody = render_event(first("patch-ready", subscribers=0), clock=no_clock)
     assert nobody[-1].startswith("  no process subscribed: nothing was patched. Start demo_app with `thinpatch run`")
 
@@ -83,7 +85,9 @@ def test_each_compile_error_headline_is_printed_once_with_cargos_rendering():
         assert text.count(diagnostic["message"]) == 1, text
         assert headline in text.splitlines()
         assert diagnostic["rendered"].rstrip("\n") in text  # cargo's text, verbatim
-    assert text.splitlines()[0] == f"{at(event)} build failed: demo_app (host-debug) does not compile (1 error, 1 warning)"
+    assert (
+        text.splitlines()[0] == f"{at(event)} build failed: demo_app (host-debug) does not compile (1 error, 1 warning)"
+    )
 
 
 def test_compiler_warnings_are_shown_with_a_patch_in_one_line_and_in_full_with_verbose():
@@ -108,7 +112,9 @@ def test_the_patch_reports_own_warnings_are_shown():
 def test_builds_starting_show_only_with_verbose_and_name_files_in_the_workspace():
     started = first("build-started")
     assert render_event(started, clock=no_clock) == []
-    assert render_event(started, verbose=True, clock=no_clock) == [f"{at(started)} building demo_app (host-debug) (src/scene.rs)"]
+    assert render_event(started, verbose=True, clock=no_clock) == [
+        f"{at(started)} building demo_app (host-debug) (src/scene.rs)"
+    ]
 
 
 def test_a_replayed_line_carries_the_time_of_the_event_not_of_the_connection():

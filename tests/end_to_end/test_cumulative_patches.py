@@ -90,7 +90,12 @@ def test_3_two_crates_saved_at_once_both_show(workspace, ticker):
 
 
 def test_4_an_app_edit_uses_a_function_added_by_an_earlier_library_patch(workspace, ticker):
-    edit(workspace, LIB, "pub mod extras {", 'pub fn added_later(n: u64) -> String {\n    format!("added{}", n % 1)\n}\n\npub mod extras {')
+    edit(
+        workspace,
+        LIB,
+        "pub mod extras {",
+        'pub fn added_later(n: u64) -> String {\n    format!("added{}", n % 1)\n}\n\npub mod extras {',
+    )
     edit(workspace, LIB, 'format!("lib THREE ticks={}", n)', 'format!("lib FOUR ticks={}", n)')
     ticker.until(lambda t: t["lib"].startswith("lib FOUR "))
     # the running program has no `added_later`: the app compiles against the patched
@@ -123,12 +128,16 @@ def test_6_a_backtrace_taken_in_patched_code_names_the_patched_function_and_line
         "    // APP-EDIT\n"
         "    let trace = std::backtrace::Backtrace::force_capture().to_string();\n"
         "    let lines: Vec<&str> = trace.lines().collect();\n"
-        "    let at = lines.iter().position(|l| l.trim_end().ends_with(\"::greeting\"));\n"
+        '    let at = lines.iter().position(|l| l.trim_end().ends_with("::greeting"));\n'
         "    let located = at.and_then(|i| lines.get(i + 1)).map(|l| l.trim().to_string()).unwrap_or_default();\n"
         "    let located = located.replace(' ', \"_\");\n",
     )
-    edit(workspace, APP, '"app SIX {} #{} calls={}", counterlib::added_later(n), n, calls)',
-         '"app SEVEN {} #{} calls={} bt={}", counterlib::added_later(n), n, calls, located)')
+    edit(
+        workspace,
+        APP,
+        '"app SIX {} #{} calls={}", counterlib::added_later(n), n, calls)',
+        '"app SEVEN {} #{} calls={} bt={}", counterlib::added_later(n), n, calls, located)',
+    )
     after = ticker.until(lambda t: t["app"].startswith("app SEVEN "))
     located = after["app"].rsplit("bt=", 1)[1]
     source_line = next(

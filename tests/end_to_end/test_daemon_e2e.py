@@ -65,8 +65,10 @@ def test_a_new_session_warms_up_without_telling_anyone(workspace, daemon):
 
 def test_a_save_patches_the_subscribed_host_without_a_restart(workspace, daemon, host, app_source):
     before = host.tick()
-    save_like_an_editor(app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app SAVED #{} calls={}", n, calls)'))
-    host.expect(lambda l: l.startswith("PATCHED"), timeout=60)
+    save_like_an_editor(
+        app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app SAVED #{} calls={}", n, calls)')
+    )
+    host.expect(lambda line: line.startswith("PATCHED"), timeout=60)
     after = host.tick()
     assert after["app"].startswith("app SAVED #")
     assert int(after["counter"]) == int(before["counter"]) + 1
@@ -90,12 +92,12 @@ async def test_compile_error_then_fix(workspace, daemon, host, app_source):
         spans = [s for d in primary for s in d.get("spans", []) if s.get("is_primary")]
         assert any(s["file_name"].endswith("main.rs") and s["line_start"] > 0 for s in spans), primary
         assert "main.rs" in failed["message"]
-        host.expect(lambda l: l == "EVENT build-failed")
+        host.expect(lambda line: line == "EVENT build-failed")
 
         save_like_an_editor(app_source, good.replace(ORIGINAL_GREETING, 'format!("app FIXED #{} calls={}", n, calls)'))
         events = await collect_until(client, is_outcome)
         assert events[-1]["type"] == "patch-ready", events
-    host.expect(lambda l: l.startswith("PATCHED"))
+    host.expect(lambda line: line.startswith("PATCHED"))
     assert host.tick()["app"].startswith("app FIXED #")
 
 
@@ -126,7 +128,7 @@ async def test_a_save_written_in_place_in_two_parts_patches_the_final_content(wo
             after = []
     assert after == [], after
     outcomes = [e for e in final_patch if is_outcome(e) and e["seq"] > mark]
-    host.expect(lambda l: l.startswith("PATCHED") and f"id={outcomes[-1]['id']}" in l, timeout=60)
+    host.expect(lambda line: line.startswith("PATCHED") and f"id={outcomes[-1]['id']}" in line, timeout=60)
     assert host.tick()["app"].startswith("app IN PLACE #")
 
 
@@ -138,7 +140,7 @@ async def test_two_clients_both_get_every_event_and_watch_json_shows_the_same_st
         text=True,
     )
     watch_lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [watch_lines.put(l) for l in watch.stdout], daemon=True).start()
+    threading.Thread(target=lambda: [watch_lines.put(line) for line in watch.stdout], daemon=True).start()
     try:
         async with connect(daemon.socket_path) as a, connect(daemon.socket_path) as b:
             await a.subscribe()
@@ -147,7 +149,10 @@ async def test_two_clients_both_get_every_event_and_watch_json_shows_the_same_st
                 while (await a.request({"type": "status"}))["daemon"]["subscribers"] < 4:
                     await anyio.sleep(0.1)
             mark = await quiet_mark(a, workspace)
-            save_like_an_editor(app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app TWO #{} calls={}", n, calls)'))
+            save_like_an_editor(
+                app_source,
+                app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app TWO #{} calls={}", n, calls)'),
+            )
             events_a = await collect_until(a, lambda e: is_outcome(e) and e["seq"] > mark)
             events_b = await collect_until(b, lambda e: is_outcome(e) and e["seq"] > mark)
         # b subscribed a moment after a: compare what both saw after the mark
@@ -156,7 +161,11 @@ async def test_two_clients_both_get_every_event_and_watch_json_shows_the_same_st
         # An earlier build may be superseded by this save (restart policy): it only shows as
         # an extra build-started. The live host's report of an earlier patch may come in between.
         assert live_a[-1][0] == "patch-ready"
-        assert {"build-started", "patch-ready"} <= {t for t, _ in live_a} <= {"build-started", "patch-ready", "patch-result"}
+        assert (
+            {"build-started", "patch-ready"}
+            <= {t for t, _ in live_a}
+            <= {"build-started", "patch-ready", "patch-result"}
+        )
         # `watch` subscribed before this save: it must show this build's events.
         final_id = events_a[-1]["id"]
         wanted = {e["seq"] for e in events_a if e.get("id") == final_id and not e.get("replayed")}
@@ -179,7 +188,9 @@ async def test_new_subscriber_gets_the_last_valid_patch(workspace, daemon, app_s
     async with connect(daemon.socket_path) as client:
         await client.subscribe(workspace=str(workspace))
         mark = await quiet_mark(client, workspace)  # an earlier test's restore may still be building
-        save_like_an_editor(app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app LAST #{} calls={}", n, calls)'))
+        save_like_an_editor(
+            app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app LAST #{} calls={}", n, calls)')
+        )
         events = await collect_until(client, lambda e: is_outcome(e) and e["seq"] > mark)
         assert events[-1]["type"] == "patch-ready"
         lib = events[-1]["lib"]
@@ -231,7 +242,9 @@ async def test_rebuild_request_and_bad_crate_names(workspace, daemon):
 def test_status_command_lists_the_workspace(workspace, daemon):
     out = subprocess.run(
         [sys.executable, "-m", "daemon", "status", "--json", "--socket", str(daemon.socket_path)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
@@ -264,7 +277,9 @@ def test_sigterm_shuts_down_within_a_second_and_removes_the_socket(workspace, tm
 def test_a_second_daemon_on_the_same_socket_is_refused(workspace, daemon):
     out = subprocess.run(
         [sys.executable, "-m", "daemon", "serve", "--socket", str(daemon.socket_path), "--workspace", str(workspace)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert out.returncode == 1
     assert "already running" in out.stderr
@@ -273,14 +288,26 @@ def test_a_second_daemon_on_the_same_socket_is_refused(workspace, daemon):
 def test_thinpatch_patch_lets_the_running_daemon_build_and_deliver(workspace, daemon, host, app_source):
     """A one-shot `thinpatch patch` uses the daemon that serves the program: warm caches, and
     the subscribed host gets the same patch. --no-daemon builds in the command itself."""
-    save_like_an_editor(app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app ONE-SHOT #{} calls={}", n, calls)'))
-    command = [sys.executable, "-m", "daemon", "patch", "--json", "--workspace", str(workspace), "--socket", str(daemon.socket_path)]
+    save_like_an_editor(
+        app_source, app_source.read_text().replace(ORIGINAL_GREETING, 'format!("app ONE-SHOT #{} calls={}", n, calls)')
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "daemon",
+        "patch",
+        "--json",
+        "--workspace",
+        str(workspace),
+        "--socket",
+        str(daemon.socket_path),
+    ]
     by_daemon = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert by_daemon.returncode == 0, by_daemon.stderr
     result = json.loads(by_daemon.stdout)
     assert result["built_by"] == "daemon" and result["program"]["name"] == "livehost"
     assert result["jump_table"]["lib"] == result["lib"]
-    host.expect(lambda l: l.startswith("PATCHED"), timeout=60)
+    host.expect(lambda line: line.startswith("PATCHED"), timeout=60)
     assert host.tick()["app"].startswith("app ONE-SHOT #")
 
     local = subprocess.run([*command, "--no-daemon"], capture_output=True, text=True, timeout=300)

@@ -58,7 +58,7 @@ def test_rustc_missing_then_reinstalled(captured, daemon, host, source):
         assert failed["type"] == "build-failed", failed
         assert f"rustc not found: {rustc}" in failed["message"], failed
         assert "thinpatch capture" in failed["message"]
-        host.expect(lambda l: l == "EVENT build-failed")
+        host.expect(lambda line: line == "EVENT build-failed")
         assert_still_serving(daemon)
     finally:
         captured.toolchain.restore("rustc")
@@ -211,8 +211,8 @@ def test_session_starting_on_a_damaged_record(captured, daemon, host, source):
         assert_still_serving(daemon)
     finally:
         _put_back(link, good)
-    host.expect(lambda l: l == "EVENT build-failed", timeout=30)
-    host.expect(lambda l: l == "EVENT session-reset", timeout=30)
+    host.expect(lambda line: line == "EVENT build-failed", timeout=30)
+    host.expect(lambda line: line == "EVENT session-reset", timeout=30)
     assert_nothing_lost(host, source, "RECORDS BACK")
 
 
@@ -265,11 +265,11 @@ def test_100_saves_within_a_second(captured, daemon, host, source):
     started = [e for e in events if e["type"] == "build-started"]
     assert 1 <= len(started) <= 3, [e["type"] for e in events]
     print(f"100 saves: {len(started)} build(s) started")
-    host.expect(lambda l: l.startswith("PATCHED"), timeout=60)
+    host.expect(lambda line: line.startswith("PATCHED"), timeout=60)
     deadline = time.monotonic() + 30
     while not host.tick()["app"].startswith("app BURST 99 #"):
         assert time.monotonic() < deadline, "the final content never reached the host"
-        host.expect(lambda l: l.startswith("PATCHED"), timeout=30)
+        host.expect(lambda line: line.startswith("PATCHED"), timeout=30)
     assert_nothing_lost(host, source, "AFTER BURST", base=original)
 
 
@@ -287,11 +287,13 @@ def test_workspace_directory_deleted_then_restored(tmp_path_factory, capture_sta
         assert gone["type"] == "full-rebuild-required", gone
         assert str(captured.workspace / "Cargo.toml") in gone["files"], gone
         assert f"the workspace directory {captured.workspace} was deleted" in gone["reason"], gone
-        host.expect(lambda l: l == "EVENT full-rebuild-required")
+        host.expect(lambda line: line == "EVENT full-rebuild-required")
         assert_still_serving(daemon)
         # Back as it was: the watcher re-arms on the re-created directories; the restored
         # sources rebuild (the same code), and no full rebuild is asked for.
-        restored = run(outcome_of, daemon.socket_path, captured.workspace, lambda: os.rename(backup, captured.workspace))
+        restored = run(
+            outcome_of, daemon.socket_path, captured.workspace, lambda: os.rename(backup, captured.workspace)
+        )
         assert [e["type"] for e in restored] == ["build-started", "patch-ready"], restored
         assert_nothing_lost(host, captured.app_source, "WORKSPACE BACK")
     finally:

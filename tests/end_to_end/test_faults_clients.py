@@ -76,7 +76,7 @@ def garbage(path, stop: threading.Event, counts: dict) -> None:
                         data += chunk
                 except ConnectionResetError:
                     pass
-            lines = [json.loads(l) for l in data.splitlines() if l.strip()]
+            lines = [json.loads(line) for line in data.splitlines() if line.strip()]
             assert lines and lines[0]["type"] == "hello", data[:200]
             assert len(lines) == 2 and lines[1]["type"] == "error" and lines[1]["message"], (payload[:60], data[:500])
             counts["garbage"] = counts.get("garbage", 0) + 1
@@ -154,8 +154,8 @@ def test_abusive_clients_while_builds_run(captured, daemon, host, source):
             events_a = []
             try:
                 for i in range(EDITS):
-                    await anyio.to_thread.run_sync(lambda: set_greeting(source, f"ABUSED {i}", original))
-                    events = await collect_until(a, lambda e: is_outcome(e) and e["seq"] > mark, 90)
+                    await anyio.to_thread.run_sync(set_greeting, source, f"ABUSED {i}", original)
+                    events = await collect_until(a, lambda e, mark=mark: is_outcome(e) and e["seq"] > mark, 90)
                     events_a += events
                     assert events[-1]["type"] == "patch-ready", events
                     mark = events[-1]["seq"]
@@ -187,6 +187,6 @@ def test_abusive_clients_while_builds_run(captured, daemon, host, source):
     assert peak - baseline < 64 * 1024, (baseline, peak)  # KiB
     assert status["daemon"]["subscribers"] == 3, status["daemon"]  # the host, a and b
     assert daemon.proc.poll() is None
-    host.expect(lambda l: l.startswith("PATCHED"), timeout=30)
+    host.expect(lambda line: line.startswith("PATCHED"), timeout=30)
     assert_nothing_lost(host, source, "AFTER ABUSE")
     print(f"daemon RSS {baseline} KiB, peak {peak} KiB; {counts}")

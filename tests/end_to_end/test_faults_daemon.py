@@ -56,7 +56,7 @@ def test_sigkill_then_restart_keeps_captures_symbol_cache_and_clients(captured, 
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait()
         assert first.socket_path.exists()  # left behind: stale
-        host.expect(lambda l: l == "DISCONNECTED")
+        host.expect(lambda line: line == "DISCONNECTED")
 
         second = start_daemon(sock_dir, captured.workspace)
         assert "already running" not in second.log()
@@ -67,7 +67,7 @@ def test_sigkill_then_restart_keeps_captures_symbol_cache_and_clients(captured, 
         assert status["daemon"]["pid"] == second.proc.pid
 
         host.send(f"socket {second.socket_path}")  # the client reconnects
-        host.expect(lambda l: l == "SUBSCRIBED")
+        host.expect(lambda line: line == "SUBSCRIBED")
         assert_nothing_lost(host, source, "AFTER RESTART")
         # No new fat build, and the symbol tables came from the on-disk cache unchanged.
         assert program.stat().st_mtime_ns == program_mtime
@@ -86,10 +86,21 @@ def test_a_second_daemon_is_refused_and_the_first_keeps_serving(captured, tmp_pa
     sock_dir.mkdir()
     first = start_daemon(sock_dir, captured.workspace)
     try:
-        serve = [sys.executable, "-m", "daemon", "serve", "--socket", str(first.socket_path), "--workspace", str(captured.workspace)]
+        serve = [
+            sys.executable,
+            "-m",
+            "daemon",
+            "serve",
+            "--socket",
+            str(first.socket_path),
+            "--workspace",
+            str(captured.workspace),
+        ]
         out = subprocess.run(serve, capture_output=True, text=True, timeout=30)
         assert out.returncode == 1
-        assert f"thinpatch daemon already running at {first.socket_path} (pid {first.proc.pid})" in out.stderr, out.stderr
+        assert f"thinpatch daemon already running at {first.socket_path} (pid {first.proc.pid})" in out.stderr, (
+            out.stderr
+        )
         assert "Traceback" not in out.stderr
 
         # Even with its socket file deleted under it, the running daemon holds the lock.

@@ -180,12 +180,17 @@ def test_recorded_environment_never_appears_in_logs(captured, daemon, host, sour
     assert seen[-1]["type"] == "build-failed"
     captured.toolchain.remove("rustc")
     try:
-        seen += run(outcome_of, daemon.socket_path, captured.workspace, lambda: set_greeting(source, "SECRET NO RUSTC", original))
+        seen += run(
+            outcome_of, daemon.socket_path, captured.workspace,
+            lambda: set_greeting(source, "SECRET NO RUSTC", original),
+        )
     finally:
         captured.toolchain.restore("rustc")
     captured.toolchain.replace_with_script("rustc", 'echo "error: the compiler unexpectedly panicked" >&2\nexit 101\n')
     try:
-        seen += run(outcome_of, daemon.socket_path, captured.workspace, lambda: set_greeting(source, "SECRET CRASH", original))
+        seen += run(
+            outcome_of, daemon.socket_path, captured.workspace, lambda: set_greeting(source, "SECRET CRASH", original)
+        )
     finally:
         captured.toolchain.restore("rustc")
     outcomes = [e["type"] for e in seen if is_outcome(e)]

@@ -88,7 +88,9 @@ def counter_of(tick: dict) -> int:
 def test_1_body_edit_in_the_bin_crate(host, captured_livehost, sources):
     before = host.tick()
     assert before["app"].startswith("app v1")
-    sources.replace("app/src/main.rs", 'format!("app v1 #{} calls={}", n, calls)', 'format!("app EDITED #{} calls={}", n, calls)')
+    sources.replace(
+        "app/src/main.rs", 'format!("app v1 #{} calls={}", n, calls)', 'format!("app EDITED #{} calls={}", n, calls)'
+    )
     result = patch_and_apply(host, captured_livehost)
     after = host.tick()
     assert after["app"].startswith("app EDITED")
@@ -140,7 +142,11 @@ def test_3_edit_calls_regex_and_serde_json_apis_the_original_never_used(host, ca
 def test_3b_edit_calls_a_library_function_the_original_never_called(host, captured_livehost, sources):
     # counterlib::extras::shout is in an archive member the original link never needed; the
     # patch only rebuilds the bin crate, so the function must already be in the host.
-    sources.replace("app/src/main.rs", 'format!("app v1 #{} calls={}", n, calls)', 'format!("{} #{} calls={}", counterlib::extras::shout("app"), n, calls)')
+    sources.replace(
+        "app/src/main.rs",
+        'format!("app v1 #{} calls={}", n, calls)',
+        'format!("{} #{} calls={}", counterlib::extras::shout("app"), n, calls)',
+    )
     patch_and_apply(host, captured_livehost)
     after = host.tick()
     assert after["app"].startswith("APP! #")
@@ -169,7 +175,7 @@ def test_5_three_patches_in_a_row_then_revert(host, captured_livehost, sources):
     reverted = host.tick()
     assert [t["app"].split(" #")[0] for t in seen] == ["app alpha", "app beta", "app gamma"]
     assert reverted["app"].startswith("app v1 #")
-    assert [counter_of(t) for t in seen + [reverted]] == [start + 1, start + 2, start + 3, start + 4]
+    assert [counter_of(t) for t in [*seen, reverted]] == [start + 1, start + 2, start + 3, start + 4]
 
 
 def test_6_a_patch_that_cannot_load_is_rejected_and_the_process_is_unaffected(host, captured_livehost, sources):
@@ -195,12 +201,18 @@ def test_6_a_patch_that_cannot_load_is_rejected_and_the_process_is_unaffected(ho
     assert counter_of(after) == counter_of(before) + 1
 
 
-def test_7_statics_a_library_pub_static_keeps_its_value_a_bin_private_static_is_reported(host, captured_livehost, sources):
+def test_7_statics_a_library_pub_static_keeps_its_value_a_bin_private_static_is_reported(
+    host, captured_livehost, sources
+):
     before = host.tick()
     ticks_before = int(before["lib"].rsplit("ticks=", 1)[1])
     # Patch the library function that increments the pub static: it must keep counting
     # from the running value, not restart from zero.
-    sources.replace("counterlib/src/lib.rs", "TICKS.fetch_add(1, Ordering::SeqCst) + 1", "TICKS.fetch_add(1, Ordering::SeqCst) + 1 + 0 * 7")
+    sources.replace(
+        "counterlib/src/lib.rs",
+        "TICKS.fetch_add(1, Ordering::SeqCst) + 1",
+        "TICKS.fetch_add(1, Ordering::SeqCst) + 1 + 0 * 7",
+    )
     sources.replace("counterlib/src/lib.rs", 'format!("lib v1 ticks={}", n)', 'format!("lib STATIC ticks={}", n)')
     sources.replace("app/src/main.rs", '"app v1 #{} calls={}"', '"app STATIC #{} calls={}"')
     result = patch_and_apply(host, captured_livehost, "--crate", "counterlib")

@@ -40,9 +40,13 @@ class Running:
     def __init__(self, binary: Path, socket_path: Path) -> None:
         self.binary = binary
         env = {**os.environ, "THINPATCH_SOCKET": str(socket_path)}
-        self.proc = subprocess.Popen([str(binary)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [str(binary)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+        )
         self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [self.lines.put(l.rstrip("\n")) for l in self.proc.stdout], daemon=True).start()
+        threading.Thread(
+            target=lambda: [self.lines.put(line.rstrip("\n")) for line in self.proc.stdout], daemon=True
+        ).start()
 
     @property
     def pid(self) -> int:
@@ -171,8 +175,11 @@ async def drain(client) -> None:
 async def test_each_program_gets_only_its_own_patches(workspace, daemon, start):
     alpha = start(workspace / "target" / "debug" / "alpha")
     beta = start(workspace / "target" / "debug" / "beta")
-    async with connect(daemon.socket_path) as observer, connect(daemon.socket_path) as to_alpha, \
-            connect(daemon.socket_path) as to_beta:
+    async with (
+        connect(daemon.socket_path) as observer,
+        connect(daemon.socket_path) as to_alpha,
+        connect(daemon.socket_path) as to_beta,
+    ):
         await observer.subscribe(str(workspace))
         seen = History(observer)
         assert (await to_alpha.subscribe(pid=alpha.pid))["build_id"] == read_build_id(alpha.binary)
@@ -222,8 +229,11 @@ async def test_debug_and_release_processes_each_get_their_own_patches(workspace,
     assert (await anyio.to_thread.run_sync(lambda: run_capture(workspace, release=True))).exit_code == 0
     debug = start(workspace / "target" / "debug" / "beta")
     release = start(workspace / "target" / "release" / "beta")
-    async with connect(daemon.socket_path) as observer, connect(daemon.socket_path) as to_debug, \
-            connect(daemon.socket_path) as to_release:
+    async with (
+        connect(daemon.socket_path) as observer,
+        connect(daemon.socket_path) as to_debug,
+        connect(daemon.socket_path) as to_release,
+    ):
         await observer.subscribe(str(workspace))
         seen = History(observer)
         await wait_serving(observer, read_build_id(release.binary))  # the daemon notices the capture itself

@@ -106,11 +106,15 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         assert frame_number(child) > before
 
         # 5. a compile error is shown as cargo shows it; the program keeps running; the fix patches
-        save_like_an_editor(main, main.read_text().replace('format!("frame {n} says v2")', 'format!("frame {n} says v3"'))
+        save_like_an_editor(
+            main, main.read_text().replace('format!("frame {n} says v2")', 'format!("frame {n} says v3"')
+        )
         child.expect(r"error")
         child.expect(r"build failed\S* \(1 error")
         child.expect(r"frame (\d+) says v2")
-        save_like_an_editor(main, main.read_text().replace('format!("frame {n} says v3"', 'format!("frame {n} says v3")'))
+        save_like_an_editor(
+            main, main.read_text().replace('format!("frame {n} says v3"', 'format!("frame {n} says v3")')
+        )
         child.expect(r"patched\S* in \d+ ms")
         child.expect(r"frame (\d+) says v3")
         assert os.path.exists(f"/proc/{pid}")
@@ -140,8 +144,12 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         [program] = [p for w in status["workspaces"] if w["workspace"] == str(game) for p in w["programs"]]
         latest = Path(program["last_patch"]["lib"])
         latest.unlink()
-        second = subprocess.Popen([str(game / "target" / "debug" / "game")], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, env={**os.environ, "THINPATCH_SOCKET": str(socket_path)})
+        second = subprocess.Popen(
+            [str(game / "target" / "debug" / "game")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "THINPATCH_SOCKET": str(socket_path)},
+        )
         time.sleep(2)
         second.kill()
         second.wait()
@@ -167,8 +175,13 @@ def test_a_killed_run_leaves_no_program_and_no_daemon(tmp_path, capture_state_di
     """Even SIGKILL, which `run` can't catch: what it started gets SIGTERM from the kernel."""
     game = new_project(tmp_path)
     socket_path = short_socket_path(tmp_path)
-    run = subprocess.Popen([sys.executable, "-m", "daemon", "run", "--socket", str(socket_path)], cwd=game,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "run", "--socket", str(socket_path)],
+        cwd=game,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         for line in run.stdout:

@@ -9,7 +9,19 @@ from __future__ import annotations
 
 import pytest
 
-from daemon.binary.symbols import DATA, ELF, FUNCTION, GLOBAL, HIDDEN, LOCAL, MACHO, STATIC, Symbol, SymbolTable, read_symbols
+from daemon.binary.symbols import (
+    DATA,
+    ELF,
+    FUNCTION,
+    GLOBAL,
+    HIDDEN,
+    LOCAL,
+    MACHO,
+    STATIC,
+    Symbol,
+    SymbolTable,
+    read_symbols,
+)
 from daemon.service.patcher import fresh_static_warning, fresh_statics
 from tests.support.macho_images import build_macho_patch
 

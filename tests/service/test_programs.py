@@ -20,13 +20,24 @@ from daemon.service.programs import (
 TARGET = "/ws/target/debug"
 
 
-def rustc(name: str, kind: str, crate_types: list[str], externs: dict[str, str] | None = None, top: bool = False) -> CaptureRecord:
+def rustc(
+    name: str, kind: str, crate_types: list[str], externs: dict[str, str] | None = None, top: bool = False
+) -> CaptureRecord:
     args = ["--crate-name", name, "--edition=2021", "src/lib.rs", "-C", "extra-filename=-1111"]
     for dep, path in (externs or {}).items():
         args += ["--extern", f"{dep}={path}"]
     data = {
-        "format": 1, "crate_name": name, "kind": kind, "crate_types": crate_types, "rustc": "rustc",
-        "args": args, "cwd": "/ws", "env": {}, "recorded_at": 1.0, "scope": "host-debug", "is_top": top,
+        "format": 1,
+        "crate_name": name,
+        "kind": kind,
+        "crate_types": crate_types,
+        "rustc": "rustc",
+        "args": args,
+        "cwd": "/ws",
+        "env": {},
+        "recorded_at": 1.0,
+        "scope": "host-debug",
+        "is_top": top,
     }
     return CaptureRecord.from_json(data, Path(f"/c/{name}.{kind}.json"))
 
@@ -71,7 +82,9 @@ def test_a_library_belongs_to_the_programs_that_link_it() -> None:
 
 
 def program(name: str, scope: str = "host-debug", build_id: str | None = None) -> Program:
-    return Program("/ws", scope, CrateKey(name, "bin"), name, f"/ws/target/{scope}/deps/{name}-x", build_id or f"{name}-{scope}")
+    return Program(
+        "/ws", scope, CrateKey(name, "bin"), name, f"/ws/target/{scope}/deps/{name}-x", build_id or f"{name}-{scope}"
+    )
 
 
 EVERY = [program("alpha"), program("beta"), program("alpha", "host-release")]
@@ -81,13 +94,17 @@ def test_choosing_a_program_needs_bin_and_profile_only_when_ambiguous() -> None:
     assert choose_program(EVERY, bin_name="beta") == EVERY[1]
     assert choose_program(EVERY, bin_name="alpha", profile="release") == EVERY[2]
     assert choose_program(EVERY, bin_name="alpha", profile="debug", target=None) == EVERY[0]
-    with pytest.raises(ProgramChoiceError, match="no captured program matches --bin alpha --target aarch64-apple-darwin"):
+    with pytest.raises(
+        ProgramChoiceError, match="no captured program matches --bin alpha --target aarch64-apple-darwin"
+    ):
         choose_program(EVERY, bin_name="alpha", target="aarch64-apple-darwin")
     with pytest.raises(ProgramChoiceError, match=r"several captured programs match: .*Choose one with --bin NAME"):
         choose_program(EVERY)
     with pytest.raises(ProgramChoiceError, match=r"--release, --profile NAME or --target TRIPLE"):
         choose_program(EVERY, bin_name="alpha")
-    with pytest.raises(ProgramChoiceError, match=r"no captured program matches --bin gamma; captured: alpha \(host-debug\)"):
+    with pytest.raises(
+        ProgramChoiceError, match=r"no captured program matches --bin gamma; captured: alpha \(host-debug\)"
+    ):
         choose_program(EVERY, bin_name="gamma")
 
 

@@ -145,4 +145,5 @@ async def test_a_pending_warm_up_gives_way_to_a_save_even_when_queueing():
         sched.submit(req("/w/src/main.rs"))
         await sched.wait_idle()
         tg.cancel_scope.cancel()
-    assert [(r.reason, sorted(r.crates)) for r in rec.started] == [("edit", [("lib", "bin")]), ("edit", [("app", "bin")])]
+    started = [(r.reason, sorted(r.crates)) for r in rec.started]
+    assert started == [("edit", [("lib", "bin")]), ("edit", [("app", "bin")])]

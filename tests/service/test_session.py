@@ -265,15 +265,20 @@ async def test_an_edit_in_a_crate_no_program_contains_builds_nothing(workspace: 
 
 @pytest.mark.asyncio
 async def test_a_compile_error_is_build_failed_with_the_diagnostics(workspace: Workspace) -> None:
-    error = Diagnostic("error", "expected `;`", span=Span("app/src/main.rs", 3, 5, 3, 6), rendered="error: expected `;`")
+    span = Span("app/src/main.rs", 3, 5, 3, 6)
+    error = Diagnostic("error", "expected `;`", span=span, rendered="error: expected `;`")
     async with serving(workspace) as (session, events):
         workspace.patchers["app"].fail = CompileError("app", DiagnosticStream((error,)), ["rustc"], 1)
         await save(session, workspace, "app/src/main.rs")
     assert [e["type"] for e in schema_checked(events)] == ["build-started", "build-failed"]
     assert events[1] == {
-        "type": "build-failed", "id": 1, "workspace": str(workspace.root), "crate": "app",
+        "type": "build-failed",
+        "id": 1,
+        "workspace": str(workspace.root),
+        "crate": "app",
         "message": "crate app does not compile:\napp/src/main.rs:3:5: error: expected `;`",
-        "diagnostics": [error.to_dict()], "program": workspace.program("app").describe(),
+        "diagnostics": [error.to_dict()],
+        "program": workspace.program("app").describe(),
     }
     assert session.last_outcome == "build-failed"
 
@@ -289,7 +294,9 @@ async def test_a_patch_that_would_not_load_is_patch_rejected(workspace: Workspac
     rejected = events[1]
     assert rejected["missing_symbols"] == ["app::helper"] and rejected["action"] == "Run `thinpatch capture`."
     assert rejected["reason"].startswith("the patch needs 1 symbol(s)") and rejected["id"] == 1
-    assert session.last_outcome == "patch-rejected" and session.programs[workspace.program("app").key].last_patch is None
+    assert (
+        session.last_outcome == "patch-rejected" and session.programs[workspace.program("app").key].last_patch is None
+    )
 
 
 @pytest.mark.asyncio
@@ -298,7 +305,12 @@ async def test_an_unexpected_error_is_build_failed_and_the_session_keeps_serving
         workspace.patchers["app"].fail = RuntimeError("boom")
         await save(session, workspace, "app/src/main.rs")
         await save(session, workspace, "app/src/main.rs")
-    assert [e["type"] for e in schema_checked(events)] == ["build-started", "build-failed", "build-started", "patch-ready"]
+    assert [e["type"] for e in schema_checked(events)] == [
+        "build-started",
+        "build-failed",
+        "build-started",
+        "patch-ready",
+    ]
     assert events[1]["message"] == "internal error while building the patch: RuntimeError('boom')"
     assert events[1]["diagnostics"] == [] and events[3]["id"] == 2
 
@@ -312,7 +324,8 @@ async def test_a_manifest_change_is_full_rebuild_required_and_builds_nothing(wor
         await save(session, workspace, "core/Cargo.toml")
     assert schema_checked(events) == [
         {
-            "type": "full-rebuild-required", "workspace": str(workspace.root),
+            "type": "full-rebuild-required",
+            "workspace": str(workspace.root),
             "reason": "Cargo.toml changed: a patch can't carry dependency, feature, build-script or proc-macro "
             "changes. Run `thinpatch capture` and restart the program.",
             "files": [str(workspace.path("core/Cargo.toml"))],
@@ -347,10 +360,11 @@ async def test_warm_up_builds_each_program_once_and_publishes_nothing(workspace:
 @pytest.mark.asyncio
 async def test_sources_saved_before_the_session_started_are_built_at_once(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws", saved_before_session=(TOOL,))
-    async with serving(ws, warm_up=True) as (session, events):
+    async with serving(ws, warm_up=True) as (_session, events):
         pass
     assert [(e["type"], e["program"]["name"]) for e in schema_checked(events)] == [
-        ("build-started", "tool"), ("patch-ready", "tool"),
+        ("build-started", "tool"),
+        ("patch-ready", "tool"),
     ]
     assert ws.patchers["app"].calls == []  # no warm-up either: a real build came first
 
@@ -369,7 +383,7 @@ async def test_a_rebuild_request_builds_without_a_save(workspace: Workspace) -> 
 
 @pytest.mark.asyncio
 async def test_status_counts_builds_and_shows_the_last_patch(workspace: Workspace) -> None:
-    async with serving(workspace) as (session, events):
+    async with serving(workspace) as (session, _events):
         await save(session, workspace, "tool/src/main.rs")
         status = session.status()
     assert status["workspace"] == str(workspace.root) and status["builds"] == 1 and status["watching"]
@@ -389,7 +403,10 @@ def test_a_program_keeps_each_process_outcome_for_its_newest_patches(workspace: 
     served.record_result(40, 101, PatchOutcome(applied=True, message=None))
     served.record_result(40, 102, PatchOutcome(applied=False, message="dlopen failed"))
     assert served.status()["last_patch"] == {
-        "id": 40, "lib": "/tmp/p.so", "subscribers": 2, "applied": [101],
+        "id": 40,
+        "lib": "/tmp/p.so",
+        "subscribers": 2,
+        "applied": [101],
         "failed": [{"pid": 102, "message": "dlopen failed"}],
     }
     for patch_id in range(100, 140):

@@ -11,7 +11,6 @@ import pytest
 from daemon.service.watcher import SourceWatcher, filter_watch_set, git_ignored, is_editor_temp, watch_roots
 
 
-
 async def _next_batch(it, timeout=5.0):
     with anyio.fail_after(timeout):
         return await it.__anext__()

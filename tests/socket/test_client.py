@@ -14,8 +14,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from daemon.socket.client import DaemonUnavailable, RequestFailed, connect
 from daemon.cli.commands.rebuild import pick_workspace
+from daemon.socket.client import DaemonUnavailable, RequestFailed, connect
 from daemon.socket.protocol_schema import server_message_errors
 from daemon.socket.single_instance import probe
 from tests.support.protocol_harness import (

@@ -34,7 +34,11 @@ def test_arbitrary_bytes_are_a_request_or_a_protocol_error(line):
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from(["subscribe", "status", "rebuild", "ping", "shutdown", "nope"]),
-    st.dictionaries(st.sampled_from(["seq", "workspace", "crate", "pid", "aslr_reference", "build_id", "x"]), json_values, max_size=5),
+    st.dictionaries(
+        st.sampled_from(["seq", "workspace", "crate", "pid", "aslr_reference", "build_id", "x"]),
+        json_values,
+        max_size=5,
+    ),
 )
 def test_requests_with_arbitrary_field_values(kind, fields):
     request = _parse(json.dumps({"type": kind, **fields}).encode())

@@ -7,7 +7,6 @@ import gc
 import json
 import os
 import pwd
-import grp
 import signal
 import socket
 import stat
@@ -26,7 +25,6 @@ from daemon.socket.single_instance import DaemonAlreadyRunning, bind_or_fail, pr
 from daemon.socket.socket_paths import SocketPathError, default_socket_path, prepare_socket_dir
 from tests.support.other_user import connect_as_nobody
 from tests.support.protocol_harness import (
-    start_daemon_process,
     OTHER_WORKSPACE,
     WORKSPACE,
     FakeEngine,
@@ -35,6 +33,7 @@ from tests.support.protocol_harness import (
     every_event_kind,
     patch_ready,
     running_server,
+    start_daemon_process,
 )
 
 HARNESS = Path(__file__).parents[1] / "support" / "protocol_harness.py"

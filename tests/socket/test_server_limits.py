@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import resource
 import subprocess
-from contextlib import AsyncExitStack
 import sys
+from contextlib import AsyncExitStack
 
 import anyio
 import pytest

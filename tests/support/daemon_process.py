@@ -70,10 +70,10 @@ class DaemonProcess:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as exc:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"daemon ignored SIGTERM:\n{self.log()}")
+                raise AssertionError(f"daemon ignored SIGTERM:\n{self.log()}") from exc
         self._log.close()
         return time.monotonic() - started
 

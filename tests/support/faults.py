@@ -22,6 +22,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import anyio
 
@@ -60,7 +61,7 @@ __all__ = [
 class Toolchain:
     """A bin directory of links to the real rustc, cargo and cc, used as the capture's PATH."""
 
-    TOOLS = {"rustc": "rustc", "cargo": "cargo", "cc": "cc"}
+    TOOLS: ClassVar[dict[str, str]] = {"rustc": "rustc", "cargo": "cargo", "cc": "cc"}
 
     def __init__(self, bin_dir: Path):
         self.bin_dir = bin_dir
@@ -96,7 +97,9 @@ def _real_tool(name: str) -> str:
     import subprocess
 
     if name in ("rustc", "cargo"):
-        sysroot = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True).stdout.strip()
+        sysroot = subprocess.run(
+            ["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         return str(Path(sysroot) / "bin" / name)
     found = shutil.which(name)
     assert found, f"{name} is not installed"
@@ -159,7 +162,7 @@ def start_daemon(sock_dir: Path, workspace: Path, *extra: str) -> DaemonProcess:
 def start_host(workspace: Path, socket_path: Path) -> LiveHost:
     host = LiveHost(workspace / "target" / "debug" / "livehost", cwd=workspace)
     host.send(f"socket {socket_path}")
-    host.expect(lambda l: l == "SUBSCRIBED")
+    host.expect(lambda line: line == "SUBSCRIBED")
     return host
 
 
@@ -230,7 +233,7 @@ def assert_nothing_lost(
     deadline = time.monotonic() + timeout
     ticks = 0
     while True:
-        host.expect(lambda l: l.startswith("PATCHED"), timeout=max(0.1, deadline - time.monotonic()))
+        host.expect(lambda line: line.startswith("PATCHED"), timeout=max(0.1, deadline - time.monotonic()))
         after = host.tick()
         ticks += 1
         if after["app"].startswith(f"app {tag} #"):

@@ -23,7 +23,7 @@ def copy_fixture_tree(source: Path, destination: Path) -> Path:
         original_dir = source / manifest.parent.relative_to(destination)
         text = manifest.read_text()
 
-        def absolute(match: re.Match[str]) -> str:
+        def absolute(match: re.Match[str], original_dir: Path = original_dir) -> str:
             target = (original_dir / match.group(2)).resolve()
             if target == source or source in target.parents:
                 return match.group(0)  # inside the fixture: copied along, the relative path holds

@@ -25,7 +25,7 @@ class LiveHost:
         self.lines: queue.Queue[str] = queue.Queue()
         self.transcript: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
-        ready = self.expect(lambda l: l.startswith("READY"))
+        ready = self.expect(lambda line: line.startswith("READY"))
         self.pid = int(ready.split("pid=")[1])
 
     def _pump(self) -> None:
@@ -58,13 +58,13 @@ class LiveHost:
     def tick(self) -> dict[str, str]:
         """One TICK line, split into its parts: counter, app, lib, words."""
         self.send("tick")
-        line = self.expect(lambda l: l.startswith("TICK "))
+        line = self.expect(lambda line: line.startswith("TICK "))
         counter, app, lib, words = [p.strip() for p in line[len("TICK ") :].split("|")]
         return {"counter": counter, "app": app, "lib": lib, "words": words, "line": line}
 
     def apply(self, patch_json: dict) -> str:
         self.send(json.dumps(patch_json))
-        return self.expect(lambda l: l.startswith(("APPLIED", "APPLY-ERROR")))
+        return self.expect(lambda line: line.startswith(("APPLIED", "APPLY-ERROR")))
 
     def alive(self) -> bool:
         return self.proc.poll() is None

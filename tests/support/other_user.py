@@ -159,8 +159,8 @@ def serve(conn):
             reply = {"type": "subscribed", "re": msg.get("seq")} if msg.get("type") == "subscribe" else {
                 "type": "status", "re": msg.get("seq"), "daemon": {"pid": os.getpid()}, "workspaces": []}
             conn.sendall(json.dumps(reply).encode() + b"\n")
-            event = {"type": "patch-ready", "id": 1, "workspace": "/", "crate": "app", "lib": lib,
-                     "jump_table": {"lib": lib, "map": {}, "aslr_reference": 0, "new_base_address": 0, "ifunc_count": 0}}
+            table = {"lib": lib, "map": {}, "aslr_reference": 0, "new_base_address": 0, "ifunc_count": 0}
+            event = {"type": "patch-ready", "id": 1, "workspace": "/", "crate": "app", "lib": lib, "jump_table": table}
             conn.sendall(json.dumps(event).encode() + b"\n")
 while True:
     c, _ = srv.accept()
@@ -201,5 +201,7 @@ def plant_capture_as_self(workspace: Path, script: Path, marker: Path, recorded_
     import subprocess
 
     root = workspace / "target" / "thinpatch"
-    subprocess.run([SYSTEM_PYTHON, "-c", PLANT_CAPTURE, str(root), str(script), str(marker), str(recorded_at)], check=True)
+    subprocess.run(
+        [SYSTEM_PYTHON, "-c", PLANT_CAPTURE, str(root), str(script), str(marker), str(recorded_at)], check=True
+    )
     return root

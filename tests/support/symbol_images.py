@@ -119,7 +119,9 @@ class FakeSymbol:
     other: int = 0
 
 
-def build_elf(bits: int, little: bool, symbols: list[FakeSymbol], needed: list[str] = (), soname: str | None = None) -> bytes:
+def build_elf(
+    bits: int, little: bool, symbols: list[FakeSymbol], needed: list[str] = (), soname: str | None = None
+) -> bytes:
     """A minimal relocatable-looking ELF: .symtab/.strtab, and .dynamic/.dynstr if asked."""
     end = "<" if little else ">"
     strtab = bytearray(b"\0")
@@ -154,25 +156,37 @@ def build_elf(bits: int, little: bool, symbols: list[FakeSymbol], needed: list[s
         shstrtab += n.encode() + b"\0"
 
     ehsize = 64 if bits == 64 else 52
-    blobs = [(".strtab", 3, bytes(strtab), 0, 0, 0), (".symtab", 2, symtab, 1, 1, sym_size),
-             (".dynstr", 3, bytes(dynstr), 0, 0, 0), (".dynamic", 6, dynamic, 3, 0, 16 if bits == 64 else 8),
-             (".shstrtab", 3, bytes(shstrtab), 0, 0, 0)]
+    blobs = [
+        (".strtab", 3, bytes(strtab), 0, 0, 0),
+        (".symtab", 2, symtab, 1, 1, sym_size),
+        (".dynstr", 3, bytes(dynstr), 0, 0, 0),
+        (".dynamic", 6, dynamic, 3, 0, 16 if bits == 64 else 8),
+        (".shstrtab", 3, bytes(shstrtab), 0, 0, 0),
+    ]
     body = bytearray()
     headers = [b"\0" * (64 if bits == 64 else 40)]
     offset = ehsize
     for name, sh_type, blob, link, info, entsize in blobs:
         if bits == 64:
-            headers.append(struct.pack(end + "IIQQQQIIQQ", names[name], sh_type, 0, 0, offset, len(blob), link, info, 8, entsize))
+            headers.append(
+                struct.pack(end + "IIQQQQIIQQ", names[name], sh_type, 0, 0, offset, len(blob), link, info, 8, entsize)
+            )
         else:
-            headers.append(struct.pack(end + "IIIIIIIIII", names[name], sh_type, 0, 0, offset, len(blob), link, info, 4, entsize))
+            headers.append(
+                struct.pack(end + "IIIIIIIIII", names[name], sh_type, 0, 0, offset, len(blob), link, info, 4, entsize)
+            )
         body += blob
         offset += len(blob)
     shoff = offset
     ident = b"\x7fELF" + bytes([2 if bits == 64 else 1, 1 if little else 2, 1]) + b"\0" * 9
     if bits == 64:
-        header = struct.pack(end + "16sHHIQQQIHHHHHH", ident, 3, 62, 1, 0, 0, shoff, 0, ehsize, 0, 0, 64, len(headers), 5)
+        header = struct.pack(
+            end + "16sHHIQQQIHHHHHH", ident, 3, 62, 1, 0, 0, shoff, 0, ehsize, 0, 0, 64, len(headers), 5
+        )
     else:
-        header = struct.pack(end + "16sHHIIIIIHHHHHH", ident, 3, 8, 1, 0, 0, shoff, 0, ehsize, 0, 0, 40, len(headers), 5)
+        header = struct.pack(
+            end + "16sHHIIIIIHHHHHH", ident, 3, 8, 1, 0, 0, shoff, 0, ehsize, 0, 0, 40, len(headers), 5
+        )
     return header + bytes(body) + b"".join(headers)
 
 
@@ -187,8 +201,9 @@ def build_macho(symbols: list[tuple[str, int, int, int, int]], dylibs: list[str]
         struct.pack("<16s16sQQIIIIIIII", b"__text", b"__TEXT", 0x1000, 0x100, 0, 0, 0, 0, 0x80000400, 0, 0, 0),
         struct.pack("<16s16sQQIIIIIIII", b"__const", b"__TEXT", 0x1100, 0x40, 0, 0, 0, 0, 0, 0, 0, 0),
     ]
-    segment = struct.pack("<II16sQQQQiiII", 0x19, 72 + 80 * len(sections), b"__TEXT", 0x1000, 0x1000, 0, 0, 5, 5,
-                          len(sections), 0) + b"".join(sections)
+    segment = struct.pack(
+        "<II16sQQQQiiII", 0x19, 72 + 80 * len(sections), b"__TEXT", 0x1000, 0x1000, 0, 0, 5, 5, len(sections), 0
+    ) + b"".join(sections)
     commands.append(segment)
     for name in dylibs:
         raw = name.encode() + b"\0"
