@@ -48,3 +48,16 @@ def test_the_crate_builds_without_warnings_under_edition_2024(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "warning" not in out.stderr, out.stderr
+
+
+def test_the_readme_hotfn_example_is_the_one_the_crate_compiles_in_a_loop():
+    """The README's HotFn call is the line a doctest compiles and runs inside a loop that
+    passes `&mut` state (the crate's `cargo test` runs its doctests)."""
+    example = README.split("Functions with\narguments go through `HotFn`:", 1)[1].split("```rust\n", 1)[1]
+    example = example.split("```", 1)[0]
+    call = next(line.strip() for line in example.splitlines() if "HotFn::current(update).call(" in line)
+    assert "loop {" in example
+    doctests = (CRATE / "src" / "hot.rs").read_text()
+    assert f"///     {call}" in doctests
+    assert "for _ in 0..3 {" in doctests
+

@@ -167,6 +167,19 @@ hot_function!((Fn0), (Fn1, A), (Fn2, A, B), (Fn3, A, B, C), (Fn4, A, B, C, D), (
 /// let mut hot = thinpatch_client::HotFn::current(describe);
 /// assert_eq!(hot.call((3, "ada")), "ada reached level 3");
 /// ```
+///
+/// Arguments that borrow state the caller keeps (a game loop's `&mut world`) fix a lifetime in
+/// the `HotFn`'s type, so make it where they are borrowed; it costs nothing:
+///
+/// ```
+/// struct World { frames: u32 }
+/// fn update(world: &mut World, dt: f32) { world.frames += (dt * 0.0) as u32 + 1; }
+/// let (mut world, dt) = (World { frames: 0 }, 0.016);
+/// for _ in 0..3 {
+///     thinpatch_client::HotFn::current(update).call((&mut world, dt));   // arguments as a tuple
+/// }
+/// assert_eq!(world.frames, 3);
+/// ```
 pub struct HotFn<A, M, F: HotFunction<A, M>> {
     inner: F,
     _marker: std::marker::PhantomData<(A, M)>,
