@@ -81,6 +81,8 @@ class RunView:
     style: Style
     pid: int | None = None
     built_ms: dict[Any, float] = field(default_factory=dict)
+    failing: bool = False  # the last build of this program failed: the sources don't compile
+
 
     def mine(self, event: dict[str, Any]) -> bool:
         program = event.get("program") or {}
@@ -97,6 +99,7 @@ class RunView:
             files = ", ".join(os.path.basename(f) for f in event.get("files") or []) or "requested"
             return [f"{tag} building {event.get('crate')} ({files})"]
         if kind == "patch-ready" and self.mine(event):
+            self.failing = False
             total = (event.get("timings") or {}).get("total_ms", 0.0)
             self.built_ms[event.get("id")] = total
             if event.get("subscribers") == 0 and self.pid is not None:
@@ -113,6 +116,7 @@ class RunView:
                 return [f"{tag} {self.style.ok('patched')}{took}: {runs}"]
             return [f"{tag} {self.style.bad('patch failed')} in {self.program.name}: {event.get('message')}"]
         if kind == "build-failed" and self.mine(event):
+            self.failing = True
             diagnostics = event.get("diagnostics") or []
             errors = [d for d in diagnostics if d.get("level") == "error" and not is_summary_dict(d)]
             warnings = [d for d in diagnostics if d.get("level") == "warning" and not is_summary_dict(d)]
@@ -375,12 +379,18 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         the new build is there (a failed build leaves it running)."""
         nonlocal program, view
         async for _ in restart_requests:
+            if view.failing:
+                # A failed cargo build can remove the binary patches are built against.
+                say(tagged(style, f"restart requested, but the last build failed: fix the error first; "
+                                  f"{program.name} keeps running the last good code"))
+                continue
             say(tagged(style, f"restart requested: {style.warn('rebuilding')} {program.name}"))
             try:
                 fresh = await fresh_program(options, style, force=True)
             except BuildFailed:
                 say(tagged(style, f"{style.bad('build failed')} (see cargo's output above); {program.name} keeps "
-                                  "running the code it had"))
+                                  "running the code it had, but saves may not patch it until a build succeeds: "
+                                  "fix the error and `thinpatch restart` again"))
                 continue
             except RunError as exc:
                 say(tagged(style, f"{style.bad('restart failed')}: {exc}"))
