@@ -81,8 +81,7 @@ class RunView:
     style: Style
     pid: int | None = None
     built_ms: dict[Any, float] = field(default_factory=dict)
-    failing: bool = False  # the last build of this program failed: the sources don't compile
-
+    failing: bool = False  # this program's last build failed with compile errors
 
     def mine(self, event: dict[str, Any]) -> bool:
         program = event.get("program") or {}
@@ -116,9 +115,9 @@ class RunView:
                 return [f"{tag} {self.style.ok('patched')}{took}: {runs}"]
             return [f"{tag} {self.style.bad('patch failed')} in {self.program.name}: {event.get('message')}"]
         if kind == "build-failed" and self.mine(event):
-            self.failing = True
             diagnostics = event.get("diagnostics") or []
             errors = [d for d in diagnostics if d.get("level") == "error" and not is_summary_dict(d)]
+            self.failing = bool(errors)  # not for a failure that isn't the code's (a fresh build may cure it)
             warnings = [d for d in diagnostics if d.get("level") == "warning" and not is_summary_dict(d)]
             out = [(d.get("rendered") or d.get("message") or "").rstrip("\n") for d in errors]
             if not errors:

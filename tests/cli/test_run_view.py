@@ -110,7 +110,8 @@ def test_compile_errors_as_cargo_renders_them_with_a_count() -> None:
 def test_the_view_knows_whether_this_programs_last_build_failed() -> None:
     """`thinpatch restart` is not tried while the sources don't compile."""
     v = view()
-    failed = {"type": "build-failed", "id": 5, "program": MINE, "message": "does not compile", "diagnostics": []}
+    error = {"level": "error", "message": "expected `;`", "rendered": "error: expected `;`\n"}
+    failed = {"type": "build-failed", "id": 5, "program": MINE, "message": "does not compile", "diagnostics": [error]}
     ready = {"type": "patch-ready", "id": 6, "program": MINE, "subscribers": 1, "timings": {"total_ms": 90.0}}
     assert not v.failing
     v.lines({**failed, "program": OTHER})
@@ -119,6 +120,8 @@ def test_the_view_knows_whether_this_programs_last_build_failed() -> None:
     assert v.failing
     v.lines(ready)
     assert not v.failing
+    v.lines({**failed, "diagnostics": [], "message": "the captured program is gone; capture again"})
+    assert not v.failing  # not the code's fault: a fresh build is the cure, and restart may try it
 
 def test_exits_are_described_plainly() -> None:
     assert describe_exit("game", 3) == "game exited with status 3; it starts again on the next save"
