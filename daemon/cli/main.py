@@ -16,6 +16,7 @@ COMMANDS = [
     "demo",
     "init",
     "run",
+    "restart",
     "capture",
     "patch",
     "serve",

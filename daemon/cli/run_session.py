@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class RunView:
     style: Style
     pid: int | None = None
     built_ms: dict[Any, float] = field(default_factory=dict)
+    failing: bool = False  # this program's last build failed with compile errors
 
     def mine(self, event: dict[str, Any]) -> bool:
         program = event.get("program") or {}
@@ -96,6 +98,7 @@ class RunView:
             files = ", ".join(os.path.basename(f) for f in event.get("files") or []) or "requested"
             return [f"{tag} building {event.get('crate')} ({files})"]
         if kind == "patch-ready" and self.mine(event):
+            self.failing = False
             total = (event.get("timings") or {}).get("total_ms", 0.0)
             self.built_ms[event.get("id")] = total
             if event.get("subscribers") == 0 and self.pid is not None:
@@ -114,6 +117,7 @@ class RunView:
         if kind == "build-failed" and self.mine(event):
             diagnostics = event.get("diagnostics") or []
             errors = [d for d in diagnostics if d.get("level") == "error" and not is_summary_dict(d)]
+            self.failing = bool(errors)  # not for a failure that isn't the code's (a fresh build may cure it)
             warnings = [d for d in diagnostics if d.get("level") == "warning" and not is_summary_dict(d)]
             out = [(d.get("rendered") or d.get("message") or "").rstrip("\n") for d in errors]
             if not errors:
@@ -148,6 +152,10 @@ def describe_exit(name: str, returncode: int) -> str:
 
 class RunError(Exception):
     """Something `thinpatch run` can't get past; the message says what to do."""
+
+
+class BuildFailed(RunError):
+    """cargo's build under capture failed (cargo's output says why)."""
 
 
 @dataclass
@@ -199,7 +207,7 @@ async def capture(workspace: Path, selection: Selection) -> None:
     except CaptureError as exc:
         raise RunError(str(exc)) from None
     if not result.ok:
-        raise RunError("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
+        raise BuildFailed("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
 
 
 async def fresh_program(options: RunOptions, style: Style, *, force: bool = False) -> Program:
@@ -283,6 +291,7 @@ class ProgramRunner:
         self.exited = anyio.Event()
 
     def start(self, program: Program) -> int:
+        self.stop()  # one program at a time, whichever path restarts it
         env = dict(os.environ)
         env["THINPATCH_SOCKET"] = str(self.options.socket_path)
         if program.build_id:
@@ -325,6 +334,30 @@ async def wait_until_served(client: Any, program: Program, timeout: float = 20.0
 
 
 async def run_session(options: RunOptions) -> int:
+    """The session, while this `run` holds the project's run lock (one `run` per project)
+    and takes SIGUSR1 (`thinpatch restart`) as a request for a fresh build and restart."""
+    from daemon.cli import run_lock
+
+    capture_root = await anyio.to_thread.run_sync(run_lock.capture_root_of, options.workspace)
+    # Until the receiver below is in place, a request is dropped rather than fatal (the
+    # default action); the program and the daemon start later, with the receiver's handler,
+    # which does not outlive exec.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        lock = run_lock.hold(capture_root)
+    except run_lock.RunActive as exc:
+        raise RunError(run_lock.refusal(exc.pid)) from None
+    except run_lock.RunLockError as exc:
+        raise RunError(f"{exc} (it keeps to one `thinpatch run` per project)") from None
+    try:
+        with anyio.open_signal_receiver(signal.SIGUSR1) as restart_requests:
+            return await _session(options, restart_requests)
+    finally:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # the lock names this pid until it is closed
+        os.close(lock)
+
+
+async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) -> int:
     from daemon.socket.client import DaemonUnavailable, connect
 
     style = Style(wants_color(options.colour, sys.stderr))
@@ -338,6 +371,35 @@ async def run_session(options: RunOptions) -> int:
         say(tagged(style, f"started the thinpatch daemon for this session (log: {log_path})"))
     runner = ProgramRunner(options, style)
     interrupted = False
+    view: RunView  # once the program runs
+
+    async def restart_on_request(client: Any, tg: anyio.abc.TaskGroup) -> None:
+        """`thinpatch restart`: build afresh under capture; the old program stops only once
+        the new build is there (a failed build leaves it running)."""
+        nonlocal program, view
+        async for _ in restart_requests:
+            if view.failing:
+                # A failed cargo build can remove the binary patches are built against.
+                say(tagged(style, f"restart requested, but the last build failed: fix the error first; "
+                                  f"{program.name} keeps running the last good code"))
+                continue
+            say(tagged(style, f"restart requested: {style.warn('rebuilding')} {program.name}"))
+            try:
+                fresh = await fresh_program(options, style, force=True)
+            except BuildFailed:
+                say(tagged(style, f"{style.bad('build failed')} (see cargo's output above); {program.name} keeps "
+                                  "running the code it had, but saves may not patch it until a build succeeds: "
+                                  "fix the error and `thinpatch restart` again"))
+                continue
+            except RunError as exc:
+                say(tagged(style, f"{style.bad('restart failed')}: {exc}"))
+                continue
+            await wait_until_served(client, fresh)
+            program = fresh
+            view = RunView(program, style, built_ms=view.built_ms)
+            view.pid = runner.start(program)  # stops the old one first
+            tg.start_soon(runner.watch_exit, program.name)
+            say(tagged(style, f"restarted {program.name} with a fresh build (pid {view.pid})"))
     try:
         async with anyio.create_task_group() as tg:
 
@@ -357,6 +419,7 @@ async def run_session(options: RunOptions) -> int:
                     view = RunView(program, style)
                     view.pid = runner.start(program)
                     tg.start_soon(runner.watch_exit, program.name)
+                    tg.start_soon(restart_on_request, client, tg)
                     running = f"running {program.label} (pid {view.pid}); edit and save to patch it, Ctrl-C to stop"
                     say(tagged(style, running))
                     async for event in client.events():

@@ -106,6 +106,23 @@ def test_compile_errors_as_cargo_renders_them_with_a_count() -> None:
     ]
 
 
+
+def test_the_view_knows_whether_this_programs_last_build_failed() -> None:
+    """`thinpatch restart` is not tried while the sources don't compile."""
+    v = view()
+    error = {"level": "error", "message": "expected `;`", "rendered": "error: expected `;`\n"}
+    failed = {"type": "build-failed", "id": 5, "program": MINE, "message": "does not compile", "diagnostics": [error]}
+    ready = {"type": "patch-ready", "id": 6, "program": MINE, "subscribers": 1, "timings": {"total_ms": 90.0}}
+    assert not v.failing
+    v.lines({**failed, "program": OTHER})
+    assert not v.failing  # another program's build says nothing about this one
+    v.lines(failed)
+    assert v.failing
+    v.lines(ready)
+    assert not v.failing
+    v.lines({**failed, "diagnostics": [], "message": "the captured program is gone; capture again"})
+    assert not v.failing  # not the code's fault: a fresh build is the cure, and restart may try it
+
 def test_exits_are_described_plainly() -> None:
     assert describe_exit("game", 3) == "game exited with status 3; it starts again on the next save"
     assert describe_exit("game", -9) == "game was killed by SIGKILL; it starts again on the next save"

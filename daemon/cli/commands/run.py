@@ -16,6 +16,10 @@ A Cargo.toml or build.rs change can't be patched: `run` rebuilds and restarts th
 by itself (--no-restart turns that off). A program that exits starts again on the next
 save. Ctrl-C stops the program, and the daemon if `run` started it.
 
+One `run` per project: a second is refused, naming the first one's pid. `thinpatch
+restart` (or SIGUSR1 to `run`) rebuilds afresh and restarts the program; the old one
+stops only once the build succeeded.
+
 examples:
   thinpatch run
   thinpatch run --bin server --release -- --port 8080
