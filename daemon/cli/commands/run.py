@@ -76,8 +76,13 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         return anyio.run(run_session, options)
-    except RunError as exc:
-        print(f"thinpatch run: {exc}", file=sys.stderr)
+    except BaseException as exc:
+        from daemon.cli.main import innermost
+
+        error = innermost(exc)  # raised inside the session's task group, it arrives in a group
+        if not isinstance(error, RunError):
+            raise
+        print(f"thinpatch run: {error}", file=sys.stderr)
         return 1
 
 
