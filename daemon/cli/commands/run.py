@@ -12,9 +12,10 @@ running, runs the program, and patches it on every save while it keeps running. 
 input and output are your terminal's; thinpatch's own lines start with [thinpatch].
 
 The program applies patches through thinpatch-client: add it once with `thinpatch init`.
-A Cargo.toml or build.rs change can't be patched: `run` rebuilds and restarts the program
-by itself (--no-restart turns that off). A program that exits starts again on the next
-save. Ctrl-C stops the program, and the daemon if `run` started it.
+A Cargo.toml or build.rs change can't be patched: `run` rebuilds the program and restarts
+it by itself once that build succeeds; a build that fails leaves the old program running
+(--no-restart turns this off). A program that exits starts again on the next save.
+Ctrl-C stops the program, and the daemon if `run` started it.
 
 examples:
   thinpatch run
