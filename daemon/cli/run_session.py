@@ -113,10 +113,12 @@ class RunView:
     style: Style
     pid: int | None = None
     built_ms: dict[Any, float] = field(default_factory=dict)
-    failing: str | None = None  # the last failed build's one-line summary, until a build succeeds
+    failing: str | None = None  # the last failed patch build's summary, until one succeeds
+    restart_failing: str | None = None  # the failed restart build's, until a restart (a new view)
 
     def fail(self, summary: str) -> None:
-        self.failing = summary
+        """The restart build failed: its summary stays last until a restart build succeeds."""
+        self.restart_failing = summary
 
     def lines(self, event: dict[str, Any]) -> list[str]:
         """The lines for this event; after a failed build, its summary stays the last line."""
@@ -126,8 +128,9 @@ class RunView:
             self.failing = None
         elif kind == "build-failed" and out:
             self.failing = out[-1]
-        elif out and self.failing:
-            out.append(self.failing)
+            out = out[:-1]
+        if out:
+            out += [line for line in (self.failing, self.restart_failing) if line]
         return out
 
     def mine(self, event: dict[str, Any]) -> bool:

@@ -141,8 +141,10 @@ def test_after_a_failed_build_its_summary_stays_the_last_line_until_a_build_succ
     assert v.lines({"type": "build-started", "program": OTHER}) == []  # nothing said: nothing repeated
     assert v.lines({"type": "patch-ready", "id": 5, "program": MINE, "subscribers": 1}) == []
     assert v.lines(started) == ["[thinpatch] building game (main.rs)"]
-    # a failed restart build is summarised the same way
+    # a failed restart build is summarised the same way, and stays until a restart build succeeds
     v.fail("[thinpatch] rebuild failed after the Cargo.toml change: ...")
+    assert v.lines(started)[-1] == "[thinpatch] rebuild failed after the Cargo.toml change: ..."
+    v.lines({"type": "patch-ready", "id": 6, "program": MINE, "subscribers": 1})
     assert v.lines(started)[-1] == "[thinpatch] rebuild failed after the Cargo.toml change: ..."
 
 

@@ -130,6 +130,11 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         assert int(child.match.group(1)) == pid
         child.expect(r"frame (\d+) says v3")  # still printing, its counter going on
         assert frame_number(child) > before and os.path.exists(f"/proc/{pid}")
+        save_like_an_editor(main, main.read_text().replace("says v3", "says v3 still"))  # and still patched
+        child.expect(r"patched\S* in \d+ ms: game \(pid (\d+)\) runs the new code")
+        assert int(child.match.group(1)) == pid
+        child.expect(r"rebuild failed\S* after the Cargo.toml change")  # the summary stays the last line
+        child.expect(r"frame \d+ says v3 still")
         # The fixed Cargo.toml restarts it once (cargo rewriting Cargo.lock for it is no second reason).
         save_like_an_editor(manifest, good.replace('version = "0.1.0"', 'version = "0.2.0"'))
         child.expect(r"Cargo.toml changed: \S*restarted\S* game \(pid (\d+)\) with a fresh build; its state was lost")
