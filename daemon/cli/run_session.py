@@ -477,13 +477,15 @@ async def run_session(options: RunOptions) -> int:
                                 )
                                 await wait_until_served(client, fresh)
                             except RunError as exc:
-                                old = f"{program.name} (pid {view.pid})" if runner.running else program.name
+                                if runner.running:
+                                    old = f"{program.name} (pid {view.pid}) keeps running the last good build"
+                                else:
+                                    old = f"{program.name} starts again from the last good build on the next save"
                                 shown, why = restart_failure(exc)
                                 if shown:
                                     say(shown)
                                 summary = tagged(style, f"{style.bad('rebuild failed')} after the {changed} change "
-                                                        f"({why}); {old} keeps running the last good build. "
-                                                        "Fix it and save again")
+                                                        f"({why}); {old}. Fix it and save again")
                                 view.fail(summary)
                                 say(summary)
                                 continue
