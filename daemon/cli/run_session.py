@@ -4,8 +4,9 @@ One command does what a developer would otherwise do in three terminals: it capt
 program when there is no capture or the capture is stale, uses the running daemon or
 starts one for the session, launches the captured binary with the socket in its
 environment, and prints thinpatch's own status lines beside the program's output. A
-`Cargo.toml` or `build.rs` change re-captures and restarts the program; a program that
-exits is started again on the next save; Ctrl-C stops everything this command started.
+`Cargo.toml` or `build.rs` change re-captures and, once that build succeeds, restarts the
+program (a failed build leaves the old one running); a program that exits is started again
+on the next save; Ctrl-C stops everything this command started.
 
 The decisions (staleness, which lines to print) are pure functions at the top; the
 processes and the socket are below them.
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from daemon.build.processes import dies_with_parent
 from daemon.cli.daemon_patch import serves
 from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
+from daemon.service.watcher import content_digest
 from daemon.service.workspaces import NoCapture, find_captured_workspace
 
 PREFIX = "[thinpatch]"
@@ -73,6 +75,36 @@ def stale_reason(program: Program | None, captured_at: float, mtimes: dict[str, 
     return None
 
 
+def build_digests(before: dict[str, str | None], after: dict[str, str | None]) -> dict[str, str | None]:
+    """The manifest contents a capture build answered: each file as the build found it, except
+    Cargo.lock as the build left it (cargo rewrites it itself)."""
+    return {
+        f: after.get(f) if os.path.basename(f) == "Cargo.lock" else before.get(f)
+        for f in before.keys() | after.keys()
+    }
+
+
+def already_built(files: Iterable[str], built: dict[str, str | None], current: dict[str, str | None]) -> bool:
+    """A full-rebuild-required asks for nothing new when every file it names still has the
+    content our own last capture build answered (as Cargo.lock, rewritten by that build)."""
+    files = list(files)
+    return bool(files) and all(f in built and current.get(f) == built[f] for f in files)
+
+
+def first_error_at(errors: list[dict[str, Any]], workspace: str) -> str | None:
+    """file:line of the first error's primary span, relative to the workspace when in it
+    (None when it has no span)."""
+    for error in errors[:1]:
+        spans = error.get("spans") or []
+        span = next((s for s in spans if s.get("is_primary")), spans[0] if spans else None)
+        if span and span.get("file_name"):
+            path = str(span["file_name"])
+            if os.path.isabs(path) and path.startswith(os.path.join(workspace, "")):
+                path = os.path.relpath(path, workspace)
+            return f"{path}:{span.get('line_start')}"
+    return None
+
+
 @dataclass
 class RunView:
     """Turns daemon events into the status lines `thinpatch run` prints (pure)."""
@@ -81,7 +113,26 @@ class RunView:
     style: Style
     pid: int | None = None
     built_ms: dict[Any, float] = field(default_factory=dict)
-    failing: bool = False  # this program's last build failed with compile errors
+    failing: str | None = None  # the last failed patch build's summary, until one succeeds
+    restart_failing: str | None = None  # the failed restart build's, until a restart (a new view)
+    code_broken: bool = False  # this program's last build failed with compile errors
+
+    def fail(self, summary: str) -> None:
+        """The restart build failed: its summary stays last until a restart build succeeds."""
+        self.restart_failing = summary
+
+    def lines(self, event: dict[str, Any]) -> list[str]:
+        """The lines for this event; after a failed build, its summary stays the last line."""
+        out = self._lines(event)
+        kind = event.get("type")
+        if kind == "patch-ready" and self.mine(event) and not event.get("replayed"):
+            self.failing = None
+        elif kind == "build-failed" and out:
+            self.failing = out[-1]
+            out = out[:-1]
+        if out:
+            out += [line for line in (self.failing, self.restart_failing) if line]
+        return out
 
     def mine(self, event: dict[str, Any]) -> bool:
         program = event.get("program") or {}
@@ -89,7 +140,7 @@ class RunView:
             return program.get("build_id") == self.program.build_id
         return event.get("type") in ("full-rebuild-required", "error")
 
-    def lines(self, event: dict[str, Any]) -> list[str]:
+    def _lines(self, event: dict[str, Any]) -> list[str]:
         kind = event.get("type")
         tag = self.style.code(PREFIX)
         if event.get("replayed"):
@@ -98,7 +149,7 @@ class RunView:
             files = ", ".join(os.path.basename(f) for f in event.get("files") or []) or "requested"
             return [f"{tag} building {event.get('crate')} ({files})"]
         if kind == "patch-ready" and self.mine(event):
-            self.failing = False
+            self.code_broken = False
             total = (event.get("timings") or {}).get("total_ms", 0.0)
             self.built_ms[event.get("id")] = total
             if event.get("subscribers") == 0 and self.pid is not None:
@@ -117,12 +168,15 @@ class RunView:
         if kind == "build-failed" and self.mine(event):
             diagnostics = event.get("diagnostics") or []
             errors = [d for d in diagnostics if d.get("level") == "error" and not is_summary_dict(d)]
-            self.failing = bool(errors)  # not for a failure that isn't the code's (a fresh build may cure it)
+            self.code_broken = bool(errors)  # not for a failure that isn't the code's (a fresh build may cure it)
             warnings = [d for d in diagnostics if d.get("level") == "warning" and not is_summary_dict(d)]
             out = [(d.get("rendered") or d.get("message") or "").rstrip("\n") for d in errors]
             if not errors:
                 out.append(str(event.get("message")))
             count = f"{len(errors)} error{'s' if len(errors) != 1 else ''}"
+            where = first_error_at(errors, self.program.workspace)
+            if where:
+                count += f" at {where}" if len(errors) == 1 else f", the first at {where}"
             if warnings:
                 count += f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
             keeps = f"{self.program.name} keeps running the last good code"
@@ -155,7 +209,7 @@ class RunError(Exception):
 
 
 class BuildFailed(RunError):
-    """cargo's build under capture failed (cargo's output says why)."""
+    """cargo's build under capture failed (its output is already on the terminal)."""
 
 
 @dataclass
@@ -205,32 +259,67 @@ async def capture(workspace: Path, selection: Selection) -> None:
             workspace, selection.release, selection.target, list(selection.cargo_args)
         )
     except CaptureError as exc:
-        raise RunError(str(exc)) from None
+        raise BuildFailed(str(exc)) from None
+    except OSError as exc:  # a full disk, a vanished directory: the build could not finish
+        raise BuildFailed(f"the build could not finish: {exc}") from None
     if not result.ok:
         raise BuildFailed("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
 
 
-async def fresh_program(options: RunOptions, style: Style, *, force: bool = False) -> Program:
-    """The program to run, captured first when there is no capture or it is stale."""
+def manifest_digests(files: Iterable[str]) -> dict[str, str | None]:
+    return {f: content_digest(f) for f in files}
+
+
+async def fresh_program(
+    options: RunOptions,
+    style: Style,
+    *,
+    force: bool = False,
+    why: str | None = None,
+    digests: dict[str, str | None] | None = None,
+) -> Program:
+    """The program to run, captured first when there is no capture or it is stale (or always,
+    with `force`, saying `why`). `digests` gets the manifest contents that program was built
+    from (see :func:`build_digests`)."""
     program, captures = find_program(options.workspace, options.selection)
+    base = {str(options.workspace / "Cargo.toml"), str(options.workspace / "Cargo.lock")}
+    before = manifest_digests(manifest_files(captures, options.workspace) if captures else base)
     if program is not None and captures is not None and not force:
         files = manifest_files(captures, options.workspace)
         mtimes = {f: os.stat(f).st_mtime for f in files if os.path.exists(f)}
         captured_at = max((r.recorded_at for r in captures.links.values()), default=0.0)
         reason = stale_reason(program, captured_at, mtimes)
     else:
-        reason = "a rebuild was requested" if force else stale_reason(None, 0.0, {})
+        reason = (why or "a rebuild was requested") if force else stale_reason(None, 0.0, {})
     if reason is None and program is not None:
+        if digests is not None:
+            digests.clear()
+            digests.update(before)
         return program
     say(tagged(style, f"building {options.workspace.name} under capture ({reason})"))
     await capture(options.workspace, options.selection)
-    program, _ = find_program(options.workspace, options.selection)
+    program, captures = find_program(options.workspace, options.selection)
     if program is None:
-        raise RunError(
+        raise BuildFailed(
             "the build finished but captured no program to run. Is there a bin crate? Choose one with --bin "
             "or -p, as with `cargo run`."
         )
+    if digests is not None:
+        after = manifest_digests(manifest_files(captures, options.workspace) if captures else base)
+        digests.clear()
+        digests.update(build_digests(before, after))
     return program
+
+
+def restart_failure(exc: RunError) -> tuple[str | None, str]:
+    """What to show of a failed restart build (None: cargo's output already is on the
+    terminal) and the short reason for the one line that says the old program keeps running."""
+    message = str(exc).rstrip()
+    if isinstance(exc, BuildFailed) and message.startswith("the build failed"):
+        return None, "the build failed; cargo's output is above"
+    if "\n" in message:
+        return message, "see above"
+    return None, message.rstrip(".")
 
 
 def daemon_running(socket_path: Path) -> bool:
@@ -361,7 +450,8 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
     from daemon.socket.client import DaemonUnavailable, connect
 
     style = Style(wants_color(options.colour, sys.stderr))
-    program = await fresh_program(options, style)
+    built: dict[str, str | None] = {}  # the manifest contents the running program was built from
+    program = await fresh_program(options, style, digests=built)
     started_daemon = None
     if not daemon_running(options.socket_path):
         log_path = find_captured_workspace(options.workspace).capture_root / "run-daemon.log"
@@ -378,14 +468,14 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         the new build is there (a failed build leaves it running)."""
         nonlocal program, view
         async for _ in restart_requests:
-            if view.failing:
+            if view.code_broken:
                 # A failed cargo build can remove the binary patches are built against.
                 say(tagged(style, f"restart requested, but the last build failed: fix the error first; "
                                   f"{program.name} keeps running the last good code"))
                 continue
             say(tagged(style, f"restart requested: {style.warn('rebuilding')} {program.name}"))
             try:
-                fresh = await fresh_program(options, style, force=True)
+                fresh = await fresh_program(options, style, force=True, digests=built)
             except BuildFailed:
                 say(tagged(style, f"{style.bad('build failed')} (see cargo's output above); {program.name} keeps "
                                   "running the code it had, but saves may not patch it until a build succeeds: "
@@ -429,20 +519,41 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                             say(line)
                         kind = event.get("type")
                         if kind == "full-rebuild-required" and not event.get("replayed"):
-                            changed = ", ".join(os.path.basename(f) for f in event.get("files") or []) or "the build"
+                            files = event.get("files") or []
+                            if already_built(files, built, manifest_digests(files)):
+                                continue  # as our own last build found or left them (its Cargo.lock)
+                            changed = ", ".join(os.path.basename(f) for f in files) or "the build"
                             if not options.restart_on_rebuild:
                                 say(tagged(style, f"{changed} changed: a patch can't carry that. Stop and run "
                                                   "`thinpatch run` again (or drop --no-restart)"))
                                 continue
-                            say(tagged(style, f"{changed} changed: {style.warn('restarting')} {program.name} "
-                                              "with a fresh build"))
+                            # Build first; the running program is stopped only for a binary that built.
+                            keeps = f"{program.name} keeps running until it builds"
+                            try:
+                                fresh = await fresh_program(
+                                    options, style, force=True, why=f"{changed} changed; {keeps}", digests=built
+                                )
+                                await wait_until_served(client, fresh)
+                            except RunError as exc:
+                                if runner.running:
+                                    old = f"{program.name} (pid {view.pid}) keeps running the last good build"
+                                else:
+                                    old = f"{program.name} starts again from the last good build on the next save"
+                                shown, why = restart_failure(exc)
+                                if shown:
+                                    say(shown)
+                                summary = tagged(style, f"{style.bad('rebuild failed')} after the {changed} change "
+                                                        f"({why}); {old}. Fix it and save again")
+                                view.fail(summary)
+                                say(summary)
+                                continue
                             runner.stop()
-                            program = await fresh_program(options, style, force=True)
-                            await wait_until_served(client, program)
+                            program = fresh
                             view = RunView(program, style, built_ms=view.built_ms)
                             view.pid = runner.start(program)
                             tg.start_soon(runner.watch_exit, program.name)
-                            say(tagged(style, f"running {program.label} (pid {view.pid})"))
+                            say(tagged(style, f"{changed} changed: {style.warn('restarted')} {program.name} "
+                                              f"(pid {view.pid}) with a fresh build; its state was lost"))
                         elif kind in ("build-started", "patch-ready") and runner.exited.is_set() and view.mine(event):
                             if kind == "patch-ready":  # the new process applies it on subscribe
                                 view.pid = runner.start(program)

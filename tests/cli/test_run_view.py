@@ -5,7 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from capture.store import CaptureRecord, Captures, CrateKey
-from daemon.cli.run_session import RunView, describe_exit, manifest_files, stale_reason
+from daemon.cli.run_session import (
+    BuildFailed,
+    RunError,
+    RunView,
+    already_built,
+    build_digests,
+    describe_exit,
+    manifest_files,
+    restart_failure,
+    stale_reason,
+)
 from daemon.cli.terminal import Style
 from daemon.service.programs import Program
 
@@ -113,15 +123,71 @@ def test_the_view_knows_whether_this_programs_last_build_failed() -> None:
     error = {"level": "error", "message": "expected `;`", "rendered": "error: expected `;`\n"}
     failed = {"type": "build-failed", "id": 5, "program": MINE, "message": "does not compile", "diagnostics": [error]}
     ready = {"type": "patch-ready", "id": 6, "program": MINE, "subscribers": 1, "timings": {"total_ms": 90.0}}
-    assert not v.failing
+    assert not v.code_broken
     v.lines({**failed, "program": OTHER})
-    assert not v.failing  # another program's build says nothing about this one
+    assert not v.code_broken  # another program's build says nothing about this one
     v.lines(failed)
-    assert v.failing
+    assert v.code_broken
     v.lines(ready)
-    assert not v.failing
+    assert not v.code_broken
     v.lines({**failed, "diagnostics": [], "message": "the captured program is gone; capture again"})
-    assert not v.failing  # not the code's fault: a fresh build is the cure, and restart may try it
+    assert not v.code_broken  # not the code's fault: a fresh build is the cure, and restart may try it
+
+def failed_build(*diagnostics: dict) -> dict:
+    return {"type": "build-failed", "id": 4, "program": MINE, "message": "does not compile",
+            "diagnostics": list(diagnostics)}
+
+
+def located(message: str, file: str, line: int) -> dict:
+    span = {"file_name": file, "line_start": line, "is_primary": True}
+    return {"level": "error", "message": message, "rendered": f"error: {message}\n", "spans": [span]}
+
+
+def test_the_failure_summary_names_the_count_and_the_first_errors_place() -> None:
+    one = view().lines(failed_build(located("expected `;`", "src/main.rs", 4)))
+    assert one[-1] == "[thinpatch] build failed (1 error at src/main.rs:4); game keeps running the last good code"
+    two = view().lines(failed_build(located("a", "/w/src/lib.rs", 9), located("b", "src/main.rs", 1)))
+    assert two[-1].startswith("[thinpatch] build failed (2 errors, the first at src/lib.rs:9);")
+
+
+def test_after_a_failed_build_its_summary_stays_the_last_line_until_a_build_succeeds() -> None:
+    v = view()
+    summary = v.lines(failed_build(located("expected `;`", "src/main.rs", 4)))[-1]
+    started = {"type": "build-started", "id": 5, "crate": "game", "files": ["/w/game/src/main.rs"], "program": MINE}
+    assert v.lines(started) == ["[thinpatch] building game (main.rs)", summary]
+    assert v.lines({"type": "build-started", "program": OTHER}) == []  # nothing said: nothing repeated
+    assert v.lines({"type": "patch-ready", "id": 5, "program": MINE, "subscribers": 1}) == []
+    assert v.lines(started) == ["[thinpatch] building game (main.rs)"]
+    # a failed restart build is summarised the same way, and stays until a restart build succeeds
+    v.fail("[thinpatch] rebuild failed after the Cargo.toml change: ...")
+    assert v.lines(started)[-1] == "[thinpatch] rebuild failed after the Cargo.toml change: ..."
+    v.lines({"type": "patch-ready", "id": 6, "program": MINE, "subscribers": 1})
+    assert v.lines(started)[-1] == "[thinpatch] rebuild failed after the Cargo.toml change: ..."
+
+
+def test_a_manifest_change_our_own_build_made_or_saw_is_no_reason_to_rebuild() -> None:
+    before = {"/w/Cargo.toml": "t1", "/w/Cargo.lock": "l1", "/w/build.rs": None}
+    after = {"/w/Cargo.toml": "t2", "/w/Cargo.lock": "l2", "/w/build.rs": None}
+    # the build answered Cargo.toml as it found it, and Cargo.lock as it left it
+    built = build_digests(before, after)
+    assert built == {"/w/Cargo.toml": "t1", "/w/Cargo.lock": "l2", "/w/build.rs": None}
+    # cargo rewrote Cargo.lock during our build: no second restart
+    assert already_built(["/w/Cargo.lock"], built, {"/w/Cargo.lock": "l2"})
+    # Cargo.toml saved again while the build ran, or since: a real change
+    assert not already_built(["/w/Cargo.toml"], built, {"/w/Cargo.toml": "t2"})
+    assert not already_built(["/w/Cargo.lock", "/w/Cargo.toml"], built, {"/w/Cargo.lock": "l2", "/w/Cargo.toml": "t3"})
+    # a file the build did not know, or no files at all, is never taken as built
+    assert not already_built(["/w/other/Cargo.toml"], built, {"/w/other/Cargo.toml": None})
+    assert not already_built([], built, {})
+
+
+def test_a_failed_restart_build_is_shown_once_then_summed_up_in_a_line() -> None:
+    failed = BuildFailed("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
+    assert restart_failure(failed) == (None, "the build failed; cargo's output is above")
+    manifest = RunError("`cargo metadata` failed (101):\nerror: invalid basic string\n --> Cargo.toml:3:17\n")
+    assert restart_failure(manifest) == (str(manifest).rstrip(), "see above")
+    assert restart_failure(RunError("the daemon stopped.")) == (None, "the daemon stopped")
+
 
 def test_exits_are_described_plainly() -> None:
     assert describe_exit("game", 3) == "game exited with status 3; it starts again on the next save"
@@ -134,3 +200,19 @@ def test_run_on_a_directory_that_does_not_exist_says_so(tmp_path: Path, capsys) 
     assert main(["run", "--workspace", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "is not a directory" in err and "Cargo.toml" in err and "Traceback" not in err
+
+
+def test_a_build_failure_raised_inside_the_session_is_a_plain_message(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Raised in the session's task group, it arrives wrapped in an exception group."""
+    import daemon.cli.commands.run as run_command
+    import daemon.cli.run_session as session
+    from daemon.cli.main import main
+
+    async def fails(options) -> int:
+        raise BaseExceptionGroup("task group", [BuildFailed("the build failed (see cargo's output above)")])
+
+    monkeypatch.setattr(session, "run_session", fails)
+    monkeypatch.setattr(run_command, "_workspace_root", lambda directory: directory)
+    assert main(["run", "--workspace", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == "thinpatch run: the build failed (see cargo's output above)\n"

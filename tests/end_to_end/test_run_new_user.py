@@ -28,6 +28,7 @@ fn frame(n: u64) -> String {
 }
 
 fn main() {
+    println!("game {} starts", env!("CARGO_PKG_VERSION"));
     thinpatch_client::connect();
     let mut hot_frame = thinpatch_client::HotFn::current(frame);
     for n in 1.. {
@@ -119,13 +120,26 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         child.expect(r"frame (\d+) says v3")
         assert os.path.exists(f"/proc/{pid}")
 
-        # 6. Cargo.toml can't be patched: the program is rebuilt and restarted by itself
+        # 6. Cargo.toml can't be patched: the program is rebuilt and restarted by itself, but
+        # only once the rebuild succeeds. A save that does not build keeps it running.
         manifest = game / "Cargo.toml"
-        save_like_an_editor(manifest, manifest.read_text() + "\n[features]\nextra = []\n")
-        child.expect(r"Cargo.toml changed: \S*restarting\S* game with a fresh build")
-        child.expect(r"\[thinpatch\]\S* running game \(host-debug\) \(pid (\d+)\)")
+        good = manifest.read_text()
+        assert 'version = "0.1.0"' in good
+        save_like_an_editor(manifest, good.replace('version = "0.1.0"', 'version = "0.2.0'))
+        child.expect(r"rebuild failed\S* after the Cargo.toml change \(.*\); game \(pid (\d+)\) keeps running the last")
+        assert int(child.match.group(1)) == pid
+        child.expect(r"frame (\d+) says v3")  # still printing, its counter going on
+        assert frame_number(child) > before and os.path.exists(f"/proc/{pid}")
+        save_like_an_editor(main, main.read_text().replace("says v3", "says v3 still"))  # and still patched
+        child.expect(r"patched\S* in \d+ ms: game \(pid (\d+)\) runs the new code")
+        assert int(child.match.group(1)) == pid
+        child.expect(r"rebuild failed\S* after the Cargo.toml change")  # the summary stays the last line
+        child.expect(r"frame \d+ says v3 still")
+        # The fixed Cargo.toml restarts it once (cargo rewriting Cargo.lock for it is no second reason).
+        save_like_an_editor(manifest, good.replace('version = "0.1.0"', 'version = "0.2.0"'))
+        child.expect(r"Cargo.toml changed: \S*restarted\S* game \(pid (\d+)\) with a fresh build; its state was lost")
         restarted = int(child.match.group(1))
-        assert restarted != pid
+        assert restarted != pid and not os.path.exists(f"/proc/{pid}")
         # The new process may print its first frame before that line: a low frame number is it.
         child.expect(r"frame (\d+) says v3")
         assert frame_number(child) < 20
@@ -159,6 +173,7 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+        child.logfile_read.close()
         if watch is not None:
             watch.send_signal(signal.SIGINT)
             watched, _ = watch.communicate(timeout=30)
@@ -169,6 +184,10 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
     assert failed["applied"] is False and str(latest) in failed["message"], failed
     assert_nothing_left(game, socket_path)
     assert child.exitstatus == 130, (child.exitstatus, child.signalstatus)
+    terminal = (tmp_path / "terminal.txt").read_text()
+    assert terminal.count("with a fresh build; its state was lost") == 1, terminal
+    assert "internal error" not in terminal
+    assert "game 0.2.0 starts" in terminal  # the restarted program is the fixed Cargo.toml's build
 
 
 def test_a_killed_run_leaves_no_program_and_no_daemon(tmp_path, capture_state_dir):

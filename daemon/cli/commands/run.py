@@ -12,9 +12,10 @@ running, runs the program, and patches it on every save while it keeps running. 
 input and output are your terminal's; thinpatch's own lines start with [thinpatch].
 
 The program applies patches through thinpatch-client: add it once with `thinpatch init`.
-A Cargo.toml or build.rs change can't be patched: `run` rebuilds and restarts the program
-by itself (--no-restart turns that off). A program that exits starts again on the next
-save. Ctrl-C stops the program, and the daemon if `run` started it.
+A Cargo.toml or build.rs change can't be patched: `run` rebuilds the program and restarts
+it by itself once that build succeeds; a build that fails leaves the old program running
+(--no-restart turns this off). A program that exits starts again on the next save.
+Ctrl-C stops the program, and the daemon if `run` started it.
 
 One `run` per project: a second is refused, naming the first one's pid. `thinpatch
 restart` (or SIGUSR1 to `run`) rebuilds afresh and restarts the program; the old one
@@ -80,8 +81,13 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         return anyio.run(run_session, options)
-    except RunError as exc:
-        print(f"thinpatch run: {exc}", file=sys.stderr)
+    except BaseException as exc:
+        from daemon.cli.main import innermost
+
+        error = innermost(exc)  # raised inside the session's task group, it arrives in a group
+        if not isinstance(error, RunError):
+            raise
+        print(f"thinpatch run: {error}", file=sys.stderr)
         return 1
 
 
