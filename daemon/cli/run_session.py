@@ -113,6 +113,7 @@ class RunView:
     style: Style
     pid: int | None = None
     built_ms: dict[Any, float] = field(default_factory=dict)
+    warnings: dict[Any, int] = field(default_factory=dict)  # compiler warnings, by patch id
     failing: str | None = None  # the last failed patch build's summary, until one succeeds
     restart_failing: str | None = None  # the failed restart build's, until a restart (a new view)
     code_broken: bool = False  # this program's last build failed with compile errors
@@ -152,15 +153,20 @@ class RunView:
             self.code_broken = False
             total = (event.get("timings") or {}).get("total_ms", 0.0)
             self.built_ms[event.get("id")] = total
+            report = event.get("report") or {}
+            warned = [w for w in report.get("compiler_warnings") or [] if not is_summary_dict(w)]
+            self.warnings[event.get("id")] = len(warned)
             if event.get("subscribers") == 0 and self.pid is not None:
                 return [
-                    f"{tag} patch built in {total:.0f} ms, but {self.program.name} is not listening: add "
+                    f"{tag} patch built in {total:.0f} ms{_warned(len(warned))}, but {self.program.name} is not "
+                    "listening: add "
                     "thinpatch-client to it (`thinpatch init`) and call `thinpatch_client::connect()`"
                 ]
             return []  # the process's own report says whether it applied
         if kind == "patch-result" and event.get("pid") == self.pid:
             total = self.built_ms.get(event.get("id"))
             took = f" in {total:.0f} ms" if total is not None else ""
+            took += _warned(self.warnings.get(event.get("id"), 0))
             if event.get("applied"):
                 runs = f"{self.program.name} (pid {self.pid}) runs the new code"
                 return [f"{tag} {self.style.ok('patched')}{took}: {runs}"]
@@ -178,7 +184,7 @@ class RunView:
             if where:
                 count += f" at {where}" if len(errors) == 1 else f", the first at {where}"
             if warnings:
-                count += f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
+                count += f", {_plural(len(warnings), 'warning')}"
             keeps = f"{self.program.name} keeps running the last good code"
             out.append(f"{tag} {self.style.bad('build failed')} ({count}); {keeps}")
             return out
@@ -188,6 +194,15 @@ class RunView:
         if kind == "not-patchable" and event.get("for_pid") == self.pid:
             return [f"{tag} {self.style.warn('not patchable')}: {event.get('message')}"]
         return []
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'s' if count != 1 else ''}"
+
+
+def _warned(count: int) -> str:
+    """`` (2 warnings)`` after a build's time, or nothing."""
+    return f" ({_plural(count, 'warning')})" if count else ""
 
 
 def describe_exit(name: str, returncode: int) -> str:

@@ -97,6 +97,25 @@ def test_patched_is_said_only_when_this_process_applied_it() -> None:
     assert "game is not listening" in lonely[0] and "thinpatch init" in lonely[0]
 
 
+def test_every_build_line_counts_the_builds_warnings() -> None:
+    v = view()
+    unused = {"level": "warning", "message": "unused variable: `x`", "rendered": "warning: unused variable"}
+    summary = {"level": "warning", "message": "1 warning emitted", "spans": []}
+    report = {"compiler_warnings": [unused, summary]}
+    ready = {"type": "patch-ready", "id": 7, "program": MINE, "subscribers": 1, "timings": {"total_ms": 96.0},
+             "report": report}
+    assert v.lines(ready) == []
+    applied = {"type": "patch-result", "id": 7, "pid": 41, "applied": True}
+    assert v.lines(applied) == ["[thinpatch] patched in 96 ms (1 warning): game (pid 41) runs the new code"]
+    lonely = v.lines({**ready, "id": 8, "subscribers": 0})
+    assert lonely[0].startswith("[thinpatch] patch built in 96 ms (1 warning), but game is not listening")
+    error = {"level": "error", "message": "expected `;`", "rendered": "error: expected `;`"}
+    failed = {"type": "build-failed", "id": 9, "program": MINE, "diagnostics": [error, unused, unused]}
+    assert v.lines(failed)[-1] == (
+        "[thinpatch] build failed (1 error, 2 warnings); game keeps running the last good code"
+    )
+
+
 def test_compile_errors_as_cargo_renders_them_with_a_count() -> None:
     error = {"level": "error", "message": "expected `;`", "rendered": "error: expected `;`\n --> src/main.rs:4:5\n"}
     warning = {"level": "warning", "message": "unused variable", "rendered": "warning: unused variable\n"}

@@ -40,6 +40,7 @@ fn main() {
 
 
 GREEN, RESET = r"\x1b\[32m", r"\x1b\[0m"
+WARNED = r"(?: \(\d+ warnings?\))?"  # the build's warning count, when it has any
 
 
 def thinpatch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -101,7 +102,7 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
 
         # 4. an edit shows in the same process, its counter going on
         save_like_an_editor(main, main.read_text().replace("says v1", "says v2"))
-        child.expect(f"{GREEN}patched{RESET} in \\d+ ms: game \\(pid (\\d+)\\) runs the new code")
+        child.expect(f"{GREEN}patched{RESET} in \\d+ ms{WARNED}: game \\(pid (\\d+)\\) runs the new code")
         assert int(child.match.group(1)) == pid  # in colour: this is a terminal
         child.expect(r"frame (\d+) says v2")
         assert frame_number(child) > before
@@ -131,7 +132,7 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         child.expect(r"frame (\d+) says v3")  # still printing, its counter going on
         assert frame_number(child) > before and os.path.exists(f"/proc/{pid}")
         save_like_an_editor(main, main.read_text().replace("says v3", "says v3 still"))  # and still patched
-        child.expect(r"patched\S* in \d+ ms: game \(pid (\d+)\) runs the new code")
+        child.expect(r"patched\S* in \d+ ms" + WARNED + r": game \(pid (\d+)\) runs the new code")
         assert int(child.match.group(1)) == pid
         child.expect(r"rebuild failed\S* after the Cargo.toml change")  # the summary stays the last line
         child.expect(r"frame \d+ says v3 still")
