@@ -298,9 +298,9 @@ async def fresh_program(
     from (see :func:`build_digests`)."""
     program, captures = find_program(options.workspace, options.selection)
     base = {str(options.workspace / "Cargo.toml"), str(options.workspace / "Cargo.lock")}
-    before = manifest_digests(manifest_files(captures, options.workspace) if captures else base)
+    files = manifest_files(captures, options.workspace) if captures else base
+    before = manifest_digests(files)
     if program is not None and captures is not None and not force:
-        files = manifest_files(captures, options.workspace)
         mtimes = {f: os.stat(f).st_mtime for f in files if os.path.exists(f)}
         captured_at = max((r.recorded_at for r in captures.links.values()), default=0.0)
         reason = stale_reason(program, captured_at, mtimes)
@@ -478,10 +478,24 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
     interrupted = False
     view: RunView  # once the program runs
 
+    async def rebuild(client: Any, why: str | None) -> Program:
+        """A fresh build under capture that the daemon serves; the running program is left
+        alone. Raises RunError (BuildFailed when cargo failed)."""
+        fresh = await fresh_program(options, style, force=True, why=why, digests=built)
+        await wait_until_served(client, fresh)
+        return fresh
+
+    def switch_to(fresh: Program, tg: anyio.abc.TaskGroup) -> None:
+        """Stop the running program and start ``fresh``, with a view of its own."""
+        nonlocal program, view
+        program = fresh
+        view = RunView(program, style, built_ms=view.built_ms)
+        view.pid = runner.start(program)  # stops the old one first
+        tg.start_soon(runner.watch_exit, program.name)
+
     async def restart_on_request(client: Any, tg: anyio.abc.TaskGroup) -> None:
         """`thinpatch restart`: build afresh under capture; the old program stops only once
         the new build is there (a failed build leaves it running)."""
-        nonlocal program, view
         async for _ in restart_requests:
             if view.code_broken:
                 # A failed cargo build can remove the binary patches are built against.
@@ -490,7 +504,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                 continue
             say(tagged(style, f"restart requested: {style.warn('rebuilding')} {program.name}"))
             try:
-                fresh = await fresh_program(options, style, force=True, digests=built)
+                fresh = await rebuild(client, None)
             except BuildFailed:
                 say(tagged(style, f"{style.bad('build failed')} (see cargo's output above); {program.name} keeps "
                                   "running the code it had, but saves may not patch it until a build succeeds: "
@@ -499,11 +513,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
             except RunError as exc:
                 say(tagged(style, f"{style.bad('restart failed')}: {exc}"))
                 continue
-            await wait_until_served(client, fresh)
-            program = fresh
-            view = RunView(program, style, built_ms=view.built_ms)
-            view.pid = runner.start(program)  # stops the old one first
-            tg.start_soon(runner.watch_exit, program.name)
+            switch_to(fresh, tg)
             say(tagged(style, f"restarted {program.name} with a fresh build (pid {view.pid})"))
     try:
         async with anyio.create_task_group() as tg:
@@ -545,10 +555,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                             # Build first; the running program is stopped only for a binary that built.
                             keeps = f"{program.name} keeps running until it builds"
                             try:
-                                fresh = await fresh_program(
-                                    options, style, force=True, why=f"{changed} changed; {keeps}", digests=built
-                                )
-                                await wait_until_served(client, fresh)
+                                fresh = await rebuild(client, f"{changed} changed; {keeps}")
                             except RunError as exc:
                                 if runner.running:
                                     old = f"{program.name} (pid {view.pid}) keeps running the last good build"
@@ -562,11 +569,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                                 view.fail(summary)
                                 say(summary)
                                 continue
-                            runner.stop()
-                            program = fresh
-                            view = RunView(program, style, built_ms=view.built_ms)
-                            view.pid = runner.start(program)
-                            tg.start_soon(runner.watch_exit, program.name)
+                            switch_to(fresh, tg)
                             say(tagged(style, f"{changed} changed: {style.warn('restarted')} {program.name} "
                                               f"(pid {view.pid}) with a fresh build; its state was lost"))
                         elif kind in ("build-started", "patch-ready") and runner.exited.is_set() and view.mine(event):
