@@ -80,6 +80,10 @@ def test_rustc_temporaries():
 # --------------------------------------------------------------------------- fat build
 
 BIN = ["--crate-name", "app", "src/main.rs", "--crate-type", "bin", "--emit=dep-info,link"]
+# What the shim adds to a program's rustc call by default.
+SHIM_ARGS = [
+    "-C", "linker=/bin/thinpatch-linker", "-C", "link-arg=-Wl,--export-dynamic", "-C", "link-arg=-Wl,--build-id",
+]
 
 
 def plan(args, env=None, platform="linux", host="x86_64-unknown-linux-gnu"):
@@ -97,23 +101,8 @@ def plan(args, env=None, platform="linux", host="x86_64-unknown-linux-gnu"):
 
 def test_fat_build_default_linker_and_export_dynamic():
     p = plan(BIN)
-    assert p.run_args == [
-        *BIN,
-        "-C",
-        "linker=/bin/thinpatch-linker",
-        "-C",
-        "link-arg=-Wl,--export-dynamic",
-        "-C",
-        "link-arg=-Wl,--build-id",
-    ]
-    assert p.shim_args == [
-        "-C",
-        "linker=/bin/thinpatch-linker",
-        "-C",
-        "link-arg=-Wl,--export-dynamic",
-        "-C",
-        "link-arg=-Wl,--build-id",
-    ]
+    assert p.run_args == [*BIN, *SHIM_ARGS]
+    assert p.shim_args == SHIM_ARGS
     assert (p.chained_linker, p.linker_source, p.replaced_linker_arg) == ("cc", "default", None)
     assert p.child_env[fatbuild.ENV_LINKER_CHAIN] == "cc"
     assert p.child_env[fatbuild.ENV_LINK_CRATE] == "app"
@@ -123,15 +112,7 @@ def test_fat_build_default_linker_and_export_dynamic():
 def test_fat_build_replaces_user_linker():
     args = [*BIN, "-C", "linker=/usr/bin/clang"]
     p = plan(args)
-    assert p.run_args == [
-        *BIN,
-        "-C",
-        "linker=/bin/thinpatch-linker",
-        "-C",
-        "link-arg=-Wl,--export-dynamic",
-        "-C",
-        "link-arg=-Wl,--build-id",
-    ]
+    assert p.run_args == [*BIN, *SHIM_ARGS]
     assert (p.chained_linker, p.linker_source, p.replaced_linker_arg) == ("/usr/bin/clang", "args", "/usr/bin/clang")
 
 
