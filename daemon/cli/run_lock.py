@@ -6,8 +6,8 @@ it ends, so a file left behind by a crashed `run` never blocks the next one: the
 only says who holds the lock, and counts only while the lock is held. `thinpatch restart`
 finds the project's `run` the same way.
 
-The file is this user's (checked after opening), mode 0600, opened without following a
-symbolic link, in a directory made 0700.
+The file is this user's (checked after opening, with every directory above it, as every file
+thinpatch uses is), mode 0600, opened without following a symbolic link, in a directory made 0700.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from capture import store
+from capture.trust import untrusted_reason
 
 LOCK_NAME = "run.lock"
 READ_PID_WAIT_S = 1.0  # a new holder writes its pid right after taking the lock
@@ -87,6 +88,10 @@ def _open_checked(path: Path, flags: int) -> int:
     if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
         os.close(fd)
         raise RunLockError(f"{path} is not a file of yours; remove it")
+    reason = untrusted_reason(path)  # the directories above it, as for every file thinpatch uses
+    if reason is not None:
+        os.close(fd)
+        raise RunLockError(f"{path} can't be trusted: {reason}")
     return fd
 
 

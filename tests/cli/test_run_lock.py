@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from daemon.cli import run_lock
+from tests.support.other_user import nobody_ids
 
 
 def hold_in_child(root, *, crash: bool = False) -> subprocess.Popen:
@@ -92,6 +93,18 @@ def test_a_directory_in_its_place_is_refused(tmp_path):
     run_lock.lock_path(root).mkdir(parents=True)
     with pytest.raises(run_lock.RunLockError):
         run_lock.hold(root)
+
+
+def test_a_capture_root_of_another_user_is_refused(tmp_path):
+    """The lock is trusted as every file thinpatch uses is: the directory it sits in must be
+    yours (a shared CARGO_TARGET_DIR that another user made first is not)."""
+    root = tmp_path / "thinpatch"
+    root.mkdir(mode=0o755)
+    os.chown(root, *nobody_ids())
+    with pytest.raises(run_lock.RunLockError, match=r"can't be trusted: .*belongs to uid"):
+        run_lock.hold(root)
+    with pytest.raises(run_lock.RunLockError, match=r"can't be trusted"):
+        run_lock.holder(root)
 
 
 def test_restart_without_a_run_says_so(tmp_path):
