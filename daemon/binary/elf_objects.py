@@ -1,0 +1,242 @@
+"""ELF files section by section: sections, symbols with their section, and relocations.
+
+``symbols.py`` answers "which names does this file define and need"; this module answers
+"what bytes make up each function and what do they refer to", which change analysis needs.
+It reads 64-bit little-endian ELF (x86_64 and aarch64): relocatable objects (``.o``, the
+members of an ``.rlib``) and linked images alike. ``parse_object(data)`` is pure;
+``read_object(path)`` and ``archive_members(path)`` read files.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EM_X86_64 = 62
+EM_AARCH64 = 183
+
+ET_REL = 1
+
+SHT_SYMTAB = 2
+SHT_RELA = 4
+SHT_NOBITS = 8
+SHT_REL = 9
+SHF_ALLOC = 0x2
+SHF_EXECINSTR = 0x4
+
+STT_OBJECT = 1
+STT_FUNC = 2
+STT_SECTION = 3
+STT_TLS = 6
+
+SHN_UNDEF = 0
+SHN_LORESERVE = 0xFF00
+
+# Absolute relocations the compiler puts into debug sections: the field holds S + A.
+_ABSOLUTE = {
+    EM_X86_64: {1: 8, 10: 4, 11: 4},  # R_X86_64_64, _32, _32S
+    EM_AARCH64: {257: 8, 258: 4},  # R_AARCH64_ABS64, _ABS32
+}
+
+_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")
+_SECTION = struct.Struct("<IIQQQQIIQQ")
+_SYMBOL = struct.Struct("<IBBHQQ")
+_RELA = struct.Struct("<QQq")
+_REL = struct.Struct("<QQ")
+
+
+class ObjectFormatError(ValueError):
+    """Not an ELF file this reader understands (says which and why)."""
+
+
+@dataclass(frozen=True)
+class Section:
+    index: int
+    name: str
+    type: int
+    flags: int
+    addr: int
+    offset: int
+    size: int
+    link: int
+    info: int
+
+    @property
+    def executable(self) -> bool:
+        return bool(self.flags & SHF_EXECINSTR)
+
+
+@dataclass(frozen=True)
+class ObjSymbol:
+    index: int
+    name: str
+    type: int  # STT_*
+    binding: int  # STB_*: 0 local, 1 global, 2 weak
+    section: int  # section index; SHN_UNDEF for a symbol defined elsewhere
+    value: int  # section-relative in a relocatable object, an address in a linked image
+    size: int
+
+    @property
+    def defined(self) -> bool:
+        return self.section != SHN_UNDEF and self.section < SHN_LORESERVE
+
+
+@dataclass(frozen=True)
+class Relocation:
+    offset: int  # within the section it applies to (an address in a linked image)
+    type: int  # R_<arch>_* number
+    symbol: int  # index into ElfObject.symbols (0: none)
+    addend: int
+
+
+@dataclass
+class ElfObject:
+    path: str
+    data: bytes
+    machine: int
+    file_type: int
+    sections: list[Section]
+    symbols: list[ObjSymbol]
+    _relocations: dict[int, list[Relocation]] = field(default_factory=dict)
+
+    @property
+    def relocatable(self) -> bool:
+        return self.file_type == ET_REL
+
+    def section_named(self, name: str) -> Section | None:
+        return next((s for s in self.sections if s.name == name), None)
+
+    def section_data(self, section: Section) -> bytes:
+        if section.type == SHT_NOBITS:
+            return bytes(section.size)
+        return self.data[section.offset : section.offset + section.size]
+
+    def relocations(self, section: Section) -> list[Relocation]:
+        """The relocations that apply to ``section`` (empty in a linked image's code)."""
+        return self._relocations.get(section.index, [])
+
+    def relocated(self, name: str) -> bytes | None:
+        """A non-code section's bytes with its absolute relocations applied (S + A), as a
+        linker would write them: how DWARF in an object file is read. None if absent."""
+        section = self.section_named(name)
+        if section is None:
+            return None
+        data = self.section_data(section)
+        widths = _ABSOLUTE.get(self.machine, {})
+        relocations = self.relocations(section)
+        if not relocations:
+            return data
+        out = bytearray(data)
+        for rel in relocations:
+            width = widths.get(rel.type)
+            if width is None or rel.offset + width > len(out):
+                continue
+            symbol = self.symbols[rel.symbol] if 0 < rel.symbol < len(self.symbols) else None
+            base = symbol.value if symbol is not None and symbol.type != STT_SECTION else 0
+            value = (base + rel.addend) & ((1 << (8 * width)) - 1)
+            out[rel.offset : rel.offset + width] = value.to_bytes(width, "little")
+        return bytes(out)
+
+
+def _cstr(table: bytes, offset: int) -> str:
+    stop = table.find(b"\0", offset)
+    return table[offset : stop if stop >= 0 else len(table)].decode("utf-8", "surrogateescape")
+
+
+def parse_object(data: bytes, path: str = "") -> ElfObject:
+    """Sections, symbols and relocations of a 64-bit little-endian ELF file (pure)."""
+    if data[:4] != b"\x7fELF":
+        raise ObjectFormatError(f"{path or 'data'}: not an ELF file")
+    if data[4] != 2 or data[5] != 1:
+        raise ObjectFormatError(f"{path or 'data'}: only 64-bit little-endian ELF is read")
+    (_, e_type, e_machine, _, _, _, e_shoff, _, _, _, _, e_shentsize, e_shnum, e_shstrndx) = _HEADER.unpack_from(
+        data, 0
+    )
+    raw: list[tuple[int, ...]] = []
+    if e_shoff:
+        if e_shnum == 0:  # more than 0xff00 sections: the real count is in section 0
+            e_shnum = _SECTION.unpack_from(data, e_shoff)[5]
+        if e_shstrndx == 0xFFFF:
+            e_shstrndx = _SECTION.unpack_from(data, e_shoff)[7]
+        raw = [_SECTION.unpack_from(data, e_shoff + i * e_shentsize) for i in range(e_shnum)]
+    names = b""
+    if 0 < e_shstrndx < len(raw):
+        names = data[raw[e_shstrndx][4] : raw[e_shstrndx][4] + raw[e_shstrndx][5]]
+    sections = [Section(i, _cstr(names, r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for i, r in enumerate(raw)]
+    symbols: list[ObjSymbol] = []
+    symtab = next((s for s in sections if s.type == SHT_SYMTAB), None)
+    if symtab is not None and 0 < symtab.link < len(sections):
+        strtab_section = sections[symtab.link]
+        strtab = data[strtab_section.offset : strtab_section.offset + strtab_section.size]
+        body = data[symtab.offset : symtab.offset + symtab.size - symtab.size % _SYMBOL.size]
+        for index, (name, info, _other, shndx, value, size) in enumerate(_SYMBOL.iter_unpack(body)):
+            symbol_type = info & 0xF
+            text = _cstr(strtab, name)
+            if symbol_type == STT_SECTION and not text and 0 < shndx < len(sections):
+                text = sections[shndx].name
+            symbols.append(ObjSymbol(index, text, symbol_type, info >> 4, shndx, value, size))
+    relocations: dict[int, list[Relocation]] = {}
+    for s in sections:
+        if s.type not in (SHT_RELA, SHT_REL) or not 0 < s.info < len(sections):
+            continue
+        body = data[s.offset : s.offset + s.size]
+        if s.type == SHT_RELA:
+            entries = [
+                Relocation(off, info & 0xFFFFFFFF, info >> 32, addend)
+                for off, info, addend in _RELA.iter_unpack(body[: len(body) - len(body) % _RELA.size])
+            ]
+        else:
+            entries = [
+                Relocation(off, info & 0xFFFFFFFF, info >> 32, 0)
+                for off, info in _REL.iter_unpack(body[: len(body) - len(body) % _REL.size])
+            ]
+        relocations.setdefault(s.info, []).extend(entries)
+    return ElfObject(path, data, e_machine, e_type, sections, symbols, relocations)
+
+
+def read_object(path: str | Path) -> ElfObject:
+    return parse_object(Path(path).read_bytes(), str(path))
+
+
+def archive_members(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """The members of a System V / GNU ``ar`` archive (an ``.rlib``), as (name, bytes); the
+    archive's own symbol and name tables are skipped (pure)."""
+    if not data.startswith(b"!<arch>\n"):
+        raise ObjectFormatError("not an ar archive")
+    position = 8
+    long_names = b""
+    while position + 60 <= len(data):
+        header = data[position : position + 60]
+        name = header[:16].decode("ascii", "replace").rstrip()
+        try:
+            size = int(header[48:58].decode("ascii").strip())
+        except ValueError as exc:
+            raise ObjectFormatError(f"a damaged ar member header at byte {position}") from exc
+        body = data[position + 60 : position + 60 + size]
+        position += 60 + size + (size & 1)
+        if name in ("/", "/SYM64/"):
+            continue
+        if name == "//":
+            long_names = body
+            continue
+        if name.startswith("#1/"):  # BSD: the name leads the body
+            length = int(name[3:])
+            name, body = body[:length].rstrip(b"\0").decode("utf-8", "replace"), body[length:]
+        elif name.startswith("/") and name[1:].isdigit():
+            start = int(name[1:])  # GNU: names end with "/\n" there
+            stop = long_names.find(b"\n", start)
+            name = long_names[start : stop if stop >= 0 else len(long_names)].decode("utf-8", "replace")
+        yield name.rstrip("/"), body
+
+
+def object_files(path: str | Path) -> Iterator[ElfObject]:
+    """The ELF objects in ``path``: the file itself, or each object member of an archive."""
+    data = Path(path).read_bytes()
+    if data.startswith(b"!<arch>\n"):
+        for name, body in archive_members(data):
+            if name.endswith(".o") and body.startswith(b"\x7fELF"):  # not lib.rmeta
+                yield parse_object(body, f"{path}({name})")
+    else:
+        yield parse_object(data, str(path))
