@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from capture.store import Captures
 from daemon.build.diagnostics import is_summary_dict
 from daemon.build.processes import dies_with_parent
 from daemon.cli.daemon_patch import serves
+from daemon.cli.run_sources import build_inputs, changed_since_build, file_mtimes
 from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
 from daemon.service.watcher import content_digest
@@ -64,15 +65,27 @@ def manifest_files(captures: Captures, workspace: Path) -> set[str]:
     return files
 
 
-def stale_reason(program: Program | None, captured_at: float, mtimes: dict[str, float]) -> str | None:
-    """Why the capture can't serve this run (None: it can). Source edits are not a reason:
-    the daemon patches edits made since the capture as soon as it starts."""
+def stale_reason(
+    program: Program | None, read_at: Mapping[str, float], mtimes: Mapping[str, float], workspace: str
+) -> str | None:
+    """Why the capture can't serve this run (None: it can): there is none, or a file the
+    program was built from (a source or a manifest; ``read_at``: when the build read it) was
+    saved since, so its binary is not the current sources' build."""
     if program is None:
         return "no capture of this program yet"
-    changed = sorted(path for path, mtime in mtimes.items() if mtime > captured_at)
+    changed = changed_since_build(read_at, mtimes)
     if changed:
-        return f"{', '.join(os.path.basename(p) for p in changed)} changed since the capture"
+        return f"{name_files(changed, workspace)} changed since the capture"
     return None
+
+
+def name_files(paths: Iterable[str], workspace: str, most: int = 3) -> str:
+    """``src/main.rs, src/world.rs and 2 more``: paths relative to the workspace when in it."""
+    inside = os.path.join(workspace, "")
+    names = sorted(os.path.relpath(p, workspace) if p.startswith(inside) else p for p in paths)
+    if len(names) > most:
+        return f"{', '.join(names[:most])} and {len(names) - most} more"
+    return ", ".join(names)
 
 
 def build_digests(before: dict[str, str | None], after: dict[str, str | None]) -> dict[str, str | None]:
@@ -301,11 +314,9 @@ async def fresh_program(
     files = manifest_files(captures, options.workspace) if captures else base
     before = manifest_digests(files)
     if program is not None and captures is not None and not force:
-        mtimes = {f: os.stat(f).st_mtime for f in files if os.path.exists(f)}
-        captured_at = max((r.recorded_at for r in captures.links.values()), default=0.0)
-        reason = stale_reason(program, captured_at, mtimes)
+        reason = capture_staleness(options.workspace, program, captures, files)
     else:
-        reason = (why or "a rebuild was requested") if force else stale_reason(None, 0.0, {})
+        reason = (why or "a rebuild was requested") if force else stale_reason(None, {}, {}, "")
     if reason is None and program is not None:
         if digests is not None:
             digests.clear()
@@ -324,6 +335,12 @@ async def fresh_program(
         digests.clear()
         digests.update(build_digests(before, after))
     return program
+
+
+def capture_staleness(workspace: Path, program: Program, captures: Captures, manifests: Iterable[str]) -> str | None:
+    """:func:`stale_reason` of ``program`` as its capture and the disk are now."""
+    read_at = build_inputs(captures, program, manifests)
+    return stale_reason(program, read_at, file_mtimes(read_at), str(workspace))
 
 
 def restart_failure(exc: RunError) -> tuple[str | None, str]:

@@ -13,6 +13,7 @@ from daemon.cli.run_session import (
     build_digests,
     describe_exit,
     manifest_files,
+    name_files,
     restart_failure,
     stale_reason,
 )
@@ -40,12 +41,28 @@ def test_run_takes_cargo_runs_flags() -> None:
     assert args.program_args == ["--", "--level", "3"]
 
 
-def test_a_manifest_changed_after_the_capture_makes_it_stale_but_a_source_edit_does_not() -> None:
-    assert stale_reason(None, 0.0, {}) == "no capture of this program yet"
-    assert stale_reason(PROGRAM, 100.0, {"/w/Cargo.toml": 99.0, "/w/build.rs": 50.0}) is None
-    assert stale_reason(PROGRAM, 100.0, {"/w/Cargo.toml": 101.0, "/w/Cargo.lock": 102.0}) == (
+def test_a_manifest_or_source_saved_after_the_build_read_it_makes_the_capture_stale() -> None:
+    assert stale_reason(None, {}, {}, "/w") == "no capture of this program yet"
+    read_at = {"/w/Cargo.toml": 100.0, "/w/Cargo.lock": 100.0, "/w/build.rs": 100.0, "/w/src/main.rs": 90.0}
+    as_built = {"/w/Cargo.toml": 99.0, "/w/Cargo.lock": 100.0, "/w/src/main.rs": 89.5}  # no build.rs
+    assert stale_reason(PROGRAM, read_at, as_built, "/w") is None
+    assert stale_reason(PROGRAM, read_at, {**as_built, "/w/Cargo.toml": 101.0, "/w/Cargo.lock": 102.0}, "/w") == (
         "Cargo.lock, Cargo.toml changed since the capture"
     )
+    # a source saved after rustc read it: the capture's binary is not the current code
+    assert stale_reason(PROGRAM, read_at, {**as_built, "/w/src/main.rs": 95.0}, "/w") == (
+        "src/main.rs changed since the capture"
+    )
+    # a file the build did not read is no reason (another program's, a test's)
+    assert stale_reason(PROGRAM, read_at, {**as_built, "/w/tests/it.rs": 500.0}, "/w") is None
+
+
+def test_changed_files_are_named_from_the_workspace_a_few_at_a_time() -> None:
+    assert name_files(["/w/src/main.rs"], "/w") == "src/main.rs"
+    assert name_files(["/w/b.rs", "/elsewhere/a.rs", "/w/a.rs"], "/w") == "/elsewhere/a.rs, a.rs, b.rs"
+    many = [f"/w/src/m{i}.rs" for i in range(5)]
+    assert name_files(many, "/w") == "src/m0.rs, src/m1.rs, src/m2.rs and 2 more"
+    assert name_files(["/wx/a.rs"], "/w") == "/wx/a.rs"  # beside the workspace, not in it
 
 
 def test_manifest_files_are_each_crates_manifest_and_build_script() -> None:
