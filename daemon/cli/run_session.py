@@ -88,6 +88,17 @@ def name_files(paths: Iterable[str], workspace: str, most: int = 3) -> str:
     return ", ".join(names)
 
 
+def relaunch_reason(running: Program, captured: Program | None, binary_exists: bool, stale: str | None) -> str | None:
+    """Why a program that stopped must be built again before it starts (None: its binary is
+    the current sources' build, so it starts as it is). ``captured`` is the program the
+    capture on disk holds now, ``stale`` its :func:`stale_reason`."""
+    if not binary_exists:  # a failed link removes it, and the capture can't name its build ID
+        return "its binary is gone"
+    if captured is None or captured.build_id != running.build_id:
+        return "the capture changed since it started"
+    return stale
+
+
 def build_digests(before: dict[str, str | None], after: dict[str, str | None]) -> dict[str, str | None]:
     """The manifest contents a capture build answered: each file as the build found it, except
     Cargo.lock as the build left it (cargo rewrites it itself)."""
@@ -148,6 +159,16 @@ class RunView:
             out += [line for line in (self.failing, self.restart_failing) if line]
         return out
 
+    def save_built(self, event: dict[str, Any]) -> bool:
+        """This event ends the build of a save for this program, and the sources may build:
+        a patch was built, or refused (a change a patch can't carry), or the build failed on
+        something other than compile errors (a fresh build may cure it). A program that
+        stopped starts again on such an event (call after :meth:`lines`)."""
+        if event.get("replayed") or not self.mine(event):
+            return False
+        kind = event.get("type")
+        return kind in ("patch-ready", "patch-rejected") or (kind == "build-failed" and not self.code_broken)
+
     def mine(self, event: dict[str, Any]) -> bool:
         program = event.get("program") or {}
         if program:
@@ -198,7 +219,10 @@ class RunView:
                 count += f" at {where}" if len(errors) == 1 else f", the first at {where}"
             if warnings:
                 count += f", {_plural(len(warnings), 'warning')}"
-            keeps = f"{self.program.name} keeps running the last good code"
+            if self.pid is None:  # it stopped: a save that builds starts it again
+                keeps = f"{self.program.name} starts again once a save builds"
+            else:
+                keeps = f"{self.program.name} keeps running the last good code"
             out.append(f"{tag} {self.style.bad('build failed')} ({count}); {keeps}")
             return out
         if kind == "patch-rejected" and self.mine(event):
@@ -226,7 +250,7 @@ def describe_exit(name: str, returncode: int) -> str:
             how = f"was killed by signal {-returncode}"
     else:
         how = f"exited with status {returncode}"
-    return f"{name} {how}; it starts again on the next save"
+    return f"{name} {how}; it starts again on the next save that builds, from the current sources"
 
 
 # --------------------------------------------------------------------------- effects
@@ -341,6 +365,19 @@ def capture_staleness(workspace: Path, program: Program, captures: Captures, man
     """:func:`stale_reason` of ``program`` as its capture and the disk are now."""
     read_at = build_inputs(captures, program, manifests)
     return stale_reason(program, read_at, file_mtimes(read_at), str(workspace))
+
+
+def why_rebuild_to_relaunch(options: RunOptions, running: Program) -> str | None:
+    """Why ``running``, which stopped, must be built again before it starts (None: its binary
+    is the current sources' build): see :func:`relaunch_reason`."""
+    try:
+        captured, captures = find_program(options.workspace, options.selection)
+    except RunError:  # several programs match now: the build says which is meant
+        captured, captures = None, None
+    stale = None
+    if captured is not None and captures is not None:
+        stale = capture_staleness(options.workspace, captured, captures, manifest_files(captures, options.workspace))
+    return relaunch_reason(running, captured, os.path.exists(running.binary), stale)
 
 
 def restart_failure(exc: RunError) -> tuple[str | None, str]:
@@ -510,6 +547,33 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         view.pid = runner.start(program)  # stops the old one first
         tg.start_soon(runner.watch_exit, program.name)
 
+    async def relaunch(client: Any, tg: anyio.abc.TaskGroup) -> None:
+        """Start the program that stopped again, from the current sources: its own binary when
+        no file it was built from was saved since, else a fresh build under capture first. A
+        build that fails leaves it stopped until a save builds."""
+        reason = await anyio.to_thread.run_sync(why_rebuild_to_relaunch, options, program)
+        if reason is None:  # the daemon replays the latest patch to it when it subscribes
+            view.pid = runner.start(program)
+            view.restart_failing = None
+            tg.start_soon(runner.watch_exit, program.name)
+            say(tagged(style, f"started {program.name} again (pid {view.pid}); no file it was built from changed "
+                              "since, so it runs the current sources"))
+            return
+        try:
+            fresh = await rebuild(client, f"{reason}; {program.name} starts again once it builds")
+        except RunError as exc:
+            shown, why = restart_failure(exc)
+            if shown:
+                say(shown)
+            summary = tagged(style, f"{style.bad('rebuild failed')} ({why}); {program.name} stays stopped until a "
+                                    "save builds. Fix it and save again")
+            view.fail(summary)
+            say(summary)
+            return
+        switch_to(fresh, tg)
+        say(tagged(style, f"{program.name} had stopped: {style.warn('rebuilt')} it from the current sources and "
+                          f"started it again (pid {view.pid}); its state was lost"))
+
     async def restart_on_request(client: Any, tg: anyio.abc.TaskGroup) -> None:
         """`thinpatch restart`: build afresh under capture; the old program stops only once
         the new build is there (a failed build leaves it running)."""
@@ -556,7 +620,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                     say(tagged(style, running))
                     async for event in client.events():
                         if runner.exited.is_set():
-                            view.pid = None  # it ended; the next patch starts it again
+                            view.pid = None  # it ended; the next save that builds starts it again
                         for line in view.lines(event):
                             say(line)
                         kind = event.get("type")
@@ -577,7 +641,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                                 if runner.running:
                                     old = f"{program.name} (pid {view.pid}) keeps running the last good build"
                                 else:
-                                    old = f"{program.name} starts again from the last good build on the next save"
+                                    old = f"{program.name} starts again once a save builds"
                                 shown, why = restart_failure(exc)
                                 if shown:
                                     say(shown)
@@ -589,11 +653,8 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                             switch_to(fresh, tg)
                             say(tagged(style, f"{changed} changed: {style.warn('restarted')} {program.name} "
                                               f"(pid {view.pid}) with a fresh build; its state was lost"))
-                        elif kind in ("build-started", "patch-ready") and runner.exited.is_set() and view.mine(event):
-                            if kind == "patch-ready":  # the new process applies it on subscribe
-                                view.pid = runner.start(program)
-                                tg.start_soon(runner.watch_exit, program.name)
-                                say(tagged(style, f"started {program.name} again (pid {view.pid})"))
+                        elif runner.exited.is_set() and view.save_built(event):
+                            await relaunch(client, tg)
                     say(tagged(style, f"the daemon closed the connection: {client.disconnect_reason or 'it stopped'}"))
                     tg.cancel_scope.cancel()
             except DaemonUnavailable as exc:
