@@ -1,12 +1,13 @@
 """`thinpatch run`: capture if needed, serve, run the program, and patch it on every save.
 
 One command does what a developer would otherwise do in three terminals: it captures the
-program when there is no capture or the capture is stale, uses the running daemon or
-starts one for the session, launches the captured binary with the socket in its
-environment, and prints thinpatch's own status lines beside the program's output. A
-`Cargo.toml` or `build.rs` change re-captures and, once that build succeeds, restarts the
-program (a failed build leaves the old one running); a program that exits is started again
-on the next save; Ctrl-C stops everything this command started.
+program when there is no capture or the capture is stale (a source or manifest it was built
+from was saved since), uses the running daemon or starts one for the session, launches the
+captured binary with the socket in its environment, and prints thinpatch's own status lines
+beside the program's output. A `Cargo.toml` or `build.rs` change re-captures and, once that
+build succeeds, restarts the program (a failed build leaves the old one running); a program
+that exits is started again on the next save that builds, re-captured first when its sources
+changed since its build; Ctrl-C stops everything this command started.
 
 The decisions (staleness, which lines to print) are pure functions at the top; the
 processes and the socket are below them.
