@@ -276,7 +276,10 @@ class RunOptions:
 
 
 def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    # One write: print() writes the newline apart, and the program's output, on the same
+    # terminal, can land between the two.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def tagged(style: Style, text: str) -> str:
