@@ -1,12 +1,13 @@
 """`thinpatch run`: capture if needed, serve, run the program, and patch it on every save.
 
 One command does what a developer would otherwise do in three terminals: it captures the
-program when there is no capture or the capture is stale, uses the running daemon or
-starts one for the session, launches the captured binary with the socket in its
-environment, and prints thinpatch's own status lines beside the program's output. A
-`Cargo.toml` or `build.rs` change re-captures and, once that build succeeds, restarts the
-program (a failed build leaves the old one running); a program that exits is started again
-on the next save; Ctrl-C stops everything this command started.
+program when there is no capture or the capture is stale (a source or manifest it was built
+from was saved since), uses the running daemon or starts one for the session, launches the
+captured binary with the socket in its environment, and prints thinpatch's own status lines
+beside the program's output. A `Cargo.toml` or `build.rs` change re-captures and, once that
+build succeeds, restarts the program (a failed build leaves the old one running); a program
+that exits is started again on the next save that builds, re-captured first when its sources
+changed since its build; Ctrl-C stops everything this command started.
 
 The decisions (staleness, which lines to print) are pure functions at the top; the
 processes and the socket are below them.
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from capture.store import Captures
 from daemon.build.diagnostics import is_summary_dict
 from daemon.build.processes import dies_with_parent
 from daemon.cli.daemon_patch import serves
+from daemon.cli.run_sources import build_inputs, changed_since_build, file_mtimes
 from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
 from daemon.service.watcher import content_digest
@@ -64,15 +66,38 @@ def manifest_files(captures: Captures, workspace: Path) -> set[str]:
     return files
 
 
-def stale_reason(program: Program | None, captured_at: float, mtimes: dict[str, float]) -> str | None:
-    """Why the capture can't serve this run (None: it can). Source edits are not a reason:
-    the daemon patches edits made since the capture as soon as it starts."""
+def stale_reason(
+    program: Program | None, read_at: Mapping[str, float], mtimes: Mapping[str, float], workspace: str
+) -> str | None:
+    """Why the capture can't serve this run (None: it can): there is none, or a file the
+    program was built from (a source or a manifest; ``read_at``: when the build read it) was
+    saved since, so its binary is not the current sources' build."""
     if program is None:
         return "no capture of this program yet"
-    changed = sorted(path for path, mtime in mtimes.items() if mtime > captured_at)
+    changed = changed_since_build(read_at, mtimes)
     if changed:
-        return f"{', '.join(os.path.basename(p) for p in changed)} changed since the capture"
+        return f"{name_files(changed, workspace)} changed since the capture"
     return None
+
+
+def name_files(paths: Iterable[str], workspace: str, most: int = 3) -> str:
+    """``src/main.rs, src/world.rs and 2 more``: paths relative to the workspace when in it."""
+    inside = os.path.join(workspace, "")
+    names = sorted(os.path.relpath(p, workspace) if p.startswith(inside) else p for p in paths)
+    if len(names) > most:
+        return f"{', '.join(names[:most])} and {len(names) - most} more"
+    return ", ".join(names)
+
+
+def relaunch_reason(running: Program, captured: Program | None, binary_exists: bool, stale: str | None) -> str | None:
+    """Why a program that stopped must be built again before it starts (None: its binary is
+    the current sources' build, so it starts as it is). ``captured`` is the program the
+    capture on disk holds now, ``stale`` its :func:`stale_reason`."""
+    if not binary_exists:  # a failed link removes it, and the capture can't name its build ID
+        return "its binary is gone"
+    if captured is None or captured.build_id != running.build_id:
+        return "the capture changed since it started"
+    return stale
 
 
 def build_digests(before: dict[str, str | None], after: dict[str, str | None]) -> dict[str, str | None]:
@@ -135,6 +160,16 @@ class RunView:
             out += [line for line in (self.failing, self.restart_failing) if line]
         return out
 
+    def save_built(self, event: dict[str, Any]) -> bool:
+        """This event ends the build of a save for this program, and the sources may build:
+        a patch was built, or refused (a change a patch can't carry), or the build failed on
+        something other than compile errors (a fresh build may cure it). A program that
+        stopped starts again on such an event (call after :meth:`lines`)."""
+        if event.get("replayed") or not self.mine(event):
+            return False
+        kind = event.get("type")
+        return kind in ("patch-ready", "patch-rejected") or (kind == "build-failed" and not self.code_broken)
+
     def mine(self, event: dict[str, Any]) -> bool:
         program = event.get("program") or {}
         if program:
@@ -185,7 +220,10 @@ class RunView:
                 count += f" at {where}" if len(errors) == 1 else f", the first at {where}"
             if warnings:
                 count += f", {_plural(len(warnings), 'warning')}"
-            keeps = f"{self.program.name} keeps running the last good code"
+            if self.pid is None:  # it stopped: a save that builds starts it again
+                keeps = f"{self.program.name} starts again once a save builds"
+            else:
+                keeps = f"{self.program.name} keeps running the last good code"
             out.append(f"{tag} {self.style.bad('build failed')} ({count}); {keeps}")
             return out
         if kind == "patch-rejected" and self.mine(event):
@@ -213,7 +251,7 @@ def describe_exit(name: str, returncode: int) -> str:
             how = f"was killed by signal {-returncode}"
     else:
         how = f"exited with status {returncode}"
-    return f"{name} {how}; it starts again on the next save"
+    return f"{name} {how}; it starts again on the next save that builds, from the current sources"
 
 
 # --------------------------------------------------------------------------- effects
@@ -238,7 +276,10 @@ class RunOptions:
 
 
 def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    # One write: print() writes the newline apart, and the program's output, on the same
+    # terminal, can land between the two.
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def tagged(style: Style, text: str) -> str:
@@ -301,11 +342,9 @@ async def fresh_program(
     files = manifest_files(captures, options.workspace) if captures else base
     before = manifest_digests(files)
     if program is not None and captures is not None and not force:
-        mtimes = {f: os.stat(f).st_mtime for f in files if os.path.exists(f)}
-        captured_at = max((r.recorded_at for r in captures.links.values()), default=0.0)
-        reason = stale_reason(program, captured_at, mtimes)
+        reason = capture_staleness(options.workspace, program, captures, files)
     else:
-        reason = (why or "a rebuild was requested") if force else stale_reason(None, 0.0, {})
+        reason = (why or "a rebuild was requested") if force else stale_reason(None, {}, {}, "")
     if reason is None and program is not None:
         if digests is not None:
             digests.clear()
@@ -324,6 +363,25 @@ async def fresh_program(
         digests.clear()
         digests.update(build_digests(before, after))
     return program
+
+
+def capture_staleness(workspace: Path, program: Program, captures: Captures, manifests: Iterable[str]) -> str | None:
+    """:func:`stale_reason` of ``program`` as its capture and the disk are now."""
+    read_at = build_inputs(captures, program, manifests)
+    return stale_reason(program, read_at, file_mtimes(read_at), str(workspace))
+
+
+def why_rebuild_to_relaunch(options: RunOptions, running: Program) -> str | None:
+    """Why ``running``, which stopped, must be built again before it starts (None: its binary
+    is the current sources' build): see :func:`relaunch_reason`."""
+    try:
+        captured, captures = find_program(options.workspace, options.selection)
+    except RunError:  # several programs match now: the build says which is meant
+        captured, captures = None, None
+    stale = None
+    if captured is not None and captures is not None:
+        stale = capture_staleness(options.workspace, captured, captures, manifest_files(captures, options.workspace))
+    return relaunch_reason(running, captured, os.path.exists(running.binary), stale)
 
 
 def restart_failure(exc: RunError) -> tuple[str | None, str]:
@@ -493,6 +551,33 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         view.pid = runner.start(program)  # stops the old one first
         tg.start_soon(runner.watch_exit, program.name)
 
+    async def relaunch(client: Any, tg: anyio.abc.TaskGroup) -> None:
+        """Start the program that stopped again, from the current sources: its own binary when
+        no file it was built from was saved since, else a fresh build under capture first. A
+        build that fails leaves it stopped until a save builds."""
+        reason = await anyio.to_thread.run_sync(why_rebuild_to_relaunch, options, program)
+        if reason is None:  # the daemon replays the latest patch to it when it subscribes
+            view.pid = runner.start(program)
+            view.restart_failing = None
+            tg.start_soon(runner.watch_exit, program.name)
+            say(tagged(style, f"started {program.name} again (pid {view.pid}); no file it was built from changed "
+                              "since, so it runs the current sources"))
+            return
+        try:
+            fresh = await rebuild(client, f"{reason}; {program.name} starts again once it builds")
+        except RunError as exc:
+            shown, why = restart_failure(exc)
+            if shown:
+                say(shown)
+            summary = tagged(style, f"{style.bad('rebuild failed')} ({why}); {program.name} stays stopped until a "
+                                    "save builds. Fix it and save again")
+            view.fail(summary)
+            say(summary)
+            return
+        switch_to(fresh, tg)
+        say(tagged(style, f"{program.name} had stopped: {style.warn('rebuilt')} it from the current sources and "
+                          f"started it again (pid {view.pid}); its state was lost"))
+
     async def restart_on_request(client: Any, tg: anyio.abc.TaskGroup) -> None:
         """`thinpatch restart`: build afresh under capture; the old program stops only once
         the new build is there (a failed build leaves it running)."""
@@ -539,7 +624,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                     say(tagged(style, running))
                     async for event in client.events():
                         if runner.exited.is_set():
-                            view.pid = None  # it ended; the next patch starts it again
+                            view.pid = None  # it ended; the next save that builds starts it again
                         for line in view.lines(event):
                             say(line)
                         kind = event.get("type")
@@ -560,7 +645,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                                 if runner.running:
                                     old = f"{program.name} (pid {view.pid}) keeps running the last good build"
                                 else:
-                                    old = f"{program.name} starts again from the last good build on the next save"
+                                    old = f"{program.name} starts again once a save builds"
                                 shown, why = restart_failure(exc)
                                 if shown:
                                     say(shown)
@@ -572,11 +657,8 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                             switch_to(fresh, tg)
                             say(tagged(style, f"{changed} changed: {style.warn('restarted')} {program.name} "
                                               f"(pid {view.pid}) with a fresh build; its state was lost"))
-                        elif kind in ("build-started", "patch-ready") and runner.exited.is_set() and view.mine(event):
-                            if kind == "patch-ready":  # the new process applies it on subscribe
-                                view.pid = runner.start(program)
-                                tg.start_soon(runner.watch_exit, program.name)
-                                say(tagged(style, f"started {program.name} again (pid {view.pid})"))
+                        elif runner.exited.is_set() and view.save_built(event):
+                            await relaunch(client, tg)
                     say(tagged(style, f"the daemon closed the connection: {client.disconnect_reason or 'it stopped'}"))
                     tg.cancel_scope.cancel()
             except DaemonUnavailable as exc:

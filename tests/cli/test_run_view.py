@@ -13,6 +13,8 @@ from daemon.cli.run_session import (
     build_digests,
     describe_exit,
     manifest_files,
+    name_files,
+    relaunch_reason,
     restart_failure,
     stale_reason,
 )
@@ -40,12 +42,56 @@ def test_run_takes_cargo_runs_flags() -> None:
     assert args.program_args == ["--", "--level", "3"]
 
 
-def test_a_manifest_changed_after_the_capture_makes_it_stale_but_a_source_edit_does_not() -> None:
-    assert stale_reason(None, 0.0, {}) == "no capture of this program yet"
-    assert stale_reason(PROGRAM, 100.0, {"/w/Cargo.toml": 99.0, "/w/build.rs": 50.0}) is None
-    assert stale_reason(PROGRAM, 100.0, {"/w/Cargo.toml": 101.0, "/w/Cargo.lock": 102.0}) == (
+def test_a_manifest_or_source_saved_after_the_build_read_it_makes_the_capture_stale() -> None:
+    assert stale_reason(None, {}, {}, "/w") == "no capture of this program yet"
+    read_at = {"/w/Cargo.toml": 100.0, "/w/Cargo.lock": 100.0, "/w/build.rs": 100.0, "/w/src/main.rs": 90.0}
+    as_built = {"/w/Cargo.toml": 99.0, "/w/Cargo.lock": 100.0, "/w/src/main.rs": 89.5}  # no build.rs
+    assert stale_reason(PROGRAM, read_at, as_built, "/w") is None
+    assert stale_reason(PROGRAM, read_at, {**as_built, "/w/Cargo.toml": 101.0, "/w/Cargo.lock": 102.0}, "/w") == (
         "Cargo.lock, Cargo.toml changed since the capture"
     )
+    # a source saved after rustc read it: the capture's binary is not the current code
+    assert stale_reason(PROGRAM, read_at, {**as_built, "/w/src/main.rs": 95.0}, "/w") == (
+        "src/main.rs changed since the capture"
+    )
+    # a file the build did not read is no reason (another program's, a test's)
+    assert stale_reason(PROGRAM, read_at, {**as_built, "/w/tests/it.rs": 500.0}, "/w") is None
+
+
+def test_changed_files_are_named_from_the_workspace_a_few_at_a_time() -> None:
+    assert name_files(["/w/src/main.rs"], "/w") == "src/main.rs"
+    assert name_files(["/w/b.rs", "/elsewhere/a.rs", "/w/a.rs"], "/w") == "/elsewhere/a.rs, a.rs, b.rs"
+    many = [f"/w/src/m{i}.rs" for i in range(5)]
+    assert name_files(many, "/w") == "src/m0.rs, src/m1.rs, src/m2.rs and 2 more"
+    assert name_files(["/wx/a.rs"], "/w") == "/wx/a.rs"  # beside the workspace, not in it
+
+
+def test_a_stopped_program_is_rebuilt_unless_its_binary_is_the_current_sources_build() -> None:
+    assert relaunch_reason(PROGRAM, PROGRAM, True, None) is None  # start it as it is
+    stale = "src/main.rs changed since the capture"
+    assert relaunch_reason(PROGRAM, PROGRAM, True, stale) == stale
+    assert relaunch_reason(PROGRAM, PROGRAM, False, None) == "its binary is gone"
+    recaptured = Program("/w", "host-debug", CrateKey("game", "bin"), "game", "/w/target/debug/deps/game-1", "n3w")
+    assert relaunch_reason(PROGRAM, recaptured, True, None) == "the capture changed since it started"
+    assert relaunch_reason(PROGRAM, None, True, None) == "the capture changed since it started"
+    assert relaunch_reason(PROGRAM, None, False, None) == "its binary is gone"
+
+
+def test_a_stopped_program_starts_again_when_a_save_of_its_sources_may_build() -> None:
+    v = view()
+    v.pid = None  # it stopped
+    ready = {"type": "patch-ready", "id": 3, "program": MINE, "subscribers": 0}
+    rejected = {"type": "patch-rejected", "id": 4, "program": MINE, "reason": "layout changed"}
+    error = {"level": "error", "message": "expected `;`", "rendered": "error: expected `;`\n"}
+    broken = {"type": "build-failed", "id": 5, "program": MINE, "message": "does not compile", "diagnostics": [error]}
+    other = {"type": "build-failed", "id": 6, "program": MINE, "message": "the linker crashed", "diagnostics": []}
+    started = {"type": "build-started", "id": 7, "crate": "game", "files": ["/w/src/main.rs"], "program": MINE}
+    for event, starts in [(ready, True), (rejected, True), (broken, False), (other, True), (started, False),
+                          ({**ready, "program": OTHER}, False), ({**ready, "replayed": True}, False)]:
+        v.lines(event)
+        assert v.save_built(event) is starts, event
+    # while it is stopped, a failed build says what happens next, not that it keeps running
+    assert v.lines(broken)[-1] == "[thinpatch] build failed (1 error); game starts again once a save builds"
 
 
 def test_manifest_files_are_each_crates_manifest_and_build_script() -> None:
@@ -209,8 +255,9 @@ def test_a_failed_restart_build_is_shown_once_then_summed_up_in_a_line() -> None
 
 
 def test_exits_are_described_plainly() -> None:
-    assert describe_exit("game", 3) == "game exited with status 3; it starts again on the next save"
-    assert describe_exit("game", -9) == "game was killed by SIGKILL; it starts again on the next save"
+    again = "it starts again on the next save that builds, from the current sources"
+    assert describe_exit("game", 3) == f"game exited with status 3; {again}"
+    assert describe_exit("game", -9) == f"game was killed by SIGKILL; {again}"
 
 
 def test_run_on_a_directory_that_does_not_exist_says_so(tmp_path: Path, capsys) -> None:

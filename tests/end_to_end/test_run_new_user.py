@@ -145,13 +145,19 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         child.expect(r"frame (\d+) says v3")
         assert frame_number(child) < 20
 
-        # A program that dies is said so, and starts again on the next save, with that save's code.
+        # A program that dies is said so, and starts again on the next save: built afresh from
+        # the sources as saved (tests/end_to_end/test_run_relaunch.py: outside the hot function too).
         os.kill(restarted, signal.SIGKILL)
-        child.expect(r"game was killed by SIGKILL; it starts again on the next save")
+        child.expect(r"game was killed by SIGKILL; it starts again on the next save that builds, from the current")
         save_like_an_editor(main, main.read_text().replace("says v3", "says v4"))
-        child.expect(r"started game again \(pid (\d+)\)")
+        child.expect(r"game had stopped: \S*rebuilt\S* it from the current sources and started it again \(pid (\d+)\)")
         again = int(child.match.group(1))
         child.expect(r"frame \d+ says v4")
+        # and the next save patches it
+        save_like_an_editor(main, main.read_text().replace("says v4", "says v5"))
+        child.expect(r"patched\S* in \d+ ms" + WARNED + r": game \(pid (\d+)\) runs the new code")
+        assert int(child.match.group(1)) == again
+        child.expect(r"frame \d+ says v5")
 
         # A process that can't load the patch reports it: a second copy of the program starts
         # after the latest patch library was deleted; the daemon replays that patch to it.

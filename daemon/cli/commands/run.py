@@ -7,14 +7,16 @@ import sys
 
 HELP = "run your program and patch it live on every save (like `cargo run`)"
 DESCRIPTION = """\
-Builds your program under capture when needed, starts the thinpatch daemon if none is
-running, runs the program, and patches it on every save while it keeps running. Its
-input and output are your terminal's; thinpatch's own lines start with [thinpatch].
+Builds your program under capture when there is no capture of it or a file it was built
+from changed since, starts the thinpatch daemon if none is running, runs the program, and
+patches it on every save while it keeps running. Its input and output are your terminal's;
+thinpatch's own lines start with [thinpatch].
 
 The program applies patches through thinpatch-client: add it once with `thinpatch init`.
 A Cargo.toml or build.rs change can't be patched: `run` rebuilds the program and restarts
 it by itself once that build succeeds; a build that fails leaves the old program running
-(--no-restart turns this off). A program that exits starts again on the next save.
+(--no-restart turns this off). A program that exits or crashes starts again on the next
+save that builds, rebuilt first when its sources changed since its build.
 Ctrl-C stops the program, and the daemon if `run` started it.
 
 One `run` per project: a second is refused, naming the first one's pid. `thinpatch
