@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
 
 use crate::json::quote;
 
@@ -232,11 +231,9 @@ pub(crate) fn wait_for_new(sent: usize, stop: &std::sync::atomic::AtomicBool) ->
         if registry.entries.len() > sent {
             return Some(registry.entries[sent..].to_vec());
         }
-        // The timeout only guards against a missed wake-up; new entries and stops notify.
-        registry = match CHANGED.wait_timeout(registry, Duration::from_secs(1)) {
-            Ok((guard, _)) => guard,
-            Err(poisoned) => poisoned.into_inner().0,
-        };
+        // New entries and stopping sessions notify after changing what is checked above
+        // (`wake_all` takes the lock to notify), so no wake-up is missed.
+        registry = CHANGED.wait(registry).unwrap_or_else(|poisoned| poisoned.into_inner());
     }
 }
 
