@@ -61,8 +61,9 @@ NotPatchableReason = Literal["not-captured", "replaced", "old-session", "unident
 
 # How a hot entry point is looked up in the jump table: "fn", a function pointer, by its own
 # value; "closure", any callable that is not pointer-sized (closures, and fn items, which are
-# zero-sized), by its `HotFunction::call_it`; "pointer-sized-closure", a closure the size of a
-# pointer, which is taken for a function pointer and never redirected (reported by `call_it`).
+# zero-sized), by its `HotFunction::call_it`; "pointer-sized-closure", any other pointer-sized
+# callable (a closure capturing one word, a reference to a callable), which is taken for a
+# function pointer and never redirected (reported by its `call_it`).
 EntryKind = Literal["fn", "closure", "pointer-sized-closure"]
 ENTRY_KINDS: tuple[EntryKind, ...] = ("fn", "closure", "pointer-sized-closure")
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1

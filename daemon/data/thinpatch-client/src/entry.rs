@@ -26,8 +26,9 @@ pub(crate) enum Kind {
     /// Any callable that is not pointer-sized (closures, and fn items, which are zero-sized):
     /// looked up by its `<F as HotFunction<A, M>>::call_it`.
     Closure,
-    /// A pointer-sized closure (one captured reference, `Box`, `usize`…): taken for a
-    /// function pointer and never redirected. Reported by its `call_it`.
+    /// Any other pointer-sized callable: a closure capturing one word (a reference, `Box`,
+    /// `usize`…), or a reference or `Box` to a callable. Taken for a function pointer and never
+    /// redirected. Reported by its `call_it`.
     PointerSizedClosure,
 }
 
@@ -40,12 +41,15 @@ impl Kind {
         }
     }
 
-    /// The kind of a callable, from its size and its type's name.
+    /// The kind of a callable, from its size and its type's name. At run time a function
+    /// pointer and a closure capturing one word look alike; their names do not: a closure's
+    /// contains `{{closure}}`, and a function pointer's is `fn(…) -> …` (or `extern "C" fn(…)`).
     pub(crate) fn of(pointer_sized: bool, type_name: &str) -> Kind {
-        match (pointer_sized, type_name.contains("{{closure}}")) {
+        let fn_pointer = type_name.starts_with("fn(") || type_name.starts_with("extern \"");
+        match (pointer_sized, fn_pointer && !type_name.contains("{{closure}}")) {
             (false, _) => Kind::Closure,
-            (true, false) => Kind::Fn,
-            (true, true) => Kind::PointerSizedClosure,
+            (true, true) => Kind::Fn,
+            (true, false) => Kind::PointerSizedClosure,
         }
     }
 }
@@ -342,9 +346,25 @@ mod tests {
     #[test]
     fn kinds_follow_size_and_type_name() {
         assert_eq!(Kind::of(true, "fn() -> u32"), Kind::Fn);
+        assert_eq!(Kind::of(true, "fn(&'_ str, &'_ u8) -> &'_ str"), Kind::Fn);
+        assert_eq!(Kind::of(true, "extern \"C\" fn()"), Kind::Fn);
         assert_eq!(Kind::of(true, "app::main::{{closure}}"), Kind::PointerSizedClosure);
+        assert_eq!(Kind::of(true, "&app::main::{{closure}}"), Kind::PointerSizedClosure);
+        // A reference or Box to a fn item is pointer-sized but no function pointer.
+        assert_eq!(Kind::of(true, "&app::tick"), Kind::PointerSizedClosure);
+        assert_eq!(Kind::of(true, "alloc::boxed::Box<app::tick>"), Kind::PointerSizedClosure);
         assert_eq!(Kind::of(false, "app::main::{{closure}}"), Kind::Closure);
         assert_eq!(Kind::of(false, "app::tick"), Kind::Closure);
+    }
+
+    #[test]
+    fn a_reference_to_a_fn_item_is_reported_by_its_call_shim_not_by_the_reference() {
+        let reference = &answer;
+        assert_eq!(size_of_val(&reference), size_of::<fn()>());
+        assert_eq!(HotFn::current(reference).call(()), 42);
+        let found = entries_at(shim_of::<(), crate::hot::Fn0, _>(&reference));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].kind, found[0].name), (Kind::PointerSizedClosure, "&thinpatch_client::entry::tests::answer"));
     }
 
     /// What the daemon reads to recognise an entry that only creates a future.
