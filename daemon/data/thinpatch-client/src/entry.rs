@@ -360,7 +360,10 @@ mod tests {
     #[test]
     fn a_reference_to_a_fn_item_is_reported_by_its_call_shim_not_by_the_reference() {
         let reference = &answer;
-        assert_eq!(size_of_val(&reference), size_of::<fn()>());
+        fn size_of_callable<F>(_: &F) -> usize {
+            size_of::<F>()
+        }
+        assert_eq!(size_of_callable(&reference), size_of::<fn()>());
         assert_eq!(HotFn::current(reference).call(()), 42);
         let found = entries_at(shim_of::<(), crate::hot::Fn0, _>(&reference));
         assert_eq!(found.len(), 1, "{found:?}");
