@@ -1,4 +1,4 @@
-"""Protocol v1 between the daemon and its clients: newline-delimited JSON over a Unix socket.
+"""Protocol v2 between the daemon and its clients: newline-delimited JSON over a Unix socket.
 
 Pure data: message constructors (one per event type, each taking typed fields and giving
 the JSON object), encoding, a bounded line splitter, and validation of client requests. No
@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
-PROTOCOL_VERSION = 1
+# 2: programs report their hot entry points (the `entry-points` request).
+PROTOCOL_VERSION = 2
 
 # A line longer than this (excluding its newline) is refused and the connection closed.
 MAX_LINE_BYTES = 1024 * 1024
@@ -24,9 +25,13 @@ MAX_DEPTH = 32
 MAX_INT_DIGITS = 20
 # Paths longer than PATH_MAX can't name a workspace (and would make path work slow).
 MAX_PATH_BYTES = 4096
+# A hot entry point's `name` and `returns` (Rust type names) may be at most this long, and a
+# program may report at most this many entry points (per request and per connection).
+MAX_ENTRY_TEXT_BYTES = 4096
+MAX_ENTRY_POINTS = 4096
 
 # Client → daemon.
-REQUEST_TYPES = ("subscribe", "status", "rebuild", "patch-result", "ping", "shutdown")
+REQUEST_TYPES = ("subscribe", "status", "rebuild", "patch-result", "entry-points", "ping", "shutdown")
 
 # Daemon → client, in reply to a request (each carries ``re`` when the request had a ``seq``).
 REPLY_TYPES = ("subscribed", "status", "pong", "ok", "error")
@@ -53,6 +58,15 @@ PatchId = int | str
 ProgramDescription = Mapping[str, object]
 # Why a subscribed process gets no patches (the `not-patchable` event's ``reason``).
 NotPatchableReason = Literal["not-captured", "replaced", "old-session", "unidentified"]
+
+# How a hot entry point is looked up in the jump table: "fn", a function pointer, by its own
+# value; "closure", any callable that is not pointer-sized (closures, and fn items, which are
+# zero-sized), by its `HotFunction::call_it`; "pointer-sized-closure", any other pointer-sized
+# callable (a closure capturing one word, a reference to a callable), which is taken for a
+# function pointer and never redirected (reported by its `call_it`).
+EntryKind = Literal["fn", "closure", "pointer-sized-closure"]
+ENTRY_KINDS: tuple[EntryKind, ...] = ("fn", "closure", "pointer-sized-closure")
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 # Crate names as cargo and rustc accept them. Anything else (paths, `..`) is refused early.
 _CRATE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,127}")
@@ -231,6 +245,24 @@ class Subscription:
 
 
 @dataclass(frozen=True)
+class EntryPoint:
+    """A hot entry point of a running program: a callable it passed to `call`/`HotFn`.
+
+    ``offset`` is the entry's address minus the address of the program's ``main`` (add the
+    static address of ``main`` in the binary to get the entry's static address); ``kind`` says
+    how it is looked up (see :data:`EntryKind`); ``name`` and ``returns`` are Rust's
+    ``type_name`` of the callable and of what it returns. ``pid`` is the process that reported
+    it (None when it subscribed with a build ID only).
+    """
+
+    offset: int
+    kind: EntryKind
+    name: str
+    returns: str
+    pid: int | None = None
+
+
+@dataclass(frozen=True)
 class Request:
     type: str
     seq: int | None
@@ -243,6 +275,10 @@ class Request:
             aslr_reference=self.fields.get("aslr_reference"),
             build_id=self.fields.get("build_id"),
         )
+
+    def entry_points(self, pid: int | None = None) -> list[EntryPoint]:
+        """An `entry-points` request's entries, as reported by process ``pid``."""
+        return [EntryPoint(e["offset"], e["kind"], e["name"], e["returns"], pid) for e in self.fields["entries"]]
 
 
 def parse_request(line: bytes) -> Request:
@@ -293,7 +329,39 @@ def parse_request(line: bytes) -> Request:
         if text is not None and not isinstance(text, str):
             raise ProtocolError("field 'message' must be a string", seq)
         fields["message"] = text[:4000] if text else None
+    elif kind == "entry-points":
+        fields["entries"] = _entry_points(message, seq)
     return Request(type=kind, seq=seq, fields={k: v for k, v in fields.items() if v is not None})
+
+
+def _entry_points(message: dict[str, Any], seq: int | None) -> list[dict[str, Any]]:
+    """The entries of an `entry-points` request, checked, with only the fields we know."""
+    entries = message.get("entries")
+    if not isinstance(entries, list):
+        raise ProtocolError("'entry-points' needs 'entries': an array of entry points", seq)
+    if len(entries) > MAX_ENTRY_POINTS:
+        raise ProtocolError(f"'entry-points' may carry at most {MAX_ENTRY_POINTS} entries", seq)
+    checked = []
+    for index, entry in enumerate(entries):
+        where = f"entries[{index}]"
+        if not isinstance(entry, dict):
+            raise ProtocolError(f"{where} must be an object with offset, kind, name and returns", seq)
+        offset = entry.get("offset")
+        if not (isinstance(offset, int) and not isinstance(offset, bool) and _I64_MIN <= offset <= _I64_MAX):
+            raise ProtocolError(f"{where}: 'offset' must be a 64-bit signed integer", seq)
+        kind = entry.get("kind")
+        if kind not in ENTRY_KINDS:
+            raise ProtocolError(f"{where}: 'kind' must be one of: {', '.join(ENTRY_KINDS)}", seq)
+        texts = {}
+        for name in ("name", "returns"):
+            text = entry.get(name)
+            if not isinstance(text, str) or not text:
+                raise ProtocolError(f"{where}: {name!r} must be a non-empty string", seq)
+            if len(text.encode("utf-8")) > MAX_ENTRY_TEXT_BYTES:
+                raise ProtocolError(f"{where}: {name!r} is longer than {MAX_ENTRY_TEXT_BYTES} bytes", seq)
+            texts[name] = text
+        checked.append({"offset": offset, "kind": kind, **texts})
+    return checked
 
 
 def _optional_workspace(message: dict[str, Any], seq: int | None) -> str | None:

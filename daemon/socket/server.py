@@ -4,6 +4,11 @@ Transport and fan-out only. What to build and when is the engine's job; the engi
 to the server through :class:`Engine` (what the server asks of it) and
 :meth:`DaemonServer.publish` (how it announces events).
 
+Programs (connections that subscribed with a pid or a build ID) report their hot entry points;
+the server keeps them per connection, while it lasts. The rest of the daemon reads them with
+:meth:`DaemonServer.entry_points` and hears of new ones through
+:attr:`DaemonServer.on_entry_points`.
+
 Every client gets a bounded outgoing queue drained by its own writer task, so
 ``publish`` never blocks and one slow client cannot hold up the others: a client whose
 queue fills up is disconnected with a reason.
@@ -26,10 +31,12 @@ from anyio.abc import SocketAttribute
 
 from daemon import __version__
 from daemon.socket import protocol, systemd
+from daemon.socket.entry_points import ReportedEntryPoints
 from daemon.socket.peercred import peer_credentials
 from daemon.socket.protocol import (
     EVENT_TYPES,
     MAX_LINE_BYTES,
+    EntryPoint,
     LineBuffer,
     LineTooLong,
     ProtocolError,
@@ -40,7 +47,7 @@ from daemon.socket.protocol import (
 from daemon.socket.single_instance import BoundSocket, bind_or_fail
 from daemon.socket.socket_paths import default_socket_path
 
-__all__ = ["DaemonServer", "Engine", "RequestError", "Subscription", "serve"]
+__all__ = ["DaemonServer", "Engine", "EntryPoint", "EntryPointsCallback", "RequestError", "Subscription", "serve"]
 
 log = structlog.get_logger("thinpatch.server")
 
@@ -83,6 +90,11 @@ def client_limit(fd_limit: int) -> int:
     return max(8, min(DEFAULT_MAX_CLIENTS * 4, fd_limit - RESERVED_FDS))
 
 
+# Told of entry points a program reported for the first time on its connection: the build ID
+# of its binary, and those entries (with its pid).
+EntryPointsCallback = Callable[[str, list[EntryPoint]], None]
+
+
 class Engine(Protocol):
     """What the server needs from whoever watches and builds."""
 
@@ -118,6 +130,7 @@ class _Connection:
         self.queue_limit = queue_limit
         self.outbox, self.inbox = anyio.create_memory_object_stream[bytes](queue_limit)
         self.subscription: Subscription | None = None
+        self.entry_points = ReportedEntryPoints()
         self.scope: anyio.CancelScope | None = None
         self.drop_reason: str | None = None
         self.mid_write = False
@@ -147,7 +160,7 @@ class _Connection:
 
 
 class DaemonServer:
-    """Serve protocol v1 on a Unix socket.
+    """Serve the protocol (:data:`protocol.PROTOCOL_VERSION`) on a Unix socket.
 
     ``await tg.start(server.run)`` returns once the socket is listening, with the server
     itself as the start value. ``run`` returns after a client's ``shutdown`` request, and
@@ -188,6 +201,8 @@ class DaemonServer:
         self._connections: set[_Connection] = set()
         self._shutdown: anyio.Event | None = None
         self._started_at = time.monotonic()
+        # Set by the engine to hear of new entry points; called on the event loop's thread.
+        self.on_entry_points: EntryPointsCallback | None = None
         if validate is None:
             validate = os.environ.get(ENV_VALIDATE, "") not in ("", "0")
         self._check: Callable[[dict[str, Any]], None] | None = None
@@ -230,6 +245,18 @@ class DaemonServer:
             for c in self._connections
             if c.subscription is not None and not c.subscription.is_observer and c.subscription.build_id == build_id
         )
+
+    def entry_points(self, build_id: str) -> list[EntryPoint]:
+        """The hot entry points reported by the processes connected now whose binary has
+        ``build_id``: each process's entries in the order it first called them, processes in
+        the order they connected. The same entry reported by two processes appears once for
+        each (``pid`` tells them apart). A process's entries are gone once it disconnects."""
+        found: list[EntryPoint] = []
+        for connection in sorted(self._connections, key=lambda c: c.number):
+            subscription = connection.subscription
+            if subscription is not None and not subscription.is_observer and subscription.build_id == build_id:
+                found.extend(connection.entry_points)
+        return found
 
     @property
     def subscriber_count(self) -> int:
@@ -312,6 +339,7 @@ class DaemonServer:
             finally:
                 self._connections.discard(connection)
                 connection.subscription = None
+                connection.entry_points.clear()
             if connection.drop_reason is not None:
                 log.warning("client dropped", client=connection.number, reason=connection.drop_reason)
                 if not connection.mid_write:
@@ -444,6 +472,8 @@ class DaemonServer:
             current = self.engine.current_state_for(subscription)
             # No await from here on: the snapshot and the switch-over are atomic.
             connection.subscription = subscription
+            # A program sends its entry points after each `subscribed`.
+            connection.entry_points.clear()
             fields = dict(request.fields)
             if subscription.build_id is not None:
                 fields["build_id"] = subscription.build_id
@@ -454,6 +484,9 @@ class DaemonServer:
         if request.type == "patch-result":
             self.engine.record_patch_result(connection.subscription, dict(request.fields))
             return [protocol.reply("ok", request.seq)]
+        if request.type == "entry-points":
+            self._record_entry_points(connection, request)
+            return [protocol.reply("ok", request.seq)]
         if request.type == "rebuild":
             await self.engine.request_rebuild(request.fields["workspace"], request.fields.get("crate"))
             return [protocol.reply("ok", request.seq)]
@@ -461,6 +494,23 @@ class DaemonServer:
             self.request_shutdown()
             return [protocol.reply("ok", request.seq)]
         raise AssertionError(f"unhandled request type {request.type}")
+
+    def _record_entry_points(self, connection: _Connection, request: Request) -> None:
+        subscription = connection.subscription
+        if subscription is None or subscription.is_observer:
+            raise RequestError(
+                "'entry-points' are a program's: subscribe with 'pid' or 'build_id' first"
+            )
+        new = connection.entry_points.add(request.entry_points(subscription.pid))
+        if new:
+            log.debug("entry points reported", client=connection.number, pid=subscription.pid, new=len(new))
+        callback = self.on_entry_points
+        if new and callback is not None and subscription.build_id is not None:
+            try:
+                callback(subscription.build_id, new)
+            except Exception:
+                # The engine's trouble, not the client's: it still gets `ok`.
+                log.exception("the entry points callback failed", client=connection.number)
 
     def _status_reply(self, re_seq: int | None) -> dict[str, Any]:
         fields: dict[str, Any] = {"workspaces": []}

@@ -1,4 +1,4 @@
-"""Protocol v1 as data: encoding, line splitting, request validation, and the JSON Schema."""
+"""The protocol as data: encoding, line splitting, request validation, and the JSON Schema."""
 
 from __future__ import annotations
 
@@ -78,7 +78,15 @@ VALID_REQUESTS = [
     {"type": "shutdown", "seq": 7},
     {"type": "patch-result", "seq": 8, "id": 3, "applied": True},
     {"type": "patch-result", "seq": 9, "id": "b-4", "applied": False, "pid": 77, "message": "dlopen: no such file"},
+    {"type": "entry-points", "seq": 10, "entries": []},
+    {"type": "entry-points", "seq": 11, "entries": [
+        {"offset": -1234, "kind": "closure", "name": "app::main::{{closure}}", "returns": "alloc::string::String"},
+        {"offset": 2**63 - 1, "kind": "fn", "name": "fn(&'_ str) -> u32", "returns": "u32", "future": True},
+        {"offset": -(2**63), "kind": "pointer-sized-closure", "name": "é" * 2048, "returns": "()"},
+    ]},
 ]
+
+ENTRY = {"offset": 16, "kind": "fn", "name": "fn()", "returns": "()"}
 
 INVALID_REQUESTS = [
     ({"seq": 1}, "no 'type'"),
@@ -98,6 +106,19 @@ INVALID_REQUESTS = [
     ({"type": "patch-result", "seq": 1, "applied": True}, "needs the 'id'"),
     ({"type": "patch-result", "seq": 1, "id": 3, "applied": "yes"}, "'applied': true or false"),
     ({"type": "patch-result", "seq": 1, "id": 3, "applied": True, "pid": 0}, "'pid' must be an integer >= 1"),
+    ({"type": "entry-points", "seq": 1}, "needs 'entries'"),
+    ({"type": "entry-points", "seq": 1, "entries": {"0": ENTRY}}, "needs 'entries'"),
+    ({"type": "entry-points", "seq": 1, "entries": [ENTRY] * 4097}, "at most 4096 entries"),
+    ({"type": "entry-points", "seq": 1, "entries": ["fn"]}, r"entries\[0\] must be an object"),
+    ({"type": "entry-points", "seq": 1, "entries": [{**ENTRY, "offset": None}]}, "'offset' must be a 64-bit"),
+    ({"type": "entry-points", "seq": 1, "entries": [{**ENTRY, "offset": True}]}, "'offset' must be a 64-bit"),
+    ({"type": "entry-points", "seq": 1, "entries": [{**ENTRY, "offset": 1.5}]}, "'offset' must be a 64-bit"),
+    ({"type": "entry-points", "seq": 1, "entries": [ENTRY, {**ENTRY, "offset": 2**63}]}, r"entries\[1\]: 'offset'"),
+    ({"type": "entry-points", "seq": 1, "entries": [{**ENTRY, "kind": "async"}]}, "'kind' must be one of"),
+    ({"type": "entry-points", "seq": 1, "entries": [{**ENTRY, "kind": ["fn"]}]}, "'kind' must be one of"),
+    ({"type": "entry-points", "seq": 1, "entries": [{**ENTRY, "name": ""}]}, "'name' must be a non-empty string"),
+    ({"type": "entry-points", "seq": 1, "entries": [{**ENTRY, "returns": 5}]}, "'returns' must be a non-empty"),
+    ({"type": "entry-points", "seq": 1, "entries": [{**ENTRY, "name": "n" * 4097}]}, "longer than 4096 bytes"),
 ]
 
 
@@ -120,6 +141,22 @@ def test_a_protocol_error_remembers_which_request_it_answers() -> None:
     with pytest.raises(ProtocolError) as caught:
         parse_request(b'{"type": "rebuild", "seq": 41}')
     assert caught.value.re_seq == 41
+
+
+def test_entry_points_keep_only_their_known_fields_and_take_the_reporting_pid() -> None:
+    request = parse_request(json.dumps(VALID_REQUESTS[11]).encode())
+    second = {"offset": 2**63 - 1, "kind": "fn", "name": "fn(&'_ str) -> u32", "returns": "u32"}
+    assert request.fields["entries"][1] == second  # without the unknown "future" field
+    points = request.entry_points(pid=4242)
+    assert points[0] == protocol.EntryPoint(-1234, "closure", "app::main::{{closure}}", "alloc::string::String", 4242)
+    assert [p.kind for p in points] == ["closure", "fn", "pointer-sized-closure"]
+    assert parse_request(json.dumps(VALID_REQUESTS[10]).encode()).entry_points() == []
+
+
+def test_an_entry_name_is_limited_in_utf8_bytes_not_characters() -> None:
+    too_long = {"type": "entry-points", "entries": [{**ENTRY, "name": "é" * 2049}]}
+    with pytest.raises(ProtocolError, match="longer than 4096 bytes"):
+        parse_request(json.dumps(too_long).encode())
 
 
 def test_subscribe_fields_become_a_subscription() -> None:
@@ -193,7 +230,10 @@ def test_schema_rejects_wrong_types_inside_events() -> None:
     event = {**patch_ready(1), "seq": 1}
     event["jump_table"] = {**event["jump_table"], "map": {"0x10": 5}}
     assert server_message_errors(event) != []
-    assert server_message_errors({"type": "hello", "seq": 1, "protocol": 2, "version": "x", "pid": 1}) != []
+    hello = {"type": "hello", "seq": 1, "protocol": protocol.PROTOCOL_VERSION, "version": "x", "pid": 1}
+    assert server_message_errors(hello) == []
+    assert server_message_errors({**hello, "protocol": 1}) != []
+    assert server_message_errors({**hello, "protocol": 3}) != []
     assert server_message_errors({"type": "no-such-event", "seq": 1}) != []
 
 

@@ -33,9 +33,9 @@ def test_arbitrary_bytes_are_a_request_or_a_protocol_error(line):
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.sampled_from(["subscribe", "status", "rebuild", "ping", "shutdown", "nope"]),
+    st.sampled_from(["subscribe", "status", "rebuild", "entry-points", "ping", "shutdown", "nope"]),
     st.dictionaries(
-        st.sampled_from(["seq", "workspace", "crate", "pid", "aslr_reference", "build_id", "x"]),
+        st.sampled_from(["seq", "workspace", "crate", "pid", "aslr_reference", "build_id", "entries", "x"]),
         json_values,
         max_size=5,
     ),

@@ -53,7 +53,7 @@ async def wait_until(predicate, timeout: float = 5.0) -> None:
 async def test_hello_on_connect(sock_path: Path) -> None:
     async with running_server(FakeEngine(), sock_path):
         async with RawClient.connect(sock_path) as client:
-            assert client.hello["protocol"] == 1
+            assert client.hello["protocol"] == 2
             assert client.hello["pid"] == os.getpid()
             assert client.hello["version"]
 

@@ -5,11 +5,14 @@
 //! - a callable whose size equals a pointer's is taken to BE a function pointer, and that
 //!   pointer's value is looked up. So `|| f(&x)` (one captured reference) is never redirected:
 //!   capture nothing, more than one word, or pass arguments through [`HotFn::call`].
+//! - each entry is recorded the first time it is called (see `entry.rs`), so the listener can
+//!   tell the daemon the program's hot entry points.
+use std::any::type_name;
 use std::collections::HashMap;
 use std::mem::{size_of, transmute_copy};
 use std::sync::{Arc, RwLock};
 
-use crate::sys;
+use crate::{entry, sys};
 
 /// A patch as the daemon sends it: subsecond's `JumpTable`, with static addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,11 +196,15 @@ impl<A, M, F: HotFunction<A, M>> HotFn<A, M, F> {
 
     /// Call the newest version with `args` as a tuple: `()`, `(x,)`, `(x, y)`, ...
     pub fn call(&mut self, args: A) -> F::Return {
+        let entry = <F as HotFunction<A, M>>::call_it as fn(&mut F, A) -> F::Return;
         if size_of::<F>() == size_of::<fn()>() {
+            // SAFETY: Self is pointer-sized, so copying it out as a word is defined.
+            let pointer: usize = unsafe { transmute_copy(&self.inner) };
+            entry::note_pointer_sized(pointer as u64, entry as usize as u64, type_name::<F>, type_name::<F::Return>);
             // SAFETY: pointer-sized callables are taken to be fn pointers, as subsecond does.
             return unsafe { self.inner.call_as_ptr(args) };
         }
-        let entry = <F as HotFunction<A, M>>::call_it as fn(&mut F, A) -> F::Return;
+        entry::note_shim(entry as usize as u64, type_name::<F>, type_name::<F::Return>);
         if let Some(newest) = lookup(entry as usize as u64) {
             // SAFETY: the newest `call_it` of the same closure type has the same signature.
             let newest: fn(&mut F, A) -> F::Return = unsafe { transmute_copy(&(newest as usize)) };

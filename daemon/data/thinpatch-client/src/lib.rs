@@ -25,7 +25,10 @@
 //! belongs to this program's user and is closed to others, and the process at the other end
 //! runs as the same user. It subscribes with this process's pid and build ID, applies each
 //! patch built for exactly this process, tells the daemon whether it applied, and reconnects
-//! when the daemon restarts. It never panics.
+//! when the daemon restarts. It never panics. It also tells the daemon the program's hot entry
+//! points: each callable passed to [`call`]/[`HotFn`] is recorded on its first call (later
+//! calls only look it up, without locking or allocating) and sent from a thread of the
+//! listener's, never from the caller's.
 //!
 //! Patches follow subsecond's rules: each patch replaces the previous table (it carries every
 //! edit so far); only the function you pass to [`call`]/[`HotFn`] is looked up, and calls made
@@ -40,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod build_id;
+mod entry;
 mod hot;
 mod json;
 mod listener;

@@ -7,9 +7,11 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::entry;
 use crate::hot::{self, JumpTable};
 use crate::json::{self, quote, Json};
 use crate::{sys, Event};
@@ -71,6 +73,9 @@ pub(crate) struct Listener {
     pub on_event: Option<Arc<EventCallback>>,
     pub pid: u32,
     pub build_id: Option<String>,
+    /// Runtime address of this program's `main`, which entry points are reported relative to;
+    /// None when the program does not export it (it cannot be patched then either).
+    pub program_main: Option<u64>,
     said: HashSet<String>,
 }
 
@@ -89,6 +94,7 @@ impl Listener {
             on_event,
             pid: std::process::id(),
             build_id: crate::build_id::current(),
+            program_main: sys::program_main().map(|address| address as u64),
             said: HashSet::new(),
         }
     }
@@ -144,7 +150,7 @@ impl Listener {
         if peer != uid {
             return Err(Failure::Refused(format!("it is run by uid {peer}, not by this program's uid {uid}")));
         }
-        let mut writer = stream.try_clone().map_err(|e| Failure::Unavailable(e.to_string()))?;
+        let writer = stream.try_clone().map_err(|e| Failure::Unavailable(e.to_string()))?;
         let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
         let mut reader = BufReader::new(stream);
         let hello = read_line(&mut reader)
@@ -158,18 +164,26 @@ impl Listener {
             _ => return Err(Failure::Refused("it did not greet like a thinpatch daemon".into())),
         }
         let _ = reader.get_ref().set_read_timeout(None);
-        let mut seq = 1u64;
+        // Protocol 2 daemons take the program's entry points; older ones would answer `error`.
+        let takes_entry_points = hello.get("protocol").and_then(Json::as_u64).is_some_and(|v| v >= 2);
+        let writer = Outgoing::new(writer);
         writer
-            .write_all(self.subscribe_request(seq).as_bytes())
+            .send(|seq| self.subscribe_request(seq))
             .map_err(|e| Failure::Unavailable(format!("subscribe: {e}")))?;
+        // Sends the entry points while the session lasts; dropping it stops it.
+        let mut reporter: Option<EntryReporter> = None;
         loop {
             let event = match read_line(&mut reader) {
                 Ok(event) => event,
                 Err(reason) => return Ok(reason),
             };
+            if reporter.is_none() && takes_entry_points && event.get("type").and_then(Json::as_str) == Some("subscribed") {
+                if let Some(main) = self.program_main {
+                    reporter = EntryReporter::start(writer.clone(), main);
+                }
+            }
             if let Some(report) = self.handle(&event, socket) {
-                seq += 1;
-                if let Err(e) = writer.write_all(report.line(seq, self.pid).as_bytes()) {
+                if let Err(e) = writer.send(|seq| report.line(seq, self.pid)) {
                     return Ok(format!("cannot report a patch: {e}"));
                 }
             }
@@ -235,6 +249,82 @@ impl Listener {
             },
             None => hot::apply(&table),
         }
+    }
+}
+
+/// The sending half of a connection, shared by the listener and the entry reporter: whole
+/// lines, numbered from one counter.
+#[derive(Clone)]
+struct Outgoing(Arc<Mutex<(UnixStream, u64)>>);
+
+impl Outgoing {
+    fn new(stream: UnixStream) -> Outgoing {
+        Outgoing(Arc::new(Mutex::new((stream, 0))))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (UnixStream, u64)> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Write the line `make` gives for the next `seq`.
+    fn send(&self, make: impl FnOnce(u64) -> String) -> std::io::Result<()> {
+        let mut guard = self.lock();
+        let (stream, seq) = &mut *guard;
+        *seq += 1;
+        stream.write_all(make(*seq).as_bytes())
+    }
+
+    /// Write one or more `entry-points` lines for `entries`.
+    fn send_entries(&self, entries: &[entry::EntryPoint], program_main: u64) -> std::io::Result<()> {
+        let mut guard = self.lock();
+        let (stream, seq) = &mut *guard;
+        let lines = entry::request_lines(entries, program_main, || {
+            *seq += 1;
+            *seq
+        });
+        lines.iter().try_for_each(|line| stream.write_all(line.as_bytes()))
+    }
+
+    fn shut_down(&self) {
+        let _ = self.lock().0.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A thread that sends every recorded entry point once the session is subscribed, then each
+/// new one as it is first called. Dropping it (the session ended) stops the thread.
+struct EntryReporter {
+    stop: Arc<AtomicBool>,
+}
+
+impl EntryReporter {
+    fn start(writer: Outgoing, program_main: u64) -> Option<EntryReporter> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new().name("thinpatch-entries".into()).spawn(move || {
+            let mut sent = 0;
+            while let Some(new) = entry::wait_for_new(sent, &stopped) {
+                sent += new.len();
+                if writer.send_entries(&new, program_main).is_err() {
+                    // The listener's read ends too, and it reconnects.
+                    writer.shut_down();
+                    return;
+                }
+            }
+        });
+        match thread {
+            Ok(_) => Some(EntryReporter { stop }),
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "thinpatch: cannot start a thread to report entry points: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for EntryReporter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        entry::wake_all();
     }
 }
 
@@ -342,5 +432,162 @@ mod tests {
         let mut input: &[u8] = b"\n  \nnot json\n{\"type\":\"hello\"}\n";
         assert_eq!(read_line(&mut input).unwrap().get("type").and_then(Json::as_str), Some("hello"));
         assert_eq!(read_line(&mut input).unwrap_err(), "the daemon closed the connection");
+    }
+
+    /// A fake daemon on a real socket, for the entry point tests.
+    mod fake_daemon {
+        use super::super::*;
+        use std::io::BufReader;
+        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::net::UnixListener;
+        use std::sync::atomic::AtomicUsize;
+        use std::time::Instant;
+
+        pub const WAIT: Duration = Duration::from_secs(15);
+
+        pub fn private_dir() -> PathBuf {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!("tpl-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::DirBuilder::new().mode(0o700).create(&dir).expect("create a temp dir");
+            dir
+        }
+
+        /// A listener on `socket` that reports entry points relative to a made-up `main`.
+        pub fn spawn_listener(socket: &Path, program_main: u64) {
+            let mut listener = Listener::new(Some(socket.to_path_buf()), Some(Arc::new(|_: &JumpTable| Ok(()))), None);
+            listener.program_main = Some(program_main);
+            std::thread::spawn(move || listener.run());
+        }
+
+        pub struct Connection {
+            reader: BufReader<UnixStream>,
+            writer: UnixStream,
+        }
+
+        impl Connection {
+            /// Accept, greet with `protocol`, read the subscribe request and answer it.
+            pub fn subscribed(daemon: &UnixListener, protocol: u32) -> Connection {
+                daemon.set_nonblocking(true).unwrap();
+                let deadline = Instant::now() + WAIT;
+                let stream = loop {
+                    match daemon.accept() {
+                        Ok((stream, _)) => break stream,
+                        Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                        Err(e) => panic!("the listener did not connect: {e}"),
+                    }
+                };
+                stream.set_nonblocking(false).unwrap();
+                stream.set_read_timeout(Some(WAIT)).unwrap();
+                let mut connection = Connection { writer: stream.try_clone().unwrap(), reader: BufReader::new(stream) };
+                connection.send(&format!(r#"{{"type":"hello","protocol":{protocol},"version":"0.2.0","pid":1,"seq":1}}"#));
+                let subscribe = connection.receive().expect("a subscribe request");
+                assert!(subscribe.contains(r#""type":"subscribe""#), "{subscribe}");
+                connection.send(r#"{"type":"subscribed","re":1,"seq":2}"#);
+                connection
+            }
+
+            pub fn send(&mut self, line: &str) {
+                self.writer.write_all(format!("{line}\n").as_bytes()).unwrap();
+            }
+
+            /// The next line, or None when none came within `timeout`.
+            pub fn receive_within(&mut self, timeout: Duration) -> Option<String> {
+                self.reader.get_ref().set_read_timeout(Some(timeout)).unwrap();
+                let mut line = String::new();
+                match self.reader.read_line(&mut line) {
+                    Ok(n) if n > 0 => Some(line.trim_end().to_string()),
+                    _ => None,
+                }
+            }
+
+            pub fn receive(&mut self) -> Option<String> {
+                self.receive_within(WAIT)
+            }
+
+            /// Read `entry-points` lines until entries at all of `offsets` came; those entries.
+            pub fn entries_at(&mut self, offsets: &[i64]) -> Vec<Json> {
+                let mut found: Vec<Json> = Vec::new();
+                while !offsets.iter().all(|o| found.iter().any(|e| super::offset(e) == *o)) {
+                    let line = self.receive().unwrap_or_else(|| panic!("no entry points at {offsets:?}; got {found:?}"));
+                    let request = json::parse(&line).unwrap();
+                    assert_eq!(request.get("type").and_then(Json::as_str), Some("entry-points"), "{line}");
+                    assert!(request.get("seq").and_then(Json::as_u64).is_some(), "{line}");
+                    let Some(Json::Array(entries)) = request.get("entries") else { panic!("{line}") };
+                    found.extend(entries.iter().filter(|e| offsets.contains(&super::offset(e))).cloned());
+                }
+                found
+            }
+        }
+    }
+
+    fn call_it_of<A, M, F: hot::HotFunction<A, M>>(_: &F) -> u64 {
+        <F as hot::HotFunction<A, M>>::call_it as fn(&mut F, A) -> F::Return as usize as u64
+    }
+
+    fn offset(entry: &Json) -> i64 {
+        match entry.get("offset") {
+            Some(Json::Number(text)) => text.parse().unwrap(),
+            other => panic!("no offset: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reports_entry_points_after_subscribing_new_ones_at_once_and_all_again_after_a_reconnect() {
+        use fake_daemon::*;
+        const MAIN: u64 = 0x10_0000;
+        let dir = private_dir();
+        let socket = dir.join("thinpatch.sock");
+        let daemon = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let (a, b) = (1u64, 2u64);
+        let early = move || a + b;
+        hot::call(early);
+        let early_offset = call_it_of::<(), hot::Fn0, _>(&early) as i64 - MAIN as i64;
+        spawn_listener(&socket, MAIN);
+
+        let mut connection = Connection::subscribed(&daemon, 2);
+        let reported = connection.entries_at(&[early_offset]);
+        assert_eq!(reported.len(), 1, "{reported:?}");
+        assert_eq!(reported[0].get("kind").and_then(Json::as_str), Some("closure"));
+        assert_eq!(reported[0].get("name").and_then(Json::as_str), Some(std::any::type_name_of_val(&early)));
+        assert_eq!(reported[0].get("returns").and_then(Json::as_str), Some("u64"));
+
+        // A new entry goes out while connected, without waiting for anything from the daemon.
+        let late = move || a * b;
+        let late_offset = call_it_of::<(), hot::Fn0, _>(&late) as i64 - MAIN as i64;
+        let started = std::time::Instant::now();
+        hot::call(late);
+        assert_eq!(connection.entries_at(&[late_offset]).len(), 1);
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "took {took:?}");
+        // Calling them again sends neither again (other tests may record entries meanwhile).
+        hot::call(late);
+        hot::call(early);
+        while let Some(line) = connection.receive_within(Duration::from_millis(300)) {
+            let entries = json::parse(&line).unwrap();
+            let Some(Json::Array(entries)) = entries.get("entries") else { panic!("{line}") };
+            assert!(!entries.iter().any(|e| [early_offset, late_offset].contains(&offset(e))), "sent again: {line}");
+        }
+
+        // After a reconnect, everything is sent again.
+        drop(connection);
+        let mut again = Connection::subscribed(&daemon, 2);
+        assert_eq!(again.entries_at(&[early_offset, late_offset]).len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_protocol_1_daemon_is_sent_no_entry_points() {
+        use fake_daemon::*;
+        let dir = private_dir();
+        let socket = dir.join("thinpatch.sock");
+        let daemon = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let (a, b) = (3u64, 4u64);
+        hot::call(move || a + b);
+        spawn_listener(&socket, 0x10_0000);
+        let mut connection = Connection::subscribed(&daemon, 1);
+        hot::call(move || a * b);
+        assert_eq!(connection.receive_within(Duration::from_millis(500)), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
