@@ -29,6 +29,9 @@ class Baseline:
 
 def _kept_objects(captures: Captures, link: LinkRecord) -> tuple[list[Path], str | None]:
     directory = link_objects_dir(captures.capture_root, link.scope or "unknown", link_key(link.output))
+    for place in (directory.parent.parent, directory.parent, directory):
+        if place.is_symlink():
+            return [], f"{place} is a symbolic link, which is never followed"
     if not directory.is_dir():
         return [], f"no objects were kept for {link.output} (captured before objects were kept?)"
     reason = untrusted_reason(directory)
