@@ -30,10 +30,13 @@ that is, or by old code.
 
 from __future__ import annotations
 
+import bisect
+import struct
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from daemon.analysis.code_prints import ANONYMOUS_PREFIX, FUNCTION, Changes, Node, Prints
 from daemon.binary.demangle import demangle
@@ -166,50 +169,149 @@ def _named(chain: Sequence[str]) -> str:
     return " → ".join(f"`{n}`" for n in shown)
 
 
-def indirect_calls(machine: int, node: Node) -> list[IndirectCall]:
-    """The call instructions in ``node``'s code whose target no relocation names: through a
-    register not loaded from a relocated address since the last branch target or call, or
-    through memory without a relocation (a vtable slot)."""
-    import capstone
+def _explained_x86_call(code: bytes, at: int, relocated: frozenset[int]) -> bool:
+    """Whether the ``FF /2`` at ``at`` is one of the two forms rustc uses for direct calls:
+    ``call *f@GOTPCREL(%rip)`` (FF 15, relocated displacement) or ``call *%reg`` right after
+    ``mov f@GOTPCREL(%rip), %reg`` (REX.W 8B /r with a relocated displacement)."""
+    modrm = code[at + 1]
+    if modrm == 0x15:
+        return at + 2 in relocated
+    if modrm & 0xF8 != 0xD0:
+        return False
+    register = modrm & 7
+    start = at - 7
+    if at >= 1 and code[at - 1] == 0x41:  # call *%r8..%r15
+        register |= 8
+        start -= 1
+    if start < 0 or start + 3 not in relocated or code[start + 1] != 0x8B:
+        return False
+    rex, load = code[start], code[start + 2]
+    if rex & 0xF0 != 0x40 or load & 0xC7 != 0x05:
+        return False
+    return ((load >> 3) & 7) | ((rex & 4) << 1) == register
 
+
+def _may_call_indirectly(machine: int, node: Node) -> bool:
+    """Whether ``node`` may hold an indirect call: a cheap scan that rules out most functions
+    before capstone decodes them (x86_64: an FF byte whose next byte reads as /2, ``call r/m``,
+    not in one of the forms of :func:`_explained_x86_call`; aarch64: a ``blr`` word)."""
+    code = node.code
     if machine == EM_X86_64:
-        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    elif machine == EM_AARCH64:
-        md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
-    else:
-        return []
-    md.detail = True
+        relocated = frozenset(r.offset for r in node.relocations)
+        at = code.find(0xFF)
+        while 0 <= at < len(code) - 1:
+            if (code[at + 1] >> 3) & 7 == 2 and not _explained_x86_call(code, at, relocated):
+                return True
+            at = code.find(0xFF, at + 1)
+        return False
+    if machine == EM_AARCH64:
+        usable = len(code) - len(code) % 4
+        return any(word & 0xFFFFFC1F == 0xD63F0000 for (word,) in struct.iter_unpack("<I", code[:usable]))
+    return False
+
+
+_DISASSEMBLERS: dict[int, Any] = {}
+_FOUND: dict[tuple[str, str, int], tuple[IndirectCall, ...]] = {}  # (name, print, machine) -> calls
+
+_X86_REGISTER_FAMILIES = {
+    name: family
+    for family, names in {
+        "rax": "eax ax al ah", "rbx": "ebx bx bl bh", "rcx": "ecx cx cl ch", "rdx": "edx dx dl dh",
+        "rsi": "esi si sil", "rdi": "edi di dil", "rbp": "ebp bp bpl", "rsp": "esp sp spl",
+    }.items()
+    for name in [family, *names.split()]
+}
+# Instructions that write registers they don't name first: forget every known register.
+_X86_IMPLICIT_WRITERS = ("mul", "div", "idiv", "cqo", "cdq", "cwd", "cpuid", "rdtsc", "syscall", "xchg", "xadd",
+                         "cmpxchg", "rep", "lods", "stos", "movs", "scas", "cmps", "rdrand", "pop", "leave")
+
+
+def _register(machine: int, text: str) -> str | None:
+    """The full register an operand names (``eax`` → ``rax``, ``w8`` → ``x8``), or None."""
+    text = text.strip()
+    if machine == EM_X86_64:
+        if text in _X86_REGISTER_FAMILIES:
+            return _X86_REGISTER_FAMILIES[text]
+        if text.startswith("r") and text[1:].rstrip("dwb").isdigit():
+            return text.rstrip("dwb")
+        return None
+    if len(text) > 1 and text[0] in "xw" and text[1:].isdigit():
+        return "x" + text[1:]
+    return text if text in ("lr", "fp", "sp", "xzr") else None
+
+
+def _disassembler(machine: int) -> Any:
+    md = _DISASSEMBLERS.get(machine)
+    if md is None:
+        import capstone
+
+        if machine == EM_X86_64:
+            md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+        else:
+            md = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+        _DISASSEMBLERS[machine] = md
+    return md
+
+
+def indirect_calls(machine: int, node: Node) -> tuple[IndirectCall, ...]:
+    """The call instructions in ``node``'s code whose target no relocation names: through
+    memory without a relocation (a vtable slot: ``call qword ptr [rsi + 0x18]``), or through a
+    register not loaded from a relocated address (``mov f@GOTPCREL(%rip), %rax``, ``adrp`` +
+    ``ldr`` of a GOT slot) since the last branch target or call. Remembered by the function's
+    print: an unchanged function is decoded once."""
+    if machine not in (EM_X86_64, EM_AARCH64) or not _may_call_indirectly(machine, node):
+        return ()
+    key = (node.name, node.digest, machine)
+    found = _FOUND.get(key)
+    if found is None:
+        found = tuple(_decode_indirect_calls(machine, node))
+        if len(_FOUND) > 65536:
+            _FOUND.clear()
+        _FOUND[key] = found
+    return found
+
+
+def _decode_indirect_calls(machine: int, node: Node) -> list[IndirectCall]:
+    x86 = machine == EM_X86_64
     relocated = sorted(r.offset for r in node.relocations)
-    instructions = list(md.disasm(node.code, 0))
+    instructions = list(_disassembler(machine).disasm_lite(node.code, 0))
     branch_targets: set[int] = set()
-    for insn in instructions:
-        if insn.group(capstone.CS_GRP_JUMP) and insn.operands and insn.operands[0].type == capstone.CS_OP_IMM:
-            branch_targets.add(insn.operands[0].imm)
+    for _, _, mnemonic, operands in instructions:
+        branch = mnemonic.startswith("j") if x86 else mnemonic in ("b", "cbz", "cbnz", "tbz", "tbnz") or (
+            mnemonic.startswith("b.")
+        )
+        if branch:
+            target = operands.rsplit(",", 1)[-1].strip().lstrip("#")
+            if target.startswith("0x"):
+                branch_targets.add(int(target, 16))
     found: list[IndirectCall] = []
-    known: set[int] = set()  # registers holding a relocated address (a GOT slot's or a symbol's)
-    for insn in instructions:
-        if insn.address in branch_targets:
+    known: set[str] = set()  # registers holding a relocated address (a GOT slot's or a symbol's)
+    for address, size, mnemonic, operands in instructions:
+        if address in branch_targets:
             known.clear()
-        has_relocation = any(insn.address <= o < insn.address + insn.size for o in relocated)
-        if insn.group(capstone.CS_GRP_CALL):
-            operand = insn.operands[0] if insn.operands else None
-            direct = (
-                operand is None
-                or operand.type == capstone.CS_OP_IMM
-                or (operand.type == capstone.CS_OP_MEM and has_relocation)
-                or (operand.type == capstone.CS_OP_REG and operand.reg in known)
-            )
+        first = bisect.bisect_left(relocated, address)
+        has_relocation = first < len(relocated) and relocated[first] < address + size
+        if mnemonic in (("call",) if x86 else ("blr", "bl")):
+            target = operands.strip()
+            if target.startswith(("0x", "#")) or ("[" in target and has_relocation):
+                direct = True
+            else:
+                register = _register(machine, target)
+                direct = register is not None and register in known
             if not direct:
-                found.append(IndirectCall(node.name, insn.address, f"{insn.mnemonic} {insn.op_str}"))
+                found.append(IndirectCall(node.name, address, f"{mnemonic} {operands}"))
             known.clear()  # the callee may change any caller-saved register
             continue
-        _, written = insn.regs_access()
-        if has_relocation and written:
-            known.update(written)
+        if x86 and mnemonic.startswith(_X86_IMPLICIT_WRITERS):
+            known.clear()
+            continue
+        written = _register(machine, operands.split(",", 1)[0]) if operands else None
+        if written is None:
+            continue
+        if has_relocation and mnemonic in (("mov", "lea") if x86 else ("adrp", "ldr", "add", "adr")):
+            known.add(written)
         else:
-            # a register computed from a known one (ldr x8, [x8, :got_lo12:f]) keeps the name only
-            # when the instruction itself is relocated; anything else forgets it
-            known.difference_update(written)
+            known.discard(written)
     return found
 
 
@@ -226,7 +328,7 @@ def analyse_reach(prints: Prints, entries: Iterable[str], changes: Changes) -> R
     targets = [(n, c) for n, c in targets if changes.kinds.get(n) == FUNCTION]
 
     calls: list[IndirectCall] = []
-    disassembled = 0
+    disassembled = 0  # functions scanned for indirect calls
     disassemble_ms = 0.0
     if any(n not in parents for n, _ in targets):
         begun = time.perf_counter()

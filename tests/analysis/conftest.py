@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from daemon.analysis.code_prints import PrintCache, Prints
-from tests.support.rust_program import compile_objects, source
+from tests.analysis.rust_program import compile_objects, source
 
 
 @pytest.fixture(scope="session")

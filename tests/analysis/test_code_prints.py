@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from daemon.analysis.code_prints import DATA, FUNCTION, TLS, PrintCache, changed, is_constant_data
 from daemon.binary.elf_objects import read_object
 from daemon.service.patcher import _is_constant_data
-from tests.support.rust_program import compile_objects, named, source
+from tests.analysis.rust_program import compile_objects, named, source
 
 
 def test_an_unchanged_program_has_no_changes(build):

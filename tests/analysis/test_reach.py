@@ -16,7 +16,7 @@ from daemon.analysis.reach import (
     reach_set,
 )
 from daemon.binary.elf_objects import EM_AARCH64
-from tests.support.rust_program import named
+from tests.analysis.rust_program import named
 
 
 def verdict_for(build, entry: str, **edit: str):
@@ -100,7 +100,8 @@ def _aarch64(*words: int) -> bytes:
     ],
 )
 def test_aarch64_indirect_calls(words, relocations, indirect):
-    node = Node("caller", FUNCTION, "", relocations, code=_aarch64(*words))
+    code = _aarch64(*words)
+    node = Node("caller", FUNCTION, code.hex(), relocations, code=code)
     assert [c.offset for c in indirect_calls(EM_AARCH64, node)] == indirect
 
 
