@@ -44,7 +44,7 @@ from daemon.binary.elf_objects import (
     ObjSymbol,
     Relocation,
     Section,
-    object_files,
+    archive_members,
     parse_object,
 )
 from daemon.binary.symbols import normalise_name
@@ -411,7 +411,11 @@ class PrintCache:
         found = self._by_content.get(content)
         if found is None:
             if data.startswith(b"!<arch>\n"):
-                found = tuple(object_prints(obj) for obj in object_files(path))
+                found = tuple(
+                    object_prints(parse_object(body, f"{path}({name})"))
+                    for name, body in archive_members(data)
+                    if name.endswith(".o") and body.startswith(b"\x7fELF")  # as elf_objects.object_files
+                )
             else:
                 found = (object_prints(parse_object(data, str(path))),)
             self.parsed += 1

@@ -41,6 +41,7 @@ from typing import Any
 from daemon.analysis.code_prints import ANONYMOUS_PREFIX, FUNCTION, Changes, Node, Prints
 from daemon.binary.demangle import demangle
 from daemon.binary.elf_objects import EM_AARCH64, EM_X86_64
+from daemon.binary.symbols import normalise_name
 
 REACHED = "reached"
 UNKNOWN = "unknown"
@@ -52,6 +53,7 @@ REFERENCE = "reference"
 # x86_64 relocation types whose field is a call's or jump's operand when the opcode before it
 # says so (E8 call, E9 jmp, FF 15 call *mem, FF 25 jmp *mem).
 _X86_CODE_RELOCATIONS = {2, 4, 9, 41, 42}
+_X86_GOT = {9, 41, 42}  # GOTPCREL, GOTPCRELX, REX_GOTPCRELX
 _AARCH64_BRANCHES = {282, 283}  # JUMP26, CALL26
 _AARCH64_GOT = {311, 312}  # ADR_GOT_PAGE, LD64_GOT_LO12_NC
 
@@ -115,8 +117,9 @@ class ReachReport:
         }
 
 
-def edge_kind(machine: int, node: Node, offset: int, rel_type: int) -> str:
-    """Whether the relocation at ``offset`` of ``node`` is a call (or jump) or a reference."""
+def edge_kind(machine: int, node: Node, offset: int, rel_type: int, to_function: bool = True) -> str:
+    """Whether the relocation at ``offset`` of ``node`` is a call (a call or jump instruction's
+    operand, or a load of a function's GOT slot, which rustc makes to call it) or a reference."""
     if node.kind != FUNCTION:
         return REFERENCE
     if machine == EM_X86_64 and rel_type in _X86_CODE_RELOCATIONS:
@@ -125,7 +128,9 @@ def edge_kind(machine: int, node: Node, offset: int, rel_type: int) -> str:
             return CALL
         if offset >= 2 and code[offset - 2] == 0xFF and code[offset - 1] in (0x15, 0x25):
             return CALL
-    if machine == EM_AARCH64 and rel_type in _AARCH64_BRANCHES:
+        if rel_type in _X86_GOT and to_function:
+            return CALL
+    if machine == EM_AARCH64 and (rel_type in _AARCH64_BRANCHES or (rel_type in _AARCH64_GOT and to_function)):
         return CALL
     return REFERENCE
 
@@ -146,7 +151,9 @@ def reach_set(prints: Prints, entries: Iterable[str]) -> dict[str, tuple[str, st
             continue  # defined elsewhere: a leaf
         for rel in node.relocations:
             if rel.target and rel.target not in parents:
-                parents[rel.target] = (name, edge_kind(prints.machine, node, rel.offset, rel.type))
+                target = prints.nodes.get(rel.target)
+                to_function = target is None or target.kind == FUNCTION
+                parents[rel.target] = (name, edge_kind(prints.machine, node, rel.offset, rel.type, to_function))
                 queue.append(rel.target)
     return parents
 
@@ -319,7 +326,7 @@ def analyse_reach(prints: Prints, entries: Iterable[str], changes: Changes) -> R
     """Verdicts for every changed or added function of ``changes`` (the patch's ``prints``,
     the entry points' symbol names)."""
     started = time.perf_counter()
-    given = tuple(dict.fromkeys(entries))
+    given = tuple(dict.fromkeys(normalise_name(e) for e in entries))
     present = tuple(e for e in given if e in prints.nodes)
     missing = tuple(e for e in given if e not in prints.nodes)
     parents = reach_set(prints, present)

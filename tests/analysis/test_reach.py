@@ -115,3 +115,21 @@ def test_reach_follows_data_to_functions():
     assert set(reach_set(prints, ["entry"])) == {"entry", "anon:v", "method"}
     report = analyse_reach(prints, ["entry"], Changes(("method",), (), (), {"method": FUNCTION}))
     assert report.verdicts[0].status == REACHED and "address taken by `entry`" in report.verdicts[0].reason
+
+
+def test_one_patch_analysed_from_its_files(tmp_path):
+    from daemon.analysis.code_prints import PrintCache
+    from daemon.analysis.patch import analyse_patch
+    from tests.analysis.rust_program import compile_objects, source
+
+    running = compile_objects(tmp_path / "running", source())
+    patch = compile_objects(tmp_path / "patch", source(HELPER="2", ONLY_MAIN="1", GREETING="hi"))
+    cache = PrintCache()
+    tick = next(n for n in cache.merged(patch).nodes if "4demo4tick" in n)
+    analysis = analyse_patch(cache, running, patch, [tick])
+    statuses = {v.name.split("4demo")[1][:10]: v.status for v in analysis.reach.verdicts}
+    assert statuses == {"6helper17h": REACHED, "9only_main": NOT_REACHED}
+    assert any("8GREETING" in n for n in analysis.changes.changed)
+    assert set(analysis.timings) == {"prints_ms", "changed_ms", "reach_ms", "disassemble_ms"}
+    data = analysis.to_json()
+    assert data["reach"]["verdicts"][0]["demangled"] in ("demo::helper", "demo::only_main")
