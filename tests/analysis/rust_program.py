@@ -64,13 +64,13 @@ def source(**edits: str) -> str:
     return text
 
 
-def compile_objects(directory: Path, text: str, units: int = 4) -> list[Path]:
+def compile_objects(directory: Path, text: str, units: int = 4, extra: tuple[str, ...] = ()) -> list[Path]:
     """The objects rustc writes for ``text`` as a bin crate named ``demo``, one per unit."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "main.rs").write_text(text)
     done = subprocess.run(
         ["rustc", "--edition", "2021", "--crate-name", "demo", "--crate-type", "bin", "-C", "metadata=fixed",
-         *DEV_PROFILE, "-C", f"codegen-units={units}", "--emit=obj", "--out-dir", "out", "main.rs"],
+         *DEV_PROFILE, *extra, "-C", f"codegen-units={units}", "--emit=obj", "--out-dir", "out", "main.rs"],
         cwd=directory, capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr

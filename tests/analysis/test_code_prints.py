@@ -121,3 +121,10 @@ def test_unchanged_objects_are_not_parsed_again(tmp_path):
     edited = compile_objects(tmp_path / "b", source(HELPER="3"))
     cache.merged(edited)
     assert len(objects) < cache.parsed < 2 * len(objects) + 1
+
+
+def test_less_debug_info_changes_unoptimised_code(tmp_path):
+    # why a patch must be compiled with the capture's debug info to be compared with it
+    full = PrintCache().merged(compile_objects(tmp_path / "full", source()))
+    limited = PrintCache().merged(compile_objects(tmp_path / "limited", source(), extra=("-C", "debuginfo=limited")))
+    assert len(changed(full, limited).changed) > 10
