@@ -97,7 +97,7 @@ class ReachReport:
     verdicts: list[Verdict]
     reach_size: int  # nodes in R (functions and data, defined in the patch or not)
     indirect_calls: tuple[IndirectCall, ...] = ()  # in R, found when disassembly was needed
-    disassembled: int = 0  # functions disassembled (0: not needed)
+    disassembled: int = 0  # reached functions examined for indirect calls (0: not needed)
     timings: dict[str, float] = field(default_factory=dict)  # reach_ms, disassemble_ms
 
     def by_status(self, status: str) -> list[str]:
@@ -378,7 +378,8 @@ def analyse_reach(prints: Prints, entries: Iterable[str], changes: Changes) -> R
                     change,
                     NOT_REACHED,
                     f"no entry point's code calls `{demangle(name)}` or takes its address, and reached code makes no "
-                    "indirect call: the process keeps running its old code",
+                    + ("indirect call: the process keeps running its old code" if change == "changed" else
+                       "indirect call: the process won't run it"),
                 )
             )
     return ReachReport(
