@@ -5,6 +5,12 @@ from ``capture.fatbuild`` in its environment. The record is written BEFORE the l
 rustc deletes its ``@response`` file and temp objects right after the link returns. The real
 linker then replaces this process (exec), so its exit status, output and signals are the
 link's own. Any failure to record goes to the capture log; the link always runs.
+
+It also keeps the link's rustc objects (``*.rcgu.o``: the program crate's own code, which rustc
+deletes after linking) under ``store.link_objects_dir``, hard-linked (copied across file
+systems), so that change analysis can later compare a patch with the code the running program
+was linked from. The new set replaces the previous one only once it is complete, with a
+manifest (``objects.json``) naming the link record it belongs to.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
 
 SHIM_VERSION = 1
 _SELF_NAMES = frozenset({"thinpatch-linker"})
+OBJECTS_MANIFEST = "objects.json"
 
 
 def _read_text(path: str) -> str:
@@ -66,6 +73,91 @@ def build_link_record(
     )
 
 
+def rustc_objects(args: Sequence[str], cwd: str) -> list[str]:
+    """The link line's rustc object inputs (``*.rcgu.o``), absolute; not rustc's temporaries
+    (``symbols.o`` and the like in its ``rustcXXXXXX`` temp dir)."""
+    temporaries = set(link_line.rustc_temporaries(list(args)))
+    found: list[str] = []
+    for arg in args:
+        if arg.startswith("-") or not arg.endswith(".rcgu.o") or arg in temporaries:
+            continue
+        path = arg if os.path.isabs(arg) else os.path.normpath(os.path.join(cwd, arg))
+        if path not in found:
+            found.append(path)
+    return found
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a directory this shim made (files only inside); never follows a symlink."""
+    try:
+        for entry in os.scandir(path):
+            os.unlink(entry.path)
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+def _copy_file(source: str, destination: str) -> None:
+    with open(source, "rb") as src, open(destination, "xb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+
+
+def keep_objects(final: str, objects: Sequence[str], recorded_at: float, output: str) -> None:
+    """Put hard links to (or copies of) ``objects`` into the directory ``final``, replacing
+    what was there once the new set is complete. Raises OSError; never follows a symlink."""
+    import json
+    import stat
+
+    parent = os.path.dirname(final)
+    for directory in (os.path.dirname(parent), parent, final):
+        if os.path.islink(directory):
+            raise OSError(f"{directory} is a symbolic link")
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    stem = f".{os.path.basename(final)}.{os.getpid()}.{os.urandom(4).hex()}"
+    staging = os.path.join(parent, stem + ".tmp")
+    os.mkdir(staging, 0o700)
+    try:
+        entries = []
+        names: set[str] = set()
+        for index, source in enumerate(objects):
+            info = os.lstat(source)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(f"{source} is not a regular file")
+            name = os.path.basename(source)
+            if name in names or name == OBJECTS_MANIFEST:
+                name = f"{index}.{name}"
+            names.add(name)
+            kept = os.path.join(staging, name)
+            try:
+                os.link(source, kept, follow_symlinks=False)
+            except OSError:  # another file system (EXDEV), or links not allowed there
+                _copy_file(source, kept)
+            info = os.stat(kept, follow_symlinks=False)
+            entries.append({"source": source, "file": name, "size": info.st_size, "mtime_ns": info.st_mtime_ns})
+        manifest = {"output": output, "recorded_at": recorded_at, "objects": entries}
+        fd = os.open(os.path.join(staging, OBJECTS_MANIFEST), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            json.dump(manifest, fh)
+        retired = None
+        if os.path.lexists(final):
+            if os.path.islink(final) or not os.path.isdir(final):
+                raise OSError(f"{final} is not a directory")
+            retired = os.path.join(parent, stem + ".old")
+            os.rename(final, retired)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if retired is not None:
+                os.rename(retired, final)  # the previous set stays as it was
+            raise
+    except BaseException:
+        _remove_tree(staging)
+        raise
+    if retired is not None:
+        _remove_tree(retired)
+
+
 def _write_response_file(raw_args: list[str], args: list[str]) -> list[str]:
     """Put an edited line back into a response file next to rustc's (rustc cleans its temp dir)."""
     files = link_line.response_file_args(raw_args)
@@ -101,6 +193,13 @@ def main() -> None:
                     store.write_json_atomic(path, record.to_json())
                 except OSError as exc:
                     store.log_warning(Path(root), f"thinpatch-linker: could not record link line: {exc}")
+                objects = rustc_objects(expanded, cwd)
+                if objects:
+                    kept = store.link_objects_dir(Path(root), scope, store.link_key(record.output))
+                    try:
+                        keep_objects(str(kept), objects, record.recorded_at, record.output)
+                    except OSError as exc:
+                        store.log_warning(Path(root), f"thinpatch-linker: could not keep the program's objects: {exc}")
         if edits:
             run_args = _write_response_file(raw_args, fatbuild.apply_link_edits(expanded, edits))
     except Exception as exc:  # recording must never break the link

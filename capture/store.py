@@ -9,6 +9,8 @@ Layout (``<target>`` is cargo's target dir)::
         capture.log                          shim warnings (never stdout)
         captures/<scope>/rustc/<key>.json    one record per crate and kind (0600)
         captures/<scope>/link/<key>.json     one link line per output path (0600)
+        objects/<scope>/<key>/               the program crate's own objects of that link
+                                             (``*.rcgu.o``, which rustc deletes after linking)
 
 ``<scope>`` is ``<triple>-<profile>`` (``host-debug`` when no ``--target`` was given).
 
@@ -77,6 +79,12 @@ def rustc_record_path(capture_root: Path, scope: str, key: CrateKey) -> Path:
 
 def link_record_path(capture_root: Path, scope: str, key: str) -> Path:
     return captures_dir(capture_root) / scope / "link" / f"{key}.json"
+
+
+def link_objects_dir(capture_root: Path, scope: str, key: str) -> Path:
+    """Where ``thinpatch-linker`` keeps the rustc objects of the link keyed ``key`` (its
+    ``link_key``): the running program's own code, which rustc deletes right after the link."""
+    return capture_root / "objects" / scope / key
 
 
 def capture_lock_path(capture_root: Path) -> Path:

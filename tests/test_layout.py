@@ -1,11 +1,12 @@
 """The daemon's rooms and the direction of imports between them.
 
-The pipeline runs capture → build / binary → service → cli, with ``socket`` beside it:
+The pipeline runs capture → build / binary → analysis → service → cli, with ``socket`` beside it:
   - ``capture`` is stdlib-only and knows nothing of the daemon;
   - ``build`` and ``binary`` use only ``capture``'s records (and the standard library);
+  - ``analysis`` reads objects with ``binary`` and finds them through ``capture``'s records;
   - ``socket`` knows nothing of builds; anyone may use ``socket.protocol``'s types;
     it shares ``capture.trust`` (who may have written a path) with every other reader;
-  - ``service`` uses build, binary and socket.protocol;
+  - ``service`` uses build, binary, analysis and socket.protocol;
   - ``cli`` may use everything.
 """
 
@@ -18,15 +19,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROOMS = ("build", "binary", "service", "socket", "cli")
+ROOMS = ("build", "binary", "analysis", "service", "socket", "cli")
 
 # What each room may import from the project, as dotted prefixes. Its own room is always allowed.
 ALLOWED: dict[str, tuple[str, ...]] = {
     "capture": (),
     "daemon.build": ("capture",),
     "daemon.binary": ("capture",),
+    "daemon.analysis": ("capture", "daemon.binary"),
     "daemon.socket": ("daemon.__version__", "capture.trust"),
-    "daemon.service": ("capture", "daemon.build", "daemon.binary", "daemon.socket.protocol"),
+    "daemon.service": ("capture", "daemon.build", "daemon.binary", "daemon.analysis", "daemon.socket.protocol"),
     "daemon.cli": ("capture", "daemon"),
     "daemon.__main__": ("daemon.cli",),
 }
@@ -99,7 +101,8 @@ def test_the_checker_catches_an_upward_import() -> None:
     relative = imported_names("from ..socket import server\n", "daemon.service.engine", False)
     assert violations("daemon.service.engine", relative) == [
         "daemon.service.engine:1 imports daemon.socket.server, against the pipeline "
-        "(daemon.service may use daemon.service, capture, daemon.build, daemon.binary, daemon.socket.protocol)"
+        "(daemon.service may use daemon.service, capture, daemon.build, daemon.binary, daemon.analysis, "
+        "daemon.socket.protocol)"
     ]
     assert violations("daemon.service.engine", [(1, "daemon.socket.protocol.RequestError")]) == []
 
