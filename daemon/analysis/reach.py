@@ -158,6 +158,28 @@ def reach_set(prints: Prints, entries: Iterable[str]) -> dict[str, tuple[str, st
     return parents
 
 
+PROGRAM_ENTRY = "main"  # the C entry: it hands the Rust `main` to std once, at start-up
+
+
+def pointer_reach(prints: Prints, reached: Iterable[str]) -> set[str]:
+    """What an indirect call could still reach besides ``reached``: every function whose
+    address code or data outside ``reached`` takes (a vtable entry, a function pointer made by
+    old code), and what those reach. The C ``main``'s reference to the Rust ``main`` doesn't
+    count: std calls it once, at start-up."""
+    inside = set(reached)
+    seeds: list[str] = []
+    for node in prints.nodes.values():
+        if node.name in inside or node.name == PROGRAM_ENTRY:
+            continue
+        for rel in node.relocations:
+            target = prints.nodes.get(rel.target) if rel.target else None
+            if target is None or target.kind != FUNCTION:
+                continue
+            if edge_kind(prints.machine, node, rel.offset, rel.type) == REFERENCE:
+                seeds.append(rel.target)
+    return set(reach_set(prints, seeds))
+
+
 def _path(parents: dict[str, tuple[str, str] | None], name: str) -> tuple[tuple[str, ...], str]:
     """The chain entry → … → name, and how its last step was taken."""
     chain = [name]
@@ -346,6 +368,7 @@ def analyse_reach(prints: Prints, entries: Iterable[str], changes: Changes) -> R
                 calls.extend(indirect_calls(prints.machine, node))
         disassemble_ms = (time.perf_counter() - begun) * 1000
 
+    pointers = pointer_reach(prints, parents) if calls else set()
     verdicts: list[Verdict] = []
     for name, change in targets:
         if name in parents:
@@ -357,7 +380,7 @@ def analyse_reach(prints: Prints, entries: Iterable[str], changes: Changes) -> R
             else:
                 how = f"has its address taken by {_named(chain[:-1])}"
             verdicts.append(Verdict(name, change, REACHED, f"`{demangle(name)}` {how}", chain))
-        elif calls:
+        elif calls and name in pointers:
             shown = "; ".join(c.describe() for c in calls[:3])
             if len(calls) > 3:
                 shown += f"; and {len(calls) - 3} more"
@@ -377,9 +400,11 @@ def analyse_reach(prints: Prints, entries: Iterable[str], changes: Changes) -> R
                     name,
                     change,
                     NOT_REACHED,
-                    f"no entry point's code calls `{demangle(name)}` or takes its address, and reached code makes no "
-                    + ("indirect call: the process keeps running its old code" if change == "changed" else
-                       "indirect call: the process won't run it"),
+                    f"no entry point's code calls `{demangle(name)}` or takes its address"
+                    + (", and no indirect call of reached code can reach it" if calls else
+                       ", and reached code makes no indirect call")
+                    + (": the process keeps running its old code" if change == "changed" else
+                       ": the process won't run it"),
                 )
             )
     return ReachReport(

@@ -94,13 +94,6 @@ def patch_codegen_units(captured_args: Sequence[str]) -> str:
     return str(NON_INCREMENTAL_CODEGEN_UNITS)
 
 
-# A patch's objects carry "limited" debug info (functions with their paths, line tables; no
-# types or variables) when the capture asked for full: about 50 ms less rustc time on a
-# large bin crate (bench/README), and backtraces still name patched functions with file:line.
-PATCH_DEBUGINFO = "limited"
-_FULL_DEBUGINFO = ("2", "full")
-
-
 def debuginfo_level(args: Sequence[str]) -> str | None:
     """The debug info rustc would use: the last ``-C debuginfo=…`` or ``-g`` (= full) wins."""
     level: str | None = None
@@ -111,13 +104,6 @@ def debuginfo_level(args: Sequence[str]) -> str | None:
         elif setting is not None and setting[0] == "debuginfo":
             level = setting[1]
     return level
-
-
-def set_patch_debuginfo(args: Sequence[str]) -> list[str]:
-    """Full debug info becomes :data:`PATCH_DEBUGINFO`; less than full is kept as captured."""
-    if debuginfo_level(args) not in _FULL_DEBUGINFO:
-        return list(args)
-    return [*remove_options(remove_codegen_option(args, "debuginfo"), "-g"), "-C", f"debuginfo={PATCH_DEBUGINFO}"]
 
 
 def set_json_diagnostics(args: Sequence[str], rendered_ansi: bool = False, artifacts: bool = False) -> list[str]:
@@ -251,7 +237,6 @@ def build_obj_plan(
         metadata_path = layout.metadata_path(crate, extra)
         emits["metadata"] = metadata_path
 
-    args = set_patch_debuginfo(args)  # first: the edits below append, and this one stays put on a rerun
     args = set_crate_type(args, patch_crate_type(captured.crate_types))
     args = set_emit(args, emits)
     args = set_out_dir(args, obj_dir)

@@ -13,7 +13,6 @@ from daemon.analysis.baseline import captured_objects
 from daemon.analysis.code_prints import PrintCache
 from daemon.analysis.patch import analyse_patch
 from daemon.analysis.reach import REACHED
-from daemon.build import rustc_plan
 from daemon.build.rebuild import build_patch
 
 pytestmark = pytest.mark.cargo
@@ -34,10 +33,9 @@ def edited(path: Path, old: str, new: str):
 
 
 @pytest.mark.asyncio
-async def test_a_patch_changes_what_was_edited_and_nothing_else(captured_workspace, tmp_path, monkeypatch):
-    # compiled with the capture's debug info: less would change unoptimised code everywhere
+async def test_a_patch_changes_what_was_edited_and_nothing_else(captured_workspace, tmp_path):
+    # patches keep the capture's debug info: less would change unoptimised code everywhere
     # (test_less_debug_info_changes_unoptimised_code)
-    monkeypatch.setattr(rustc_plan, "PATCH_DEBUGINFO", "full")
     captures = load_captures(captured_workspace.capture_root, captured_workspace.scope)
     link = captures.link_for("app")
     assert link is not None

@@ -58,6 +58,16 @@ def test_a_function_only_main_calls_is_not_reached(build):
     assert analyse_reach(new, [named(new, "4demo4main")], changed(build(), new)).verdicts[0].status == REACHED
 
 
+def test_indirect_calls_make_only_what_old_pointers_lead_to_unknown(build):
+    # `show` formats: std's formatting code compiled into the patch calls through a vtable.
+    # Still, neither `main` nor a function only `main` calls is behind any pointer.
+    report, verdicts, new = verdict_for(build, "4show", ONLY_MAIN="98", MAIN="let _edited = 1;")
+    assert report.indirect_calls, "the entry is meant to reach an indirect call"
+    assert verdicts[named(new, "9only_main")].status == NOT_REACHED
+    main = verdicts[named(new, "4demo4main")]
+    assert main.status == NOT_REACHED and "no indirect call of reached code can reach it" in main.reason
+
+
 def test_a_display_impl_used_by_format_is_reached_by_reference(build):
     _, verdicts, new = verdict_for(build, "4show", DISPLAY="Q")
     verdict = verdicts[named(new, "demo..P$u20$as$u20$core..fmt..Display")]
