@@ -30,6 +30,7 @@ import anyio
 from capture.store import Captures
 from daemon.build.diagnostics import is_summary_dict
 from daemon.build.processes import dies_with_parent
+from daemon.cli.change_lines import located, named_list, short_name, uncertain
 from daemon.cli.daemon_patch import serves
 from daemon.cli.run_sources import build_inputs, changed_since_build, file_mtimes
 from daemon.cli.terminal import Style, wants_color
@@ -139,6 +140,7 @@ class RunView:
     pid: int | None = None
     built_ms: dict[Any, float] = field(default_factory=dict)
     warnings: dict[Any, int] = field(default_factory=dict)  # compiler warnings, by patch id
+    patches: dict[Any, dict[str, Any]] = field(default_factory=dict)  # patch-ready events, by id (newest few)
     failing: str | None = None  # the last failed patch build's summary, until one succeeds
     restart_failing: str | None = None  # the failed restart build's, until a restart (a new view)
     code_broken: bool = False  # this program's last build failed with compile errors
@@ -168,7 +170,8 @@ class RunView:
         if event.get("replayed") or not self.mine(event):
             return False
         kind = event.get("type")
-        return kind in ("patch-ready", "patch-rejected") or (kind == "build-failed" and not self.code_broken)
+        built = ("patch-ready", "patch-rejected", "restart-required")
+        return kind in built or (kind == "build-failed" and not self.code_broken)
 
     def mine(self, event: dict[str, Any]) -> bool:
         program = event.get("program") or {}
@@ -191,6 +194,9 @@ class RunView:
             report = event.get("report") or {}
             warned = [w for w in report.get("compiler_warnings") or [] if not is_summary_dict(w)]
             self.warnings[event.get("id")] = len(warned)
+            self.patches[event.get("id")] = event
+            while len(self.patches) > 8:
+                self.patches.pop(next(iter(self.patches)))
             if event.get("subscribers") == 0 and self.pid is not None:
                 return [
                     f"{tag} patch built in {total:.0f} ms{_warned(len(warned))}, but {self.program.name} is not "
@@ -203,8 +209,8 @@ class RunView:
             took = f" in {total:.0f} ms" if total is not None else ""
             took += _warned(self.warnings.get(event.get("id"), 0))
             if event.get("applied"):
-                runs = f"{self.program.name} (pid {self.pid}) runs the new code"
-                return [f"{tag} {self.style.ok('patched')}{took}: {runs}"]
+                ready = self.patches.get(event.get("id")) or {}
+                return [f"{tag} {applied_line(ready, self.program.name, self.pid, took, self.style)}"]
             return [f"{tag} {self.style.bad('patch failed')} in {self.program.name}: {event.get('message')}"]
         if kind == "build-failed" and self.mine(event):
             diagnostics = event.get("diagnostics") or []
@@ -226,12 +232,39 @@ class RunView:
                 keeps = f"{self.program.name} keeps running the last good code"
             out.append(f"{tag} {self.style.bad('build failed')} ({count}); {keeps}")
             return out
+        if kind == "restart-required" and self.mine(event):
+            self.code_broken = False
+            return [f"{tag} {self.style.warn('needs a restart')}: {restart_line(event)}"]
         if kind == "patch-rejected" and self.mine(event):
             refused = f"{event.get('reason')}. {event.get('action') or ''}".rstrip()
             return [f"{tag} {self.style.bad('patch refused')}: {refused}"]
         if kind == "not-patchable" and event.get("for_pid") == self.pid:
             return [f"{tag} {self.style.warn('not patchable')}: {event.get('message')}"]
         return []
+
+
+def applied_line(ready: dict[str, Any], name: str, pid: int | None, took: str, style: Style) -> str:
+    """What a process applying a patch means, by the patch's verdict: the new code runs
+    (``carried``), or it may not everywhere (``unknown``: says which and why)."""
+    changes = [c for c in ready.get("changes") or [] if c.get("new", True)]
+    names = named_list(short_name(str(c.get("function"))) for c in changes)
+    what = f"{style.ok('patched')} {names}" if names else style.ok("patched")
+    if ready.get("verdict") == "unknown":
+        doubtful = uncertain(ready)
+        which = named_list(short_name(str(c.get("function"))) for c in doubtful) or "the patch"
+        why = ready.get("verdict_reason") or (doubtful[0].get("why") if doubtful else "") or "it can't be told"
+        return (f"{what}{took}, applied by {name} (pid {pid}), but {which} may still run old code ({why}); "
+                "`thinpatch restart` runs it for sure")
+    if not names and ready.get("verdict") == "carried":
+        return f"{what}{took}: no function's code changed; {name} (pid {pid}) runs the saved code"
+    return f"{what}{took}: {name} (pid {pid}) runs the new code"
+
+
+def restart_line(event: dict[str, Any]) -> str:
+    """Why a save's code can only run after a restart, with the first such change's place."""
+    blocking = [c for c in event.get("changes") or [] if c.get("verdict") == "needs-restart"]
+    where = f" ({located(blocking[0])})" if blocking and blocking[0].get("file") else ""
+    return f"{event.get('reason')}{where}"
 
 
 def _plural(count: int, word: str) -> str:
@@ -578,6 +611,27 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         say(tagged(style, f"{program.name} had stopped: {style.warn('rebuilt')} it from the current sources and "
                           f"started it again (pid {view.pid}); its state was lost"))
 
+    async def rebuild_and_switch(client: Any, tg: anyio.abc.TaskGroup, *, cause: str, after: str, done: str) -> None:
+        """A save a patch can't carry: build under capture first; the running program is
+        stopped only for a binary that built (``done`` names its ``{pid}``)."""
+        keeps = f"{program.name} keeps running until it builds"
+        try:
+            fresh = await rebuild(client, f"{cause}; {keeps}")
+        except RunError as exc:
+            if runner.running:
+                old = f"{program.name} (pid {view.pid}) keeps running the last good build"
+            else:
+                old = f"{program.name} starts again once a save builds"
+            shown, why = restart_failure(exc)
+            if shown:
+                say(shown)
+            summary = tagged(style, f"{style.bad('rebuild failed')} {after} ({why}); {old}. Fix it and save again")
+            view.fail(summary)
+            say(summary)
+            return
+        switch_to(fresh, tg)
+        say(tagged(style, done.replace("{pid}", str(view.pid))))
+
     async def restart_on_request(client: Any, tg: anyio.abc.TaskGroup) -> None:
         """`thinpatch restart`: build afresh under capture; the old program stops only once
         the new build is there (a failed build leaves it running)."""
@@ -637,26 +691,25 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                                 say(tagged(style, f"{changed} changed: a patch can't carry that. Stop and run "
                                                   "`thinpatch run` again (or drop --no-restart)"))
                                 continue
-                            # Build first; the running program is stopped only for a binary that built.
-                            keeps = f"{program.name} keeps running until it builds"
-                            try:
-                                fresh = await rebuild(client, f"{changed} changed; {keeps}")
-                            except RunError as exc:
-                                if runner.running:
-                                    old = f"{program.name} (pid {view.pid}) keeps running the last good build"
-                                else:
-                                    old = f"{program.name} starts again once a save builds"
-                                shown, why = restart_failure(exc)
-                                if shown:
-                                    say(shown)
-                                summary = tagged(style, f"{style.bad('rebuild failed')} after the {changed} change "
-                                                        f"({why}); {old}. Fix it and save again")
-                                view.fail(summary)
-                                say(summary)
+                            await rebuild_and_switch(
+                                client, tg, cause=f"{changed} changed", after=f"after the {changed} change",
+                                done=f"{changed} changed: {style.warn('restarted')} {program.name} (pid {{pid}}) "
+                                     "with a fresh build; its state was lost",
+                            )
+                        elif kind == "restart-required" and view.mine(event) and not event.get("replayed"):
+                            reason = str(event.get("reason"))
+                            if not options.restart_on_rebuild:
+                                say(tagged(style, f"the saved code runs after a restart: `thinpatch restart` (or "
+                                                  f"drop --no-restart); {program.name} keeps running the code it had"))
                                 continue
-                            switch_to(fresh, tg)
-                            say(tagged(style, f"{changed} changed: {style.warn('restarted')} {program.name} "
-                                              f"(pid {view.pid}) with a fresh build; its state was lost"))
+                            if runner.exited.is_set():
+                                await relaunch(client, tg)
+                                continue
+                            await rebuild_and_switch(
+                                client, tg, cause=reason, after="for that change",
+                                done=f"{style.warn('restarted')} {program.name} (pid {{pid}}): {reason}; its state "
+                                     "was lost",
+                            )
                         elif runner.exited.is_set() and view.save_built(event):
                             await relaunch(client, tg)
                     say(tagged(style, f"the daemon closed the connection: {client.disconnect_reason or 'it stopped'}"))

@@ -31,6 +31,7 @@ async def serve_forever(
     server = DaemonServer(engine, socket_path, max_clients=client_limit(fd_limit))
     engine.publish = server.publish
     engine.count_receivers = server.processes_running
+    engine.entry_points = server.entry_points
     async with anyio.create_task_group() as tg:
 
         def stop() -> None:

@@ -28,7 +28,7 @@ from daemon.build.errors import MissingCapture, RebuildError
 from daemon.build.session_cache import default_session_root, open_session
 from daemon.service.patcher import Patcher
 from daemon.service.programs import RESTART_HINT, Identity, Program, identify, read_programs
-from daemon.service.session import CountReceivers, LoadedWorkspace, PatchOutcome, Publish, WorkspaceSession
+from daemon.service.session import CountReceivers, EntryPoints, LoadedWorkspace, PatchOutcome, Publish, WorkspaceSession
 from daemon.service.watcher import DEFAULT_DEBOUNCE_MS, SourceWatcher
 from daemon.service.workspaces import CapturedWorkspace, registered_workspaces
 from daemon.socket import protocol
@@ -122,6 +122,7 @@ class Engine:
         self.problems: dict[str, str] = {}
         self.retired: dict[str, Program] = {}  # build ID -> program of an earlier session
         self.count_receivers: CountReceivers = lambda build_id: 0
+        self.entry_points: EntryPoints = lambda build_id: []  # the server's, once serving
         self.symbol_cache = SymbolCache()
         self._ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
@@ -262,6 +263,7 @@ class Engine:
                 publish=lambda event: self.publish(event),
                 ids=self._ids,
                 count_receivers=lambda build_id: self.count_receivers(build_id),
+                entry_points=lambda build_id: self.entry_points(build_id),
                 on_busy=self.options.on_busy,
                 warm_up=self.options.warm_up,
             )

@@ -16,12 +16,16 @@ import anyio
 import structlog
 
 from capture.store import CaptureRecord, Captures, CrateKey, load_captures
+from daemon.analysis.baseline import Baseline, captured_objects
+from daemon.analysis.code_prints import PrintCache, changed
+from daemon.analysis.reach import analyse_reach
+from daemon.analysis.verdicts import Entry, SaveVerdict, judge, unknown_save
 from daemon.binary.demangle import demangle
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
 from daemon.binary.program_index import program_index
 from daemon.binary.symbol_cache import SymbolCache
-from daemon.binary.symbols import DATA, LOCAL, MACHO, SymbolTable, read_symbols
+from daemon.binary.symbols import DATA, FUNCTION, LOCAL, MACHO, STATIC, SymbolTable, read_symbols
 from daemon.build.concurrency import beside
 from daemon.build.crate_plans import resolve_crate, resolve_top
 from daemon.build.errors import MissingCapture, UnsupportedEdit
@@ -36,6 +40,7 @@ from daemon.build.session_cache import (
     read_edited_crates,
     record_edited_crates,
 )
+from daemon.socket.protocol import EntryPoint
 
 log = structlog.get_logger("thinpatch.patcher")
 
@@ -84,6 +89,8 @@ class PatchResult:
 
     rebuilt_crates: list[str] = field(default_factory=list)  # every crate in the patch
     reused_crates: list[str] = field(default_factory=list)  # of those, linked from an earlier build
+    verdict: SaveVerdict = field(default_factory=lambda: unknown_save("not analysed"))
+    prints: dict[str, str] = field(default_factory=dict, repr=False)  # name -> print, for the next patch
 
     @property
     def edited_crate(self) -> str:
@@ -104,6 +111,7 @@ class PatchResult:
             "jump_table": self.jump_table.to_json(),
             "report": report,
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
+            **self.verdict.to_json(),
         }
 
 
@@ -230,6 +238,10 @@ class Patcher:
         self._edited: dict[CrateKey, set[CrateKey]] = {}  # program -> crates edited since capture
         self._fresh: set[CrateKey] = set()  # crates this patcher compiled, unchanged since
         self._stale: set[CrateKey] = set()  # crates saved since their last successful compile
+        self._prints = PrintCache()  # object prints, kept between patches: rustc rewrites few units
+        self._baseline: Baseline | None = None  # the files the running program was linked from
+        self._functions_at: dict[int, str] | None = None  # the program's function symbols by address
+        self._delivered: dict[str, str] | None = None  # prints of the last patch sent to the program
 
     @property
     def symbol_cache_dir(self) -> Path:
@@ -251,10 +263,13 @@ class Patcher:
         remembered = read_edited_crates(self.session, program.key, captured_at)
         return self._edited.setdefault(program.key, set()) | remembered, captured_at
 
-    async def patch(self, crates: Sequence[CrateKey] = (), *, rendered_ansi: bool = False) -> PatchResult:
+    async def patch(
+        self, crates: Sequence[CrateKey] = (), *, rendered_ansi: bool = False, entries: Sequence[EntryPoint] = ()
+    ) -> PatchResult:
         """A verified patch for the saved ``crates`` (default: the program's crate). It also
         holds every crate edited earlier since the capture, so applying it alone gives all
-        edits made so far.
+        edits made so far. ``entries`` are the running processes' hot entry points: the
+        result's verdict says which changes they reach.
 
         Raises the rebuild errors (MissingCapture, CompileError, LinkError, ToolNotFound,
         UnsupportedEdit) or PatchRejected.
@@ -298,6 +313,7 @@ class Patcher:
             except FileNotFoundError:
                 pass
             raise PatchRejected(build, check, verify_ms)
+        verdict, prints = await anyio.to_thread.run_sync(self._analyse, host, build, table, list(entries))
         total_ms = (time.perf_counter() - started) * 1000
         return PatchResult(
             workspace=self.workspace,
@@ -311,12 +327,76 @@ class Patcher:
                 "rustc_ms": build.rustc_ms,
                 "link_ms": build.link_ms,
                 "verify_ms": verify_ms,
+                "analysis_ms": sum(verdict.timings.values()),
                 "total_ms": total_ms,
             },
             compiler_warnings=[w.to_dict() for w in build.warnings],
             rebuilt_crates=[c.key.name for c in build.crates],
             reused_crates=[c.key.name for c in build.crates if c.reused],
+            verdict=verdict,
+            prints=prints,
         )
+
+    def delivered(self, result: PatchResult) -> None:
+        """``result`` was sent to the program: later patches say what changed since."""
+        self._delivered = result.prints
+
+    def _baseline_of(self, program: CrateKey) -> Baseline:
+        if self._baseline is None:
+            link = self.captures.link_for(program.name)
+            self._baseline = captured_objects(self.captures, link) if link is not None else Baseline()
+        return self._baseline
+
+    def _entries(self, host: HostImage, table: JumpTable, entries: Sequence[EntryPoint]) -> list[Entry]:
+        """The reported entry points as the program's function symbols (static address: the
+        program's `main` plus the offset the process measured from its own `main`)."""
+        if self._functions_at is None:
+            by_address: dict[int, str] = {}
+            for s in host.table.symbols:
+                if s.defined and s.kind == FUNCTION and s.table == STATIC and s.address:
+                    by_address.setdefault(s.address, s.normalised)
+            self._functions_at = by_address
+        resolved = []
+        for e in dict.fromkeys((e.offset, e.kind, e.name, e.returns) for e in entries):
+            symbol = self._functions_at.get(table.aslr_reference + e[0])
+            if symbol is not None:
+                resolved.append(Entry(symbol, e[1], e[2], e[3]))
+        return resolved
+
+    def _analyse(
+        self, host: HostImage, build: PatchBuild, table: JumpTable, entries: list[EntryPoint]
+    ) -> tuple[SaveVerdict, dict[str, str]]:
+        """What the patch changes against the running program, and whether it can carry it."""
+        started = time.perf_counter()
+        baseline = self._baseline_of(build.program)
+        keys = [c.key for c in build.crates]
+        for key in keys:
+            if key not in baseline.objects:
+                why = baseline.unavailable.get(key, "it is not part of the captured link")
+                return unknown_save(f"the program's code of {key.name} can't be compared: {why}"), {}
+        try:
+            old = self._prints.merged(p for key in keys for p in baseline.objects[key])
+            new = self._prints.merged(p for c in build.crates for p in c.objects)
+        except (OSError, ValueError) as exc:
+            return unknown_save(f"the objects to compare can't be read: {exc}"), {}
+        printed = time.perf_counter()
+        changes = changed(old, new)
+        resolved = self._entries(host, table, entries)
+        redirected = [e.symbol for e in resolved if e.redirected]
+        unredirected = [e.symbol for e in resolved if not e.redirected]
+        reach = analyse_reach(new, redirected, changes) if resolved else None
+        closure_reach = analyse_reach(new, unredirected, changes) if unredirected else None
+        current = new.digests()
+        verdict = judge(
+            changes,
+            reach,
+            entries=resolved,
+            unredirected_reach=closure_reach,
+            previous=self._delivered,
+            current=current,
+            timings={"prints_ms": (printed - started) * 1000, "judge_ms": (time.perf_counter() - printed) * 1000},
+        )
+        return verdict, current
 
     def _prune(self) -> None:
         try:

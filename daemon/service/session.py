@@ -20,6 +20,7 @@ import anyio
 import structlog
 
 from capture.store import Captures, CrateKey
+from daemon.analysis.verdicts import NEEDS_RESTART
 from daemon.build.errors import CompileError, LinkError, RebuildError
 from daemon.build.session_cache import SessionLayout
 from daemon.service.depinfo import SourceMap, changed_kinds
@@ -35,13 +36,14 @@ from daemon.service.sources import (
 from daemon.service.watcher import content_digest
 from daemon.service.workspaces import CapturedWorkspace
 from daemon.socket import protocol
-from daemon.socket.protocol import Event, PatchId
+from daemon.socket.protocol import EntryPoint, Event, PatchId
 
 log = structlog.get_logger("thinpatch.engine")
 
 Publish = Callable[[Event], object]
 # How many subscribed processes run the binary with this build ID (set by the server side).
 CountReceivers = Callable[[str], int]
+EntryPoints = Callable[[str], list[EntryPoint]]  # a binary's build ID -> its processes' hot entry points
 
 MAX_RESULTS_KEPT = 32  # patch ids whose per-process outcomes status still shows
 
@@ -55,7 +57,9 @@ class PatchBuilder(Protocol):
     @property
     def session(self) -> SessionLayout: ...
 
-    async def patch(self, crates: Sequence[CrateKey] = ()) -> PatchResult: ...
+    async def patch(self, crates: Sequence[CrateKey] = (), *, entries: Sequence[EntryPoint] = ()) -> PatchResult: ...
+
+    def delivered(self, result: PatchResult) -> None: ...
 
 
 class Watcher(Protocol):
@@ -157,6 +161,7 @@ class WorkspaceSession:
         publish: Publish,
         ids: Iterator[int],
         count_receivers: CountReceivers = lambda build_id: 0,
+        entry_points: EntryPoints = lambda build_id: [],
         on_busy: str = "restart",
         warm_up: bool = True,
     ) -> None:
@@ -172,6 +177,7 @@ class WorkspaceSession:
         self.publish = publish
         self.ids = ids
         self.count_receivers = count_receivers
+        self.entry_points = entry_points
         self.on_busy = on_busy
         self.warm_up_builds = warm_up  # compile each program once when the session starts
         self.stamp: tuple[int, ...] = ()  # the capture's stamp when the session started
@@ -273,7 +279,8 @@ class WorkspaceSession:
         try:
             # every crate of this program saved in this burst: one patch holds them all
             try:
-                result = await served.patcher.patch(sorted(crates))
+                entries = self.entry_points(program.build_id) if program.build_id else []
+                result = await served.patcher.patch(sorted(crates), entries=entries)
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.learn_sources(served)
@@ -306,6 +313,23 @@ class WorkspaceSession:
             self._failed(build_id, crate_label, f"internal error while building the patch: {exc!r}", [], program)
         else:
             data = result.to_json()  # once: the jump table's map can hold thousands of entries
+            if result.verdict.verdict == NEEDS_RESTART:
+                # never sent as a patch: a layout change would corrupt the running program's data
+                self.last_outcome = "restart-required"
+                self.emit(
+                    protocol.restart_required(
+                        build_id=build_id,
+                        workspace=self.name,
+                        crate=data["crate"],
+                        reason=result.verdict.reason or "a change a patch can't carry",
+                        changes=data["changes"],
+                        timings=data["timings"],
+                        program=program.describe(),
+                        for_build_id=program.build_id or None,
+                    )
+                )
+                bound.info("restart required", outcome="restart-required", reason=result.verdict.reason)
+                return
             event = protocol.patch_ready(
                 build_id=build_id,
                 workspace=self.name,
@@ -316,15 +340,20 @@ class WorkspaceSession:
                 report=data["report"],
                 timings=data["timings"],
                 program=program.describe(),
+                verdict=data["verdict"],
+                verdict_reason=data.get("reason"),
+                changes=data["changes"],
                 # a patch for one binary: only the processes running it receive it
                 for_build_id=program.build_id or None,
                 subscribers=self.count_receivers(program.build_id) if program.build_id else 0,
             )
             served.last_patch = event
+            served.patcher.delivered(result)
             self.last_patch = event
             self.last_outcome = "patch-ready"
             self.emit(event)
-            bound.info("patch ready", outcome="patch-ready", lib=result.lib, **data["timings"])
+            bound.info("patch ready", outcome="patch-ready", lib=result.lib, verdict=result.verdict.verdict,
+                       **data["timings"])
 
     async def warm_up(self) -> None:
         """Build each program's patch once, unpublished: rustc's incremental state for the patch

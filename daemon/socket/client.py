@@ -1,4 +1,4 @@
-"""Async client for the daemon's socket (protocol v1).
+"""Async client for the daemon's socket (protocol v2).
 
 ::
 

@@ -42,6 +42,7 @@ EVENT_TYPES = (
     "patch-ready",
     "build-failed",
     "patch-rejected",
+    "restart-required",
     "full-rebuild-required",
     "session-reset",
     "not-patchable",
@@ -469,11 +470,16 @@ def patch_ready(
     report: Mapping[str, Any],
     timings: Mapping[str, float],
     program: ProgramDescription,
+    verdict: str = "unknown",
+    verdict_reason: str | None = None,
+    changes: Sequence[Mapping[str, Any]] = (),
     for_build_id: str | None = None,
     subscribers: int = 0,
 ) -> Event:
     """A verified patch for ``program``. With ``for_build_id`` it reaches only the processes
-    running that binary, and says how many were subscribed (``subscribers``) when it was sent."""
+    running that binary, and says how many were subscribed (``subscribers``) when it was sent.
+    ``verdict`` is ``carried`` or ``unknown`` (why: ``verdict_reason``); ``changes`` lists the
+    changed functions with their own verdicts."""
     event: Event = {
         "type": "patch-ready",
         "id": build_id,
@@ -485,10 +491,42 @@ def patch_ready(
         "report": report,
         "timings": timings,
         "program": dict(program),
+        "verdict": verdict,
+        "changes": list(changes),
     }
+    if verdict_reason:
+        event["verdict_reason"] = verdict_reason
     if for_build_id is not None:
         event["for_build_id"] = for_build_id
         event["subscribers"] = subscribers
+    return event
+
+
+def restart_required(
+    *,
+    build_id: int,
+    workspace: str,
+    crate: str,
+    reason: str,
+    changes: Sequence[Mapping[str, Any]],
+    timings: Mapping[str, float],
+    program: ProgramDescription,
+    for_build_id: str | None = None,
+) -> Event:
+    """The save built, but a patch can't carry one of its changes (``reason``, and each change's
+    verdict in ``changes``): no patch is sent; only a restart runs the saved code."""
+    event: Event = {
+        "type": "restart-required",
+        "id": build_id,
+        "workspace": workspace,
+        "crate": crate,
+        "reason": reason,
+        "changes": list(changes),
+        "timings": timings,
+        "program": dict(program),
+    }
+    if for_build_id is not None:
+        event["for_build_id"] = for_build_id
     return event
 
 

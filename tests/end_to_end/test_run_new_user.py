@@ -102,7 +102,8 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
 
         # 4. an edit shows in the same process, its counter going on
         save_like_an_editor(main, main.read_text().replace("says v1", "says v2"))
-        child.expect(f"{GREEN}patched{RESET} in \\d+ ms{WARNED}: game \\(pid (\\d+)\\) runs the new code")
+        # it names what changed: the hot function, reached from the entry point the program reported
+        child.expect(f"{GREEN}patched{RESET} frame\\(\\) in \\d+ ms{WARNED}: game \\(pid (\\d+)\\) runs the new code")
         assert int(child.match.group(1)) == pid  # in colour: this is a terminal
         child.expect(r"frame (\d+) says v2")
         assert frame_number(child) > before
@@ -117,7 +118,7 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         save_like_an_editor(
             main, main.read_text().replace('format!("frame {n} says v3"', 'format!("frame {n} says v3")')
         )
-        child.expect(r"patched\S* in \d+ ms")
+        child.expect(r"patched\S* frame\(\) in \d+ ms")
         child.expect(r"frame (\d+) says v3")
         assert os.path.exists(f"/proc/{pid}")
 
@@ -132,7 +133,7 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         child.expect(r"frame (\d+) says v3")  # still printing, its counter going on
         assert frame_number(child) > before and os.path.exists(f"/proc/{pid}")
         save_like_an_editor(main, main.read_text().replace("says v3", "says v3 still"))  # and still patched
-        child.expect(r"patched\S* in \d+ ms" + WARNED + r": game \(pid (\d+)\) runs the new code")
+        child.expect(r"patched\S* frame\(\) in \d+ ms" + WARNED + r": game \(pid (\d+)\) runs the new code")
         assert int(child.match.group(1)) == pid
         child.expect(r"rebuild failed\S* after the Cargo.toml change")  # the summary stays the last line
         child.expect(r"frame \d+ says v3 still")
@@ -155,7 +156,7 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         child.expect(r"frame \d+ says v4")
         # and the next save patches it
         save_like_an_editor(main, main.read_text().replace("says v4", "says v5"))
-        child.expect(r"patched\S* in \d+ ms" + WARNED + r": game \(pid (\d+)\) runs the new code")
+        child.expect(r"patched\S* frame\(\) in \d+ ms" + WARNED + r": game \(pid (\d+)\) runs the new code")
         assert int(child.match.group(1)) == again
         child.expect(r"frame \d+ says v5")
 

@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 from capture.store import CaptureRecord, Captures, CrateKey
+from daemon.analysis.verdicts import CARRIED, NEEDS_RESTART, ChangeVerdict, SaveVerdict
 from daemon.binary.jump_table import JumpTable, PatchReport
 from daemon.binary.load_check import LoadCheck
 from daemon.build.diagnostics import Diagnostic, DiagnosticStream, Span
@@ -28,6 +29,7 @@ from daemon.service.patcher import PatchRejected, PatchResult
 from daemon.service.programs import Program
 from daemon.service.session import LoadedWorkspace, PatchOutcome, ServedProgram, WorkspaceSession
 from daemon.service.workspaces import CapturedWorkspace
+from daemon.socket.protocol import EntryPoint
 from daemon.socket.protocol_schema import server_message_errors
 
 SCOPE = "host-debug"
@@ -48,9 +50,14 @@ class FakePatcher:
         self.session = SessionLayout(session_root)  # no dep-info in it: no new sources to learn
         self.calls: list[list[CrateKey]] = []
         self.fail: Exception | None = None
+        self.sent: list[int] = []  # patch numbers the session published
+        self.verdict = SaveVerdict(CARRIED, None, (ChangeVerdict("_ZN3app5frame17h0123456789abcdefE", "app::frame",
+                                                                "changed", CARRIED),))
+        self.entries: list[list[EntryPoint]] = []
 
-    async def patch(self, crates: Sequence[CrateKey] = ()) -> PatchResult:
+    async def patch(self, crates: Sequence[CrateKey] = (), *, entries: Sequence[EntryPoint] = ()) -> PatchResult:
         self.calls.append(list(crates))
+        self.entries.append(list(entries))
         if self.fail is not None:
             error, self.fail = self.fail, None
             raise error
@@ -65,7 +72,12 @@ class FakePatcher:
             jump_table=JumpTable(lib, {4096: 8192}, aslr_reference=4000, new_base_address=0),
             report=PatchReport(mapped=1),
             timings={"rustc_ms": 1.0, "link_ms": 2.0, "verify_ms": 3.0, "total_ms": 6.0},
+            verdict=self.verdict,
         )
+
+
+    def delivered(self, result: PatchResult) -> None:
+        self.sent.append(result.patch_number)
 
 
 class FakeWatcher:
@@ -184,6 +196,7 @@ async def serving(ws: Workspace, *, warm_up: bool = False) -> AsyncIterator[tupl
         publish=events.append,
         ids=itertools.count(1),
         count_receivers=lambda build_id: {"aa11": 2}.get(build_id, 0),
+        entry_points=lambda build_id: {"aa11": [HOT_ENTRY]}.get(build_id, []),
         warm_up=warm_up,
     )
     async with anyio.create_task_group() as tg:
@@ -297,6 +310,33 @@ async def test_a_patch_that_would_not_load_is_patch_rejected(workspace: Workspac
     assert (
         session.last_outcome == "patch-rejected" and session.programs[workspace.program("app").key].last_patch is None
     )
+
+
+HOT_ENTRY = EntryPoint(offset=-64, kind="fn", name="fn(u32)", returns="()", pid=42)
+
+
+@pytest.mark.asyncio
+async def test_a_change_no_patch_can_carry_is_restart_required_and_never_sent(workspace: Workspace) -> None:
+    main = ChangeVerdict("_ZN3app4main17h0123456789abcdefE", "app::main", "changed", NEEDS_RESTART,
+                         "no entry point's code calls `app::main`", "app/src/main.rs", 7)
+    async with serving(workspace) as (session, events):
+        app = workspace.patchers["app"]
+        app.verdict = SaveVerdict(NEEDS_RESTART, "main() is not reached from a hot entry point", (main,))
+        await save(session, workspace, "app/src/main.rs")
+        app.verdict = SaveVerdict(CARRIED, None, ())
+        await save(session, workspace, "app/src/main.rs")
+    assert [e["type"] for e in schema_checked(events)] == [
+        "build-started", "restart-required", "build-started", "patch-ready"
+    ]
+    required = events[1]
+    assert required["reason"] == "main() is not reached from a hot entry point"
+    assert required["for_build_id"] == "aa11" and "lib" not in required and "jump_table" not in required
+    assert required["changes"] == [{"function": "app::main", "change": "changed", "verdict": "needs-restart",
+                                    "why": "no entry point's code calls `app::main`", "file": "app/src/main.rs",
+                                    "line": 7, "new": True}]
+    assert app.sent == [2]  # only the carried patch counts as what the program runs
+    assert app.entries == [[HOT_ENTRY], [HOT_ENTRY]]  # the running processes' entry points, each build
+    assert events[3]["verdict"] == "carried" and events[3]["changes"] == []
 
 
 @pytest.mark.asyncio

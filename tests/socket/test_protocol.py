@@ -205,7 +205,7 @@ def test_every_event_kind_matches_the_schema_and_tolerates_extra_fields(event: d
 
 
 COMMON_REQUIRED = {"seq", "id", "workspace", "crate", "files", "lib", "jump_table", "report", "timings",
-                   "message", "diagnostics", "reason", "missing_symbols", "action"}
+                   "message", "diagnostics", "reason", "missing_symbols", "action", "verdict", "changes"}
 REQUIRED_FIELDS = {
     "not-patchable": {"seq", "reason", "message"},  # sent before the subscriber's workspace is known
     "patch-result": {"seq", "id", "workspace", "pid", "applied"},
@@ -258,7 +258,10 @@ def constructed_events() -> list[dict]:
         protocol.patch_ready(
             build_id=1, workspace=WORKSPACE, crate="demo", edited_crate="demo, core", lib="/tmp/patch-1.so",
             jump_table=patch_ready(1)["jump_table"], report={"mapped": 3}, timings=patch_ready(1)["timings"],
-            program=PROGRAM, for_build_id="ab12cd", subscribers=2,
+            program=PROGRAM, verdict="unknown", verdict_reason="frame() may be called through a pointer",
+            changes=[{"function": "demo::frame", "change": "changed", "verdict": "unknown", "why": "an indirect call",
+                      "file": "src/main.rs", "line": 3, "new": True}],
+            for_build_id="ab12cd", subscribers=2,
         ),
         protocol.patch_ready(
             build_id=2, workspace=WORKSPACE, crate="demo", edited_crate="demo", lib="/tmp/patch-2.so",
@@ -273,6 +276,9 @@ def constructed_events() -> list[dict]:
         protocol.patch_rejected(build_id=4, workspace=WORKSPACE, crate="demo", reason="needs 1 symbol",
                                 missing_symbols=["demo::helper"], action="Run `thinpatch capture` again.",
                                 program=PROGRAM),
+        protocol.restart_required(build_id=5, workspace=WORKSPACE, crate="demo", reason="main() is not reached",
+                                  changes=[{"function": "demo::main", "change": "changed", "verdict": "needs-restart"}],
+                                  timings=patch_ready(5)["timings"], program=PROGRAM, for_build_id="ab12cd"),
         protocol.full_rebuild_required(workspace=WORKSPACE, reason="Cargo.toml changed",
                                        files=[f"{WORKSPACE}/Cargo.toml"]),
         protocol.session_reset(workspace=WORKSPACE, reason="a new `thinpatch capture` rebuilt the program"),

@@ -77,6 +77,8 @@ def patch_ready(build_id: int, workspace: str = WORKSPACE, **extra: Any) -> dict
         },
         "report": {"verified": True},
         "timings": {"rustc_ms": 120.5, "link_ms": 30, "verify_ms": 4, "total_ms": 160},
+        "verdict": "carried",
+        "changes": [{"function": "demo::frame", "change": "changed", "verdict": "carried", "new": True}],
         **extra,
     }
 
@@ -113,6 +115,11 @@ def every_event_kind(build_id: int = 1, workspace: str = WORKSPACE) -> list[dict
          "reason": "the patch references symbols the running binary does not export",
          "missing_symbols": ["_ZN4demo6helper17h0123456789abcdefE"],
          "action": "run `cargo build` and restart the program"},
+        {"type": "restart-required", "id": build_id + 3, "workspace": workspace, "crate": "demo",
+         "reason": "demo::Player's layout changed (size 16 → 24 bytes; field `score` added)",
+         "changes": [{"function": "demo::frame", "change": "changed", "verdict": "needs-restart",
+                      "why": "it uses a type whose layout changed", "file": "src/main.rs", "line": 12}],
+         "timings": {"rustc_ms": 120.5, "link_ms": 30, "verify_ms": 4, "analysis_ms": 2.5, "total_ms": 160}},
         {"type": "full-rebuild-required", "workspace": workspace,
          "reason": "Cargo.toml changed", "files": [f"{workspace}/Cargo.toml"]},
         {"type": "session-reset", "workspace": workspace, "reason": "a new fat build was captured"},
