@@ -17,7 +17,7 @@ never sent: a layout change would corrupt the running program's data.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from daemon.analysis.code_prints import FUNCTION, Changes
 from daemon.analysis.reach import NOT_REACHED, REACHED, UNKNOWN, ReachReport
@@ -81,6 +81,7 @@ class ChangeVerdict:
     file: str | None = None
     line: int | None = None
     new: bool = True  # differs from the previous patch (False: carried over from an earlier save)
+    decisive: bool = False  # the change the save's reason is about
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"function": self.function, "change": self.change, "verdict": self.verdict}
@@ -90,6 +91,8 @@ class ChangeVerdict:
             out["file"] = self.file
             out["line"] = self.line
         out["new"] = self.new
+        if self.decisive:
+            out["decisive"] = True
         return out
 
 
@@ -148,9 +151,9 @@ def judge(
     closures = [e for e in entries if not e.redirected]
     futures = [e for e in entries if e.redirected and e.future]
     out: list[ChangeVerdict] = []
-    deciding: dict[str, str] = {}  # verdict -> the one-line reason of its first change
+    deciding: dict[str, tuple[int, str, int]] = {}  # verdict -> rank, one-line reason, index of its change
 
-    def add(symbol: str, change: str, verdict: str, why: str | None, short: str | None) -> None:
+    def add(symbol: str, change: str, verdict: str, why: str | None, short: str | None, rank: int = 9) -> None:
         place = places.get(symbol)
         is_new = previous is None or current is None or previous.get(symbol) != current.get(symbol)
         out.append(
@@ -165,8 +168,8 @@ def judge(
                 is_new,
             )
         )
-        if short and verdict != CARRIED:
-            deciding.setdefault(verdict, short)
+        if short and verdict != CARRIED and (verdict not in deciding or rank < deciding[verdict][0]):
+            deciding[verdict] = (rank, short, len(out) - 1)  # a layout explains a restart better than reach
 
     for symbol in (*changes.changed, *changes.added):
         kind = changes.kinds.get(symbol)
@@ -182,6 +185,7 @@ def judge(
                     f"the initial value of the {what} `{name}` changed: the running program keeps the value it has, "
                     "so only a restart starts from the new one",
                     f"the initial value of `{name}` changed",
+                    1,
                 )
             continue
         found = layout.get(symbol) or ()
@@ -194,6 +198,7 @@ def judge(
                 NEEDS_RESTART,
                 f"it uses a type whose layout changed ({why}): the running program's data has the old layout",
                 f"{first.type_name}'s layout changed ({first.why})",
+                0,
             )
             continue
         verdict = reached.get(symbol)
@@ -218,6 +223,7 @@ def judge(
                 "reference): the runtime takes it for a function pointer and never redirects it. Pass the "
                 "reference through `HotFn::call` instead",
                 f"{short_plain(name)} runs only through a pointer-sized closure, which is never patched",
+                2,
             )
         elif any(name.startswith(f.future or "\0") for f in futures):
             entry = next(f for f in futures if name.startswith(f.future or "\0"))
@@ -228,6 +234,7 @@ def judge(
                 f"it is the body of `{entry.name}`, an async fn used as a hot entry point: the hot call only makes "
                 "its future, and the future runs the code it had. Build a boxed future inside the hot function",
                 f"{short_plain(name)} is the body of an async entry point",
+                2,
             )
         elif verdict.status == NOT_REACHED:
             add(
@@ -241,13 +248,16 @@ def judge(
             assert verdict.status == UNKNOWN
             add(symbol, change, UNSURE, verdict.reason, f"{short_plain(name)} may be called through a pointer")
     if layout_unknown and any(c.change != "static" for c in out):
-        deciding.setdefault(UNSURE, layout_unknown)
+        deciding.setdefault(UNSURE, (5, layout_unknown, -1))
         out = [
-            c if c.verdict != CARRIED else ChangeVerdict(**{**c.__dict__, "verdict": UNSURE, "why": layout_unknown})
+            c if c.verdict != CARRIED else replace(c, verdict=UNSURE, why=layout_unknown)
             for c in out
         ]
     overall = _worst(c.verdict for c in out)
-    return SaveVerdict(overall, deciding.get(overall), tuple(out), dict(timings or {}))
+    reason = deciding.get(overall)
+    if reason is not None and reason[2] >= 0:
+        out[reason[2]] = replace(out[reason[2]], decisive=True)
+    return SaveVerdict(overall, reason[1] if reason else None, tuple(out), dict(timings or {}))
 
 
 def short_plain(path: str) -> str:

@@ -30,7 +30,7 @@ import anyio
 from capture.store import Captures
 from daemon.build.diagnostics import is_summary_dict
 from daemon.build.processes import dies_with_parent
-from daemon.cli.change_lines import located, named_list, short_name, uncertain
+from daemon.cli.change_lines import named_list, short_name, uncertain
 from daemon.cli.daemon_patch import serves
 from daemon.cli.run_sources import build_inputs, changed_since_build, file_mtimes
 from daemon.cli.terminal import Style, wants_color
@@ -261,10 +261,12 @@ def applied_line(ready: dict[str, Any], name: str, pid: int | None, took: str, s
 
 
 def restart_line(event: dict[str, Any]) -> str:
-    """Why a save's code can only run after a restart, with the first such change's place."""
-    blocking = [c for c in event.get("changes") or [] if c.get("verdict") == "needs-restart"]
-    where = f" ({located(blocking[0])})" if blocking and blocking[0].get("file") else ""
-    return f"{event.get('reason')}{where}"
+    """Why a save's code can only run after a restart, and where (the change it is about)."""
+    changes = event.get("changes") or []
+    about = next((c for c in changes if c.get("decisive")), None)
+    if about is None or not about.get("file"):
+        return str(event.get("reason"))
+    return f"{event.get('reason')} (in {short_name(str(about.get('function')))}, {about['file']}:{about.get('line')})"
 
 
 def _plural(count: int, word: str) -> str:

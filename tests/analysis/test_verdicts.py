@@ -101,3 +101,9 @@ def test_changes_are_marked_new_only_when_they_differ_from_the_previous_patch() 
     verdict = judge(changes(FRAME, DRAW), reach(**{FRAME: REACHED, DRAW: REACHED}), entries=[HOT],
                     previous={FRAME: "a", DRAW: "b"}, current={FRAME: "a", DRAW: "c"})
     assert {c.function: c.new for c in verdict.changes} == {"app::frame": False, "app::draw": True}
+
+
+def test_a_layout_change_is_the_reason_given_even_beside_unreached_code() -> None:
+    found = {FRAME: [LayoutFinding("app::World", "field `lives` added")]}
+    verdict = judge(changes(MAIN, FRAME), reach(**{MAIN: NOT_REACHED, FRAME: REACHED}), entries=[HOT], layout=found)
+    assert verdict.reason == "app::World's layout changed (field `lives` added)"

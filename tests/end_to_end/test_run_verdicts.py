@@ -104,6 +104,23 @@ def test_each_save_runs_the_saved_code_patched_or_restarted(tmp_path: Path, capt
         child.expect(r"restarted\S* game \(pid (\d+)\): main\(\) is not reached from a hot entry point")
         n, _ = until(child, "v3", "banner two")
         assert n >= 1000
+
+        # A field added to the state the hot function takes: never patched, restarted.
+        grown = (main.read_text().replace("score: u64,\n", "score: u64,\n    lives: u64,\n")
+                 .replace("World { score: 0 }", "World { score: 0, lives: 3 }")
+                 .replace('says v3", world.score)', 'says v4", world.score + world.lives)'))
+        save_like_an_editor(main, grown)
+        child.expect(r"restarted\S* game \(pid (\d+)\): game::World's layout changed \(size 8 → 16 bytes; "
+                     r"field `lives` added\); its state was lost")
+        _, score = until(child, "v4", "banner two")
+        assert score < 30
+
+        # and taken out again: the running program has it now, so that is a layout change too
+        save_like_an_editor(main, main.read_text().replace("lives: u64,", "").replace(", lives: 3", "")
+                            .replace("world.score + world.lives", "world.score").replace("says v4", "says v5"))
+        child.expect(r"restarted\S* game \(pid (\d+)\): game::World's layout changed \(size 16 → 8 bytes; "
+                     r"field `lives` removed\)")
+        until(child, "v5", "banner two")
     finally:
         stop_run(child, game, socket_path)
     terminal = (tmp_path / "terminal.txt").read_text()
