@@ -388,12 +388,23 @@ class Changes:
 
 def changed(old: Prints, new: Prints) -> Changes:
     """Functions, statics and thread-locals whose print differs, that only ``new`` defines,
-    and that only ``old`` defines."""
+    and that only ``old`` defines. A function whose bytes differ only in which crate's copy of
+    a generic it calls is not changed (``equivalence.same_code``)."""
+    from daemon.analysis.equivalence import same_code  # it decodes machine code: only for differing prints
+
     before, after = old.digests(), new.digests()
     kinds = {name: node.kind for name, node in old.nodes.items() if node.printed}
     kinds.update((name, node.kind) for name, node in new.nodes.items() if node.printed)
+    differ = [n for n in after.keys() & before.keys() if after[n] != before[n]]
+    machine = new.machine or old.machine
     return Changes(
-        changed=tuple(sorted(n for n in after.keys() & before.keys() if after[n] != before[n])),
+        changed=tuple(
+            sorted(
+                n
+                for n in differ
+                if kinds.get(n) != FUNCTION or not same_code(machine, old.nodes[n], new.nodes[n], old.nodes, new.nodes)
+            )
+        ),
         added=tuple(sorted(after.keys() - before.keys())),
         removed=tuple(sorted(before.keys() - after.keys())),
         kinds=kinds,

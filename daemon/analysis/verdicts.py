@@ -202,6 +202,8 @@ def judge(
             )
             continue
         verdict = reached.get(symbol)
+        if change == "added" and (verdict is None or verdict.status != REACHED):
+            continue  # new code nothing reaches yet runs nowhere: no old version keeps running
         if reach is None:
             add(
                 symbol,

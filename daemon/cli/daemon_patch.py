@@ -9,7 +9,7 @@ from typing import Any
 
 from daemon.service.programs import Program
 
-OUTCOMES = ("patch-ready", "build-failed", "patch-rejected")
+OUTCOMES = ("patch-ready", "build-failed", "patch-rejected", "restart-required")
 
 
 def serves(status: dict[str, Any], workspace: str, build_id: str | None) -> bool:

@@ -192,3 +192,45 @@ def test_no_color_and_a_dumb_terminal_turn_it_off_and_the_flag_overrides():
     assert wants_color("auto", tty, {"TERM": "dumb"}) is False
     assert wants_color("always", FakeStream(False), {"NO_COLOR": "1"}) is True
     assert wants_color("never", tty, {}) is False
+
+
+VERDICT_READY = {
+    "type": "patch-ready", "id": 9, "time": 1700000000.0, "workspace": "/w", "crate": "game",
+    "program": {"name": "game", "scope": "host-debug"}, "lib": "/w/p.so", "report": {},
+    "timings": {"rustc_ms": 80.0, "link_ms": 10.0, "verify_ms": 4.0, "analysis_ms": 2.0, "total_ms": 96.0},
+    "verdict": "unknown", "verdict_reason": "draw() may be called through a pointer",
+    "changes": [
+        {"function": "game::frame", "change": "changed", "verdict": "carried", "file": "src/main.rs", "line": 8,
+         "new": True},
+        {"function": "game::greet", "change": "changed", "verdict": "carried", "new": False},
+        {"function": "game::draw", "change": "changed", "verdict": "unknown", "why": "an indirect call in frame",
+         "file": "src/draw.rs", "line": 3, "new": True},
+    ],
+}
+
+
+def test_a_patch_names_what_it_changed_and_what_may_still_run_old_code():
+    lines = render_event(VERDICT_READY, clock=no_clock)
+    assert lines[0].startswith(f"{at(VERDICT_READY)} patched frame(), draw() of game (host-debug) in 96 ms")
+    assert "analysis 2 ms" in lines[0]
+    assert "  may still run old code: draw() (src/draw.rs:3): an indirect call in frame" in lines
+    verbose = render_event(VERDICT_READY, verbose=True, clock=no_clock)
+    assert "  changed: frame() (src/main.rs:8)" in verbose and not any("greet" in line for line in verbose)
+
+
+def test_a_restart_required_says_why_and_where():
+    event = {
+        "type": "restart-required", "id": 10, "time": 1700000000.0, "workspace": "/w", "crate": "game",
+        "program": {"name": "game", "scope": "host-debug"},
+        "reason": "game::World's layout changed (size 8 → 16 bytes)", "timings": {}, "changes": [
+            {"function": "game::frame", "change": "changed", "verdict": "needs-restart", "why": "it uses game::World",
+             "file": "src/main.rs", "line": 8, "decisive": True},
+            {"function": "game::main", "change": "changed", "verdict": "needs-restart", "why": "not reached"},
+        ],
+    }
+    lines = render_event(event, clock=no_clock)
+    assert lines == [
+        f"{at(event)} needs a restart: game (host-debug): game::World's layout changed (size 8 → 16 bytes)",
+        "  frame() (src/main.rs:8): it uses game::World",
+    ]
+    assert len(render_event(event, verbose=True, clock=no_clock)) == 3

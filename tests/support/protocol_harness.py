@@ -78,7 +78,7 @@ def patch_ready(build_id: int, workspace: str = WORKSPACE, **extra: Any) -> dict
         "report": {"verified": True},
         "timings": {"rustc_ms": 120.5, "link_ms": 30, "verify_ms": 4, "total_ms": 160},
         "verdict": "carried",
-        "changes": [{"function": "demo::frame", "change": "changed", "verdict": "carried", "new": True}],
+        "changes": [],
         **extra,
     }
 

@@ -20,6 +20,12 @@ are captured, choose with --bin, --release/--profile and --target, as with cargo
 When a running daemon serves the program, it builds the patch (warm caches, no start-up
 cost) and every subscriber of that program gets it too; --no-daemon builds here instead.
 
+Each changed function is listed with its verdict: carried (a running process runs it on its
+next hot call), needs-restart (a type's layout or a static's initial value changed, or no hot
+entry point reaches it) or unknown. A patch with a needs-restart change is not sent to
+running processes, and the exit status is 1. Without a running process (--no-daemon), reach
+is unknown: only a process reports its hot entry points.
+
 examples:
   thinpatch patch                          patch the program's own crate
   thinpatch patch --crate mylib            an edit in a workspace library crate
@@ -111,7 +117,22 @@ def run(args: argparse.Namespace) -> int:
         )
         for warning in result.report.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-    return 0
+        _print_verdict(result.to_json())
+    return 1 if result.verdict.verdict == "needs-restart" else 0
+
+
+def _print_verdict(data: dict) -> None:
+    from daemon.cli.change_lines import located
+
+    """Each change and whether a patch carries it into a running process."""
+    for change in data.get("changes") or []:
+        why = f": {change['why']}" if change.get("why") and change.get("verdict") != "carried" else ""
+        print(f"  {change.get('verdict')}: {located(change)}{why}", file=sys.stderr)
+    if data.get("verdict") == "needs-restart":
+        print(f"needs a restart: {data.get('reason')}. The patch was built but can't carry this change: "
+              "restart the program (`thinpatch run` restarts it for you)", file=sys.stderr)
+    elif data.get("verdict") == "unknown" and data.get("reason"):
+        print(f"not sure a running process runs all of it: {data['reason']}", file=sys.stderr)
 
 
 def socket_path(args: argparse.Namespace):
@@ -134,6 +155,11 @@ def _print_daemon_outcome(args: argparse.Namespace, event: dict, program) -> int
     if kind == "patch-rejected":
         return _fail(args, "patch-rejected", event.get("reason", ""), missing_symbols=event.get("missing_symbols", []),
                      action=event.get("action"))
+    if kind == "restart-required":
+        if not args.json:
+            _print_verdict({**event, "verdict": "needs-restart"})
+        return _fail(args, "restart-required", f"needs a restart: {event.get('reason')}",
+                     changes=event.get("changes") or [])
     data = {k: v for k, v in event.items() if k not in ("type", "seq", "re", "time")}
     data["built_by"] = "daemon"
     if args.json:
@@ -149,6 +175,7 @@ def _print_daemon_outcome(args: argparse.Namespace, event: dict, program) -> int
         )
         for warning in (event.get("report") or {}).get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
+        _print_verdict({**event, "reason": event.get("verdict_reason")})
     return 0
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.build.diagnostics import is_summary_dict
+from daemon.cli.change_lines import located, named_list, short_name, uncertain
 from daemon.cli.terminal import PLAIN, Style, colour_rendered
 
 HELP = "follow builds, timings and compile errors live"
@@ -130,13 +131,22 @@ def _build_started(event: dict[str, Any], prefix: str, style: Style, verbose: bo
 
 def _patch_ready(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
     t = event.get("timings") or {}
+    new = [c for c in event.get("changes") or [] if c.get("new", True)]
+    names = named_list(short_name(str(c.get("function"))) for c in new)
+    analysis = f", analysis {_ms(t.get('analysis_ms'))}" if "analysis_ms" in t else ""
     lines = [
-        f"{prefix}{style.ok('patched')} {_what(event)} in {_ms(t.get('total_ms'))} "
+        f"{prefix}{style.ok('patched')} {names + ' of ' if names else ''}{_what(event)} in {_ms(t.get('total_ms'))} "
         + style.quiet(
-            f"(rustc {_ms(t.get('rustc_ms'))}, link {_ms(t.get('link_ms'))}, verify {_ms(t.get('verify_ms'))}; "
-            f"patch {event.get('id')})"
+            f"(rustc {_ms(t.get('rustc_ms'))}, link {_ms(t.get('link_ms'))}, verify {_ms(t.get('verify_ms'))}"
+            f"{analysis}; patch {event.get('id')})"
         )
     ]
+    if verbose:
+        lines += [f"  changed: {located(c)}" for c in new]
+    for change in uncertain(event):
+        lines.append(f"  {style.warn('may still run old code')}: {located(change)}: {change.get('why')}")
+    if event.get("verdict") == "unknown" and not uncertain(event) and event.get("verdict_reason"):
+        lines.append(f"  {style.warn('not checked')}: {event['verdict_reason']}")
     if verbose and event.get("lib"):
         lines.append(f"  library: {event['lib']}")
     report = event.get("report") or {}
@@ -204,6 +214,14 @@ def _patch_rejected(event: dict[str, Any], prefix: str, style: Style, verbose: b
     return lines
 
 
+def _restart_required(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
+    lines = [f"{prefix}{style.warn('needs a restart')}: {_what(event)}: {event.get('reason')}"]
+    for change in event.get("changes") or []:
+        if change.get("verdict") == "needs-restart" and (verbose or change.get("decisive")):
+            lines.append(f"  {located(change)}: {change.get('why')}")
+    return lines
+
+
 def _full_rebuild(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
     files = ", ".join(_short(f, event) for f in event.get("files") or [])
     where = f" ({files})" if files else ""
@@ -225,6 +243,7 @@ _RENDERERS: dict[str, Callable[[dict[str, Any], str, Style, bool], list[str]]] =
     "not-patchable": _not_patchable,
     "build-failed": _build_failed,
     "patch-rejected": _patch_rejected,
+    "restart-required": _restart_required,
     "full-rebuild-required": _full_rebuild,
     "session-reset": _session_reset,
     "error": _error,
