@@ -19,11 +19,11 @@ import structlog
 from capture.store import CaptureRecord, Captures, CrateKey, load_captures
 from daemon.analysis.baseline import Baseline, captured_objects
 from daemon.analysis.code_prints import PrintCache, changed
-from daemon.analysis.layout import FunctionFacts, Layout, function_facts, layout_changes, type_layouts
+from daemon.analysis.layout import FunctionFacts, LayoutTable, LayoutUnknown, check_functions, program_layouts
 from daemon.analysis.reach import analyse_reach
 from daemon.analysis.verdicts import Entry, LayoutFinding, SaveVerdict, judge, unknown_save
 from daemon.binary.demangle import demangle
-from daemon.binary.dwarf import DwarfError, has_debug_info, read_units
+from daemon.binary.dwarf import DwarfError
 from daemon.binary.elf_objects import ObjectFormatError, object_files
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
@@ -45,8 +45,6 @@ from daemon.build.session_cache import (
     record_edited_crates,
 )
 from daemon.socket.protocol import EntryPoint
-
-_Facts = tuple[dict[str, "FunctionFacts"], dict[str, "Layout"]]
 
 log = structlog.get_logger("thinpatch.patcher")
 
@@ -247,11 +245,7 @@ class Patcher:
         self._baseline: Baseline | None = None  # the files the running program was linked from
         self._functions_at: dict[int, str] | None = None  # the program's function symbols by address
         self._delivered: dict[str, str] | None = None  # prints of the last patch sent to the program
-        self._program_layouts: dict[str, Layout] | None = None  # its workspace types, from its debug info
-        self._program_layouts_missing: str | None = None  # why they could not be read
-        self._facts: dict[
-            tuple[int, int, int, int, frozenset[str]], tuple[dict[str, FunctionFacts], dict[str, Layout]]
-        ] = {}
+        self._program_layouts: LayoutTable | None = None  # its types, from its debug info
 
     @property
     def symbol_cache_dir(self) -> Path:
@@ -347,21 +341,12 @@ class Patcher:
             prints=prints,
         )
 
-    def _workspace_crates(self) -> set[str]:
-        return {key.name for key in self.captures.rustc}
-
-    def _program_types(self, baseline: Baseline) -> dict[str, Layout] | None:
-        """The running program's workspace types, read once from the objects it was linked from."""
-        if self._program_layouts is None and self._program_layouts_missing is None:
-            try:
-                objects = [o for paths in baseline.objects.values() for p in paths for o in object_files(p)]
-                if objects and not any(has_debug_info(o) for o in objects):
-                    self._program_layouts_missing = "the program was built without debug info"
-                else:
-                    units = (u for o in objects for u in read_units(o))
-                    self._program_layouts = type_layouts(units, self._workspace_crates())
-            except (OSError, ObjectFormatError, DwarfError, IndexError, ValueError) as exc:
-                self._program_layouts_missing = f"the program's debug info can't be read: {exc}"
+    def _program_types(self, baseline: Baseline) -> LayoutTable:
+        """The running program's workspace types, read once from the objects it was linked
+        from (and kept beside the capture, under a digest of those objects)."""
+        if self._program_layouts is None:
+            paths = [p for paths in baseline.objects.values() for p in paths]
+            self._program_layouts = program_layouts(paths, self.capture_root / "layouts")
         return self._program_layouts
 
     def _layouts(
@@ -371,45 +356,43 @@ class Patcher:
         program's; why that could not be checked; and where each function is declared."""
         if not functions:
             return {}, None, {}
-        program = self._program_types(baseline)
         wanted = set(functions)
-        facts: dict[str, FunctionFacts] = {}
-        patch_layouts: dict[str, Layout] = {}
-        crates = self._workspace_crates()
         try:
-            for crate in build.crates:
-                for path in crate.objects:
-                    defined = {name for prints in self._prints.prints(path) for name in prints.nodes.keys() & wanted}
-                    if not defined:
-                        continue
-                    info = os.stat(path)
-                    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, frozenset(defined))
-                    found = self._facts.get(key)
-                    if found is None:
-                        units = [u for o in object_files(path) for u in read_units(o)]
-                        found = self._facts[key] = function_facts(units, defined, crates)
-                        while len(self._facts) > 512:
-                            self._facts.pop(next(iter(self._facts)))
-                    facts.update(found[0])
-                    for name, value in found[1].items():
-                        patch_layouts.setdefault(name, value)
+            program = self._program_types(baseline)
+            paths = [
+                path
+                for crate in build.crates
+                for path in crate.objects
+                if any(prints.nodes.keys() & wanted for prints in self._prints.prints(path))
+            ]
+            objects = [o for path in paths for o in object_files(path)]
+            facts, result = check_functions(program, objects, functions)
         except (OSError, ObjectFormatError, DwarfError, IndexError, ValueError) as exc:
-            return {}, f"the patch's debug info can't be read: {exc}", {}
+            return {}, f"the debug info can't be read ({exc}), so type layouts could not be compared", {}
         workspace = os.path.join(self.workspace, "")
         places = {
             name: (f.file[len(workspace) :] if f.file.startswith(workspace) else f.file, f.line)
             for name, f in facts.items()
-            if f.file and f.line is not None
+            if isinstance(f, FunctionFacts) and f.file and f.line is not None
         }
-        if program is None:
-            return {}, f"{self._program_layouts_missing}, so type layouts could not be compared", places
-        if not facts:
-            return {}, "the patch has no debug info, so type layouts could not be compared", places
+        if isinstance(result, LayoutUnknown):
+            return {}, f"type layouts could not be compared: {result.why}", places
+        changed_types = {c.type: c for c in result}
         layout: dict[str, list[LayoutFinding]] = {}
         for name, f in facts.items():
-            changes = layout_changes(program, patch_layouts, f.types)
-            if changes:
-                layout[name] = [LayoutFinding(c.type_name, c.why) for c in changes]
+            if isinstance(f, FunctionFacts):
+                found = [
+                    LayoutFinding(t, "; ".join(changed_types[t].details))
+                    for t in sorted(f.types & changed_types.keys())
+                ]
+                if found:
+                    layout[name] = found
+        unattributed = changed_types.keys() - {t.type_name for found in layout.values() for t in found}
+        if unattributed and functions:  # a type seen only through another's generics: the first function
+            first = sorted(functions)[0]
+            layout.setdefault(first, []).extend(
+                LayoutFinding(t, "; ".join(changed_types[t].details)) for t in sorted(unattributed)
+            )
         return layout, None, places
 
     def delivered(self, result: PatchResult) -> None:

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.analysis.code_prints import DATA, FUNCTION, TLS, PrintCache, changed, is_constant_data
+from daemon.binary.demangle import demangle
 from daemon.binary.elf_objects import read_object
 from daemon.service.patcher import _is_constant_data
 from tests.analysis.rust_program import compile_objects, named, source
@@ -36,6 +37,16 @@ def test_neighbours_of_an_edit_keep_their_prints(build, edit):
     base, edited = build(), build(**{key: value})
     diff = changed(base, edited)
     assert diff.changed == (named(base, fragment),)
+
+
+def test_code_that_only_moved_down_keeps_its_print(build):
+    # lines added above move every panic location below (overflow checks, unwraps) to new
+    # line numbers; the code is the same
+    moved = build(EXTRA="\n\n// three more lines\n")
+    assert changed(build(), moved).changed == ()
+    # a real edit below the moved lines still shows, and only it
+    edited = changed(build(), build(EXTRA="\n\n// three more lines\n", NEIGHBOUR="5"))
+    assert [demangle(n) for n in edited.changed] == ["demo::neighbour"]
 
 
 def test_an_edited_string_literal_changes_the_function_that_uses_it(build):
