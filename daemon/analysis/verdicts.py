@@ -16,7 +16,7 @@ never sent: a layout change would corrupt the running program's data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from daemon.analysis.code_prints import FUNCTION, Changes
@@ -82,6 +82,7 @@ class ChangeVerdict:
     line: int | None = None
     new: bool = True  # differs from the previous patch (False: carried over from an earlier save)
     decisive: bool = False  # the change the save's reason is about
+    foreign: bool = False  # code of a crate outside the workspace (a generic instance compiled anew)
 
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {"function": self.function, "change": self.change, "verdict": self.verdict}
@@ -93,6 +94,8 @@ class ChangeVerdict:
         out["new"] = self.new
         if self.decisive:
             out["decisive"] = True
+        if self.foreign:
+            out["foreign"] = True
         return out
 
 
@@ -132,6 +135,8 @@ def judge(
     previous: Mapping[str, str] | None = None,
     current: Mapping[str, str] | None = None,
     timings: Mapping[str, float] | None = None,
+    optimised: bool = False,
+    workspace_crates: Collection[str] = (),
 ) -> SaveVerdict:
     """One verdict per change and one for the save.
 
@@ -140,7 +145,11 @@ def judge(
     ``layout``: per changed function's symbol, the types it uses whose layout changed;
     ``layout_unknown`` says why layouts could not be compared. ``places``: file and line per
     symbol. ``previous``/``current``: the previous patch's and this patch's prints, to mark
-    which changes are new in this save.
+    which changes are new in this save. ``optimised``: the program was built with
+    optimisations, so the compiler may have copied changed code into functions no entry point
+    reaches (``main`` inlining the hot function's fallback call): "not reached" is only
+    ``unknown`` there. ``workspace_crates``: code of other crates (a generic instance the patch
+    compiled anew) is listed but not shown as what the save changed.
     """
     layout = layout or {}
     places = places or {}
@@ -156,16 +165,19 @@ def judge(
     def add(symbol: str, change: str, verdict: str, why: str | None, short: str | None, rank: int = 9) -> None:
         place = places.get(symbol)
         is_new = previous is None or current is None or previous.get(symbol) != current.get(symbol)
+        plain = plain_name(symbol)
+        crate = plain.lstrip("<").split("::", 1)[0]
         out.append(
             ChangeVerdict(
                 symbol,
-                plain_name(symbol),
+                plain,
                 change,
                 verdict,
                 why,
                 place[0] if place else None,
                 place[1] if place else None,
                 is_new,
+                foreign=bool(workspace_crates) and crate not in workspace_crates,
             )
         )
         if short and verdict != CARRIED and (verdict not in deciding or rank < deciding[verdict][0]):
@@ -237,6 +249,17 @@ def judge(
                 "its future, and the future runs the code it had. Build a boxed future inside the hot function",
                 f"{short_plain(name)} is the body of an async entry point",
                 2,
+            )
+        elif verdict.status == NOT_REACHED and optimised:
+            add(
+                symbol,
+                change,
+                UNSURE,
+                f"{verdict.reason}; but the program is optimised, and the compiler may have copied changed code "
+                "into it from a function that is reached (inlining), so whether the process runs the new code "
+                "there is not known",
+                f"{short_plain(name)} is not reached from a hot entry point (optimised build: inlining may explain it)",
+                4,
             )
         elif verdict.status == NOT_REACHED:
             add(

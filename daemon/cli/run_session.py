@@ -246,7 +246,7 @@ class RunView:
 def applied_line(ready: dict[str, Any], name: str, pid: int | None, took: str, style: Style) -> str:
     """What a process applying a patch means, by the patch's verdict: the new code runs
     (``carried``), or it may not everywhere (``unknown``: says which and why)."""
-    changes = [c for c in ready.get("changes") or [] if c.get("new", True)]
+    changes = [c for c in ready.get("changes") or [] if c.get("new", True) and not c.get("foreign")]
     names = named_list(short_name(str(c.get("function"))) for c in changes)
     what = f"{style.ok('patched')} {names}" if names else style.ok("patched")
     if ready.get("verdict") == "unknown":
@@ -518,11 +518,11 @@ class ProgramRunner:
 
 
 async def wait_until_served(client: Any, program: Program, timeout: float = 20.0) -> None:
-    """A daemon started without --workspace picks up a new capture within a second or so."""
+    """A daemon started without --workspace looks for new captures when asked for its status."""
     with anyio.move_on_after(timeout):
         workspace = os.path.realpath(program.workspace)  # the daemon keys workspaces by real path
         while not serves(await client.request({"type": "status"}), workspace, program.build_id):
-            await anyio.sleep(0.2)
+            await anyio.sleep(0.05)
         return
     raise RunError(
         f"the running daemon does not serve {program.workspace}. If it was started with --workspace, "

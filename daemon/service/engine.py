@@ -127,10 +127,14 @@ class Engine:
         self._ids = itertools.count(1)
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopped_at_stamp: dict[str, tuple[int, ...]] = {}
+        self._wake: anyio.Event | None = None  # set: discover now instead of at the next interval
 
     # ------------------------------------------------------------------ server protocol
 
     def status(self) -> dict[str, Any]:
+        # Someone may wait on a new capture (`run` after its build polls here): look at once.
+        if self._wake is not None:
+            self._wake.set()
         return {
             "workspaces": [ws.status() for ws in self.served.values()],
             "problems": [{"workspace": w, "message": m} for w, m in sorted(self.problems.items())],
@@ -419,10 +423,13 @@ class Engine:
     async def run(self, *, task_status: anyio.abc.TaskStatus[Engine] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            self._wake = anyio.Event()
             self.discover(await self.scan_in_thread())
             task_status.started(self)
             while True:
-                await anyio.sleep(DISCOVERY_INTERVAL_S)
+                with anyio.move_on_after(DISCOVERY_INTERVAL_S):
+                    await self._wake.wait()
+                self._wake = anyio.Event()  # requests from now on wake the next look
                 try:
                     self.discover(await self.scan_in_thread())
                 except Exception as exc:

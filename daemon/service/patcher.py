@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import structlog
 
+from capture.rustc_args import codegen_value
 from capture.store import CaptureRecord, Captures, CrateKey, load_captures
 from daemon.analysis.baseline import Baseline, captured_objects
 from daemon.analysis.code_prints import PrintCache, changed
@@ -341,6 +342,11 @@ class Patcher:
             prints=prints,
         )
 
+    def _optimised(self, program: CrateKey) -> bool:
+        record = self.captures.rustc.get(program)
+        level = codegen_value(record.args, "opt-level") if record is not None else None
+        return level not in (None, "0")
+
     def _program_types(self, baseline: Baseline) -> LayoutTable:
         """The running program's workspace types, read once from the objects it was linked
         from (and kept beside the capture, under a digest of those objects)."""
@@ -454,6 +460,8 @@ class Patcher:
             layout=layout,
             layout_unknown=layout_unknown,
             places=places,
+            optimised=self._optimised(build.program),
+            workspace_crates={key.name for key in self.captures.rustc},
             previous=self._delivered,
             current=current,
             timings={"prints_ms": (printed - started) * 1000, "judge_ms": (time.perf_counter() - printed) * 1000},

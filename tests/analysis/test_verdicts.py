@@ -107,3 +107,17 @@ def test_a_layout_change_is_the_reason_given_even_beside_unreached_code() -> Non
     found = {FRAME: [LayoutFinding("app::World", "field `lives` added")]}
     verdict = judge(changes(MAIN, FRAME), reach(**{MAIN: NOT_REACHED, FRAME: REACHED}), entries=[HOT], layout=found)
     assert verdict.reason == "app::World's layout changed (field `lives` added)"
+
+
+def test_in_an_optimised_program_unreached_code_is_only_unknown() -> None:
+    # inlining copies the hot function's fallback call into main: main differs, yet the
+    # redirected entry point runs the new code
+    verdict = judge(changes(MAIN), reach(**{MAIN: NOT_REACHED}), entries=[HOT], optimised=True)
+    assert verdict.verdict == UNSURE and "optimised" in (verdict.reason or "")
+
+
+def test_code_of_other_crates_is_marked_foreign() -> None:
+    generic = "_ZN4core3fmt9Arguments3new17h0123456789abcdefE"
+    verdict = judge(changes(FRAME, added=(generic,)), reach(**{FRAME: REACHED, generic: REACHED}), entries=[HOT],
+                    workspace_crates={"app"})
+    assert {c.function: c.foreign for c in verdict.changes} == {"app::frame": False, "core::fmt::Arguments::new": True}

@@ -131,7 +131,7 @@ def _build_started(event: dict[str, Any], prefix: str, style: Style, verbose: bo
 
 def _patch_ready(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
     t = event.get("timings") or {}
-    new = [c for c in event.get("changes") or [] if c.get("new", True)]
+    new = [c for c in event.get("changes") or [] if c.get("new", True) and not c.get("foreign")]
     names = named_list(short_name(str(c.get("function"))) for c in new)
     analysis = f", analysis {_ms(t.get('analysis_ms'))}" if "analysis_ms" in t else ""
     lines = [
