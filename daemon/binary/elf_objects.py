@@ -99,7 +99,8 @@ class ElfObject:
     file_type: int
     sections: list[Section]
     symbols: list[ObjSymbol]
-    _relocations: dict[int, list[Relocation]] = field(default_factory=dict)
+    _relocation_sections: dict[int, list[Section]] = field(default_factory=dict)  # target -> REL/RELA sections
+    _relocations: dict[int, list[Relocation]] = field(default_factory=dict)  # read on first use
 
     @property
     def relocatable(self) -> bool:
@@ -115,7 +116,13 @@ class ElfObject:
 
     def relocations(self, section: Section) -> list[Relocation]:
         """The relocations that apply to ``section`` (empty in a linked image's code)."""
-        return self._relocations.get(section.index, [])
+        found = self._relocations.get(section.index)
+        if found is None:
+            found = []
+            for rel_section in self._relocation_sections.get(section.index, []):
+                found.extend(_read_relocations(self.data, rel_section))
+            self._relocations[section.index] = found
+        return found
 
     def relocated(self, name: str) -> bytes | None:
         """A non-code section's bytes with its absolute relocations applied (S + A), as a
@@ -177,23 +184,24 @@ def parse_object(data: bytes, path: str = "") -> ElfObject:
             if symbol_type == STT_SECTION and not text and 0 < shndx < len(sections):
                 text = sections[shndx].name
             symbols.append(ObjSymbol(index, text, symbol_type, info >> 4, shndx, value, size))
-    relocations: dict[int, list[Relocation]] = {}
+    relocation_sections: dict[int, list[Section]] = {}
     for s in sections:
-        if s.type not in (SHT_RELA, SHT_REL) or not 0 < s.info < len(sections):
-            continue
-        body = data[s.offset : s.offset + s.size]
-        if s.type == SHT_RELA:
-            entries = [
-                Relocation(off, info & 0xFFFFFFFF, info >> 32, addend)
-                for off, info, addend in _RELA.iter_unpack(body[: len(body) - len(body) % _RELA.size])
-            ]
-        else:
-            entries = [
-                Relocation(off, info & 0xFFFFFFFF, info >> 32, 0)
-                for off, info in _REL.iter_unpack(body[: len(body) - len(body) % _REL.size])
-            ]
-        relocations.setdefault(s.info, []).extend(entries)
-    return ElfObject(path, data, e_machine, e_type, sections, symbols, relocations)
+        if s.type in (SHT_RELA, SHT_REL) and 0 < s.info < len(sections):
+            relocation_sections.setdefault(s.info, []).append(s)
+    return ElfObject(path, data, e_machine, e_type, sections, symbols, relocation_sections)
+
+
+def _read_relocations(data: bytes, s: Section) -> list[Relocation]:
+    body = data[s.offset : s.offset + s.size]
+    if s.type == SHT_RELA:
+        return [
+            Relocation(off, info & 0xFFFFFFFF, info >> 32, addend)
+            for off, info, addend in _RELA.iter_unpack(body[: len(body) - len(body) % _RELA.size])
+        ]
+    return [
+        Relocation(off, info & 0xFFFFFFFF, info >> 32, 0)
+        for off, info in _REL.iter_unpack(body[: len(body) - len(body) % _REL.size])
+    ]
 
 
 def read_object(path: str | Path) -> ElfObject:
