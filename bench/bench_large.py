@@ -424,7 +424,7 @@ def print_report(r: dict) -> None:
             f"first patch {when.replace('_', ' ')}: {first['save_to_patch_ready_ms']:.0f} ms, median of {samples} "
             f"({first['ratio_to_later_bin_patch']:.2f}x a later bin patch); rustc / link / verify "
             f"{first['rustc_ms']:.0f} / {first['link_ms']:.0f} / {first['verify_ms']:.1f}, "
-            f"total {first['total_ms']:.0f} ms"
+            f"analysis {first['analysis_ms']:.0f}, total {first['total_ms']:.0f} ms"
         )
 
 
