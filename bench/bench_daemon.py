@@ -55,7 +55,7 @@ from tests.support.live_host import LiveHost  # noqa: E402
 FIXTURE = REPO / "tests" / "fixtures" / "livehost"
 EDITED_FILE = Path("app") / "src" / "main.rs"
 ORIGINAL_LINE = '"app v1 #{} calls={}"'
-OUTCOMES = ("patch-ready", "build-failed", "patch-rejected", "full-rebuild-required")
+OUTCOMES = ("patch-ready", "build-failed", "patch-rejected", "full-rebuild-required", "restart-required")
 EVENT_TIMEOUT_S = 120.0
 
 

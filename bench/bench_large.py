@@ -48,6 +48,9 @@ from bench_daemon import Daemon, next_outcome, wait_subscribers  # noqa: E402
 from bench_patch import clean_env, machine, require_string, summary, timed_cargo_build  # noqa: E402
 
 from capture.store import load_captures  # noqa: E402
+from daemon.binary.build_id import read_build_id  # noqa: E402
+from daemon.binary.demangle import demangle  # noqa: E402
+from daemon.binary.symbols import FUNCTION, STATIC, read_symbols  # noqa: E402
 from daemon.build.crate_plans import plan_crates, resolve_crate, resolve_top  # noqa: E402
 from daemon.build.link_plan import build_link_plan  # noqa: E402
 from daemon.cli.capture_run import run_capture  # noqa: E402
@@ -66,6 +69,15 @@ EDITS = {
     "bin": (generate.BIN_FILE, generate.BIN_MARKER, "benchapp"),
     "lib": (generate.LIB_FILE, generate.LIB_MARKER, "benchstore"),
 }
+
+
+# The hot entry point the bench's program client reports: what `HotFn::current(banner).call(())`
+# in the app's loop would report (thinpatch-client's entry-points request).
+ENTRY_FUNCTION = "benchapp::banner"
+ENTRY_TYPE = "fn() -> alloc::string::String"
+ENTRY_RETURNS = "alloc::string::String"
+# The timings of a patch-ready event each round keeps.
+TIMINGS = ("rustc_ms", "link_ms", "verify_ms", "analysis_ms", "total_ms")
 
 
 def ms_since(start: float) -> float:
@@ -194,6 +206,18 @@ class Floor:
         return {"rustc_ms": rustc_ms, "link_ms": link_ms, "total_ms": rustc_ms + link_ms}
 
 
+def entry_point(binary: Path) -> dict:
+    """The entry-points request entry for ENTRY_FUNCTION: its offset from the program's `main`,
+    read from the binary's symbols (a process measures the same offset at run time)."""
+    table = read_symbols(binary)
+    functions = [s for s in table.symbols if s.defined and s.kind == FUNCTION and s.table == STATIC and s.address]
+    main = {s.address for s in functions if s.name == table.symbol_prefix + "main"}
+    hot = {s.address for s in functions if demangle(s.name) == ENTRY_FUNCTION}
+    if len(main) != 1 or len(hot) != 1:
+        raise SystemExit(f"{binary}: expected one main and one {ENTRY_FUNCTION}, found {len(main)} and {len(hot)}")
+    return {"offset": hot.pop() - main.pop(), "kind": "fn", "name": ENTRY_TYPE, "returns": ENTRY_RETURNS}
+
+
 class Session:
     """One `thinpatch serve` with a subscribed client, and the timed rounds run against it."""
 
@@ -213,10 +237,14 @@ class Session:
         self.daemon_pid = daemon.pid
         try:
             daemon.wait_listening()
-            async with connect(daemon.socket_path) as client:
+            binary = self.daemon_ws / "target" / "debug" / "benchapp"
+            async with connect(daemon.socket_path) as client, connect(daemon.socket_path) as program:
                 self.client = client
                 await client.subscribe(workspace=str(self.daemon_ws))
-                await wait_subscribers(client, 1)
+                # the program's side: subscribed with its build ID, reporting its hot entry point
+                await program.subscribe(workspace=str(self.daemon_ws), pid=os.getpid(), build_id=read_build_id(binary))
+                await program.request({"type": "entry-points", "entries": [entry_point(binary)]})
+                await wait_subscribers(client, 2)
                 await wait_watching(client, self.daemon_ws)
                 ready_ms = ms_since(started)
                 await steps(self)
@@ -230,13 +258,16 @@ class Session:
         saved = time.perf_counter()
         self.daemon_src.save(kind, tag)
         arrived, event, _ = await next_outcome(self.client, mark)
-        if event["type"] != "patch-ready":
-            raise SystemExit(f"{kind} {tag}: expected patch-ready, got {json.dumps(event)[:3000]}")
+        if event["type"] != "patch-ready" or event.get("verdict") != "carried":
+            raise SystemExit(f"{kind} {tag}: expected a carried patch-ready, got {json.dumps(event)[:3000]}")
         require_string(Path(event["lib"]), Sources.marker(kind, tag))
         t = event["timings"]
         return {
             "save_to_patch_ready_ms": (arrived - saved) * 1000,
-            **{k: t[k] for k in ("rustc_ms", "link_ms", "verify_ms", "total_ms")},
+            **{k: t[k] for k in TIMINGS},
+            "verify_plus_analysis_ms": t["verify_ms"] + t["analysis_ms"],
+            "verdict": event["verdict"],
+            "changes": [f"{c['function']} ({c['verdict']})" for c in event.get("changes") or []][:10],
         }
 
     async def cargo(self, kind: str, tag: str) -> float:
@@ -306,7 +337,7 @@ async def daemon_rounds(work: Path, env: dict[str, str], rounds: int, debounce_m
         watching_ms.append(await session.run(steps))
     first = {
         when: {
-            **{k: statistics.median(r[k] for r in samples) for k in samples[0]},
+            **{k: statistics.median(r[k] for r in samples) for k in samples[0] if k.endswith("_ms")},
             "samples_ms": [r["save_to_patch_ready_ms"] for r in samples],
         }
         for when, samples in firsts.items()
@@ -320,7 +351,9 @@ async def daemon_rounds(work: Path, env: dict[str, str], rounds: int, debounce_m
             "save_to_patch_ready": ready,
             "cargo_build": cargo,
             "ratio_patch_over_cargo": ready["median_ms"] / cargo["median_ms"],
-            "split": {k: column(k) for k in ("rustc_ms", "link_ms", "verify_ms", "total_ms")},
+            "split": {k: column(k) for k in (*TIMINGS, "verify_plus_analysis_ms")},
+            "verdicts": sorted({r["verdict"] for r in runs[kind]}),
+            "changes": runs[kind][0]["changes"] if runs[kind] else [],
         }
     result["floor"] = {
         kind: {k: summary([r[k] for r in floor_runs[kind]]) for k in ("rustc_ms", "link_ms", "total_ms")}
@@ -372,6 +405,13 @@ def print_report(r: dict) -> None:
             f"ratio {d['ratio_patch_over_cargo']:.2f}"
         )
         sp = d["split"]
+        an, vp = sp["analysis_ms"], sp["verify_plus_analysis_ms"]
+        print(
+            f"  verify {sp['verify_ms']['median_ms']:.1f} ms [max {max(sp['verify_ms']['runs_ms']):.1f}]; "
+            f"analysis {an['median_ms']:.1f} ms [max {max(an['runs_ms']):.1f}]; verify + analysis "
+            f"{vp['median_ms']:.1f} ms [max {max(vp['runs_ms']):.1f}]; verdicts {', '.join(d['verdicts'])} "
+            f"(changes: {', '.join(d['changes'])})"
+        )
         print(
             f"  rustc / link / verify: {sp['rustc_ms']['median_ms']:.0f} / {sp['link_ms']['median_ms']:.0f} / "
             f"{sp['verify_ms']['median_ms']:.1f} ms; floor rustc + link {f['rustc_ms']['median_ms']:.0f} + "
@@ -384,7 +424,7 @@ def print_report(r: dict) -> None:
             f"first patch {when.replace('_', ' ')}: {first['save_to_patch_ready_ms']:.0f} ms, median of {samples} "
             f"({first['ratio_to_later_bin_patch']:.2f}x a later bin patch); rustc / link / verify "
             f"{first['rustc_ms']:.0f} / {first['link_ms']:.0f} / {first['verify_ms']:.1f}, "
-            f"total {first['total_ms']:.0f} ms"
+            f"analysis {first['analysis_ms']:.0f}, total {first['total_ms']:.0f} ms"
         )
 
 
