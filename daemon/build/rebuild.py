@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -224,13 +224,16 @@ async def build_patch(
     dependency_archives: DependencyArchives = "drop",
     os_name: str | None = None,
     reuse: Collection[CrateKey] = (),
+    while_linking: Callable[[tuple[CrateBuild, ...]], object] | None = None,
 ) -> PatchBuild:
     """Rebuild the edited crates (default: the program's own crate) and every workspace
     crate between them and the program, then link their objects into a new patch library.
 
     ``reuse``: crate keys whose sources are unchanged since this session last compiled them;
     their objects are linked again without recompiling, unless a crate they read was
-    recompiled in this build.
+    recompiled in this build. ``while_linking(crates)`` runs in a worker thread while the
+    linker runs (work on the compiled objects that needn't wait for the library); it must not
+    raise.
 
     Raises MissingCapture, ToolNotFound, ToolKilled, SessionCacheError, CompileError or LinkError.
     """
@@ -269,8 +272,15 @@ async def build_patch(
             raise MissingCapture(f"{exc}. {RECAPTURE_HINT}") from exc
         if link_plan.cwd is None or not os.path.isdir(link_plan.cwd):
             link_plan = replace(link_plan, cwd=top_record.cwd)
+        compiled = tuple(crates)
+
+        def tidy_and_more() -> None:
+            remove_stale_objects([c.objects for c in compiled if not c.reused])  # none of them is linked
+            if while_linking is not None:
+                while_linking(compiled)
+
         link_run = await beside(
-            lambda: remove_stale_objects([c.objects for c in crates if not c.reused]),  # none of them is linked
+            tidy_and_more,
             lambda: link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name),
         )
     return PatchBuild(

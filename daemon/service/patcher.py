@@ -34,7 +34,7 @@ from daemon.binary.symbols import DATA, FUNCTION, LOCAL, MACHO, STATIC, SymbolTa
 from daemon.build.concurrency import beside
 from daemon.build.crate_plans import resolve_crate, resolve_top
 from daemon.build.errors import MissingCapture, UnsupportedEdit
-from daemon.build.rebuild import PatchBuild, build_patch
+from daemon.build.rebuild import CrateBuild, PatchBuild, build_patch
 from daemon.build.refusals import no_symbol_table_refusal
 from daemon.build.session_cache import (
     DEFAULT_KEEP,
@@ -245,6 +245,7 @@ class Patcher:
         self._prints = PrintCache()  # object prints, kept between patches: rustc rewrites few units
         self._baseline: Baseline | None = None  # the files the running program was linked from
         self._functions_at: dict[int, str] | None = None  # the program's function symbols by address
+        self._main_at = 0  # the static address of the program's `main`: entry offsets count from it
         self._delivered: dict[str, str] | None = None  # prints of the last patch sent to the program
         self._program_layouts: LayoutTable | None = None  # its types, from its debug info
 
@@ -294,6 +295,15 @@ class Patcher:
             record_edited_crates(self.session, top.key, captured_at, edited)
         except OSError:
             pass  # remembered in memory; the build reports an unwritable session itself
+        analysed: list[tuple[SaveVerdict, dict[str, str]]] = []
+
+        def analyse(compiled: tuple[CrateBuild, ...]) -> None:  # in a thread, while the linker runs
+            try:
+                analysed.append(self._analyse(host, top.key, compiled, list(entries)))
+            except Exception as exc:  # a bug here must not cost the patch: its verdict says so
+                log.exception("change analysis failed", program=top.key.label)
+                analysed.append((unknown_save(f"the change analysis failed ({exc!r})"), {}))
+
         build = await build_patch(
             self.captures,
             [*requested, *sorted(edited - set(requested))],
@@ -301,6 +311,7 @@ class Patcher:
             top=self.top,
             rendered_ansi=rendered_ansi,
             reuse=self._fresh - self._stale,
+            while_linking=analyse,
         )
         self._fresh = {c.key for c in build.crates}
         self._stale = set()
@@ -318,7 +329,7 @@ class Patcher:
             except FileNotFoundError:
                 pass
             raise PatchRejected(build, check, verify_ms)
-        verdict, prints = await anyio.to_thread.run_sync(self._analyse, host, build, table, list(entries))
+        verdict, prints = analysed[0] if analysed else (unknown_save("the change analysis did not run"), {})
         total_ms = (time.perf_counter() - started) * 1000
         return PatchResult(
             workspace=self.workspace,
@@ -356,7 +367,7 @@ class Patcher:
         return self._program_layouts
 
     def _layouts(
-        self, baseline: Baseline, build: PatchBuild, functions: Sequence[str]
+        self, baseline: Baseline, crates: Sequence[CrateBuild], functions: Sequence[str]
     ) -> tuple[dict[str, list[LayoutFinding]], str | None, dict[str, tuple[str, int]]]:
         """Per changed function, the types it uses whose layout differs from the running
         program's; why that could not be checked; and where each function is declared."""
@@ -367,7 +378,7 @@ class Patcher:
             program = self._program_types(baseline)
             paths = [
                 path
-                for crate in build.crates
+                for crate in crates
                 for path in crate.objects
                 if any(prints.nodes.keys() & wanted for prints in self._prints.prints(path))
             ]
@@ -411,7 +422,7 @@ class Patcher:
             self._baseline = captured_objects(self.captures, link) if link is not None else Baseline()
         return self._baseline
 
-    def _entries(self, host: HostImage, table: JumpTable, entries: Sequence[EntryPoint]) -> list[Entry]:
+    def _entries(self, host: HostImage, entries: Sequence[EntryPoint]) -> list[Entry]:
         """The reported entry points as the program's function symbols (static address: the
         program's `main` plus the offset the process measured from its own `main`)."""
         if self._functions_at is None:
@@ -420,38 +431,41 @@ class Patcher:
                 if s.defined and s.kind == FUNCTION and s.table == STATIC and s.address:
                     by_address.setdefault(s.address, s.normalised)
             self._functions_at = by_address
+            mains = program_index(host.table).main_addresses
+            self._main_at = next(iter(mains)) if len(set(mains)) == 1 else -(1 << 62)  # no main: nothing resolves
         resolved = []
         for e in dict.fromkeys((e.offset, e.kind, e.name, e.returns) for e in entries):
-            symbol = self._functions_at.get(table.aslr_reference + e[0])
+            symbol = self._functions_at.get(self._main_at + e[0])
             if symbol is not None:
                 resolved.append(Entry(symbol, e[1], e[2], e[3]))
         return resolved
 
     def _analyse(
-        self, host: HostImage, build: PatchBuild, table: JumpTable, entries: list[EntryPoint]
+        self, host: HostImage, program: CrateKey, crates: Sequence[CrateBuild], entries: list[EntryPoint]
     ) -> tuple[SaveVerdict, dict[str, str]]:
-        """What the patch changes against the running program, and whether it can carry it."""
+        """What the patch's compiled ``crates`` change against the running program, and
+        whether a patch can carry it."""
         started = time.perf_counter()
-        baseline = self._baseline_of(build.program)
-        keys = [c.key for c in build.crates]
+        baseline = self._baseline_of(program)
+        keys = [c.key for c in crates]
         for key in keys:
             if key not in baseline.objects:
                 why = baseline.unavailable.get(key, "it is not part of the captured link")
                 return unknown_save(f"the program's code of {key.name} can't be compared: {why}"), {}
         try:
             old = self._prints.merged(p for key in keys for p in baseline.objects[key])
-            new = self._prints.merged(p for c in build.crates for p in c.objects)
+            new = self._prints.merged(p for c in crates for p in c.objects)
         except (OSError, ValueError) as exc:
             return unknown_save(f"the objects to compare can't be read: {exc}"), {}
         printed = time.perf_counter()
         changes = changed(old, new)
-        resolved = self._entries(host, table, entries)
+        resolved = self._entries(host, entries)
         redirected = [e.symbol for e in resolved if e.redirected]
         unredirected = [e.symbol for e in resolved if not e.redirected]
         reach = analyse_reach(new, redirected, changes) if resolved else None
         closure_reach = analyse_reach(new, unredirected, changes) if unredirected else None
         current = new.digests()
-        layout, layout_unknown, places = self._layouts(baseline, build, changes.functions())
+        layout, layout_unknown, places = self._layouts(baseline, crates, changes.functions())
         verdict = judge(
             changes,
             reach,
@@ -460,7 +474,7 @@ class Patcher:
             layout=layout,
             layout_unknown=layout_unknown,
             places=places,
-            optimised=self._optimised(build.program),
+            optimised=self._optimised(program),
             workspace_crates={key.name for key in self.captures.rustc},
             previous=self._delivered,
             current=current,
