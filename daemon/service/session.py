@@ -216,7 +216,7 @@ class WorkspaceSession:
             "workspace": self.name,
             "capture_root": str(self.found.capture_root),
             "scope": ", ".join(sorted({c.scope for c in captures})),
-            "programs": [sp.status() for sp in self.programs.values()],
+            "programs": [{**sp.status(), "entry_points": self._entry_point_count(sp)} for sp in self.programs.values()],
             "notes": list(self.notes),
             "crates": sorted({key.label for c in captures for key in c.rustc}),
             "watched_files": len(self.source_map.watched_files()) if self.source_map else 0,
@@ -231,6 +231,10 @@ class WorkspaceSession:
                 else None
             ),
         }
+
+    def _entry_point_count(self, served: ServedProgram) -> int:
+        """How many hot entry points the processes running this binary reported."""
+        return len(self.entry_points(served.program.build_id)) if served.program.build_id else 0
 
     def rebuild(self, crates: Iterable[CrateKey]) -> None:
         """Build these crates' patches now, as if they were saved (`thinpatch rebuild`)."""

@@ -47,6 +47,20 @@ def thinpatch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "daemon", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+def entry_points_reported(game: Path, socket_path: Path) -> None:
+    """Until the program's hot entry point reached the daemon (the client sends it on its
+    first call, once subscribed): before that, reach can't be judged and verdicts are unknown."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = thinpatch("status", "--json", "--socket", str(socket_path), cwd=game)
+        if done.returncode == 0:
+            programs = [p for w in json.loads(done.stdout)["workspaces"] for p in w.get("programs", [])]
+            if any(p.get("entry_points") for p in programs):
+                return
+        time.sleep(0.2)
+    raise AssertionError("the program never reported its hot entry points")
+
+
 def frame_number(child) -> int:
     return int(child.match.group(1))
 
@@ -99,6 +113,7 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         child.expect(r"frame (\d+) says v1")
         before = frame_number(child)
+        entry_points_reported(game, socket_path)  # then a patch's reach can be told
 
         # 4. an edit shows in the same process, its counter going on
         save_like_an_editor(main, main.read_text().replace("says v1", "says v2"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.end_to_end.test_run_new_user import assert_nothing_left, new_project
+from tests.end_to_end.test_run_new_user import assert_nothing_left, entry_points_reported, new_project
 from tests.end_to_end.test_run_relaunch import start_run, stop_run
 from tests.support.daemon_process import save_like_an_editor
 from tests.support.protocol_harness import short_socket_path
@@ -75,6 +75,7 @@ def test_each_save_runs_the_saved_code_patched_or_restarted(tmp_path: Path, capt
         child.expect(r"running game \(host-debug\) \(pid (\d+)\)")
         pid = int(child.match.group(1))
         _, before = until(child, "v1")
+        entry_points_reported(game, socket_path)
 
         # A hot edit: patched in place, the state goes on.
         save_like_an_editor(main, main.read_text().replace("says v1", "says v2"))
@@ -92,6 +93,7 @@ def test_each_save_runs_the_saved_code_patched_or_restarted(tmp_path: Path, capt
         assert restarted != pid
         _, score = until(child, "v2", "banner two")
         assert score < 20  # a new process: the state started again
+        entry_points_reported(game, socket_path)  # the new process's
 
         # And the restarted program is patched again, in place.
         save_like_an_editor(main, main.read_text().replace("says v2", "says v3"))
@@ -162,6 +164,7 @@ def test_a_pointer_sized_closure_entry_is_named_and_the_program_restarted(tmp_pa
     try:
         child.expect(r"running game \(host-debug\) \(pid (\d+)\)")
         child.expect("hall drawn v1")
+        entry_points_reported(game, socket_path)
         save_like_an_editor(main, main.read_text().replace("drawn v1", "drawn v2"))
         child.expect(r"needs a restart\S*: draw\(\) runs only through a pointer-sized closure")
         child.expect(r"restarted\S* game \(pid \d+\)")
