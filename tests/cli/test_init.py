@@ -21,6 +21,7 @@ from daemon.cli.commands.init import (
     add_path_dependency,
     choose_program,
     dependency_line,
+    replace_text,
 )
 
 REPO = Path(__file__).parents[2]
@@ -197,3 +198,46 @@ def test_a_new_edition_2024_project_builds_offline_with_the_client_and_subscribe
             stdout, stderr = program.communicate(timeout=10)
     assert "answer 42" in stdout
     assert f"thinpatch: patch 1 not applied: {missing}" in stderr
+
+
+def test_the_manifest_is_replaced_whole_keeping_its_mode(tmp_path):
+    manifest = tmp_path / "Cargo.toml"
+    manifest.write_text('[package]\nname = "game"\n')
+    manifest.chmod(0o640)
+    replace_text(manifest, '[package]\nname = "game"\n\n[dependencies]\nx = "1"\n')
+    assert manifest.read_text().endswith('x = "1"\n') and (manifest.stat().st_mode & 0o777) == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["Cargo.toml"]  # no temporary file left
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A small tmpfs, filled up (mounting needs root, as in CI)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"no tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_leaves_the_manifest_whole_and_says_so(full_disk):
+    manifest = full_disk / "Cargo.toml"
+    original = '[package]\nname = "game"\n' + "# a comment long enough to need a block of its own\n" * 40
+    manifest.write_text(original)
+    fd = os.open(full_disk / "filler", os.O_WRONLY | os.O_CREAT)  # take every block left
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    with pytest.raises(InitError, match=r"Cargo.toml: the disk is full\. It is unchanged; free some space"):
+        replace_text(manifest, original + "\n[dependencies]\nthinpatch-client = { path = \"/x\" }\n")
+    assert manifest.read_text() == original
+    assert sorted(p.name for p in full_disk.iterdir()) == ["Cargo.toml", "filler"]

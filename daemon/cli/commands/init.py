@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tomllib
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         text = manifest.read_text()
         edited = add_path_dependency(text, crate)
         if edited != text:
-            manifest.write_text(edited)
+            replace_text(manifest, edited)
     except InitError as exc:
         print(f"thinpatch init: {exc}", file=sys.stderr)
         return 1
@@ -66,6 +69,36 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------ effects
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Replace ``path``'s content whole or not at all: a temporary file beside it (never
+    through a symbolic link), fsync, rename; it keeps the file's mode. Raises InitError naming
+    the file and the cause (a full disk leaves the file as it was)."""
+    tmp = path.with_name(f".{path.name}.thinpatch-{os.getpid()}.tmp")
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        try:
+            data = text.encode("utf-8")
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        cause = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+        raise InitError(
+            f"could not write {path}: {cause}. It is unchanged; "
+            + ("free some space and run `thinpatch init` again" if "full" in cause else "fix that and run it again")
+        ) from None
 
 
 def bundled_crate() -> Path:
