@@ -374,10 +374,14 @@ class DaemonServer:
     async def _read_loop(self, connection: _Connection) -> None:
         lines = LineBuffer(MAX_LINE_BYTES)
         held = 0  # this connection's share of self.pending_input
+        # Only a complete request moves the deadline: bytes dripped one at a time don't.
+        deadline = anyio.current_time() + self.idle_timeout
         try:
             while connection.drop_reason is None:
                 # Subscribers may stay silent for ever; anyone else must keep asking.
-                timeout = self.idle_timeout if connection.subscription is None else None
+                timeout = None
+                if connection.subscription is None:
+                    timeout = max(0.0, deadline - anyio.current_time())
                 chunk = None
                 with anyio.move_on_after(timeout):
                     try:
@@ -389,7 +393,8 @@ class DaemonServer:
                         return
                 if chunk is None:
                     connection.drop(
-                        f"disconnected: no request for {self.idle_timeout:g} s and no subscription"
+                        f"disconnected: no request for {self.idle_timeout:g} s and no subscription "
+                        "(a request counts once its line is complete)"
                     )
                     return
                 try:
@@ -406,6 +411,8 @@ class DaemonServer:
                         "send each message as one complete line"
                     )
                     return
+                if complete:
+                    deadline = anyio.current_time() + self.idle_timeout
                 for line in complete:
                     await self._handle_line(connection, line)
                     if connection.drop_reason is not None:

@@ -41,6 +41,33 @@ async def test_requests_keep_a_connection_alive(sock_path):
 
 
 @pytest.mark.asyncio
+async def test_bytes_dripped_without_a_complete_request_do_not_keep_a_connection(sock_path):
+    async with running_server(FakeEngine(), sock_path, idle_timeout=0.4) as server:
+        async with RawClient.connect(sock_path) as dripper, RawClient.connect(sock_path) as good:
+            await good.request({"type": "subscribe"})  # a subscriber may stay silent
+
+            async def drip() -> None:  # a byte every 0.1 s for 3 s, never the newline
+                for _ in range(30):
+                    try:
+                        await dripper.send_raw(b" ")
+                    except (anyio.BrokenResourceError, OSError):
+                        return  # closed
+                    await anyio.sleep(0.1)
+
+            started = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drip)
+                messages = await dripper.read_until_closed(timeout=10)
+                closed_after = anyio.current_time() - started
+                tg.cancel_scope.cancel()
+            # closed at the deadline while still dripping, not 0.4 s after the last byte
+            assert closed_after < 2.0, closed_after
+            assert "no request for 0.4 s" in messages[-1]["message"], messages
+            assert (await good.request({"type": "ping"}))["type"] == "pong"
+            assert server.client_count == 1
+
+
+@pytest.mark.asyncio
 async def test_unfinished_input_is_capped_across_all_clients(sock_path):
     cap = 256 * 1024
     async with running_server(FakeEngine(), sock_path, max_pending_input=cap) as server:
