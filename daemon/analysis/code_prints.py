@@ -48,8 +48,7 @@ from daemon.binary.elf_objects import (
     ObjSymbol,
     Relocation,
     Section,
-    archive_members,
-    parse_object,
+    objects_in,
 )
 from daemon.binary.symbols import normalise_name
 
@@ -401,7 +400,7 @@ def changed(old: Prints, new: Prints) -> Changes:
     """Functions, statics and thread-locals whose print differs, that only ``new`` defines,
     and that only ``old`` defines. A function whose bytes differ only in which crate's copy of
     a generic it calls is not changed (``equivalence.same_code``)."""
-    from daemon.analysis.equivalence import same_code  # it decodes machine code: only for differing prints
+    from daemon.analysis.equivalence import same_code  # here: equivalence imports this module
 
     before, after = old.digests(), new.digests()
     kinds = {name: node.kind for name, node in old.nodes.items() if node.printed}
@@ -444,14 +443,7 @@ class PrintCache:
         content = hashlib.blake2b(data, digest_size=16).hexdigest()
         found = self._by_content.get(content)
         if found is None:
-            if data.startswith(b"!<arch>\n"):
-                found = tuple(
-                    object_prints(parse_object(body, f"{path}({name})"))
-                    for name, body in archive_members(data)
-                    if name.endswith(".o") and body.startswith(b"\x7fELF")  # as elf_objects.object_files
-                )
-            else:
-                found = (object_prints(parse_object(data, str(path))),)
+            found = tuple(object_prints(obj) for obj in objects_in(data, str(path)))
             self.parsed += 1
             self._by_content[content] = found
             while len(self._by_content) > self.max_files:

@@ -239,12 +239,16 @@ def archive_members(data: bytes) -> Iterator[tuple[str, bytes]]:
         yield name.rstrip("/"), body
 
 
-def object_files(path: str | Path) -> Iterator[ElfObject]:
-    """The ELF objects in ``path``: the file itself, or each object member of an archive."""
-    data = Path(path).read_bytes()
+def objects_in(data: bytes, path: str) -> Iterator[ElfObject]:
+    """The ELF objects in a file's bytes: the file itself, or each object member of an archive."""
     if data.startswith(b"!<arch>\n"):
         for name, body in archive_members(data):
             if name.endswith(".o") and body.startswith(b"\x7fELF"):  # not lib.rmeta
                 yield parse_object(body, f"{path}({name})")
     else:
-        yield parse_object(data, str(path))
+        yield parse_object(data, path)
+
+
+def object_files(path: str | Path) -> Iterator[ElfObject]:
+    """The ELF objects in ``path``: the file itself, or each object member of an archive."""
+    return objects_in(Path(path).read_bytes(), str(path))
