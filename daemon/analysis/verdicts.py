@@ -20,6 +20,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from daemon.analysis.code_prints import FUNCTION, Changes
+from daemon.analysis.names import short_name
 from daemon.analysis.reach import NOT_REACHED, REACHED, UNKNOWN, ReachReport
 from daemon.binary.demangle import demangle
 
@@ -236,7 +237,7 @@ def judge(
                 f"it runs only through the closure `{closure}`, which is the size of one pointer (it captures one "
                 "reference): the runtime takes it for a function pointer and never redirects it. Pass the "
                 "reference through `HotFn::call` instead",
-                f"{short_plain(name)} runs only through a pointer-sized closure, which is never patched",
+                f"{short_name(name)} runs only through a pointer-sized closure, which is never patched",
                 2,
             )
         elif any(name.startswith(f.future or "\0") for f in futures):
@@ -247,7 +248,7 @@ def judge(
                 NEEDS_RESTART,
                 f"it is the body of `{entry.name}`, an async fn used as a hot entry point: the hot call only makes "
                 "its future, and the future runs the code it had. Build a boxed future inside the hot function",
-                f"{short_plain(name)} is the body of an async entry point",
+                f"{short_name(name)} is the body of an async entry point",
                 2,
             )
         elif verdict.status == NOT_REACHED and optimised:
@@ -258,7 +259,7 @@ def judge(
                 f"{verdict.reason}; but the program is optimised, and the compiler may have copied changed code "
                 "into it from a function that is reached (inlining), so whether the process runs the new code "
                 "there is not known",
-                f"{short_plain(name)} is not reached from a hot entry point (optimised build: inlining may explain it)",
+                f"{short_name(name)} is not reached from a hot entry point (optimised build: inlining may explain it)",
                 4,
             )
         elif verdict.status == NOT_REACHED:
@@ -267,11 +268,11 @@ def judge(
                 change,
                 NEEDS_RESTART,
                 f"{verdict.reason}; only a restart runs it",
-                f"{short_plain(name)} is not reached from a hot entry point",
+                f"{short_name(name)} is not reached from a hot entry point",
             )
         else:  # UNKNOWN
             assert verdict.status == UNKNOWN
-            add(symbol, change, UNSURE, verdict.reason, f"{short_plain(name)} may be called through a pointer")
+            add(symbol, change, UNSURE, verdict.reason, f"{short_name(name)} may be called through a pointer")
     if layout_unknown and any(c.change != "static" for c in out):
         deciding.setdefault(UNSURE, (5, layout_unknown, -1))
         out = [
@@ -283,9 +284,3 @@ def judge(
     if reason is not None and reason[2] >= 0:
         out[reason[2]] = replace(out[reason[2]], decisive=True)
     return SaveVerdict(overall, reason[1] if reason else None, tuple(out), dict(timings or {}))
-
-
-def short_plain(path: str) -> str:
-    """``app::main`` → ``main()``: how a reason names a function."""
-    last = path.rsplit("::", 1)[-1] if "<" not in path else path
-    return f"{last}()" if not last.endswith("}}") else path

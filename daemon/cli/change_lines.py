@@ -9,35 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from daemon.analysis.names import short_name
+
+__all__ = ["changed_names", "located", "named_list", "short_name", "uncertain", "what_changed"]
+
 SHOWN = 4  # names listed before "and N more"
-
-
-def short_name(path: str) -> str:
-    """``app::world::frame`` → ``frame()``; ``app::main::{{closure}}`` → ``a closure in main()``;
-    ``<app::Player as core::fmt::Display>::fmt`` → ``Player::fmt()``."""
-    text = path
-    closure = False
-    while text.endswith("::{{closure}}"):
-        text, closure = text[: -len("::{{closure}}")], True
-    if text.startswith("<") and ">::" in text:  # <T as Trait>::method
-        inner, _, method = text[1:].rpartition(">::")
-        typ = inner.split(" as ", 1)[0]
-        name = f"{_last_segment(typ)}::{method}()"
-    else:
-        name = f"{_last_segment(text)}()"
-    return f"a closure in {name}" if closure else name
-
-
-def _last_segment(path: str) -> str:
-    depth, cut = 0, 0
-    for i, ch in enumerate(path):  # the last `::` outside generic brackets
-        if ch == "<":
-            depth += 1
-        elif ch == ">":
-            depth -= 1
-        elif ch == ":" and depth == 0 and path[i : i + 2] == "::":
-            cut = i + 2
-    return path[cut:]
 
 
 def named_list(names: Iterable[str]) -> str:
@@ -49,9 +25,15 @@ def named_list(names: Iterable[str]) -> str:
     return shown
 
 
+def what_changed(event: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The changes this save made: new since the previous patch, in the workspace's own code
+    (not another crate's generic the patch compiled anew)."""
+    return [c for c in event.get("changes") or [] if c.get("new", True) and not c.get("foreign")]
+
+
 def changed_names(event: Mapping[str, Any]) -> str:
-    """The functions a patch-ready or restart-required event changes, as people read them."""
-    return named_list(short_name(str(c.get("function"))) for c in event.get("changes") or [])
+    """The functions a patch-ready or restart-required event says this save changed."""
+    return named_list(short_name(str(c.get("function"))) for c in what_changed(event))
 
 
 def located(change: Mapping[str, Any]) -> str:

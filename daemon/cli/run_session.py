@@ -30,7 +30,7 @@ import anyio
 from capture.store import Captures
 from daemon.build.diagnostics import is_summary_dict
 from daemon.build.processes import dies_with_parent
-from daemon.cli.change_lines import named_list, short_name, uncertain
+from daemon.cli.change_lines import changed_names, named_list, short_name, uncertain
 from daemon.cli.daemon_patch import serves
 from daemon.cli.run_sources import build_inputs, changed_since_build, file_mtimes
 from daemon.cli.terminal import Style, wants_color
@@ -246,8 +246,7 @@ class RunView:
 def applied_line(ready: dict[str, Any], name: str, pid: int | None, took: str, style: Style) -> str:
     """What a process applying a patch means, by the patch's verdict: the new code runs
     (``carried``), or it may not everywhere (``unknown``: says which and why)."""
-    changes = [c for c in ready.get("changes") or [] if c.get("new", True) and not c.get("foreign")]
-    names = named_list(short_name(str(c.get("function"))) for c in changes)
+    names = changed_names(ready)
     what = f"{style.ok('patched')} {names}" if names else style.ok("patched")
     if ready.get("verdict") == "unknown":
         doubtful = uncertain(ready)

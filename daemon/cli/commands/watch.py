@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.build.diagnostics import is_summary_dict
-from daemon.cli.change_lines import located, named_list, short_name, uncertain
+from daemon.cli.change_lines import changed_names, located, uncertain, what_changed
 from daemon.cli.terminal import PLAIN, Style, colour_rendered
 
 HELP = "follow builds, timings and compile errors live"
@@ -131,8 +131,8 @@ def _build_started(event: dict[str, Any], prefix: str, style: Style, verbose: bo
 
 def _patch_ready(event: dict[str, Any], prefix: str, style: Style, verbose: bool) -> list[str]:
     t = event.get("timings") or {}
-    new = [c for c in event.get("changes") or [] if c.get("new", True) and not c.get("foreign")]
-    names = named_list(short_name(str(c.get("function"))) for c in new)
+    new = what_changed(event)
+    names = changed_names(event)
     analysis = f", analysis {_ms(t.get('analysis_ms'))}" if "analysis_ms" in t else ""
     lines = [
         f"{prefix}{style.ok('patched')} {names + ' of ' if names else ''}{_what(event)} in {_ms(t.get('total_ms'))} "
