@@ -414,8 +414,12 @@ def _json_kind(value: object) -> str:
 # Constructors return messages without ``seq``; the server stamps it when sending.
 
 
-def hello(version: str, pid: int) -> dict[str, Any]:
-    return {"type": "hello", "protocol": PROTOCOL_VERSION, "version": version, "pid": pid}
+def hello(version: str, pid: int, *, remote: bool = False) -> dict[str, Any]:
+    """The first message on a connection; ``remote`` on the WebSocket endpoint."""
+    message: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL_VERSION, "version": version, "pid": pid}
+    if remote:
+        message["remote"] = True
+    return message
 
 
 def reply(kind: str, re_seq: int | None, **fields: Any) -> dict[str, Any]:

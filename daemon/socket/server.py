@@ -19,7 +19,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from itertools import count
 from pathlib import Path
 from typing import Any, Protocol
@@ -90,6 +91,12 @@ def client_limit(fd_limit: int) -> int:
     return max(8, min(DEFAULT_MAX_CLIENTS * 4, fd_limit - RESERVED_FDS))
 
 
+# What a connection's queue holds: a message as stamped, and its encoded line.
+Outgoing = tuple[dict[str, Any], bytes]
+# A transport's half of serving one connection: reading requests, or writing its queue.
+ConnectionLoop = Callable[["_Connection"], Coroutine[Any, Any, None]]
+
+
 # Told of entry points a program reported for the first time on its connection: the build ID
 # of its binary, and those entries (with its pid).
 EntryPointsCallback = Callable[[str, list[EntryPoint]], None]
@@ -124,11 +131,12 @@ class Engine(Protocol):
 
 
 class _Connection:
-    def __init__(self, number: int, stream: anyio.abc.SocketStream, queue_limit: int) -> None:
+    def __init__(self, number: int, stream: Any, queue_limit: int, *, remote: bool = False) -> None:
         self.number = number
-        self.stream = stream
+        self.stream = stream  # the transport's: a Unix socket stream, or a WebSocket connection
+        self.remote = remote  # on the WebSocket endpoint: another host's program, no /proc to read
         self.queue_limit = queue_limit
-        self.outbox, self.inbox = anyio.create_memory_object_stream[bytes](queue_limit)
+        self.outbox, self.inbox = anyio.create_memory_object_stream[Outgoing](queue_limit)
         self.subscription: Subscription | None = None
         self.entry_points = ReportedEntryPoints()
         self.scope: anyio.CancelScope | None = None
@@ -136,7 +144,7 @@ class _Connection:
         self.mid_write = False
         self.writer_done = anyio.Event()
 
-    def enqueue(self, data: bytes) -> bool:
+    def enqueue(self, data: Outgoing) -> bool:
         """Queue one encoded message without blocking. A full queue drops the client."""
         if self.drop_reason is not None:
             return False
@@ -194,6 +202,8 @@ class DaemonServer:
         self.pending_input = 0  # bytes of unfinished lines held for all clients
         self.version = version
         self.socket_activated = False
+        # The WebSocket endpoint's ws:// address while one listens (daemon.socket.websocket).
+        self.remote_endpoint: str | None = None
         self._listen_socket = listen_socket
         self._uid = os.geteuid()
         self._seq = count(1)
@@ -224,11 +234,11 @@ class DaemonServer:
         # Set on the caller's dict: the engine keeps it as the current state, and a replay
         # must show when the event happened, not when it was re-sent.
         event.setdefault("time", round(time.time(), 3))
-        message, data = self._stamp(event)
+        stamped = self._stamp(event)
         for connection in list(self._connections):
-            if connection.subscription is not None and connection.subscription.wants(message):
-                connection.enqueue(data)
-        return message
+            if connection.subscription is not None and connection.subscription.wants(stamped[0]):
+                connection.enqueue(stamped)
+        return stamped[0]
 
     def request_shutdown(self) -> None:
         if self._shutdown is not None:
@@ -320,31 +330,58 @@ class DaemonServer:
             if refusal is not None:
                 await self._send_final(stream, protocol.error(refusal))
                 return
-            connection = _Connection(next(self._connection_numbers), stream, self.queue_limit)
-            self._connections.add(connection)
-            log.debug("client connected", client=connection.number, clients=len(self._connections))
-            try:
-                async with anyio.create_task_group() as tg:
-                    connection.scope = tg.cancel_scope
-                    connection.enqueue(self._encode(protocol.hello(self.version, os.getpid())))
-                    tg.start_soon(self._write_loop, connection)
-                    await self._read_loop(connection)
-                    # The client stopped sending: write what it is owed, then hang up.
-                    connection.outbox.close()
-                    with anyio.move_on_after(FLUSH_TIMEOUT_S):
-                        await connection.writer_done.wait()
-                    tg.cancel_scope.cancel()
-            except Exception:
-                log.exception("client connection failed", client=connection.number)
-            finally:
-                self._connections.discard(connection)
-                connection.subscription = None
-                connection.entry_points.clear()
-            if connection.drop_reason is not None:
-                log.warning("client dropped", client=connection.number, reason=connection.drop_reason)
-                if not connection.mid_write:
-                    await self._send_final(stream, protocol.error(connection.drop_reason))
-            log.debug("client disconnected", client=connection.number)
+            connection = self.new_connection(stream)
+            await self.serve_connection(connection, self._read_loop, self._write_loop)
+            if connection.drop_reason is not None and not connection.mid_write:
+                await self._send_final(stream, protocol.error(connection.drop_reason))
+
+    # The transport seam: the Unix socket above and the WebSocket endpoint (daemon.socket.websocket)
+    # each accept, read and write in their own way; the session below is the same for both.
+
+    def new_connection(self, stream: Any, *, remote: bool = False) -> _Connection:
+        return _Connection(next(self._connection_numbers), stream, self.queue_limit, remote=remote)
+
+    async def serve_connection(
+        self, connection: _Connection, read_loop: ConnectionLoop, write_loop: ConnectionLoop
+    ) -> None:
+        """Serve an accepted connection until it ends: `hello` first, requests as ``read_loop``
+        hands them to :meth:`handle_request`, and the connection's queue written by ``write_loop``.
+        Sets ``connection.drop_reason`` when the daemon ended it; the transport says so last."""
+        self._connections.add(connection)
+        log.debug("client connected", client=connection.number, clients=len(self._connections))
+        try:
+            async with anyio.create_task_group() as tg:
+                connection.scope = tg.cancel_scope
+                connection.enqueue(self._encode(protocol.hello(self.version, os.getpid(), remote=connection.remote)))
+                tg.start_soon(write_loop, connection)
+                await read_loop(connection)
+                # The client stopped sending: write what it is owed, then hang up.
+                connection.outbox.close()
+                with anyio.move_on_after(FLUSH_TIMEOUT_S):
+                    await connection.writer_done.wait()
+                tg.cancel_scope.cancel()
+        except Exception:
+            log.exception("client connection failed", client=connection.number)
+        finally:
+            self._connections.discard(connection)
+            connection.subscription = None
+            connection.entry_points.clear()
+        if connection.drop_reason is not None:
+            log.warning("client dropped", client=connection.number, reason=connection.drop_reason)
+        log.debug("client disconnected", client=connection.number)
+
+    async def handle_request(self, connection: _Connection, data: bytes) -> None:
+        """One request as the transport received it (a line, or a text message)."""
+        await self._handle_line(connection, data)
+
+    def send(self, connection: _Connection, message: dict[str, Any]) -> None:
+        """Queue a message for one connection (numbered now), such as a transport's own `error`."""
+        connection.enqueue(self._encode(message))
+
+    def check_message(self, message: dict[str, Any]) -> None:
+        """Check a message a transport completed (a patch's ``payload``) against the schema, when asked to."""
+        if self._check is not None:
+            self._check(message)
 
     def _refusal_for(self, stream: anyio.abc.SocketStream) -> str | None:
         raw = stream.extra(SocketAttribute.raw_socket)
@@ -367,7 +404,7 @@ class DaemonServer:
         """Best effort: a last message before closing, never waiting long."""
         with anyio.move_on_after(FINAL_MESSAGE_TIMEOUT_S):
             try:
-                await stream.send(self._encode(message))
+                await stream.send(self._encode(message)[1])
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 pass
 
@@ -423,12 +460,12 @@ class DaemonServer:
     async def _write_loop(self, connection: _Connection) -> None:
         try:
             async with connection.inbox:
-                async for data in connection.inbox:
+                async for _, data in connection.inbox:
                     batch = [data]
                     size = len(data)
                     while size < WRITE_BATCH_BYTES:
                         try:
-                            more = connection.inbox.receive_nowait()
+                            _, more = connection.inbox.receive_nowait()
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
                         batch.append(more)
@@ -475,7 +512,7 @@ class DaemonServer:
         if request.type == "status":
             return [self._status_reply(request.seq)]
         if request.type == "subscribe":
-            subscription, notices = await self.engine.identify(request.subscription())
+            subscription, notices = await self._identify(connection, request.subscription())
             current = self.engine.current_state_for(subscription)
             # No await from here on: the snapshot and the switch-over are atomic.
             connection.subscription = subscription
@@ -501,6 +538,20 @@ class DaemonServer:
             self.request_shutdown()
             return [protocol.reply("ok", request.seq)]
         raise AssertionError(f"unhandled request type {request.type}")
+
+    async def _identify(
+        self, connection: _Connection, wanted: Subscription
+    ) -> tuple[Subscription, list[dict[str, Any]]]:
+        if not connection.remote:
+            return await self.engine.identify(wanted)
+        # Another host's pid means nothing here: only the build ID identifies its binary.
+        if wanted.pid is not None and wanted.build_id is None:
+            raise RequestError(
+                "a program on another host must subscribe with 'build_id' (its binary's build ID): "
+                "the daemon cannot read that host's processes"
+            )
+        subscription, notices = await self.engine.identify(replace(wanted, pid=None))
+        return replace(subscription, pid=wanted.pid), notices
 
     def _record_entry_points(self, connection: _Connection, request: Request) -> None:
         subscription = connection.subscription
@@ -532,6 +583,8 @@ class DaemonServer:
             "clients": len(self._connections),
             "subscribers": self.subscriber_count,
         }
+        if self.remote_endpoint is not None:
+            fields["daemon"]["listen"] = self.remote_endpoint
         fields.pop("seq", None)
         fields.pop("re", None)
         return protocol.reply("status", re_seq, **{k: v for k, v in fields.items() if k != "type"})
@@ -544,8 +597,8 @@ class DaemonServer:
             self._check(stamped)
         return stamped, protocol.encode(stamped)
 
-    def _encode(self, message: dict[str, Any]) -> bytes:
-        return self._stamp(message)[1]
+    def _encode(self, message: dict[str, Any]) -> Outgoing:
+        return self._stamp(message)
 
 
 async def serve(
