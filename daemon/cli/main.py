@@ -20,6 +20,7 @@ COMMANDS = [
     "capture",
     "patch",
     "serve",
+    "token",
     "status",
     "watch",
     "rebuild",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from daemon.cli.commands._listen_option import add_listen_option
 from daemon.cli.commands._socket_option import add_socket_option
 
 # The watcher's default (daemon.service.watcher.DEFAULT_DEBOUNCE_MS), spelled out so that
@@ -32,6 +33,10 @@ sends `patch-ready` (or `build-failed`, `patch-rejected`, `full-rebuild-required
 every subscriber on the Unix socket. Workspaces are found through the registry that
 `thinpatch capture` writes; a new capture is picked up without a restart.
 
+With --listen ADDR:PORT it also serves programs on other hosts (a container, a VM, a
+phone) over a WebSocket at ws://ADDR:PORT/thinpatch, sending each patch's bytes; they
+present the token `thinpatch token` prints (docs/remote.md).
+
 Stops cleanly on SIGTERM/SIGINT or `thinpatch stop`. Under systemd it accepts a
 socket-activated listener and reports readiness (see `thinpatch service install`).
 
@@ -39,11 +44,13 @@ examples:
   thinpatch serve                         serve every captured workspace
   thinpatch serve --workspace ~/src/game  serve just this one
   thinpatch serve --on-busy queue --debounce-ms 100
+  thinpatch serve --listen 127.0.0.1:9876 and a device reaching it through `ssh -R` or `adb reverse`
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_socket_option(parser)
+    add_listen_option(parser)
     parser.add_argument(
         "--workspace", metavar="DIR", action="append", default=None,
         help="serve this workspace (repeatable; default: every workspace `thinpatch capture` registered)",
@@ -71,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from functools import partial
     from pathlib import Path
 
     import anyio
@@ -78,8 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from daemon.cli.logging_setup import configure_logging
     from daemon.cli.serve_loop import serve_forever
     from daemon.service.engine import EngineOptions
+    from daemon.socket.listen_address import exposure_warning
+    from daemon.socket.remote_token import TokenError
     from daemon.socket.single_instance import DaemonAlreadyRunning
     from daemon.socket.socket_paths import SocketPathError
+    from daemon.socket.websocket import ListenError
 
     configure_logging(args.log_level)
     for workspace in args.workspace or []:
@@ -94,10 +105,17 @@ def run(args: argparse.Namespace) -> int:
     options = EngineOptions(
         debounce_ms=args.debounce_ms, on_busy=args.on_busy, keep_patches=args.keep, warm_up=not args.no_warm_up
     )
+    if args.listen is not None and (warning := exposure_warning(args.listen)) is not None:
+        print(f"thinpatch serve: warning: {warning}", file=sys.stderr)
     try:
-        anyio.run(serve_forever, Path(args.socket) if args.socket else None, args.workspace, options)
+        anyio.run(
+            partial(serve_forever, listen=args.listen),
+            Path(args.socket) if args.socket else None,
+            args.workspace,
+            options,
+        )
     except BaseException as exc:  # task groups wrap start-up errors in exception groups
-        known = _first(exc, (DaemonAlreadyRunning, SocketPathError))
+        known = _first(exc, (DaemonAlreadyRunning, SocketPathError, ListenError, TokenError))
         if known is None:
             raise
         print(f"thinpatch serve: {known}", file=sys.stderr)
