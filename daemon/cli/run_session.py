@@ -37,6 +37,7 @@ from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
 from daemon.service.watcher import content_digest
 from daemon.service.workspaces import NoCapture, find_captured_workspace
+from daemon.socket.listen_address import ListenAddress, dial_url, exposure_warning
 
 PREFIX = "[thinpatch]"
 STOP_GRACE_S = 3.0
@@ -307,6 +308,7 @@ class RunOptions:
     socket_path: Path
     restart_on_rebuild: bool = True
     colour: str = "auto"
+    listen: ListenAddress | None = None  # also serve programs on other hosts, over a WebSocket
 
 
 def say(line: str) -> None:
@@ -435,11 +437,13 @@ def daemon_running(socket_path: Path) -> bool:
     return probe(socket_path).state == "running"
 
 
-def start_daemon(socket_path: Path, log_path: Path) -> subprocess.Popen:
+def start_daemon(socket_path: Path, log_path: Path, listen: ListenAddress | None = None) -> subprocess.Popen:
     """A `thinpatch serve` for this session, in its own process group (Ctrl-C reaches us, and
     we stop it once the program is stopped)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "daemon", "serve", "--socket", str(socket_path)]
+    if listen is not None:
+        argv += ["--listen", str(listen)]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             # SIGTERM (a clean stop) if `run` itself is killed: no daemon is left behind
@@ -485,11 +489,14 @@ class ProgramRunner:
         self.style = style
         self.process: subprocess.Popen | None = None
         self.exited = anyio.Event()
+        # THINPATCH_ADDR and THINPATCH_TOKEN under --listen: the program takes patches as bytes
+        self.remote_env: dict[str, str] = {}
 
     def start(self, program: Program) -> int:
         self.stop()  # one program at a time, whichever path restarts it
         env = dict(os.environ)
         env["THINPATCH_SOCKET"] = str(self.options.socket_path)
+        env.update(self.remote_env)
         if program.build_id:
             env["THINPATCH_BUILD_ID"] = program.build_id
         # SIGTERM if `run` itself is killed, as when it stops the program on purpose
@@ -514,6 +521,26 @@ class ProgramRunner:
         if process is self.process:
             say(tagged(self.style, describe_exit(name, returncode)))
             self.exited.set()
+
+
+async def remote_environment(client: Any, options: RunOptions) -> dict[str, str]:
+    """What the program needs to take patches over the daemon's WebSocket endpoint. Raises
+    RunError when the running daemon has none."""
+    from daemon.socket.remote_token import TokenError, load_or_create_token
+
+    status = await client.request({"type": "status"})
+    url = status.get("daemon", {}).get("listen")
+    if not url:
+        raise RunError(
+            f"the running thinpatch daemon (pid {client.hello.get('pid')}) does not listen for programs on other "
+            f"hosts: stop it with `thinpatch stop` and run `thinpatch run --listen {options.listen}` again, or "
+            f"start it with `thinpatch serve --listen {options.listen}`"
+        )
+    try:
+        token = await anyio.to_thread.run_sync(load_or_create_token, options.socket_path)
+    except TokenError as exc:
+        raise RunError(str(exc)) from None
+    return {"THINPATCH_ADDR": dial_url(url), "THINPATCH_TOKEN": token}
 
 
 async def wait_until_served(client: Any, program: Program, timeout: float = 20.0) -> None:
@@ -564,8 +591,10 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         log_path = find_captured_workspace(options.workspace).capture_root / "run-daemon.log"
         # From this thread, which lives as long as `run`: the daemon's parent-death signal is
         # tied to the thread that started it.
-        started_daemon = start_daemon(options.socket_path, log_path)
+        started_daemon = start_daemon(options.socket_path, log_path, options.listen)
         say(tagged(style, f"started the thinpatch daemon for this session (log: {log_path})"))
+    if options.listen is not None and (warning := exposure_warning(options.listen)) is not None:
+        say(tagged(style, f"{style.warn('warning')}: {warning}"))
     runner = ProgramRunner(options, style)
     interrupted = False
     view: RunView  # once the program runs
@@ -671,6 +700,10 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                 async with connect(options.socket_path) as client:
                     await client.subscribe(str(options.workspace))
                     await wait_until_served(client, program)
+                    if options.listen is not None:
+                        runner.remote_env = await remote_environment(client, options)
+                        say(tagged(style, f"listening for programs on other hosts on {options.listen}; they present "
+                                          "the token `thinpatch token` prints (docs/remote.md)"))
                     view = RunView(program, style)
                     view.pid = runner.start(program)
                     tg.start_soon(runner.watch_exit, program.name)

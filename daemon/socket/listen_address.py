@@ -39,6 +39,12 @@ class ListenAddress:
         return f"ws://{shown}{ENDPOINT_PATH}"
 
 
+def dial_url(endpoint_url: str) -> str:
+    """The address a program on this machine dials for an endpoint listening on ``endpoint_url``:
+    a wildcard address (every interface) is reached through loopback."""
+    return endpoint_url.replace("ws://0.0.0.0:", "ws://127.0.0.1:", 1).replace("ws://[::]:", "ws://[::1]:", 1)
+
+
 def parse_listen_address(text: str) -> ListenAddress:
     """``ADDR:PORT`` (an IPv6 address in brackets) as a :class:`ListenAddress`."""
     usage = "expected ADDR:PORT, such as 127.0.0.1:9876, 0.0.0.0:9876 or [::1]:9876"

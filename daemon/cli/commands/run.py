@@ -19,6 +19,10 @@ it by itself once that build succeeds; a build that fails leaves the old program
 save that builds, rebuilt first when its sources changed since its build.
 Ctrl-C stops the program, and the daemon if `run` started it.
 
+With --listen ADDR:PORT the daemon also serves programs on other hosts over a WebSocket,
+and the program `run` starts takes its patches that way too (THINPATCH_ADDR and
+THINPATCH_TOKEN in its environment).
+
 One `run` per project: a second is refused, naming the first one's pid. `thinpatch
 restart` (or SIGUSR1 to `run`) rebuilds afresh and restarts the program; the old one
 stops only once the build succeeded.
@@ -27,10 +31,12 @@ examples:
   thinpatch run
   thinpatch run --bin server --release -- --port 8080
   thinpatch run -p game --features debug-overlay
+  thinpatch run --listen 0.0.0.0:9876    also patch copies running on other hosts (docs/remote.md)
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from daemon.cli.commands._listen_option import add_listen_option
     from daemon.cli.commands._socket_option import add_socket_option
     from daemon.cli.commands.capture import add_cargo_selection_options
     from daemon.cli.terminal import add_color_option
@@ -46,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_color_option(parser)
     add_socket_option(parser)
+    add_listen_option(parser)
     parser.add_argument("program_args", nargs=argparse.REMAINDER, metavar="-- ARGS", help="arguments for your program")
 
 
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         socket_path=Path(args.socket) if args.socket else default_socket_path(),
         restart_on_rebuild=not args.no_restart,
         colour=args.color,
+        listen=args.listen,
     )
     try:
         return anyio.run(run_session, options)
