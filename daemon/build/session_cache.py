@@ -71,6 +71,13 @@ def host_os() -> Platform:
     return platform
 
 
+def target_os(target: str | None) -> Platform:
+    """The OS a program built for rustc ``target`` runs on (the host's without one): patch
+    libraries are named and linked the way that OS expects, whatever the host is. A triple
+    thinpatch does not know is taken for the host's."""
+    return (Platform.from_target(target) if target else None) or host_os()
+
+
 def crate_file_stem(crate: str) -> str:
     """Crate names in file names use ``_`` where the package name has ``-``, as rustc does."""
     return crate.replace("-", "_")

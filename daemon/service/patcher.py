@@ -44,6 +44,7 @@ from daemon.build.session_cache import (
     prune_patches,
     read_edited_crates,
     record_edited_crates,
+    target_os,
 )
 from daemon.socket.protocol import EntryPoint
 
@@ -312,6 +313,7 @@ class Patcher:
             rendered_ansi=rendered_ansi,
             reuse=self._fresh - self._stale,
             while_linking=analyse,
+            os_name=target_os(top.target),
         )
         self._fresh = {c.key for c in build.crates}
         self._stale = set()

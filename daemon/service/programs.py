@@ -32,6 +32,7 @@ class Program:
     name: str  # the binary's name, e.g. "app"
     binary: str  # the file the captured link wrote
     build_id: str | None
+    target: str | None = None  # the rustc target triple (`--target`); None: the host's
 
     @property
     def key(self) -> str:
@@ -42,7 +43,10 @@ class Program:
         return f"{self.name} ({self.scope})"
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "scope": self.scope, "binary": self.binary, "build_id": self.build_id}
+        return {
+            "name": self.name, "scope": self.scope, "binary": self.binary, "build_id": self.build_id,
+            "target": self.target,
+        }
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ def programs_of(
                 name=name,
                 binary=link.output,
                 build_id=build_ids.get(link.output),
+                target=record.target,
             )
         )
     return sorted(programs, key=lambda p: (p.scope, p.name)), skipped
