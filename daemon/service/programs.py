@@ -32,7 +32,7 @@ class Program:
     name: str  # the binary's name, e.g. "app"
     binary: str  # the file the captured link wrote
     build_id: str | None
-    target: str | None = None  # the rustc target triple (`--target`); None: the host's
+    target: str | None = None  # the rustc target triple it was built for; None: not recorded
 
     @property
     def key(self) -> str:
