@@ -186,7 +186,7 @@ async def test_a_device_that_stops_reading_is_dropped_and_others_still_get_the_p
     big = tmp_path / "libbig.so"
     big.write_bytes(os.urandom(32 * CHUNK_BYTES))
     with capture_logs() as logs:
-        async with remote_server(sock_path, stall_timeout=1.0, write_limit=64 * 1024) as (server, url, token):
+        async with remote_server(sock_path, stall_timeout=3.0, write_limit=64 * 1024) as (server, url, token):
             async with device(url, token, max_queue=1) as stalled, device(url, token) as reader:
                 await subscribe(stalled)
                 await subscribe(reader)
@@ -280,8 +280,9 @@ async def test_a_32_mib_patch_streams_with_bounded_memory(sock_path: Path, tmp_p
                 assert ready["payload"]["size"] == len(data) == big.stat().st_size
                 assert hashlib.sha256(data).hexdigest() == ready["payload"]["sha256"]
         grown_mib = (_peak_rss_kib(harness.proc.pid) - before) / 1024
-        # The library is 33 MiB: a connection holding it whole would grow the peak past that.
-        assert grown_mib < 12, f"the daemon's peak RSS grew by {grown_mib:.1f} MiB"
+        # The library is 33 MiB: a connection holding it whole would grow the peak past that
+        # (measured: about 41 MiB that way, about 8 MiB as sent).
+        assert grown_mib < 16, f"the daemon's peak RSS grew by {grown_mib:.1f} MiB"
     finally:
         harness.stop()
 
