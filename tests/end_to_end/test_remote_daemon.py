@@ -159,3 +159,15 @@ def test_a_port_in_use_is_a_plain_message(workspace, tmp_path) -> None:
     assert out.returncode == 1, out.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "--listen" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.asyncio
+async def test_a_device_running_another_binary_is_told_it_gets_no_patches(listening) -> None:
+    token = thinpatch("token", "--socket", str(listening.socket_path)).stdout.split()[-1]
+    async with connect(endpoint(listening), additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        checked(await ws.recv())
+        await ws.send(json.dumps({"type": "subscribe", "seq": 1, "pid": 1, "build_id": "ab" * 20}))
+        assert checked(await ws.recv())["type"] == "subscribed"
+        notice = checked(await ws.recv())
+    assert notice["type"] == "not-patchable" and notice["reason"] == "not-captured"
+    assert "thinpatch capture" in notice["message"] and "process 1" not in notice["message"]
