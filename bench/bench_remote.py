@@ -1,0 +1,180 @@
+"""Benchmark of the WebSocket endpoint: one save, as a local and a remote subscriber get it.
+
+On a copy of tests/fixtures/livehost, captured with `thinpatch capture`, a real
+`thinpatch serve --listen 127.0.0.1:0` runs with two subscribers for the captured binary (by
+build ID): one on the Unix socket (`daemon.socket.client`), one on the WebSocket (websockets'
+client, as a device). Each round saves app/src/main.rs the way an editor does, and measures
+for that same save:
+  * save -> `patch-ready` at the Unix subscriber, then the library read from the session cache
+    and hashed (what a local program that checks its bytes would do);
+  * save -> the last payload frame at the WebSocket subscriber, the bytes joined and their
+    SHA-256 checked against the event's `payload`;
+so the two figures of a round come from one patch, and neither side goes first. Also the
+library's size. A loopback WebSocket: the figures are the protocol's cost, not a network's.
+
+    python bench/bench_remote.py [--rounds N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(BENCH))
+
+from bench_daemon import EditorSaves, ms_between  # noqa: E402
+from bench_patch import clean_env, machine, summary  # noqa: E402
+
+from daemon.binary.build_id import read_build_id  # noqa: E402
+from daemon.cli.capture_run import run_capture  # noqa: E402
+from daemon.socket.client import connect  # noqa: E402
+from daemon.socket.payload import split_frame  # noqa: E402
+from tests.support.fixtures import copy_fixture_tree  # noqa: E402
+
+EVENT_TIMEOUT_S = 120.0
+
+
+async def unix_side(socket_path: Path, build_id: str, saved: dict, results: dict, ready: anyio.Event) -> None:
+    async with connect(socket_path) as client:
+        await client.subscribe(build_id=build_id)
+        ready.set()
+        async for event in client.events():
+            if event["type"] != "patch-ready" or event.get("replayed"):
+                continue
+            hashlib.sha256(Path(event["lib"]).read_bytes()).hexdigest()
+            results.setdefault(event["id"], {})["unix_ms"] = ms_between(saved["at"], time.perf_counter())
+
+
+async def ws_side(url: str, token: str, build_id: str, saved: dict, results: dict, ready: anyio.Event) -> None:
+    from websockets.asyncio.client import connect as ws_connect
+
+    async with ws_connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as ws:
+        await ws.recv()  # hello
+        await ws.send(json.dumps({"type": "subscribe", "seq": 1, "pid": os.getpid(), "build_id": build_id}))
+        await ws.recv()  # subscribed
+        ready.set()
+        while True:
+            event = json.loads(await ws.recv())
+            if event["type"] != "patch-ready":
+                continue
+            data = bytearray()
+            for _ in range(event["payload"]["chunks"]):
+                data += split_frame(await ws.recv())[1]
+            if hashlib.sha256(data).hexdigest() != event["payload"]["sha256"]:
+                raise SystemExit(f"patch {event['id']}: the bytes do not match their sha256")
+            if event.get("replayed"):
+                continue
+            entry = results.setdefault(event["id"], {})
+            entry["ws_ms"] = ms_between(saved["at"], time.perf_counter())
+            entry["size"] = len(data)
+
+
+async def bench(rounds: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="thinpatch-bench-remote-"))
+    os.chmod(work, 0o700)
+    workspace = copy_fixture_tree(REPO / "tests" / "fixtures" / "livehost", work / "livehost")
+    env = clean_env(THINPATCH_STATE_DIR=str(work / "state"))
+    os.environ["THINPATCH_STATE_DIR"] = env["THINPATCH_STATE_DIR"]
+    if (await anyio.to_thread.run_sync(run_capture, workspace)).exit_code != 0:
+        raise SystemExit("the capture of the livehost fixture failed")
+    build_id = read_build_id(workspace / "target" / "debug" / "livehost")
+    assert build_id is not None
+    (work / "run").mkdir(mode=0o700)
+    socket_path = work / "run" / "thinpatch.sock"
+    log = open(work / "daemon.log", "wb")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "serve", "--socket", str(socket_path), "--workspace", str(workspace),
+         "--listen", "127.0.0.1:0"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+    )
+    try:
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    async with connect(socket_path) as client:
+                        status = await client.request({"type": "status"})
+                        if status["daemon"].get("listen") and any(
+                            w.get("watching") for w in status.get("workspaces", [])
+                        ):
+                            url = status["daemon"]["listen"]
+                            break
+                except Exception:
+                    pass
+                await anyio.sleep(0.1)
+        token = (socket_path.parent / "token").read_text().strip()
+        source = EditorSaves(workspace)
+        saved: dict = {}
+        results: dict = {}
+        async with anyio.create_task_group() as tg:
+            ready = [anyio.Event(), anyio.Event()]
+            tg.start_soon(unix_side, socket_path, build_id, saved, results, ready[0])
+            tg.start_soon(ws_side, url, token, build_id, saved, results, ready[1])
+            for event in ready:
+                await event.wait()
+            async with connect(socket_path) as observer:
+                await observer.subscribe()
+                for n in range(rounds + 1):  # the first save warms the session up; not counted
+                    saved["at"] = time.perf_counter()  # one save at a time: each round waits for both sides
+                    source.save(f"remote-{n}-{time.time_ns()}")
+                    with anyio.fail_after(EVENT_TIMEOUT_S):
+                        async for event in observer.events():
+                            if event["type"] in ("build-failed", "patch-rejected", "restart-required"):
+                                raise SystemExit(f"round {n}: {event['type']}: {event}")
+                            if event["type"] == "patch-ready" and not event.get("replayed"):
+                                patch_id = event["id"]
+                                break
+                    with anyio.fail_after(EVENT_TIMEOUT_S):
+                        while len(results.get(patch_id, {})) < 3:
+                            await anyio.sleep(0.005)
+                    if n == 0:
+                        results.pop(patch_id)
+            tg.cancel_scope.cancel()
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+    measured = list(results.values())
+    unix = [r["unix_ms"] for r in measured]
+    ws = [r["ws_ms"] for r in measured]
+    return {
+        "machine": machine(),
+        "rounds": len(measured),
+        "library_bytes": statistics.median(r["size"] for r in measured),
+        "save_to_unix_patch_ready_and_hashed": summary(unix),
+        "save_to_websocket_bytes_verified": summary(ws),
+        "websocket_minus_unix_ms": summary([r["ws_ms"] - r["unix_ms"] for r in measured]),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = anyio.run(bench, args.rounds)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['rounds']} saves of the livehost fixture, patch library {result['library_bytes'] / 1024:.0f} KiB")
+    for name in ("save_to_unix_patch_ready_and_hashed", "save_to_websocket_bytes_verified", "websocket_minus_unix_ms"):
+        figures = result[name]
+        print(f"  {name}: median {figures['median_ms']:.1f} ms, min {figures['min_ms']:.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
