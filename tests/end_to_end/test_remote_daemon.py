@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from daemon.binary.build_id import read_build_id
 from daemon.socket.payload import split_frame
 from daemon.socket.protocol_schema import server_message_errors
-from tests.conftest import captured_fixture_copy
+from tests.conftest import copy_fixture
 from tests.support.daemon_process import DaemonProcess, save_like_an_editor
 
 pytestmark = pytest.mark.cargo
@@ -29,8 +29,17 @@ GREETING = 'format!("hello, {name}")'
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, capture_state_dir) -> Path:
-    return captured_fixture_copy("single_bin", tmp_path_factory.mktemp("remote daemon"))
+def captured(tmp_path_factory, capture_state_dir):
+    from daemon.cli.capture_run import run_capture
+
+    result = run_capture(copy_fixture("single_bin", tmp_path_factory.mktemp("remote daemon")))
+    assert result.exit_code == 0, result
+    return result
+
+
+@pytest.fixture(scope="module")
+def workspace(captured) -> Path:
+    return captured.workspace
 
 
 @pytest.fixture
@@ -61,8 +70,6 @@ def checked(frame) -> dict:
     return message
 
 
-def binary_of(workspace: Path) -> Path:
-    return workspace / "target" / "debug" / "single_bin"
 
 
 def test_thinpatch_token_prints_the_token_the_daemon_checks(listening) -> None:
@@ -75,9 +82,11 @@ def test_thinpatch_token_prints_the_token_the_daemon_checks(listening) -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_save_reaches_a_remote_device_as_bytes(workspace, listening) -> None:
+async def test_a_save_reaches_a_remote_device_as_bytes(captured, workspace, listening) -> None:
     token = thinpatch("token", "--socket", str(listening.socket_path)).stdout.split()[-1]
-    build_id = read_build_id(str(binary_of(workspace)))
+    (binary,) = captured.binaries
+    build_id = read_build_id(binary)
+    assert build_id is not None
     url = endpoint(listening)
     source = workspace / "src" / "main.rs"
     original = source.read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import captured_fixture_copy
+from tests.conftest import copy_fixture
 from tests.support.daemon_process import DaemonProcess, save_like_an_editor
 from tests.support.live_host import LiveHost
 
@@ -92,8 +92,17 @@ def network():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, capture_state_dir) -> Path:
-    return captured_fixture_copy("livehost", tmp_path_factory.mktemp("remote device"))
+def captured(tmp_path_factory, capture_state_dir):
+    from daemon.cli.capture_run import run_capture
+
+    result = run_capture(copy_fixture("livehost", tmp_path_factory.mktemp("remote device")))
+    assert result.exit_code == 0, result
+    return result
+
+
+@pytest.fixture(scope="module")
+def workspace(captured) -> Path:
+    return captured.workspace
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +131,13 @@ def token_of(daemon: DaemonProcess) -> str:
     return out.stdout.split()[-1]
 
 
-def start_device(workspace: Path, network: Network, daemon: DaemonProcess, token: str, tmp_path: Path) -> LiveHost:
+def start_device(captured, network: Network, daemon: DaemonProcess, token: str, tmp_path: Path) -> LiveHost:
     """The live host in the device's namespaces, with only THINPATCH_ADDR and THINPATCH_TOKEN."""
-    hidden = [workspace / "target" / "thinpatch", daemon.socket_path.parent, Path(os.environ["THINPATCH_STATE_DIR"])]
+    hidden = [captured.capture_root, daemon.socket_path.parent, Path(os.environ["THINPATCH_STATE_DIR"])]
     if os.environ.get("XDG_RUNTIME_DIR"):
         hidden.append(Path(os.environ["XDG_RUNTIME_DIR"]))
     mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(d))}" for d in hidden)
-    binary = workspace / "target" / "debug" / "livehost"
+    (binary,) = captured.binaries
     script = tmp_path / "device.sh"
     script.write_text(
         "#!/bin/sh\n"
@@ -138,11 +147,11 @@ def start_device(workspace: Path, network: Network, daemon: DaemonProcess, token
         f"sh -c {shlex.quote(f'{mounts} && exec {shlex.quote(str(binary))}')}\n"
     )
     script.chmod(0o700)
-    return LiveHost(script, cwd=workspace)
+    return LiveHost(script, cwd=captured.workspace)
 
 
-def test_an_edit_runs_on_the_device(workspace, network, daemon, tmp_path) -> None:
-    device = start_device(workspace, network, daemon, token_of(daemon), tmp_path)
+def test_an_edit_runs_on_the_device(captured, workspace, network, daemon, tmp_path) -> None:
+    device = start_device(captured, network, daemon, token_of(daemon), tmp_path)
     source = workspace / APP
     original = source.read_text()
     try:
@@ -157,8 +166,8 @@ def test_an_edit_runs_on_the_device(workspace, network, daemon, tmp_path) -> Non
         save_like_an_editor(source, original)
 
 
-def test_a_wrong_token_is_refused_and_the_device_is_told_why(workspace, network, daemon, tmp_path) -> None:
-    device = start_device(workspace, network, daemon, "0" * 64, tmp_path)
+def test_a_wrong_token_is_refused_and_the_device_is_told_why(captured, network, daemon, tmp_path) -> None:
+    device = start_device(captured, network, daemon, "0" * 64, tmp_path)
     try:
         device.send("connect")
         refused = device.expect(lambda line: line.startswith(("SUBSCRIBE-ERROR", "SUBSCRIBED")), timeout=30)
