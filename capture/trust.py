@@ -150,6 +150,20 @@ def _foreign_problem(info: os.stat_result, uid: int, is_dir: bool) -> str | None
     return None
 
 
+def _links_on_the_way(path: str) -> list[str]:
+    """``path`` and each symbolic link it leads through to its final name (not the last)."""
+    current = os.path.abspath(path)
+    links = [current]
+    for _ in range(40):  # the kernel's own limit on links followed
+        try:
+            target = os.readlink(current)
+        except OSError:
+            break
+        current = os.path.normpath(os.path.join(os.path.dirname(current), target))
+        links.append(current)
+    return links
+
+
 def _directories_holding(path: str) -> list[str]:
     """Every directory whose owner could replace what ``path`` names: those above it as
     written, those above what it finally names, and those holding each symbolic link."""
@@ -163,31 +177,36 @@ def _directories_holding(path: str) -> list[str]:
                 return
             parent = os.path.dirname(parent)
 
-    current = os.path.abspath(path)
-    above(current)
-    for _ in range(40):  # the kernel's own limit on links followed
-        try:
-            target = os.readlink(current)
-        except OSError:
-            break
-        current = os.path.normpath(os.path.join(os.path.dirname(current), target))
-        above(os.path.realpath(os.path.dirname(current)) + os.sep + os.path.basename(current))
+    for hop in _links_on_the_way(path):
+        above(hop)
+        above(os.path.join(os.path.realpath(os.path.dirname(hop)), os.path.basename(hop)))
     above(os.path.realpath(path))
     return held
 
 
 def foreign_writer(path: str | os.PathLike[str], uid: int | None = None) -> Distrust | None:
     """Whether anyone but ``uid`` (default: this process's user) and root could have written
-    ``path`` (a file or a directory) or could swap it for another, or ``None``: it and what it
-    links to are owned by ``uid`` or root and writable by no one else, and so is every directory
-    above them, or that directory is sticky. A missing path is no problem (nothing to read)."""
+    ``path`` (a file or a directory) or could swap it for another, or ``None``: it, each
+    symbolic link on the way and what it finally names are owned by ``uid`` or root, none is
+    writable by anyone else, and so is every directory above them, or that directory is
+    sticky. A missing path is no problem (nothing to read); a link to nothing is (whoever can
+    create what it names decides what is read)."""
     uid = os.geteuid() if uid is None else uid
     text = os.fspath(path)
+    if not os.path.lexists(text):
+        return None
+    for hop in _links_on_the_way(text)[:-1]:
+        try:
+            link = os.lstat(hop)
+        except OSError:
+            break
+        if link.st_uid not in (uid, 0):
+            return Distrust(hop, f"is a symbolic link owned by {owner_name(link.st_uid)}")
     try:
         real = os.path.realpath(text)
         info = os.stat(real)
     except OSError:
-        return None
+        return Distrust(os.path.abspath(text), f"is a symbolic link to {real}, which does not exist")
     problem = _foreign_problem(info, uid, stat.S_ISDIR(info.st_mode))
     if problem is not None:
         return Distrust(real, problem)

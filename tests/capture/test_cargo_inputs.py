@@ -181,3 +181,23 @@ def test_a_file_owned_by_someone_else_names_them(private: Path):
     tool.write_text("")
     os.chown(tool, nobody.pw_uid, -1)
     assert foreign_writer(tool, uid=0) == Distrust(str(tool), f"is owned by nobody (uid {nobody.pw_uid})")
+
+
+def test_a_link_to_nothing_is_not_trusted(private: Path):
+    os.symlink(private / "later", private / "config.toml")
+    assert foreign_writer(private / "config.toml") == Distrust(
+        str(private / "config.toml"), f"is a symbolic link to {private / 'later'}, which does not exist"
+    )
+
+
+@as_root
+def test_a_link_owned_by_someone_else_is_named_even_to_a_trusted_file(private: Path):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    (private / "real.toml").write_text("")
+    link = private / "Cargo.toml"
+    os.symlink(private / "real.toml", link)
+    os.lchown(link, nobody.pw_uid, -1)
+    expected = Distrust(str(link), f"is a symbolic link owned by nobody (uid {nobody.pw_uid})")
+    assert foreign_writer(link, uid=0) == expected
