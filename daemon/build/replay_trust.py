@@ -51,14 +51,14 @@ def _link_programs(link: LinkRecord, search_path: str, cwd: str) -> list[Replaye
     found = [Replayed("the linker", link.linker, search_path, cwd)]
     args = list(link.args)
     for i, arg in enumerate(args):
-        if arg.startswith("-fuse-ld=") and os.sep in arg:
-            found.append(Replayed(f"the linker named by {arg}", arg.split("=", 1)[1], search_path, cwd))
+        if arg.startswith("-fuse-ld=") and os.sep in arg:  # a bare name is looked up in -B and PATH
+            found.append(Replayed("the linker that -fuse-ld names", arg.split("=", 1)[1], search_path, cwd))
         elif arg.startswith("--ld-path="):
-            found.append(Replayed(f"the linker named by {arg}", arg.split("=", 1)[1], search_path, cwd))
+            found.append(Replayed("the linker that --ld-path names", arg.split("=", 1)[1], search_path, cwd))
         elif arg == "-B" and i + 1 < len(args):
-            found.append(Replayed(f"the linker programs in -B {args[i + 1]}", args[i + 1], search_path, cwd, True))
+            found.append(Replayed("the programs in the link's -B directory", args[i + 1], search_path, cwd, True))
         elif arg.startswith("-B") and len(arg) > 2:
-            found.append(Replayed(f"the linker programs in {arg}", arg[2:], search_path, cwd, True))
+            found.append(Replayed("the programs in the link's -B directory", arg[2:], search_path, cwd, True))
     return found
 
 

@@ -71,7 +71,13 @@ def test_a_linker_someone_else_owns_is_not_run():
 def test_a_fuse_ld_path_in_a_directory_others_can_write_is_not_run():
     disk = Disk(foreign={"/opt/ld/mold": Distrust("/opt/ld", "is writable by everyone (mode 0777)")})
     [refusal] = replay_refusals([record()], LINK, disk)
-    assert "the linker named by -fuse-ld=/opt/ld/mold /opt/ld/mold: /opt/ld is writable by everyone" in refusal
+    assert "not running the linker that -fuse-ld names /opt/ld/mold: /opt/ld is writable by everyone" in refusal
+
+
+def test_a_dash_b_directory_someone_else_owns_is_not_used():
+    disk = Disk(foreign={"/opt/rust/lib/gcc-ld": Distrust("/opt/rust/lib/gcc-ld", "is owned by uid 4242")})
+    [refusal] = replay_refusals([record()], LINK, disk)
+    assert refusal.startswith("not running the programs in the link's -B directory /opt/rust/lib/gcc-ld: ")
 
 
 def test_a_compiler_that_is_gone_is_left_to_fail_as_not_found():
