@@ -380,7 +380,7 @@ def _plain(record: CaptureRecord | LinkRecord | LinkerChain | ConfigSeen) -> dic
 
 
 # What each field of a record file must hold: text, a list of texts, a map of texts, a number,
-# a flag, or an object checked on its own (the linker chain).
+# a flag, or objects checked on their own (the linker chain, the cargo configs seen).
 _TEXT, _TEXTS, _TEXT_MAP, _NUMBER, _FLAG, _INT, _OBJECT = "text", "texts", "text map", "number", "flag", "int", "object"
 _OBJECTS = "objects"
 _RUSTC_FIELDS = {

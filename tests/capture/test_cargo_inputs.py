@@ -201,3 +201,18 @@ def test_a_link_owned_by_someone_else_is_named_even_to_a_trusted_file(private: P
     os.lchown(link, nobody.pw_uid, -1)
     expected = Distrust(str(link), f"is a symbolic link owned by nobody (uid {nobody.pw_uid})")
     assert foreign_writer(link, uid=0) == expected
+
+
+def test_a_record_keeps_the_configs_the_capture_passed_to_the_shim():
+    import json
+
+    from capture.store import ENV_CARGO_CONFIGS, CaptureRecord, ConfigSeen, configs_from_env
+
+    seen = ConfigSeen("/p/.cargo/config.toml", device=1, inode=2, owner=1000, names_tools=True)
+    env = {ENV_CARGO_CONFIGS: json.dumps([{"file": seen.file, "device": 1, "inode": 2, "owner": 1000,
+                                           "names_tools": True}])}
+    assert configs_from_env(env) == (seen,)
+    assert configs_from_env({ENV_CARGO_CONFIGS: "not json"}) == configs_from_env({}) == ()
+    record = CaptureRecord(crate_name="app", kind="bin", crate_types=("bin",), rustc="rustc", args=("x",), cwd="/p",
+                           env={}, recorded_at=1.0, cargo_configs=(seen,))
+    assert CaptureRecord.from_json(json.loads(json.dumps(record.to_json()))).cargo_configs == (seen,)
