@@ -231,6 +231,7 @@ def plan_invocation(
         linker_chain=linker_chain,
         wrapper_mode=mode,
         shim_version=SHIM_VERSION,
+        cargo_configs=store.configs_from_env(env),
     )
     return record, store.rustc_record_path(Path(root), scope, record.key), run_args, child_env
 

@@ -45,6 +45,7 @@ ENV_CAPTURE_ROOT = "THINPATCH_CAPTURE_ROOT"  # <target>/thinpatch
 ENV_WORKSPACE = "THINPATCH_WORKSPACE"  # workspace root
 ENV_HOST_TRIPLE = "THINPATCH_HOST_TRIPLE"  # host triple, so the shim need not ask rustc
 ENV_STATE_DIR = "THINPATCH_STATE_DIR"  # overrides the per-user registry location
+ENV_CARGO_CONFIGS = "THINPATCH_CARGO_CONFIGS"  # the cargo configs that applied (JSON list of ConfigSeen)
 
 _SAFE_PUNCTUATION = frozenset("_.+-")
 
@@ -249,6 +250,30 @@ class LinkerChain:
     link_edits: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class ConfigSeen:
+    """A cargo config file that applied to the captured build, as it was then: a changed
+    owner or inode later means the tools it may have named are no longer the ones captured."""
+
+    file: str
+    device: int
+    inode: int
+    owner: int
+    names_tools: bool = True  # it sets a compiler, linker, flags or environment for rustc
+
+
+def configs_from_env(env: Mapping[str, str]) -> tuple[ConfigSeen, ...]:
+    """The configs ``thinpatch capture`` passed to the shim; none when absent or unreadable."""
+    text = env.get(ENV_CARGO_CONFIGS)
+    if not text:
+        return ()
+    try:
+        return tuple(ConfigSeen(**_checked(item, _CONFIG_FIELDS, ("file", "device", "inode", "owner")))
+                     for item in json.loads(text))
+    except (ValueError, TypeError):
+        return ()
+
+
 class RecordError(ValueError):
     """A record file that can't be used. ``str()`` says which field is wrong."""
 
@@ -285,6 +310,7 @@ class CaptureRecord:
     linker_chain: LinkerChain | None = None
     wrapper_mode: str | None = None
     shim_version: int | None = None
+    cargo_configs: tuple[ConfigSeen, ...] = ()
     path: Path | None = field(default=None, compare=False)  # the file it was read from
 
     @property
@@ -298,6 +324,7 @@ class CaptureRecord:
         data = _plain(self)
         data["env"] = dict(self.env)
         data["linker_chain"] = None if self.linker_chain is None else _plain(self.linker_chain)
+        data["cargo_configs"] = [_plain(config) for config in self.cargo_configs]
         return {"format": FORMAT_VERSION, "key": self.key.label, **data}
 
     @classmethod
@@ -308,7 +335,11 @@ class CaptureRecord:
         chain = checked.pop("linker_chain", None)
         if chain is not None:
             chain = LinkerChain(**_checked(chain, _CHAIN_FIELDS, ("shim",), "linker_chain."))
-        return cls(**checked, linker_chain=chain, path=path)
+        configs = tuple(
+            ConfigSeen(**_checked(item, _CONFIG_FIELDS, ("file", "device", "inode", "owner"), "cargo_configs."))
+            for item in checked.pop("cargo_configs", ())
+        )
+        return cls(**checked, linker_chain=chain, cargo_configs=configs, path=path)
 
 
 @dataclass(frozen=True)
@@ -338,7 +369,7 @@ class LinkRecord:
         return cls(**_checked(data, _LINK_FIELDS, ("linker", "args", "output", "recorded_at")), path=path)
 
 
-def _plain(record: CaptureRecord | LinkRecord | LinkerChain) -> dict[str, Any]:
+def _plain(record: CaptureRecord | LinkRecord | LinkerChain | ConfigSeen) -> dict[str, Any]:
     """A record's fields as JSON values (tuples as lists), without the file it came from."""
     out: dict[str, Any] = {}
     for f in fields(record):
@@ -349,15 +380,17 @@ def _plain(record: CaptureRecord | LinkRecord | LinkerChain) -> dict[str, Any]:
 
 
 # What each field of a record file must hold: text, a list of texts, a map of texts, a number,
-# a flag, or an object checked on its own (the linker chain).
+# a flag, or objects checked on their own (the linker chain, the cargo configs seen).
 _TEXT, _TEXTS, _TEXT_MAP, _NUMBER, _FLAG, _INT, _OBJECT = "text", "texts", "text map", "number", "flag", "int", "object"
+_OBJECTS = "objects"
 _RUSTC_FIELDS = {
     "crate_name": _TEXT, "kind": _TEXT, "crate_types": _TEXTS, "rustc": _TEXT, "args": _TEXTS, "cwd": _TEXT,
     "env": _TEXT_MAP, "recorded_at": _NUMBER, "package": _TEXT, "cargo_args": _TEXTS, "shim_args": _TEXTS,
     "manifest_dir": _TEXT, "src": _TEXT, "target": _TEXT, "profile": _TEXT, "scope": _TEXT, "out_dir": _TEXT,
     "extra_filename": _TEXT, "dep_info": _TEXT, "workspace": _TEXT, "is_top": _FLAG, "linker_chain": _OBJECT,
-    "wrapper_mode": _TEXT, "shim_version": _INT,
+    "wrapper_mode": _TEXT, "shim_version": _INT, "cargo_configs": _OBJECTS,
 }
+_CONFIG_FIELDS = {"file": _TEXT, "device": _INT, "inode": _INT, "owner": _INT, "names_tools": _FLAG}
 _CHAIN_FIELDS = {"shim": _TEXT, "chained": _TEXT, "source": _TEXT, "replaced_arg": _TEXT, "link_edits": _TEXTS}
 _LINK_FIELDS = {
     "linker": _TEXT, "args": _TEXTS, "output": _TEXT, "recorded_at": _NUMBER, "cwd": _TEXT, "crate_name": _TEXT,
@@ -387,7 +420,7 @@ def _checked(data: object, kinds: dict[str, str], required: tuple[str, ...], pre
 
 _KIND_WORDS = {
     _TEXT: "text", _TEXTS: "a list of strings", _TEXT_MAP: "a map of names to strings", _NUMBER: "a number",
-    _FLAG: "true or false", _INT: "an integer", _OBJECT: "an object",
+    _FLAG: "true or false", _INT: "an integer", _OBJECT: "an object", _OBJECTS: "a list of objects",
 }
 
 
@@ -402,6 +435,8 @@ def _has_kind(value: object, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == _OBJECT:
         return isinstance(value, dict)
+    if kind == _OBJECTS:
+        return isinstance(value, list) and all(isinstance(v, dict) for v in value)
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     return numeric and (kind == _NUMBER or isinstance(value, int))
 

@@ -30,6 +30,11 @@ class MissingCapture(RebuildError):
     """The captures needed for this patch are absent, unreadable or out of date."""
 
 
+class UntrustedTool(RebuildError):
+    """A program the capture recorded, or a cargo config that chose it, could now have been
+    written by someone else: it is not run. ``str()`` says which, why, and the fix."""
+
+
 class ToolNotFound(RebuildError):
     def __init__(self, tool: str, program: str, reason: str = "not found") -> None:
         self.tool = tool

@@ -40,11 +40,13 @@ from daemon.build.errors import (
     MissingCapture,
     ToolKilled,
     UnsupportedEdit,
+    UntrustedTool,
     writing_session,
 )
 from daemon.build.link_plan import DependencyArchives, LinkPlan, LinkPlanError, build_link_plan
 from daemon.build.processes import ToolRun, run_tool
 from daemon.build.refusals import lto_refusal, strip_refusal
+from daemon.build.replay_trust import DiskProbe, replay_refusals
 from daemon.build.rustc_plan import ObjPlan, PlanError, extern_paths, replay_env
 from daemon.build.session_cache import (
     SessionLayout,
@@ -235,7 +237,8 @@ async def build_patch(
     linker runs (work on the compiled objects that needn't wait for the library); it must not
     raise.
 
-    Raises MissingCapture, ToolNotFound, ToolKilled, SessionCacheError, CompileError or LinkError.
+    Raises MissingCapture, UntrustedTool, ToolNotFound, ToolKilled, SessionCacheError, CompileError or
+    LinkError.
     """
     session_root = session.root if isinstance(session, SessionLayout) else Path(session)
     with writing_session(session_root):
@@ -250,6 +253,13 @@ async def build_patch(
         plans = plan_crates(captures, edited, top_record, layout.root, rendered_ansi=rendered_ansi)
     except PlanError as exc:
         raise UnsupportedEdit(str(exc)) from exc
+
+    # Every program this build runs, checked again now: a capture's tools may have changed hands since.
+    records = (top_record, *edited, *(captures.rustc.get(plan.key) for plan in plans))
+    replayed = list({r.key: r for r in records if r is not None}.values())
+    refusals = await anyio.to_thread.run_sync(replay_refusals, replayed, link_record, DiskProbe())
+    if refusals:
+        raise UntrustedTool("\n".join(refusals))
 
     # One build at a time per session: a daemon and a one-shot `thinpatch patch` may share it,
     # and two rustc runs must not write one crate's object directory at once.

@@ -7,6 +7,7 @@ data; the effects (cargo/rustc processes, file times) are thin async functions o
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -21,13 +22,12 @@ from pathlib import Path
 import anyio
 
 from capture import store
+from capture.cargo_inputs import configs_seen, untrusted_input
 
 RUSTC_SHIM = "thinpatch-rustc"
 TOP_KINDS = frozenset({"bin", "cdylib", "dylib"})
 # Targets whose crate root is touched so cargo recompiles them (tests/benches/examples aren't built).
 TOUCHED_KINDS = frozenset({"bin", "lib", "rlib", "cdylib", "dylib", "staticlib", "proc-macro"})
-# Cargo options that already choose packages or targets; without one we add --workspace.
-_SELECTION_OPTIONS = ("-p", "--package", "--workspace", "--all", "--bin", "--bins", "--lib", "--example", "--examples")
 
 
 class CaptureError(Exception):
@@ -36,6 +36,10 @@ class CaptureError(Exception):
 
 class CaptureUsageError(CaptureError):
     """The command line names something that can't be captured (not a directory, ...)."""
+
+
+class CaptureRefused(CaptureError):
+    """A file cargo would read could have been written by someone else: cargo is not run."""
 
 
 @dataclass(frozen=True)
@@ -105,13 +109,13 @@ def profile_dir_name(release: bool, cargo_args: Sequence[str]) -> str:
 
 
 def cargo_build_command(release: bool, target: str | None, cargo_args: Sequence[str]) -> list[str]:
+    """What `cargo build` would build in the same directory, and nothing more: in a package,
+    that package; at a virtual workspace's root, its default members."""
     cmd = ["cargo", "build"]
     if release:
         cmd.append("--release")
     if target:
         cmd += ["--target", target]
-    if not any(a == opt or a.startswith(opt + "=") for a in cargo_args for opt in _SELECTION_OPTIONS):
-        cmd.append("--workspace")  # every member gets a record, not only the root package
     cmd += list(cargo_args)
     return cmd
 
@@ -124,6 +128,7 @@ def capture_env(
     workspace: Path,
     host_triple: str,
     wrapper: str = "workspace",
+    configs: Sequence[store.ConfigSeen] = (),
 ) -> dict[str, str]:
     """cargo's environment under capture. ``wrapper="all"`` wraps every crate (RUSTC_WRAPPER);
     the shim then skips crates from outside the workspace itself."""
@@ -136,6 +141,8 @@ def capture_env(
     env[store.ENV_CAPTURE_ROOT] = str(capture_root)
     env[store.ENV_WORKSPACE] = str(workspace)
     env[store.ENV_HOST_TRIPLE] = host_triple
+    # Each record names the cargo configs that applied, so a replay can tell if one changed hands.
+    env[store.ENV_CARGO_CONFIGS] = json.dumps([dataclasses.asdict(c) for c in configs])
     return env
 
 
@@ -328,7 +335,12 @@ async def capture_workspace(
             f"{directory} {what}. Pass the workspace directory (the one with Cargo.toml) to --workspace, "
             "or run `thinpatch capture` inside it."
         )
-    info = await inspect_workspace(directory.resolve(), base_env)
+    directory = directory.resolve()
+    # Before cargo runs at all (even `cargo metadata` reads the workspace and its configs).
+    refusal = untrusted_input(str(directory), base_env)
+    if refusal is not None:
+        raise CaptureRefused(refusal)
+    info = await inspect_workspace(directory, base_env)
     capture_root = info.target_dir / store.CAPTURE_DIRNAME
     scope = store.scope_name(target, profile_dir_name(release, cargo_args))
     # Held until the records are final (a failed build restores the last good ones): a
@@ -345,6 +357,7 @@ async def capture_workspace(
             workspace=info.root,
             host_triple=info.host_triple,
             wrapper=wrapper,
+            configs=configs_seen(str(directory), base_env),
         )
         collect_json = not any(a.startswith("--message-format") for a in cargo_args)
         cmd = cargo_build_command(release, target, cargo_args)
@@ -356,7 +369,8 @@ async def capture_workspace(
         old_times = touch_sources(crate_roots_to_touch(info.members), touched_at)
         try:
             try:
-                exit_code, messages = await _run_cargo(cmd, info.root, run_env, collect_json)
+                # Where the user asked: at a member, cargo builds that member, as `cargo build` would.
+                exit_code, messages = await _run_cargo(cmd, directory, run_env, collect_json)
             except OSError as exc:
                 raise _tool_error(cmd[0], exc) from None
         except BaseException:

@@ -46,7 +46,6 @@ def test_release_target_and_all_features():
         "--release",
         "--target",
         "x86_64-unknown-linux-gnu",
-        "--workspace",
         "--all-features",
     ]
     assert scope == store.scope_name("x86_64-unknown-linux-gnu", "release")
@@ -54,9 +53,9 @@ def test_release_target_and_all_features():
 
 def test_arguments_after_a_double_dash_still_reach_cargo():
     command, scope = cargo_command("--release", "--", "--profile", "dev-fast", "--locked")
-    assert command == ["cargo", "build", "--release", "--workspace", "--profile", "dev-fast", "--locked"]
+    assert command == ["cargo", "build", "--release", "--profile", "dev-fast", "--locked"]
     assert scope == store.scope_name(None, "dev-fast")
-    assert cargo_command()[0] == ["cargo", "build", "--workspace"]
+    assert cargo_command()[0] == ["cargo", "build"]  # no wider than `cargo build` in that directory
 
 
 @pytest.mark.cargo

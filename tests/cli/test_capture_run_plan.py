@@ -39,12 +39,12 @@ def test_profile_dir_name(release, args, expected):
 @pytest.mark.parametrize(
     "release, target, args, expected",
     [
-        (False, None, [], ["cargo", "build", "--workspace"]),
+        (False, None, [], ["cargo", "build"]),
         (
             True,
             "aarch64-apple-darwin",
             ["-j2"],
-            ["cargo", "build", "--release", "--target", "aarch64-apple-darwin", "--workspace", "-j2"],
+            ["cargo", "build", "--release", "--target", "aarch64-apple-darwin", "-j2"],
         ),
         (False, None, ["-p", "app"], ["cargo", "build", "-p", "app"]),
         (False, None, ["--bin=app"], ["cargo", "build", "--bin=app"]),

@@ -115,10 +115,19 @@ def cargo_metadata(workspace: Path) -> dict[str, Any]:
     manifest = workspace / "Cargo.toml"
     if not manifest.is_file():
         raise InitError(f"no Cargo.toml in {workspace.resolve()}; run it in your project or pass --workspace DIR")
+    from capture.cargo_inputs import untrusted_input
+
+    # cargo reads the configs of the directory it runs in: run it in the project, checked first
+    directory = workspace.resolve()
+    refusal = untrusted_input(str(directory), os.environ)
+    if refusal is not None:
+        raise InitError(refusal)
     out = subprocess.run(
-        [cargo, "metadata", "--no-deps", "--format-version", "1", "--offline", "--manifest-path", str(manifest)],
+        [cargo, "metadata", "--no-deps", "--format-version", "1", "--offline",
+         "--manifest-path", str(directory / "Cargo.toml")],
         capture_output=True,
         text=True,
+        cwd=directory,
     )
     if out.returncode != 0:
         raise InitError(f"`cargo metadata` failed in {workspace.resolve()}:\n{out.stderr.strip()}")

@@ -77,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"thinpatch run: --workspace {args.workspace} is not a directory. Name your cargo project "
               "(the directory with Cargo.toml), or run `thinpatch run` inside it.", file=sys.stderr)
         return 2
+    from capture.cargo_inputs import untrusted_input
+
+    refusal = untrusted_input(str(workspace), os.environ)  # before any cargo command reads them
+    if refusal is not None:
+        print(f"thinpatch run: {refusal}", file=sys.stderr)
+        return 1
     options = RunOptions(
         workspace=_workspace_root(workspace),
         selection=Selection(
