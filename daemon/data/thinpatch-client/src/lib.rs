@@ -42,12 +42,20 @@
 
 #![warn(missing_docs)]
 
+mod base64;
 mod build_id;
 mod entry;
 mod hot;
 mod json;
 mod listener;
+mod patch_file;
+mod payload;
+mod private_dir;
+mod random;
+mod sha1;
+mod sha256;
 mod sys;
+mod websocket;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,7 +69,7 @@ pub use listener::default_socket_path;
 #[non_exhaustive]
 #[allow(missing_docs)] // the fields are named for what they hold
 pub enum Event {
-    /// Subscribed to the daemon at `socket`.
+    /// Subscribed to the daemon at `socket` (its `ws://` address for a remote daemon).
     Subscribed { socket: PathBuf },
     /// A patch was applied (or accepted by the [`on_patch`] callback); `entries` functions
     /// are redirected.
@@ -89,7 +97,7 @@ pub enum Event {
 /// ```
 #[derive(Default)]
 pub struct Client {
-    socket: Option<PathBuf>,
+    target: listener::Target,
     on_patch: Option<Arc<listener::PatchCallback>>,
     on_event: Option<Arc<listener::EventCallback>>,
 }
@@ -100,9 +108,30 @@ impl Client {
         Client::default()
     }
 
-    /// Use this socket instead of the default one.
+    /// Use this socket instead of the default one (and not `THINPATCH_ADDR`).
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Client {
-        self.socket = Some(path.into());
+        self.target = listener::Target::Socket(path.into());
+        self
+    }
+
+    /// Subscribe to a daemon on another host, over a WebSocket, instead of the local socket:
+    /// `address` is `ws://HOST:PORT` (the path `/thinpatch` is implied) and `token` is what
+    /// `thinpatch token` prints on that host. Each patch's bytes come over the connection,
+    /// are checked against their SHA-256 and written to `$THINPATCH_CACHE_DIR` (else a fresh
+    /// private temporary directory), and loaded from there.
+    ///
+    /// There is no TLS (`wss://` is refused): reach the daemon through a tunnel (`ssh -R`,
+    /// `adb reverse`) or on a network you trust. Without this call, the environment variables
+    /// `THINPATCH_ADDR` and `THINPATCH_TOKEN` do the same.
+    ///
+    /// ```no_run
+    /// thinpatch_client::Client::new()
+    ///     .remote("ws://127.0.0.1:7421", std::env::var("MY_TOKEN").unwrap_or_default())
+    ///     .spawn()
+    ///     .expect("a thread for the thinpatch listener");
+    /// ```
+    pub fn remote(mut self, address: impl Into<String>, token: impl Into<String>) -> Client {
+        self.target = listener::Target::Remote(address.into(), token.into());
         self
     }
 
@@ -121,7 +150,7 @@ impl Client {
 
     /// Start the listener thread; it runs for the life of the process.
     pub fn spawn(self) -> std::io::Result<()> {
-        let listener = listener::Listener::new(self.socket, self.on_patch, self.on_event);
+        let listener = listener::Listener::new(self.target, self.on_patch, self.on_event);
         std::thread::Builder::new().name("thinpatch".into()).spawn(move || listener.run())?;
         Ok(())
     }

@@ -3,7 +3,6 @@
 //! may panic: a dead listener would leave the program silently unpatched.
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -11,10 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::entry;
 use crate::hot::{self, JumpTable};
 use crate::json::{self, quote, Json};
-use crate::{sys, Event};
+use crate::patch_file::{self, PatchFile};
+use crate::payload::{self, Payload};
+use crate::websocket::{self, handshake, handshake::Url};
+use crate::{entry, private_dir, sys, Event};
 
 pub(crate) type PatchCallback = dyn Fn(&JumpTable) -> Result<(), String> + Send + Sync;
 pub(crate) type EventCallback = dyn Fn(&Event) + Send + Sync;
@@ -22,6 +23,9 @@ pub(crate) type EventCallback = dyn Fn(&Event) + Send + Sync;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The daemon pings a WebSocket every 20 s: three missed pings and the connection is dead
+/// (a host that went to sleep, a tunnel that dropped), so reconnect.
+const REMOTE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The protocol allows 1 MiB lines; anything far beyond is not our daemon.
 const MAX_LINE_BYTES: usize = 16 << 20;
 
@@ -49,26 +53,51 @@ pub(crate) fn check_socket_dir(socket: &Path, uid: u32) -> Result<(), String> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let info = std::fs::metadata(directory).map_err(|e| format!("cannot inspect {}: {e}", directory.display()))?;
-    if info.uid() != uid {
-        return Err(format!(
-            "its directory {} belongs to uid {}, not to this program's uid {uid}",
-            directory.display(),
-            info.uid()
-        ));
+    private_dir::check(directory, uid)
+}
+
+/// Where the program asked to find the daemon, in code; the environment fills in the rest.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// `THINPATCH_ADDR` when set, else the default socket.
+    #[default]
+    Default,
+    Socket(PathBuf),
+    /// An address (`ws://host:port[/path]`) and its token.
+    Remote(String, String),
+}
+
+/// Where to connect this time.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Socket(PathBuf),
+    Remote { url: Url, token: Option<String> },
+}
+
+/// The endpoint for `target`: the one given in code, else `THINPATCH_ADDR` (with
+/// `THINPATCH_TOKEN`), else the daemon's socket. Err: an address this client cannot use.
+pub(crate) fn endpoint_from(target: &Target, env: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u32) -> Result<Endpoint, String> {
+    let set = |name: &str| env(name).filter(|value| !value.is_empty()).map(|v| v.to_string_lossy().into_owned());
+    let remote = |address: &str, token: Option<String>, from: &str| {
+        let url = Url::parse(address).map_err(|e| format!("{from}: {e}"))?;
+        let token = match token {
+            Some(token) => Some(handshake::check_token(&token)?.to_string()),
+            None => None,
+        };
+        Ok(Endpoint::Remote { url, token })
+    };
+    match target {
+        Target::Socket(path) => Ok(Endpoint::Socket(path.clone())),
+        Target::Remote(address, token) => remote(address, Some(token.clone()).filter(|t| !t.is_empty()), "Client::remote"),
+        Target::Default => match set("THINPATCH_ADDR") {
+            Some(address) => remote(&address, set("THINPATCH_TOKEN"), "THINPATCH_ADDR"),
+            None => Ok(Endpoint::Socket(socket_path_from(env, uid))),
+        },
     }
-    if info.mode() & 0o022 != 0 {
-        return Err(format!(
-            "its directory {} is writable by other users (mode {:o}); `chmod 700` it",
-            directory.display(),
-            info.mode() & 0o777
-        ));
-    }
-    Ok(())
 }
 
 pub(crate) struct Listener {
-    pub socket: Option<PathBuf>,
+    pub target: Target,
     pub on_patch: Option<Arc<PatchCallback>>,
     pub on_event: Option<Arc<EventCallback>>,
     pub pid: u32,
@@ -82,14 +111,44 @@ pub(crate) struct Listener {
 enum Failure {
     /// The daemon is not there (yet): retry quietly.
     Unavailable(String),
-    /// Something is there that we must not trust.
+    /// Something is there that we must not trust, or that turned us away.
     Refused(String),
 }
 
+/// How a connection ended.
+enum Ended {
+    /// It broke or went quiet, and why.
+    Lost(String),
+    /// The daemon closed it with a WebSocket close frame.
+    Closed { code: Option<u16>, reason: String },
+}
+
+/// What came in: an event, and for a remote patch, why its bytes could not be used (they were
+/// damaged, or could not be written). The event's `lib` is the local copy when they could.
+struct Received {
+    event: Json,
+    undelivered: Option<String>,
+}
+
+/// The receiving half of a connection: lines on the Unix socket, text messages (and patch
+/// bytes in binary ones) on a WebSocket.
+trait Incoming {
+    fn next(&mut self) -> Result<Received, Ended>;
+    /// Wait at most this long for the greeting; None: for as long as the connection is healthy.
+    fn set_timeout(&mut self, timeout: Option<Duration>);
+}
+
+/// The sending half: one protocol line at a time (the trailing newline is the Unix socket's
+/// framing; a WebSocket sends the line as one text message).
+trait Sink: Send {
+    fn send_line(&mut self, line: &str) -> std::io::Result<()>;
+    fn shut_down(&mut self);
+}
+
 impl Listener {
-    pub fn new(socket: Option<PathBuf>, on_patch: Option<Arc<PatchCallback>>, on_event: Option<Arc<EventCallback>>) -> Self {
+    pub fn new(target: Target, on_patch: Option<Arc<PatchCallback>>, on_event: Option<Arc<EventCallback>>) -> Self {
         Listener {
-            socket,
+            target,
             on_patch,
             on_event,
             pid: std::process::id(),
@@ -102,15 +161,23 @@ impl Listener {
     pub fn run(mut self) {
         let mut wait = FIRST_RETRY;
         loop {
-            let socket = self.socket.clone().unwrap_or_else(default_socket_path);
-            match self.session(&socket) {
+            let outcome = match endpoint_from(&self.target, |name| std::env::var_os(name), sys::effective_uid()) {
+                Ok(Endpoint::Socket(socket)) => self.unix_session(&socket),
+                Ok(Endpoint::Remote { url, token }) => self.remote_session(&url, token.as_deref()),
+                Err(reason) => {
+                    // A setting that cannot work; it will not change while the program runs.
+                    self.say_once(&reason);
+                    self.emit(&Event::Refused { reason });
+                    return;
+                }
+            };
+            match outcome {
                 Ok(reason) => {
                     self.emit(&Event::Disconnected { reason });
                     wait = FIRST_RETRY;
                 }
                 Err(Failure::Unavailable(reason)) => self.emit(&Event::Unavailable { reason }),
                 Err(Failure::Refused(reason)) => {
-                    let reason = format!("not using the daemon at {}: {reason}", socket.display());
                     self.say_once(&reason);
                     self.emit(&Event::Refused { reason });
                 }
@@ -134,27 +201,54 @@ impl Listener {
         }
     }
 
-    /// One connection, from the trust checks to the daemon going away (Ok: why it ended).
-    fn session(&mut self, socket: &Path) -> Result<String, Failure> {
+    /// One connection to the local daemon, from the trust checks to its end (Ok: why it ended).
+    fn unix_session(&mut self, socket: &Path) -> Result<String, Failure> {
+        let refused = |reason: String| Failure::Refused(format!("not using the daemon at {}: {reason}", socket.display()));
         let uid = sys::effective_uid();
         check_socket_dir(socket, uid).map_err(|reason| {
             if socket.parent().is_some_and(|dir| !dir.exists()) {
                 Failure::Unavailable(format!("no daemon at {} yet", socket.display()))
             } else {
-                Failure::Refused(reason)
+                refused(reason)
             }
         })?;
         let stream = UnixStream::connect(socket)
             .map_err(|e| Failure::Unavailable(format!("cannot connect to {}: {e}", socket.display())))?;
-        let peer = sys::peer_uid(&stream).map_err(Failure::Refused)?;
+        let peer = sys::peer_uid(&stream).map_err(refused)?;
         if peer != uid {
-            return Err(Failure::Refused(format!("it is run by uid {peer}, not by this program's uid {uid}")));
+            return Err(refused(format!("it is run by uid {peer}, not by this program's uid {uid}")));
         }
         let writer = stream.try_clone().map_err(|e| Failure::Unavailable(e.to_string()))?;
-        let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
-        let mut reader = BufReader::new(stream);
-        let hello = read_line(&mut reader)
-            .map_err(|e| Failure::Unavailable(format!("no greeting from {}: {e}", socket.display())))?;
+        let mut incoming = LineIncoming(BufReader::new(stream));
+        self.converse(&mut incoming, Box::new(writer), &socket.display().to_string(), socket).map_err(|failure| match failure {
+            Failure::Refused(reason) => refused(reason),
+            other => other,
+        })
+    }
+
+    /// One connection to a daemon on another host, over a WebSocket (Ok: why it ended).
+    fn remote_session(&mut self, url: &Url, token: Option<&str>) -> Result<String, Failure> {
+        let (reader, writer) = websocket::connect(url, token, HELLO_TIMEOUT).map_err(|e| match e {
+            websocket::ConnectError::Unavailable(reason) => Failure::Unavailable(reason),
+            websocket::ConnectError::Refused(reason) => Failure::Refused(reason),
+        })?;
+        let label = url.to_string();
+        let mut incoming = RemoteIncoming { reader };
+        self.converse(&mut incoming, Box::new(writer), &label, Path::new(&label)).map_err(|failure| match failure {
+            Failure::Refused(reason) => Failure::Refused(format!("{label}: {reason}")),
+            other => other,
+        })
+    }
+
+    /// The protocol itself, the same on any transport: greeting, subscribe, then events until
+    /// the connection ends. `label` names the daemon in messages; `endpoint` goes in events.
+    fn converse(&mut self, incoming: &mut dyn Incoming, sink: Box<dyn Sink>, label: &str, endpoint: &Path) -> Result<String, Failure> {
+        incoming.set_timeout(Some(HELLO_TIMEOUT));
+        let hello = match incoming.next() {
+            Ok(received) => received.event,
+            Err(Ended::Lost(e)) => return Err(Failure::Unavailable(format!("no greeting from {label}: {e}"))),
+            Err(Ended::Closed { code, reason }) => return Err(Failure::Refused(closed_text(code, &reason))),
+        };
         match hello.get("type").and_then(Json::as_str) {
             Some("hello") => {}
             Some("error") => {
@@ -163,26 +257,35 @@ impl Listener {
             }
             _ => return Err(Failure::Refused("it did not greet like a thinpatch daemon".into())),
         }
-        let _ = reader.get_ref().set_read_timeout(None);
+        incoming.set_timeout(None);
         // Protocol 2 daemons take the program's entry points; older ones would answer `error`.
         let takes_entry_points = hello.get("protocol").and_then(Json::as_u64).is_some_and(|v| v >= 2);
-        let writer = Outgoing::new(writer);
+        let writer = Outgoing::new(sink);
         writer
             .send(|seq| self.subscribe_request(seq))
             .map_err(|e| Failure::Unavailable(format!("subscribe: {e}")))?;
         // Sends the entry points while the session lasts; dropping it stops it.
         let mut reporter: Option<EntryReporter> = None;
         loop {
-            let event = match read_line(&mut reader) {
-                Ok(event) => event,
-                Err(reason) => return Ok(reason),
+            let Received { event, undelivered } = match incoming.next() {
+                Ok(received) => received,
+                Err(Ended::Lost(reason)) => return Ok(reason),
+                Err(Ended::Closed { code, reason }) => {
+                    let text = format!("{label}: {}", closed_text(code, &reason));
+                    // A policy close (1008: a client that stopped reading, a token that changed)
+                    // needs the user; a daemon going away does not.
+                    if code == Some(1008) {
+                        self.say_once(&text);
+                    }
+                    return Ok(text);
+                }
             };
             if reporter.is_none() && takes_entry_points && event.get("type").and_then(Json::as_str) == Some("subscribed") {
                 if let Some(main) = self.program_main {
                     reporter = EntryReporter::start(writer.clone(), main);
                 }
             }
-            if let Some(report) = self.handle(&event, socket) {
+            if let Some(report) = self.handle(&event, endpoint, undelivered) {
                 if let Err(e) = writer.send(|seq| report.line(seq, self.pid)) {
                     return Ok(format!("cannot report a patch: {e}"));
                 }
@@ -198,15 +301,16 @@ impl Listener {
         format!("{{\"type\":\"subscribe\",\"seq\":{seq},\"pid\":{}{build_id}}}\n", self.pid)
     }
 
-    /// React to one event; a patch gives the report to send back.
-    fn handle(&mut self, event: &Json, socket: &Path) -> Option<PatchReport> {
+    /// React to one event; a patch gives the report to send back. `undelivered`: why a remote
+    /// patch's bytes could not be used.
+    fn handle(&mut self, event: &Json, endpoint: &Path, undelivered: Option<String>) -> Option<PatchReport> {
         let kind = event.get("type").and_then(Json::as_str).unwrap_or("");
         let id = event.get("id");
         match kind {
-            "subscribed" => self.emit(&Event::Subscribed { socket: socket.to_path_buf() }),
+            "subscribed" => self.emit(&Event::Subscribed { socket: endpoint.to_path_buf() }),
             "patch-ready" => {
                 let id_text = id.map(Json::display).unwrap_or_default();
-                let outcome = self.patch(event);
+                let outcome = self.patch(event, undelivered);
                 match &outcome {
                     Ok(entries) => self.emit(&Event::Patched { id: id_text, entries: *entries }),
                     Err(message) => {
@@ -229,7 +333,7 @@ impl Listener {
     }
 
     /// Apply a `patch-ready` event if it was built for this very process.
-    fn patch(&self, event: &Json) -> Result<usize, String> {
+    fn patch(&self, event: &Json, undelivered: Option<String>) -> Result<usize, String> {
         if let Some(for_pid) = event.get("for_pid").and_then(Json::as_u64) {
             if for_pid != self.pid as u64 {
                 return Err(format!("built for process {for_pid}, not for this process {}", self.pid));
@@ -240,6 +344,9 @@ impl Listener {
                 let ours = self.build_id.as_deref().unwrap_or("none");
                 return Err(format!("built for the binary with build ID {wanted}, this program's is {ours}"));
             }
+        }
+        if let Some(why) = undelivered {
+            return Err(why);
         }
         let table = JumpTable::from_json(event.get("jump_table").ok_or("the event has no jump_table")?)?;
         match &self.on_patch {
@@ -252,41 +359,166 @@ impl Listener {
     }
 }
 
+/// A close frame as a person reads it.
+fn closed_text(code: Option<u16>, reason: &str) -> String {
+    match (code, reason.is_empty()) {
+        (_, false) => format!("the daemon closed the connection: {reason}"),
+        (Some(code), true) => format!("the daemon closed the connection (code {code})"),
+        (None, true) => "the daemon closed the connection".to_string(),
+    }
+}
+
+/// The Unix socket's incoming half: one JSON event per line.
+struct LineIncoming(BufReader<UnixStream>);
+
+impl Incoming for LineIncoming {
+    fn next(&mut self) -> Result<Received, Ended> {
+        read_line(&mut self.0).map(|event| Received { event, undelivered: None }).map_err(Ended::Lost)
+    }
+
+    fn set_timeout(&mut self, timeout: Option<Duration>) {
+        let _ = self.0.get_ref().set_read_timeout(timeout);
+    }
+}
+
+impl Sink for UnixStream {
+    fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.write_all(line.as_bytes())
+    }
+
+    fn shut_down(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A WebSocket's incoming half: one JSON event per text message; a patch's bytes follow its
+/// `patch-ready` in binary messages, and are written to disk before the event is handed on.
+struct RemoteIncoming {
+    reader: websocket::Reader,
+}
+
+impl Incoming for RemoteIncoming {
+    fn next(&mut self) -> Result<Received, Ended> {
+        loop {
+            let text = match self.reader.next().map_err(Ended::Lost)? {
+                websocket::Incoming::Text(text) => text,
+                // Binary messages belong to a patch; one outside a patch is skipped.
+                websocket::Incoming::Binary(_) => continue,
+                websocket::Incoming::Closed { code, reason } => return Err(Ended::Closed { code, reason }),
+            };
+            // A message we cannot read is skipped, as the protocol asks of unknown content.
+            let Ok(mut event) = json::parse(text.trim()) else { continue };
+            if event.get("type").and_then(Json::as_str) != Some("patch-ready") {
+                return Ok(Received { event, undelivered: None });
+            }
+            let undelivered = match event.get("payload").cloned() {
+                Some(payload) => self.receive_patch(&mut event, &payload)?,
+                None => Some("the patch came without its bytes (no `payload`); this daemon cannot patch programs on other hosts".into()),
+            };
+            return Ok(Received { event, undelivered });
+        }
+    }
+
+    fn set_timeout(&mut self, timeout: Option<Duration>) {
+        self.reader.set_timeout(Some(timeout.unwrap_or(REMOTE_IDLE_TIMEOUT)));
+    }
+}
+
+impl RemoteIncoming {
+    /// Read the chunks that follow `event` into a local file and point the event's `lib` at
+    /// it. Ok(Some(why)): the patch cannot be used (the connection is still in step).
+    fn receive_patch(&mut self, event: &mut Json, payload: &Json) -> Result<Option<String>, Ended> {
+        let Some(count) = payload::chunk_count(payload) else {
+            return Err(Ended::Lost("the daemon sent a patch without a readable chunk count".into()));
+        };
+        let id = event.get("id").cloned().unwrap_or(Json::Null);
+        let described = Payload::from_json(payload);
+        let mut file = described.as_ref().map_err(String::clone).and_then(|p| {
+            let dir = patch_file::patch_dir(|name| std::env::var_os(name))?;
+            PatchFile::create(&dir, p)
+        });
+        let mut chunks = described.as_ref().ok().map(|p| payload::Chunks::new(p, &id));
+        for index in 0..count {
+            let frame = match self.reader.next().map_err(Ended::Lost)? {
+                websocket::Incoming::Binary(frame) => frame,
+                websocket::Incoming::Text(_) => {
+                    return Err(Ended::Lost(format!("the daemon sent a message where chunk {index} of {count} of a patch belonged")))
+                }
+                websocket::Incoming::Closed { code, reason } => return Err(Ended::Closed { code, reason }),
+            };
+            // After a first error the rest is read past, to stay in step.
+            if let (Ok(writing), Some(chunks)) = (&mut file, &mut chunks) {
+                if let Err(e) = chunks.next(&frame).and_then(|data| writing.write(data)) {
+                    file = Err(e);
+                }
+            }
+        }
+        let path = file.and_then(|file| {
+            let (payload, chunks) = (described.as_ref().map_err(String::clone)?, chunks.as_ref().ok_or("no chunks")?);
+            chunks.complete()?;
+            file.finish(payload)
+        });
+        match path {
+            Ok(path) => {
+                let local = Json::Str(path.to_string_lossy().into_owned());
+                if let Some(table) = event.get_mut("jump_table") {
+                    table.set("lib", local.clone());
+                }
+                if event.get("lib").is_some() {
+                    event.set("lib", local);
+                }
+                Ok(None)
+            }
+            Err(why) => Ok(Some(why)),
+        }
+    }
+}
+
+impl Sink for websocket::Writer {
+    fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.send_text(line.trim_end_matches('\n'))
+    }
+
+    fn shut_down(&mut self) {
+        websocket::Writer::shut_down(self);
+    }
+}
+
 /// The sending half of a connection, shared by the listener and the entry reporter: whole
 /// lines, numbered from one counter.
 #[derive(Clone)]
-struct Outgoing(Arc<Mutex<(UnixStream, u64)>>);
+struct Outgoing(Arc<Mutex<(Box<dyn Sink>, u64)>>);
 
 impl Outgoing {
-    fn new(stream: UnixStream) -> Outgoing {
-        Outgoing(Arc::new(Mutex::new((stream, 0))))
+    fn new(sink: Box<dyn Sink>) -> Outgoing {
+        Outgoing(Arc::new(Mutex::new((sink, 0))))
     }
 
-    fn lock(&self) -> MutexGuard<'_, (UnixStream, u64)> {
+    fn lock(&self) -> MutexGuard<'_, (Box<dyn Sink>, u64)> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Write the line `make` gives for the next `seq`.
     fn send(&self, make: impl FnOnce(u64) -> String) -> std::io::Result<()> {
         let mut guard = self.lock();
-        let (stream, seq) = &mut *guard;
+        let (sink, seq) = &mut *guard;
         *seq += 1;
-        stream.write_all(make(*seq).as_bytes())
+        sink.send_line(&make(*seq))
     }
 
     /// Write one or more `entry-points` lines for `entries`.
     fn send_entries(&self, entries: &[entry::EntryPoint], program_main: u64) -> std::io::Result<()> {
         let mut guard = self.lock();
-        let (stream, seq) = &mut *guard;
+        let (sink, seq) = &mut *guard;
         let lines = entry::request_lines(entries, program_main, || {
             *seq += 1;
             *seq
         });
-        lines.iter().try_for_each(|line| stream.write_all(line.as_bytes()))
+        lines.iter().try_for_each(|line| sink.send_line(line))
     }
 
     fn shut_down(&self) {
-        let _ = self.lock().0.shutdown(std::net::Shutdown::Both);
+        self.lock().0.shut_down();
     }
 }
 
@@ -384,8 +616,27 @@ mod tests {
         assert_eq!(socket_path_from(env(&[("XDG_RUNTIME_DIR", "")]), 9), PathBuf::from("/tmp/thinpatch-9/thinpatch.sock"));
     }
 
+    #[test]
+    fn the_endpoint_is_the_one_in_code_else_thinpatch_addr_else_the_socket() {
+        let remote_env = [("THINPATCH_ADDR", "ws://10.0.2.2:7421"), ("THINPATCH_TOKEN", "ab12"), ("THINPATCH_SOCKET", "/s/x.sock")];
+        let url = Url::parse("ws://10.0.2.2:7421/thinpatch").unwrap();
+        assert_eq!(endpoint_from(&Target::Default, env(&remote_env), 7), Ok(Endpoint::Remote { url: url.clone(), token: Some("ab12".into()) }));
+        assert_eq!(endpoint_from(&Target::Default, env(&remote_env[..1]), 7), Ok(Endpoint::Remote { url, token: None }));
+        assert_eq!(endpoint_from(&Target::Default, env(&remote_env[2..]), 7), Ok(Endpoint::Socket("/s/x.sock".into())));
+        let empty = [("THINPATCH_ADDR", ""), ("THINPATCH_SOCKET", "/s/x.sock")];
+        assert_eq!(endpoint_from(&Target::Default, env(&empty), 7), Ok(Endpoint::Socket("/s/x.sock".into())));
+        // What the program chose in code comes first.
+        assert_eq!(endpoint_from(&Target::Socket("/mine.sock".into()), env(&remote_env), 7), Ok(Endpoint::Socket("/mine.sock".into())));
+        let chosen = endpoint_from(&Target::Remote("ws://[::1]:9".into(), "cd34".into()), env(&remote_env), 7);
+        assert_eq!(chosen, Ok(Endpoint::Remote { url: Url::parse("ws://[::1]:9").unwrap(), token: Some("cd34".into()) }));
+        let tls = endpoint_from(&Target::Default, env(&[("THINPATCH_ADDR", "wss://host:443")]), 7).unwrap_err();
+        assert!(tls.starts_with("THINPATCH_ADDR: wss://host:443: ") && tls.contains("ssh -R"), "{tls}");
+        let bad_token = endpoint_from(&Target::Remote("ws://h:1".into(), "a b".into()), env(&[]), 7).unwrap_err();
+        assert!(bad_token.contains("thinpatch token"), "{bad_token}");
+    }
+
     fn listener(pid: u32, build_id: Option<&str>) -> Listener {
-        let mut l = Listener::new(None, Some(Arc::new(|_: &JumpTable| Ok(()))), None);
+        let mut l = Listener::new(Target::Default, Some(Arc::new(|_: &JumpTable| Ok(()))), None);
         l.pid = pid;
         l.build_id = build_id.map(str::to_string);
         l
@@ -402,7 +653,7 @@ mod tests {
     fn applies_only_patches_built_for_this_process_and_binary() {
         let mut l = listener(40, Some("abcd"));
         let socket = Path::new("/s");
-        let report = |l: &mut Listener, extra: &str| l.handle(&patch_event(extra), socket).unwrap().line(2, 40);
+        let report = |l: &mut Listener, extra: &str| l.handle(&patch_event(extra), socket, None).unwrap().line(2, 40);
         assert_eq!(report(&mut l, ""), "{\"type\":\"patch-result\",\"seq\":2,\"id\":\"b-3\",\"pid\":40,\"applied\":true}\n");
         assert!(report(&mut l, r#","for_pid":40,"for_build_id":"abcd""#).contains("\"applied\":true"));
         let other_pid = report(&mut l, r#","for_pid":41"#);
@@ -417,7 +668,7 @@ mod tests {
     fn a_panicking_callback_is_a_failed_patch() {
         let mut l = listener(5, None);
         l.on_patch = Some(Arc::new(|_: &JumpTable| panic!("boom")));
-        let line = l.handle(&patch_event(""), Path::new("/s")).unwrap().line(3, 5);
+        let line = l.handle(&patch_event(""), Path::new("/s"), None).unwrap().line(3, 5);
         assert!(line.contains("\"applied\":false,\"message\":\"the patch callback panicked\""), "{line}");
     }
 
@@ -455,7 +706,7 @@ mod tests {
 
         /// A listener on `socket` that reports entry points relative to a made-up `main`.
         pub fn spawn_listener(socket: &Path, program_main: u64) {
-            let mut listener = Listener::new(Some(socket.to_path_buf()), Some(Arc::new(|_: &JumpTable| Ok(()))), None);
+            let mut listener = Listener::new(Target::Socket(socket.to_path_buf()), Some(Arc::new(|_: &JumpTable| Ok(()))), None);
             listener.program_main = Some(program_main);
             std::thread::spawn(move || listener.run());
         }
