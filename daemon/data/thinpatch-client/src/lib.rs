@@ -39,6 +39,20 @@
 //! future inside the hot function instead.
 //!
 //! Using subsecond? Hand each table to it with [`on_patch`] instead of [`connect`].
+//!
+//! A program on another host (a phone, a board, a VM) reaches the daemon's WebSocket endpoint
+//! instead: set `THINPATCH_ADDR=ws://HOST:PORT` (the path `/thinpatch` is implied) and
+//! `THINPATCH_TOKEN` to what `thinpatch token` prints on the host, or use
+//! [`Client::remote`]. With `THINPATCH_ADDR` set, the Unix socket is not used (unless the
+//! program chose one with [`Client::socket`]). The listener subscribes with the program's
+//! build ID and receives each patch's bytes over the connection; it writes them to
+//! `$THINPATCH_CACHE_DIR` (created with mode 0700 if missing, refused if other users can
+//! write it) or else to a fresh 0700 temporary directory, checks their size and SHA-256, and
+//! loads that copy. A patch whose bytes do not match is reported as not applied. When the
+//! daemon closes the connection with a reason (a wrong token), the reason is printed to
+//! stderr once and passed to [`Client::on_event`]. There is no TLS: `wss://` is refused;
+//! reach the host through `ssh -R PORT:localhost:PORT`, `adb reverse tcp:PORT tcp:PORT`, or
+//! a network you trust.
 
 #![warn(missing_docs)]
 
