@@ -50,9 +50,9 @@
 //! write it) or else to a fresh 0700 temporary directory, checks their size and SHA-256, and
 //! loads that copy. A patch whose bytes do not match is reported as not applied. When the
 //! daemon closes the connection with a reason (a wrong token), the reason is printed to
-//! stderr once and passed to [`Client::on_event`]. There is no TLS: `wss://` is refused;
-//! reach the host through `ssh -R PORT:localhost:PORT`, `adb reverse tcp:PORT tcp:PORT`, or
-//! a network you trust.
+//! stderr once and passed to [`Client::on_event`]. There is no TLS (`wss://` is refused),
+//! and whoever answers at that address can send code to load: reach the host through
+//! `ssh -R PORT:localhost:PORT`, `adb reverse tcp:PORT tcp:PORT`, or a network you trust.
 
 #![warn(missing_docs)]
 

@@ -33,17 +33,26 @@ impl Sha256 {
 
     pub fn update(&mut self, mut data: &[u8]) {
         self.length = self.length.wrapping_add(data.len() as u64);
-        while !data.is_empty() {
+        if self.filled > 0 {
             let take = (64 - self.filled).min(data.len());
             self.block[self.filled..self.filled + take].copy_from_slice(&data[..take]);
             self.filled += take;
             data = &data[take..];
-            if self.filled == 64 {
-                let block = self.block;
-                self.compress(&block);
-                self.filled = 0;
+            if self.filled < 64 {
+                return;
             }
+            let block = self.block;
+            self.compress(&block);
+            self.filled = 0;
         }
+        // Whole blocks straight from the input, without copying them first.
+        let mut blocks = data.chunks_exact(64);
+        for block in &mut blocks {
+            self.compress(block.try_into().expect("64 bytes"));
+        }
+        let rest = blocks.remainder();
+        self.block[..rest.len()].copy_from_slice(rest);
+        self.filled = rest.len();
     }
 
     /// The digest as 64 lowercase hex characters, as the wire carries it.
@@ -57,35 +66,51 @@ impl Sha256 {
         self.state.iter().map(|word| format!("{word:08x}")).collect()
     }
 
+    /// Written with plain operators on u64 (no method calls, few bounds checks): a debug build
+    /// of the program compiles this crate unoptimised, and hashes a patch of several MiB.
     fn compress(&mut self, block: &[u8; 64]) {
-        let mut w = [0u32; 64];
-        for (i, word) in block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+        const M: u64 = 0xFFFF_FFFF;
+        let mut w = [0u64; 64];
+        let mut i = 0;
+        while i < 16 {
+            w[i] = (block[4 * i] as u64) << 24 | (block[4 * i + 1] as u64) << 16 | (block[4 * i + 2] as u64) << 8 | block[4 * i + 3] as u64;
+            i += 1;
         }
-        for i in 16..64 {
-            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16].wrapping_add(s0).wrapping_add(w[i - 7]).wrapping_add(s1);
+        // Rotations of 32-bit values held in u64s.
+        macro_rules! rotr {
+            ($x:expr, $n:literal) => {
+                (($x >> $n) | ($x << (32 - $n))) & M
+            };
         }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = self.state;
-        for i in 0..64 {
-            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-            let choice = (e & f) ^ (!e & g);
-            let t1 = h.wrapping_add(s1).wrapping_add(choice).wrapping_add(K[i]).wrapping_add(w[i]);
-            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+        while i < 64 {
+            let (a, b) = (w[i - 15], w[i - 2]);
+            let s0 = rotr!(a, 7) ^ rotr!(a, 18) ^ (a >> 3);
+            let s1 = rotr!(b, 17) ^ rotr!(b, 19) ^ (b >> 10);
+            w[i] = (w[i - 16] + s0 + w[i - 7] + s1) & M;
+            i += 1;
+        }
+        let s = &self.state;
+        let (mut a, mut b, mut c, mut d) = (s[0] as u64, s[1] as u64, s[2] as u64, s[3] as u64);
+        let (mut e, mut f, mut g, mut h) = (s[4] as u64, s[5] as u64, s[6] as u64, s[7] as u64);
+        i = 0;
+        while i < 64 {
+            let s1 = rotr!(e, 6) ^ rotr!(e, 11) ^ rotr!(e, 25);
+            let choice = (e & f) ^ (!e & g & M);
+            let t1 = h + s1 + choice + K[i] as u64 + w[i];
+            let s0 = rotr!(a, 2) ^ rotr!(a, 13) ^ rotr!(a, 22);
             let majority = (a & b) ^ (a & c) ^ (b & c);
-            let t2 = s0.wrapping_add(majority);
             h = g;
             g = f;
             f = e;
-            e = d.wrapping_add(t1);
+            e = (d + t1) & M;
             d = c;
             c = b;
             b = a;
-            a = t1.wrapping_add(t2);
+            a = (t1 + s0 + majority) & M;
+            i += 1;
         }
-        for (s, v) in self.state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-            *s = s.wrapping_add(v);
+        for (slot, value) in self.state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
+            *slot = ((*slot as u64 + value) & M) as u32;
         }
     }
 }
