@@ -841,4 +841,167 @@ mod tests {
         assert_eq!(connection.receive_within(Duration::from_millis(500)), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A fake remote daemon: a WebSocket server on a real TCP socket, one connection.
+    mod fake_remote {
+        use super::super::*;
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::net::{TcpListener, TcpStream};
+
+        pub struct Connection {
+            reader: BufReader<TcpStream>,
+            writer: TcpStream,
+        }
+
+        impl Connection {
+            /// Accept and complete the upgrade; the request head too.
+            pub fn accept(listener: &TcpListener) -> (Connection, String) {
+                let (stream, _) = listener.accept().unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                while !request.ends_with("\r\n\r\n") {
+                    assert!(reader.read_line(&mut request).unwrap() > 0, "{request}");
+                }
+                let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap().trim().to_string();
+                let mut writer = stream;
+                let accept = websocket::handshake::accept_value(&key);
+                let answer = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+                writer.write_all(answer.as_bytes()).unwrap();
+                (Connection { reader, writer }, request)
+            }
+
+            pub fn send(&mut self, opcode: u8, payload: &[u8]) {
+                let mut frame = vec![0x80 | opcode];
+                match payload.len() {
+                    n if n < 126 => frame.push(n as u8),
+                    n if n <= 0xFFFF => {
+                        frame.push(126);
+                        frame.extend_from_slice(&(n as u16).to_be_bytes());
+                    }
+                    n => {
+                        frame.push(127);
+                        frame.extend_from_slice(&(n as u64).to_be_bytes());
+                    }
+                }
+                frame.extend_from_slice(payload);
+                self.writer.write_all(&frame).unwrap();
+            }
+
+            pub fn send_text(&mut self, text: &str) {
+                self.send(websocket::frame::OP_TEXT, text.as_bytes());
+            }
+
+            /// The next text message from the client (pongs are skipped).
+            pub fn receive_text(&mut self) -> String {
+                loop {
+                    let mut head = [0u8; 2];
+                    self.reader.read_exact(&mut head).unwrap();
+                    let length = match head[1] & 0x7F {
+                        126 => {
+                            let mut b = [0u8; 2];
+                            self.reader.read_exact(&mut b).unwrap();
+                            u16::from_be_bytes(b) as usize
+                        }
+                        127 => panic!("no message this long is expected"),
+                        n => n as usize,
+                    };
+                    let mut mask = [0u8; 4];
+                    self.reader.read_exact(&mut mask).unwrap();
+                    let mut payload = vec![0u8; length];
+                    self.reader.read_exact(&mut payload).unwrap();
+                    payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= mask[i % 4]);
+                    if head[0] & 0x0F == websocket::frame::OP_TEXT {
+                        return String::from_utf8(payload).unwrap();
+                    }
+                }
+            }
+
+            /// The next message of this `type`.
+            pub fn receive(&mut self, kind: &str) -> Json {
+                loop {
+                    let message = json::parse(&self.receive_text()).unwrap();
+                    if message.get("type").and_then(Json::as_str) == Some(kind) {
+                        return message;
+                    }
+                }
+            }
+        }
+    }
+
+    fn patch_ready(id: u64, size: usize, sha256: &str, chunks: u64) -> String {
+        let table = r#"{"lib":"/host/patch.so","map":{"16":32},"aslr_reference":1,"new_base_address":2,"ifunc_count":0}"#;
+        let payload = format!(r#"{{"size":{size},"sha256":"{sha256}","chunks":{chunks},"file":"patch-{id}.so"}}"#);
+        format!(r#"{{"type":"patch-ready","id":{id},"lib":"/host/patch.so","jump_table":{table},"payload":{payload}}}"#)
+    }
+
+    #[test]
+    fn a_remote_patch_is_written_locally_and_a_bad_one_is_reported_without_losing_step() {
+        use fake_remote::Connection;
+        use std::sync::mpsc::channel;
+        let daemon = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("ws://{}", daemon.local_addr().unwrap());
+        let (loaded, libraries) = channel();
+        let (events, seen) = channel();
+        let on_patch = move |table: &JumpTable| {
+            let _ = loaded.send((table.lib.clone(), std::fs::read(&table.lib).unwrap_or_default(), table.json().to_string()));
+            Ok(())
+        };
+        let on_event = move |event: &Event| {
+            let _ = events.send(event.clone());
+        };
+        let listener = Listener::new(Target::Remote(address.clone(), "t0k".into()), Some(Arc::new(on_patch)), Some(Arc::new(on_event)));
+        std::thread::spawn(move || listener.run());
+
+        let (mut connection, request) = Connection::accept(&daemon);
+        assert!(request.starts_with("GET /thinpatch HTTP/1.1\r\n") && request.contains("\r\nAuthorization: Bearer t0k\r\n"), "{request}");
+        connection.send_text(r#"{"type":"hello","protocol":2,"version":"0.1.0","pid":1,"remote":true,"seq":1}"#);
+        let subscribe = connection.receive("subscribe");
+        assert_eq!(subscribe.get("pid").and_then(Json::as_u64), Some(std::process::id() as u64));
+        connection.send_text("{\"type\":\"subscribed\",\"re\":1,\"seq\":2}\n");
+
+        // A patch of 70,000 bytes in one chunk (a frame with a 64-bit length).
+        let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let mut hasher = crate::sha256::Sha256::new();
+        hasher.update(&bytes);
+        connection.send_text(&patch_ready(1, bytes.len(), &hasher.finish_hex(), 1));
+        connection.send(websocket::frame::OP_BINARY, &crate::payload::chunk_frame("1", 0, 0, &bytes));
+        let (lib, contents, table_json) = libraries.recv_timeout(Duration::from_secs(15)).unwrap();
+        assert!(lib.ends_with("/patch-1.so") && !lib.starts_with("/host"), "{lib}");
+        assert_eq!(contents, bytes);
+        assert!(table_json.contains(&quote(&lib)), "the table handed on names the local copy: {table_json}");
+        let result = connection.receive("patch-result");
+        assert_eq!(result.get("applied"), Some(&Json::Bool(true)), "{result:?}");
+
+        // A chunk out of order: not applied, and the connection is still in step.
+        let hash = "0".repeat(64);
+        connection.send_text(&patch_ready(2, 5, &hash, 1));
+        connection.send(websocket::frame::OP_BINARY, &crate::payload::chunk_frame("2", 1, 0, b"12345"));
+        let result = connection.receive("patch-result");
+        assert_eq!(result.get("applied"), Some(&Json::Bool(false)), "{result:?}");
+        assert!(result.get("message").and_then(Json::as_str).unwrap().contains("out of order"), "{result:?}");
+        // A patch without its bytes is not loaded from the daemon's path.
+        connection.send_text(r#"{"type":"patch-ready","id":3,"jump_table":{"lib":"/host/patch.so","map":{},"aslr_reference":1,"new_base_address":2}}"#);
+        let result = connection.receive("patch-result");
+        assert!(result.get("message").and_then(Json::as_str).unwrap().contains("without its bytes"), "{result:?}");
+        assert!(libraries.try_recv().is_err(), "neither reached the patch callback");
+
+        connection.send(websocket::frame::OP_CLOSE, &websocket::frame::close_payload(1001, "the daemon is shutting down"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match seen.recv_timeout(left).expect("a Disconnected event") {
+                Event::Disconnected { reason } => {
+                    assert_eq!(reason, format!("{address}/thinpatch: the daemon closed the connection: the daemon is shutting down"));
+                    break;
+                }
+                _ => continue,
+            }
+        }
+        let _ = std::fs::remove_file(&lib);
+        let dir = Path::new(&lib).parent().unwrap();
+        if dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with("thinpatch-patches-")) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
 }
