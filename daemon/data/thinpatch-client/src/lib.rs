@@ -94,7 +94,8 @@ pub enum Event {
     Message { kind: String, id: Option<String>, json: String },
     /// No daemon to talk to yet; the listener retries with backoff.
     Unavailable { reason: String },
-    /// The socket or the process behind it failed the trust checks; nothing was loaded.
+    /// The socket or the process behind it failed the trust checks, or a remote daemon turned
+    /// this program away (a wrong token: `reason` is the daemon's); nothing was loaded.
     Refused { reason: String },
     /// The connection ended; the listener reconnects with backoff.
     Disconnected { reason: String },

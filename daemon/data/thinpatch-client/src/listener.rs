@@ -247,7 +247,10 @@ impl Listener {
         let hello = match incoming.next() {
             Ok(received) => received.event,
             Err(Ended::Lost(e)) => return Err(Failure::Unavailable(format!("no greeting from {label}: {e}"))),
-            Err(Ended::Closed { code, reason }) => return Err(Failure::Refused(closed_text(code, &reason))),
+            // 1008: turned away (a wrong token), which the user must hear about; other codes
+            // (1013: too many clients) mean try again later.
+            Err(Ended::Closed { code: Some(1008), reason }) => return Err(Failure::Refused(closed_text(Some(1008), &reason))),
+            Err(Ended::Closed { code, reason }) => return Err(Failure::Unavailable(format!("{label}: {}", closed_text(code, &reason)))),
         };
         match hello.get("type").and_then(Json::as_str) {
             Some("hello") => {}
@@ -952,6 +955,12 @@ mod tests {
         };
         let listener = Listener::new(Target::Remote(address.clone(), "t0k".into()), Some(Arc::new(on_patch)), Some(Arc::new(on_event)));
         std::thread::spawn(move || listener.run());
+
+        // A daemon with too many clients: try again later, quietly.
+        let (mut busy, _) = Connection::accept(&daemon);
+        busy.send(websocket::frame::OP_CLOSE, &websocket::frame::close_payload(1013, "too many clients (limit 1); try again later"));
+        let wanted = format!("{address}/thinpatch: the daemon closed the connection: too many clients (limit 1); try again later");
+        assert_eq!(seen.recv_timeout(Duration::from_secs(15)).unwrap(), Event::Unavailable { reason: wanted });
 
         let (mut connection, request) = Connection::accept(&daemon);
         assert!(request.starts_with("GET /thinpatch HTTP/1.1\r\n") && request.contains("\r\nAuthorization: Bearer t0k\r\n"), "{request}");
