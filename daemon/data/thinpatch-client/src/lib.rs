@@ -58,6 +58,7 @@
 
 mod base64;
 mod build_id;
+mod endpoint;
 mod entry;
 mod hot;
 mod json;
@@ -66,9 +67,11 @@ mod patch_file;
 mod payload;
 mod private_dir;
 mod random;
+mod remote;
 mod sha1;
 mod sha256;
 mod sys;
+mod transport;
 mod websocket;
 
 use std::path::PathBuf;
@@ -76,7 +79,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use hot::{call, HotFn, HotFunction, JumpTable};
-pub use listener::default_socket_path;
+pub use endpoint::default_socket_path;
 
 /// What the listener saw, for [`Client::on_event`]. `id`s are the daemon's build ids, as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +115,7 @@ pub enum Event {
 /// ```
 #[derive(Default)]
 pub struct Client {
-    target: listener::Target,
+    target: endpoint::Target,
     on_patch: Option<Arc<listener::PatchCallback>>,
     on_event: Option<Arc<listener::EventCallback>>,
 }
@@ -125,7 +128,7 @@ impl Client {
 
     /// Use this socket instead of the default one (and not `THINPATCH_ADDR`).
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Client {
-        self.target = listener::Target::Socket(path.into());
+        self.target = endpoint::Target::Socket(path.into());
         self
     }
 
@@ -146,7 +149,7 @@ impl Client {
     ///     .expect("a thread for the thinpatch listener");
     /// ```
     pub fn remote(mut self, address: impl Into<String>, token: impl Into<String>) -> Client {
-        self.target = listener::Target::Remote(address.into(), token.into());
+        self.target = endpoint::Target::Remote(address.into(), token.into());
         self
     }
 

@@ -2,19 +2,20 @@
 //! for this process, report back, and reconnect when the daemon goes away. Nothing in here
 //! may panic: a dead listener would leave the program silently unpatched.
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::endpoint::{endpoint_from, Endpoint, Target};
 use crate::hot::{self, JumpTable};
-use crate::json::{self, quote, Json};
-use crate::patch_file::{self, PatchFile};
-use crate::payload::{self, Payload};
-use crate::websocket::{self, handshake, handshake::Url};
+use crate::json::{quote, Json};
+use crate::remote::RemoteIncoming;
+use crate::transport::{Ended, Incoming, LineIncoming, Received, Sink};
+use crate::websocket::{self, handshake::Url};
 use crate::{entry, private_dir, sys, Event};
 
 pub(crate) type PatchCallback = dyn Fn(&JumpTable) -> Result<(), String> + Send + Sync;
@@ -23,28 +24,6 @@ pub(crate) type EventCallback = dyn Fn(&Event) + Send + Sync;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// The daemon pings a WebSocket every 20 s: three missed pings and the connection is dead
-/// (a host that went to sleep, a tunnel that dropped), so reconnect.
-const REMOTE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The protocol allows 1 MiB lines; anything far beyond is not our daemon.
-const MAX_LINE_BYTES: usize = 16 << 20;
-
-/// Where the daemon listens, found exactly as the daemon finds it.
-pub fn default_socket_path() -> PathBuf {
-    socket_path_from(|name| std::env::var_os(name), sys::effective_uid())
-}
-
-pub(crate) fn socket_path_from(env: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u32) -> PathBuf {
-    let set = |name: &str| env(name).filter(|value| !value.is_empty());
-    if let Some(path) = set("THINPATCH_SOCKET") {
-        return PathBuf::from(path);
-    }
-    if let Some(runtime) = set("XDG_RUNTIME_DIR") {
-        return Path::new(&runtime).join("thinpatch").join("thinpatch.sock");
-    }
-    let tmp = set("TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-    tmp.join(format!("thinpatch-{uid}")).join("thinpatch.sock")
-}
 
 /// The socket's directory must be ours and closed to others: anyone who can write there can
 /// put their own socket in place of the daemon's and feed us libraries to load.
@@ -54,46 +33,6 @@ pub(crate) fn check_socket_dir(socket: &Path, uid: u32) -> Result<(), String> {
         _ => Path::new("."),
     };
     private_dir::check(directory, uid)
-}
-
-/// Where the program asked to find the daemon, in code; the environment fills in the rest.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) enum Target {
-    /// `THINPATCH_ADDR` when set, else the default socket.
-    #[default]
-    Default,
-    Socket(PathBuf),
-    /// An address (`ws://host:port[/path]`) and its token.
-    Remote(String, String),
-}
-
-/// Where to connect this time.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Endpoint {
-    Socket(PathBuf),
-    Remote { url: Url, token: Option<String> },
-}
-
-/// The endpoint for `target`: the one given in code, else `THINPATCH_ADDR` (with
-/// `THINPATCH_TOKEN`), else the daemon's socket. Err: an address this client cannot use.
-pub(crate) fn endpoint_from(target: &Target, env: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u32) -> Result<Endpoint, String> {
-    let set = |name: &str| env(name).filter(|value| !value.is_empty()).map(|v| v.to_string_lossy().into_owned());
-    let remote = |address: &str, token: Option<String>, from: &str| {
-        let url = Url::parse(address).map_err(|e| format!("{from}: {e}"))?;
-        let token = match token {
-            Some(token) => Some(handshake::check_token(&token)?.to_string()),
-            None => None,
-        };
-        Ok(Endpoint::Remote { url, token })
-    };
-    match target {
-        Target::Socket(path) => Ok(Endpoint::Socket(path.clone())),
-        Target::Remote(address, token) => remote(address, Some(token.clone()).filter(|t| !t.is_empty()), "Client::remote"),
-        Target::Default => match set("THINPATCH_ADDR") {
-            Some(address) => remote(&address, set("THINPATCH_TOKEN"), "THINPATCH_ADDR"),
-            None => Ok(Endpoint::Socket(socket_path_from(env, uid))),
-        },
-    }
 }
 
 pub(crate) struct Listener {
@@ -113,36 +52,6 @@ enum Failure {
     Unavailable(String),
     /// Something is there that we must not trust, or that turned us away.
     Refused(String),
-}
-
-/// How a connection ended.
-enum Ended {
-    /// It broke or went quiet, and why.
-    Lost(String),
-    /// The daemon closed it with a WebSocket close frame.
-    Closed { code: Option<u16>, reason: String },
-}
-
-/// What came in: an event, and for a remote patch, why its bytes could not be used (they were
-/// damaged, or could not be written). The event's `lib` is the local copy when they could.
-struct Received {
-    event: Json,
-    undelivered: Option<String>,
-}
-
-/// The receiving half of a connection: lines on the Unix socket, text messages (and patch
-/// bytes in binary ones) on a WebSocket.
-trait Incoming {
-    fn next(&mut self) -> Result<Received, Ended>;
-    /// Wait at most this long for the greeting; None: for as long as the connection is healthy.
-    fn set_timeout(&mut self, timeout: Option<Duration>);
-}
-
-/// The sending half: one protocol line at a time (the trailing newline is the Unix socket's
-/// framing; a WebSocket sends the line as one text message).
-trait Sink: Send {
-    fn send_line(&mut self, line: &str) -> std::io::Result<()>;
-    fn shut_down(&mut self);
 }
 
 impl Listener {
@@ -371,122 +280,6 @@ fn closed_text(code: Option<u16>, reason: &str) -> String {
     }
 }
 
-/// The Unix socket's incoming half: one JSON event per line.
-struct LineIncoming(BufReader<UnixStream>);
-
-impl Incoming for LineIncoming {
-    fn next(&mut self) -> Result<Received, Ended> {
-        read_line(&mut self.0).map(|event| Received { event, undelivered: None }).map_err(Ended::Lost)
-    }
-
-    fn set_timeout(&mut self, timeout: Option<Duration>) {
-        let _ = self.0.get_ref().set_read_timeout(timeout);
-    }
-}
-
-impl Sink for UnixStream {
-    fn send_line(&mut self, line: &str) -> std::io::Result<()> {
-        self.write_all(line.as_bytes())
-    }
-
-    fn shut_down(&mut self) {
-        let _ = self.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// A WebSocket's incoming half: one JSON event per text message; a patch's bytes follow its
-/// `patch-ready` in binary messages, and are written to disk before the event is handed on.
-struct RemoteIncoming {
-    reader: websocket::Reader,
-}
-
-impl Incoming for RemoteIncoming {
-    fn next(&mut self) -> Result<Received, Ended> {
-        loop {
-            let text = match self.reader.next().map_err(Ended::Lost)? {
-                websocket::Incoming::Text(text) => text,
-                // Binary messages belong to a patch; one outside a patch is skipped.
-                websocket::Incoming::Binary(_) => continue,
-                websocket::Incoming::Closed { code, reason } => return Err(Ended::Closed { code, reason }),
-            };
-            // A message we cannot read is skipped, as the protocol asks of unknown content.
-            let Ok(mut event) = json::parse(text.trim()) else { continue };
-            if event.get("type").and_then(Json::as_str) != Some("patch-ready") {
-                return Ok(Received { event, undelivered: None });
-            }
-            let undelivered = match event.get("payload").cloned() {
-                Some(payload) => self.receive_patch(&mut event, &payload)?,
-                None => Some("the patch came without its bytes (no `payload`); this daemon cannot patch programs on other hosts".into()),
-            };
-            return Ok(Received { event, undelivered });
-        }
-    }
-
-    fn set_timeout(&mut self, timeout: Option<Duration>) {
-        self.reader.set_timeout(Some(timeout.unwrap_or(REMOTE_IDLE_TIMEOUT)));
-    }
-}
-
-impl RemoteIncoming {
-    /// Read the chunks that follow `event` into a local file and point the event's `lib` at
-    /// it. Ok(Some(why)): the patch cannot be used (the connection is still in step).
-    fn receive_patch(&mut self, event: &mut Json, payload: &Json) -> Result<Option<String>, Ended> {
-        let Some(count) = payload::chunk_count(payload) else {
-            return Err(Ended::Lost("the daemon sent a patch without a readable chunk count".into()));
-        };
-        let id = event.get("id").cloned().unwrap_or(Json::Null);
-        let described = Payload::from_json(payload);
-        let mut file = described.as_ref().map_err(String::clone).and_then(|p| {
-            let dir = patch_file::patch_dir(|name| std::env::var_os(name))?;
-            PatchFile::create(&dir, p)
-        });
-        let mut chunks = described.as_ref().ok().map(|p| payload::Chunks::new(p, &id));
-        for index in 0..count {
-            let frame = match self.reader.next().map_err(Ended::Lost)? {
-                websocket::Incoming::Binary(frame) => frame,
-                websocket::Incoming::Text(_) => {
-                    return Err(Ended::Lost(format!("the daemon sent a message where chunk {index} of {count} of a patch belonged")))
-                }
-                websocket::Incoming::Closed { code, reason } => return Err(Ended::Closed { code, reason }),
-            };
-            // After a first error the rest is read past, to stay in step.
-            if let (Ok(writing), Some(chunks)) = (&mut file, &mut chunks) {
-                if let Err(e) = chunks.next(&frame).and_then(|data| writing.write(data)) {
-                    file = Err(e);
-                }
-            }
-        }
-        let path = file.and_then(|file| {
-            let (payload, chunks) = (described.as_ref().map_err(String::clone)?, chunks.as_ref().ok_or("no chunks")?);
-            chunks.complete()?;
-            file.finish(payload)
-        });
-        match path {
-            Ok(path) => {
-                let local = Json::Str(path.to_string_lossy().into_owned());
-                if let Some(table) = event.get_mut("jump_table") {
-                    table.set("lib", local.clone());
-                }
-                if event.get("lib").is_some() {
-                    event.set("lib", local);
-                }
-                Ok(None)
-            }
-            Err(why) => Ok(Some(why)),
-        }
-    }
-}
-
-impl Sink for websocket::Writer {
-    fn send_line(&mut self, line: &str) -> std::io::Result<()> {
-        self.send_text(line.trim_end_matches('\n'))
-    }
-
-    fn shut_down(&mut self) {
-        websocket::Writer::shut_down(self);
-    }
-}
-
 /// The sending half of a connection, shared by the listener and the entry reporter: whole
 /// lines, numbered from one counter.
 #[derive(Clone)]
@@ -579,64 +372,10 @@ impl PatchReport {
     }
 }
 
-/// The next non-blank line as JSON; Err says why the connection is over.
-fn read_line<R: BufRead>(reader: &mut R) -> Result<Json, String> {
-    loop {
-        let mut line = Vec::new();
-        let mut limited = std::io::Read::take(&mut *reader, MAX_LINE_BYTES as u64 + 1);
-        match limited.read_until(b'\n', &mut line) {
-            Ok(0) => return Err("the daemon closed the connection".into()),
-            Ok(_) if line.len() > MAX_LINE_BYTES => return Err("the daemon sent an over-long line".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("reading from the daemon: {e}")),
-        }
-        let text = String::from_utf8_lossy(&line);
-        if text.trim().is_empty() {
-            continue;
-        }
-        // A line we cannot read is skipped, as the protocol asks of unknown content.
-        if let Ok(value) = json::parse(text.trim()) {
-            return Ok(value);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
-
-    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
-    }
-
-    #[test]
-    fn finds_the_socket_as_the_daemon_does() {
-        let all = [("THINPATCH_SOCKET", "/s/x.sock"), ("XDG_RUNTIME_DIR", "/run/user/7"), ("TMPDIR", "/t")];
-        assert_eq!(socket_path_from(env(&all), 7), PathBuf::from("/s/x.sock"));
-        assert_eq!(socket_path_from(env(&all[1..]), 7), PathBuf::from("/run/user/7/thinpatch/thinpatch.sock"));
-        assert_eq!(socket_path_from(env(&all[2..]), 7), PathBuf::from("/t/thinpatch-7/thinpatch.sock"));
-        assert_eq!(socket_path_from(env(&[("XDG_RUNTIME_DIR", "")]), 9), PathBuf::from("/tmp/thinpatch-9/thinpatch.sock"));
-    }
-
-    #[test]
-    fn the_endpoint_is_the_one_in_code_else_thinpatch_addr_else_the_socket() {
-        let remote_env = [("THINPATCH_ADDR", "ws://10.0.2.2:7421"), ("THINPATCH_TOKEN", "ab12"), ("THINPATCH_SOCKET", "/s/x.sock")];
-        let url = Url::parse("ws://10.0.2.2:7421/thinpatch").unwrap();
-        assert_eq!(endpoint_from(&Target::Default, env(&remote_env), 7), Ok(Endpoint::Remote { url: url.clone(), token: Some("ab12".into()) }));
-        assert_eq!(endpoint_from(&Target::Default, env(&remote_env[..1]), 7), Ok(Endpoint::Remote { url, token: None }));
-        assert_eq!(endpoint_from(&Target::Default, env(&remote_env[2..]), 7), Ok(Endpoint::Socket("/s/x.sock".into())));
-        let empty = [("THINPATCH_ADDR", ""), ("THINPATCH_SOCKET", "/s/x.sock")];
-        assert_eq!(endpoint_from(&Target::Default, env(&empty), 7), Ok(Endpoint::Socket("/s/x.sock".into())));
-        // What the program chose in code comes first.
-        assert_eq!(endpoint_from(&Target::Socket("/mine.sock".into()), env(&remote_env), 7), Ok(Endpoint::Socket("/mine.sock".into())));
-        let chosen = endpoint_from(&Target::Remote("ws://[::1]:9".into(), "cd34".into()), env(&remote_env), 7);
-        assert_eq!(chosen, Ok(Endpoint::Remote { url: Url::parse("ws://[::1]:9").unwrap(), token: Some("cd34".into()) }));
-        let tls = endpoint_from(&Target::Default, env(&[("THINPATCH_ADDR", "wss://host:443")]), 7).unwrap_err();
-        assert!(tls.starts_with("THINPATCH_ADDR: wss://host:443: ") && tls.contains("ssh -R"), "{tls}");
-        let bad_token = endpoint_from(&Target::Remote("ws://h:1".into(), "a b".into()), env(&[]), 7).unwrap_err();
-        assert!(bad_token.contains("thinpatch token"), "{bad_token}");
-    }
+    use crate::json;
 
     fn listener(pid: u32, build_id: Option<&str>) -> Listener {
         let mut l = Listener::new(Target::Default, Some(Arc::new(|_: &JumpTable| Ok(()))), None);
@@ -681,17 +420,12 @@ mod tests {
         assert_eq!(listener(12, None).subscribe_request(1), "{\"type\":\"subscribe\",\"seq\":1,\"pid\":12}\n");
     }
 
-    #[test]
-    fn reads_lines_skipping_blank_and_broken_ones() {
-        let mut input: &[u8] = b"\n  \nnot json\n{\"type\":\"hello\"}\n";
-        assert_eq!(read_line(&mut input).unwrap().get("type").and_then(Json::as_str), Some("hello"));
-        assert_eq!(read_line(&mut input).unwrap_err(), "the daemon closed the connection");
-    }
-
     /// A fake daemon on a real socket, for the entry point tests.
     mod fake_daemon {
         use super::super::*;
-        use std::io::BufReader;
+        use crate::json;
+        use std::io::{BufRead, BufReader};
+        use std::path::PathBuf;
         use std::os::unix::fs::DirBuilderExt;
         use std::os::unix::net::UnixListener;
         use std::sync::atomic::AtomicUsize;
@@ -848,6 +582,7 @@ mod tests {
     /// A fake remote daemon: a WebSocket server on a real TCP socket, one connection.
     mod fake_remote {
         use super::super::*;
+        use crate::json;
         use std::io::{BufRead, BufReader, Read, Write};
         use std::net::{TcpListener, TcpStream};
 
