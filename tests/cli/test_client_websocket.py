@@ -310,7 +310,8 @@ async def test_a_program_is_patched_by_a_remote_daemon(built: Built, tmp_path: P
             assert sorted(p.name for p in cache.iterdir()) == ["patch-7.so"]
 
             # The daemon closes with a reason: the program says it, then reconnects and, as a late
-            # subscriber, gets the newest patch replayed (written under a name it has not loaded).
+            # subscriber, gets the newest patch replayed: the same bytes, so the library it already
+            # loaded is used again (no second copy, with statics of its own).
             await connection.close(1008, "you stopped reading: the daemon's send buffer for you is full")
             await program.expect(lambda line: "closed the connection: you stopped reading" in line)
             again = await daemon.accept()
@@ -319,7 +320,17 @@ async def test_a_program_is_patched_by_a_remote_daemon(built: Built, tmp_path: P
             await daemon.send_patch(again, 7, library, built.jump_table)
             result = await receive(again, "patch-result")
             assert result["applied"] is True, result
-            assert (cache / "2-patch-7.so").read_bytes() == library
+            assert sorted(p.name for p in cache.iterdir()) == ["patch-7.so"]
+            assert await program.ask() == "ANSWER 42"
+
+            # A newer patch (other bytes; trailing bytes don't change what an ELF library loads):
+            # written beside it, and the older file, already loaded, is removed.
+            newer = library + b"\0" * 100
+            await daemon.send_patch(again, 9, newer, built.jump_table)
+            result = await receive(again, "patch-result")
+            assert (result["id"], result["applied"]) == (9, True), result
+            assert sorted(p.name for p in cache.iterdir()) == ["patch-9.so"]
+            assert (cache / "patch-9.so").read_bytes() == newer
             assert await program.ask() == "ANSWER 42"
         finally:
             await program.stop()

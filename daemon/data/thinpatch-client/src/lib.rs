@@ -48,7 +48,8 @@
 //! build ID and receives each patch's bytes over the connection; it writes them to
 //! `$THINPATCH_CACHE_DIR` (created with mode 0700 if missing, refused if other users can
 //! write it) or else to a fresh 0700 temporary directory, checks their size and SHA-256, and
-//! loads that copy. A patch whose bytes do not match is reported as not applied. When the
+//! loads that copy (only the newest file is kept; a patch replayed after a reconnect, with the
+//! same bytes, reuses it). A patch whose bytes do not match is reported as not applied. When the
 //! daemon closes the connection with a reason (a wrong token), the reason is printed to
 //! stderr once and passed to [`Client::on_event`]. There is no TLS (`wss://` is refused),
 //! and whoever answers at that address can send code to load: reach the host through

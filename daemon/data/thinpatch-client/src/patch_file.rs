@@ -1,7 +1,6 @@
 //! Writing a remote patch's bytes to disk as they arrive, so memory stays at one chunk: into a
 //! temporary file beside the final one (created new, never through a symlink), hashed on the
 //! way, synced, checked against the announced size and sha256, then renamed into place.
-use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -13,10 +12,32 @@ use crate::payload::Payload;
 use crate::sha256::Sha256;
 use crate::{private_dir, sys};
 
-/// Library paths this process has written: the dynamic loader hands back the library it already
-/// loaded for a path it has seen, so a later patch that reuses a name (a restarted daemon
-/// numbers its patches afresh) gets a new one.
-static WRITTEN: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+/// What this process has written.
+struct Written {
+    /// Every library path: the dynamic loader hands back the library it already loaded for a
+    /// path it has seen, so a later patch that reuses a name (a restarted daemon numbers its
+    /// patches afresh) gets a new one.
+    paths: Vec<PathBuf>,
+    /// The newest library in each directory, with its sha256. Only it is kept on disk: an
+    /// older one stays mapped while loaded, and patches are never unloaded, so its file is
+    /// not needed.
+    newest: Vec<(String, PathBuf)>,
+}
+
+static WRITTEN: Mutex<Written> = Mutex::new(Written { paths: Vec::new(), newest: Vec::new() });
+
+fn written() -> std::sync::MutexGuard<'static, Written> {
+    WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The newest library this process wrote, when it has these very bytes (a patch replayed after
+/// a reconnect): loading it again by the same path gives the library already loaded, with its
+/// statics, instead of a second copy.
+pub(crate) fn already_written(dir: &Path, payload: &Payload) -> Option<PathBuf> {
+    let written = written();
+    let (_, path) = written.newest.iter().find(|(sha256, path)| path.parent() == Some(dir) && *sha256 == payload.sha256)?;
+    path.is_file().then(|| path.clone())
+}
 /// The directory made for this process when `THINPATCH_CACHE_DIR` is not set.
 static FRESH_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 
@@ -90,7 +111,14 @@ impl PatchFile {
         std::fs::rename(&self.temporary, &self.destination)
             .map_err(|e| format!("cannot put the patch in place at {}: {e}", self.destination.display()))?;
         self.done = true;
-        WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get_or_insert_with(HashSet::new).insert(self.destination.clone());
+        let mut written = written();
+        written.paths.push(self.destination.clone());
+        let dir = self.destination.parent();
+        if let Some(at) = written.newest.iter().position(|(_, path)| path.parent() == dir) {
+            let (_, older) = written.newest.remove(at);
+            let _ = std::fs::remove_file(older);
+        }
+        written.newest.push((payload.sha256.clone(), self.destination.clone()));
         Ok(self.destination.clone())
     }
 }
@@ -105,8 +133,8 @@ impl Drop for PatchFile {
 
 /// `dir/name`, or `dir/N-name` when this process already wrote (and maybe loaded) that path.
 fn unused_name(dir: &Path, name: &str) -> PathBuf {
-    let written = WRITTEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let taken = |path: &PathBuf| written.as_ref().is_some_and(|set| set.contains(path));
+    let written = written();
+    let taken = |path: &PathBuf| written.paths.contains(path);
     let mut path = dir.join(name);
     let mut n = 2;
     while taken(&path) {
@@ -141,12 +169,17 @@ mod tests {
         let path = file.finish(&payload).unwrap();
         assert_eq!(path, dir.join("patch-1.so"));
         assert_eq!(std::fs::read(&path).unwrap(), b"hello patch");
-        // The same name again (a restarted daemon): a new path, so the loader loads it anew.
-        let mut again = PatchFile::create(&dir, &payload).unwrap();
-        again.write(b"hello patch").unwrap();
-        assert_eq!(again.finish(&payload).unwrap(), dir.join("2-patch-1.so"));
+        assert_eq!(already_written(&dir, &payload), Some(path.clone()), "the same bytes again need no new file");
+        // New bytes under the same name (a restarted daemon): a new path, so the loader loads
+        // them anew; the older file goes.
+        let newer = payload_of(b"hello again", "patch-1.so");
+        assert_eq!(already_written(&dir, &newer), None);
+        let mut again = PatchFile::create(&dir, &newer).unwrap();
+        again.write(b"hello again").unwrap();
+        assert_eq!(again.finish(&newer).unwrap(), dir.join("2-patch-1.so"));
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+        assert_eq!(names, ["2-patch-1.so"], "only the newest is kept, and no temporary file");
+        assert_eq!(already_written(&dir, &payload), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

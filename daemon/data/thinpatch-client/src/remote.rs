@@ -55,11 +55,19 @@ impl RemoteIncoming {
         };
         let id = event.get("id").cloned().unwrap_or(Json::Null);
         let described = Payload::from_json(payload);
-        let mut file = described.as_ref().map_err(String::clone).and_then(|p| {
-            let dir = patch_file::patch_dir(|name| std::env::var_os(name))?;
-            PatchFile::create(&dir, p)
-        });
-        let mut chunks = described.as_ref().ok().map(|p| payload::Chunks::new(p, &id));
+        let mut landing = match &described {
+            Err(why) => Landing::Failed(why.clone()),
+            Ok(payload) => match patch_file::patch_dir(|name| std::env::var_os(name)) {
+                Err(why) => Landing::Failed(why),
+                Ok(dir) => match patch_file::already_written(&dir, payload) {
+                    Some(path) => Landing::Known(path),
+                    None => match PatchFile::create(&dir, payload) {
+                        Ok(file) => Landing::Writing(file, payload::Chunks::new(payload, &id)),
+                        Err(why) => Landing::Failed(why),
+                    },
+                },
+            },
+        };
         for index in 0..count {
             let frame = match self.reader.next().map_err(Ended::Lost)? {
                 websocket::Incoming::Binary(frame) => frame,
@@ -68,18 +76,19 @@ impl RemoteIncoming {
                 }
                 websocket::Incoming::Closed { code, reason } => return Err(Ended::Closed { code, reason }),
             };
-            // After a first error the rest is read past, to stay in step.
-            if let (Ok(writing), Some(chunks)) = (&mut file, &mut chunks) {
-                if let Err(e) = chunks.next(&frame).and_then(|data| writing.write(data)) {
-                    file = Err(e);
+            // Known bytes, or a first error: the rest is read past, to stay in step.
+            if let Landing::Writing(file, chunks) = &mut landing {
+                if let Err(why) = chunks.next(&frame).and_then(|data| file.write(data)) {
+                    landing = Landing::Failed(why);
                 }
             }
         }
-        let path = file.and_then(|file| {
-            let (payload, chunks) = (described.as_ref().map_err(String::clone)?, chunks.as_ref().ok_or("no chunks")?);
-            chunks.complete()?;
-            file.finish(payload)
-        });
+        let path = match (landing, &described) {
+            (Landing::Writing(file, chunks), Ok(payload)) => chunks.complete().and_then(|()| file.finish(payload)),
+            (Landing::Known(path), _) => Ok(path),
+            (Landing::Failed(why), _) => Err(why),
+            (Landing::Writing(..), Err(why)) => Err(why.clone()),
+        };
         match path {
             Ok(path) => {
                 let local = Json::Str(path.to_string_lossy().into_owned());
@@ -94,6 +103,15 @@ impl RemoteIncoming {
             Err(why) => Ok(Some(why)),
         }
     }
+}
+
+/// Where a patch's bytes go as they arrive.
+enum Landing<'a> {
+    Writing(PatchFile, payload::Chunks<'a>),
+    /// This process already has these bytes, in the newest patch it wrote.
+    Known(std::path::PathBuf),
+    /// They cannot be used, and why; the chunks are still read past.
+    Failed(String),
 }
 
 impl Sink for websocket::Writer {
