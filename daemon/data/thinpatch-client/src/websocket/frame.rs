@@ -25,8 +25,18 @@ pub(crate) enum Parsed {
     Header(Header, usize),
 }
 
-/// A frame or message the peer had no right to send; the connection ends with this text.
-pub(crate) type ProtocolError = String;
+/// A frame or message the peer had no right to send: the connection is closed with this code
+/// (RFC 6455, section 7.4.1) and message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ProtocolError {
+    pub close_code: u16,
+    pub message: String,
+}
+
+/// 1002: protocol error.
+fn violation(message: impl Into<String>) -> ProtocolError {
+    ProtocolError { close_code: 1002, message: message.into() }
+}
 
 /// Read a server frame's header from the start of `bytes` (at least 2 bytes).
 pub(crate) fn parse_header(bytes: &[u8]) -> Result<Parsed, ProtocolError> {
@@ -35,10 +45,10 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Parsed, ProtocolError> {
     }
     let (first, second) = (bytes[0], bytes[1]);
     if first & 0x70 != 0 {
-        return Err("the daemon set reserved bits in a frame (no extension was agreed)".into());
+        return Err(violation("the daemon set reserved bits in a frame (no extension was agreed)"));
     }
     if second & 0x80 != 0 {
-        return Err("the daemon sent a masked frame; servers must not mask".into());
+        return Err(violation("the daemon sent a masked frame; servers must not mask"));
     }
     let (fin, opcode) = (first & 0x80 != 0, first & 0x0F);
     let short = second & 0x7F;
@@ -55,7 +65,7 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Parsed, ProtocolError> {
         127 => {
             let length = u64::from_be_bytes(bytes[2..10].try_into().expect("eight bytes"));
             if length >> 63 != 0 {
-                return Err("the daemon sent a frame length with the top bit set".into());
+                return Err(violation("the daemon sent a frame length with the top bit set"));
             }
             length
         }
@@ -65,10 +75,10 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Parsed, ProtocolError> {
         OP_CONTINUATION | OP_TEXT | OP_BINARY => {}
         OP_CLOSE | OP_PING | OP_PONG => {
             if !fin || length > 125 {
-                return Err("the daemon sent a fragmented or over-long control frame".into());
+                return Err(violation("the daemon sent a fragmented or over-long control frame"));
             }
         }
-        other => return Err(format!("the daemon sent a frame with the unknown opcode {other:#x}")),
+        other => return Err(violation(format!("the daemon sent a frame with the unknown opcode {other:#x}"))),
     }
     Ok(Parsed::Header(Header { fin, opcode, length }, header_length))
 }
@@ -109,7 +119,7 @@ pub(crate) fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 pub(crate) fn parse_close(payload: &[u8]) -> Result<(Option<u16>, String), ProtocolError> {
     match payload {
         [] => Ok((None, String::new())),
-        [_] => Err("the daemon sent a one-byte close frame".into()),
+        [_] => Err(violation("the daemon sent a one-byte close frame")),
         [high, low, reason @ ..] => Ok((Some(u16::from_be_bytes([*high, *low])), String::from_utf8_lossy(reason).into_owned())),
     }
 }
@@ -153,14 +163,15 @@ impl Assembler {
     pub fn admit(&self, header: &Header) -> Result<(), ProtocolError> {
         let (opcode, so_far) = match (header.opcode, &self.open) {
             (OP_CLOSE | OP_PING | OP_PONG, _) => return Ok(()),
-            (OP_CONTINUATION, None) => return Err("the daemon continued a message it never started".into()),
+            (OP_CONTINUATION, None) => return Err(violation("the daemon continued a message it never started")),
             (OP_CONTINUATION, Some((opcode, bytes))) => (*opcode, bytes.len() as u64),
-            (_, Some(_)) => return Err("the daemon started a new message inside a fragmented one".into()),
+            (_, Some(_)) => return Err(violation("the daemon started a new message inside a fragmented one")),
             (opcode, None) => (opcode, 0),
         };
         let (limit, kind) = if opcode == OP_TEXT { (self.limits.text, "text") } else { (self.limits.binary, "binary") };
         if so_far.saturating_add(header.length) > limit {
-            return Err(format!("the daemon sent a {kind} message over {limit} bytes"));
+            // 1009: message too big.
+            return Err(ProtocolError { close_code: 1009, message: format!("the daemon sent a {kind} message over {limit} bytes") });
         }
         Ok(())
     }
@@ -187,7 +198,7 @@ impl Assembler {
             return Ok(None);
         }
         if opcode == OP_TEXT {
-            let text = String::from_utf8(bytes).map_err(|_| "the daemon sent a text message that is not UTF-8".to_string())?;
+            let text = String::from_utf8(bytes).map_err(|_| violation("the daemon sent a text message that is not UTF-8"))?;
             return Ok(Some(Message::Text(text)));
         }
         Ok(Some(Message::Binary(bytes)))
@@ -262,7 +273,7 @@ mod tests {
 
     #[test]
     fn refuses_frames_a_server_must_not_send() {
-        let refused = |bytes: &[u8]| parse_header(bytes).unwrap_err();
+        let refused = |bytes: &[u8]| parse_header(bytes).unwrap_err().message;
         assert!(refused(&[0x81, 0x85, 1, 2, 3, 4]).contains("masked"));
         assert!(refused(&[0xC1, 0x00]).contains("reserved bits"));
         assert!(refused(&[0x83, 0x00]).contains("unknown opcode"));
@@ -310,15 +321,16 @@ mod tests {
     fn refuses_out_of_order_fragments_over_long_messages_and_bad_text() {
         let header = |fin, opcode, length| Header { fin, opcode, length };
         let mut assembler = Assembler::new(Limits { text: 10, binary: 20 });
-        assert!(assembler.admit(&header(true, OP_CONTINUATION, 1)).unwrap_err().contains("never started"));
-        assert!(assembler.admit(&header(true, OP_TEXT, 11)).unwrap_err().contains("text message over 10 bytes"));
+        assert!(assembler.admit(&header(true, OP_CONTINUATION, 1)).unwrap_err().message.contains("never started"));
+        let too_big = assembler.admit(&header(true, OP_TEXT, 11)).unwrap_err();
+        assert!(too_big.message.contains("text message over 10 bytes") && too_big.close_code == 1009, "{too_big:?}");
         assert!(assembler.admit(&header(true, OP_BINARY, 20)).is_ok());
         assert_eq!(assembler.push(&header(false, OP_TEXT, 6), b"123456".to_vec()).unwrap(), None);
-        assert!(assembler.admit(&header(true, OP_CONTINUATION, 5)).unwrap_err().contains("over 10 bytes"));
-        assert!(assembler.admit(&header(true, OP_BINARY, 1)).unwrap_err().contains("inside a fragmented"));
+        assert!(assembler.admit(&header(true, OP_CONTINUATION, 5)).unwrap_err().message.contains("over 10 bytes"));
+        assert!(assembler.admit(&header(true, OP_BINARY, 1)).unwrap_err().message.contains("inside a fragmented"));
         assert!(assembler.admit(&header(true, OP_PING, 4)).is_ok(), "control frames still come through");
         let bad_utf8 = assembler.push(&header(true, OP_CONTINUATION, 1), vec![0xFF]).unwrap_err();
-        assert!(bad_utf8.contains("not UTF-8"), "{bad_utf8}");
+        assert!(bad_utf8.message.contains("not UTF-8"), "{bad_utf8:?}");
     }
 
     #[test]

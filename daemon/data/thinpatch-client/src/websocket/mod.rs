@@ -16,9 +16,6 @@ use handshake::{Refusal, Url};
 const MAX_HEAD_BYTES: usize = 16 << 10;
 /// A send that makes no progress for this long means the connection is dead.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// 1002: protocol error; 1009: message too big (RFC 6455, section 7.4.1).
-const PROTOCOL_ERROR: u16 = 1002;
-const TOO_BIG: u16 = 1009;
 
 /// Why a connection could not be opened.
 #[derive(Debug)]
@@ -142,6 +139,11 @@ fn read_head(reader: &mut BufReader<TcpStream>) -> Result<String, String> {
     }
 }
 
+/// A broken rule: close with its code, and say why.
+fn refuse(error: frame::ProtocolError) -> (Option<u16>, String) {
+    (Some(error.close_code), error.message)
+}
+
 impl Reader {
     /// How long a read may wait for the next frame (None: forever).
     pub fn set_timeout(&self, timeout: Option<Duration>) {
@@ -192,7 +194,7 @@ impl Reader {
         let mut head = [0u8; 14];
         let mut have = 0;
         let (header, _) = loop {
-            match frame::parse_header(&head[..have]).map_err(|e| (Some(PROTOCOL_ERROR), e))? {
+            match frame::parse_header(&head[..have]).map_err(refuse)? {
                 Parsed::NeedBytes(wanted) => {
                     self.read_exact(&mut head[have..wanted], have == 0)?;
                     have = wanted;
@@ -200,11 +202,11 @@ impl Reader {
                 Parsed::Header(header, used) => break (header, used),
             }
         };
-        self.assembler.admit(&header).map_err(|e| (Some(if e.contains(" over ") { TOO_BIG } else { PROTOCOL_ERROR }), e))?;
+        self.assembler.admit(&header).map_err(refuse)?;
         // admit bounded the length, so this allocation is bounded too.
         let mut payload = vec![0u8; header.length as usize];
         self.read_exact(&mut payload, false)?;
-        self.assembler.push(&header, payload).map_err(|e| (Some(PROTOCOL_ERROR), e))
+        self.assembler.push(&header, payload).map_err(refuse)
     }
 
     fn read_exact(&mut self, buffer: &mut [u8], between_frames: bool) -> Result<(), (Option<u16>, String)> {
