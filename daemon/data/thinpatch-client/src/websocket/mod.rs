@@ -326,6 +326,18 @@ mod tests {
     }
 
     #[test]
+    fn an_over_long_message_is_refused_with_1009_before_it_is_read() {
+        // A text frame that announces 5 MiB, and none of it.
+        let (url, server) = serve(vec![vec![0x81, 127, 0, 0, 0, 0, 0, 0x50, 0, 0]]);
+        let (mut reader, _writer) = connect(&url, None, Duration::from_secs(5)).unwrap();
+        let error = reader.next().unwrap_err();
+        assert!(error.contains("text message over 4194304 bytes"), "{error}");
+        let (_, sent) = server.join().unwrap();
+        let frames = client_frames(&sent);
+        assert_eq!((frames[0].0, &frames[0].1[..2]), (frame::OP_CLOSE, &1009u16.to_be_bytes()[..]));
+    }
+
+    #[test]
     fn nobody_listening_is_unavailable_and_a_404_is_refused() {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = Url::parse(&format!("ws://127.0.0.1:{port}")).unwrap();
