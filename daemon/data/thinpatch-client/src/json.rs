@@ -17,6 +17,23 @@ impl Json {
         self.entries()?.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 
+    /// Replace `key`'s value in an object (or add it); does nothing to other values.
+    pub fn set(&mut self, key: &str, value: Json) {
+        if let Json::Object(fields) = self {
+            match fields.iter_mut().find(|(k, _)| k == key) {
+                Some((_, old)) => *old = value,
+                None => fields.push((key.to_string(), value)),
+            }
+        }
+    }
+
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Json> {
+        match self {
+            Json::Object(fields) => fields.iter_mut().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
     pub fn entries(&self) -> Option<&[(String, Json)]> {
         match self {
             Json::Object(fields) => Some(fields),

@@ -39,29 +39,55 @@
 //! future inside the hot function instead.
 //!
 //! Using subsecond? Hand each table to it with [`on_patch`] instead of [`connect`].
+//!
+//! A program on another host (a phone, a board, a VM) reaches the daemon's WebSocket endpoint
+//! instead: set `THINPATCH_ADDR=ws://HOST:PORT` (the path `/thinpatch` is implied) and
+//! `THINPATCH_TOKEN` to what `thinpatch token` prints on the host, or use
+//! [`Client::remote`]. With `THINPATCH_ADDR` set, the Unix socket is not used (unless the
+//! program chose one with [`Client::socket`]). The listener subscribes with the program's
+//! build ID and receives each patch's bytes over the connection; it writes them to
+//! `$THINPATCH_CACHE_DIR` (created with mode 0700 if missing, refused if other users can
+//! write it) or else to a fresh 0700 temporary directory, checks their size and SHA-256, and
+//! loads that copy (only the newest file is kept; a patch replayed after a reconnect, with the
+//! same bytes, reuses it). A patch whose bytes do not match is reported as not applied. When the
+//! daemon closes the connection with a reason (a wrong token), the reason is printed to
+//! stderr once and passed to [`Client::on_event`]. There is no TLS (`wss://` is refused),
+//! and whoever answers at that address can send code to load: reach the host through
+//! `ssh -R PORT:localhost:PORT`, `adb reverse tcp:PORT tcp:PORT`, or a network you trust.
 
 #![warn(missing_docs)]
 
+mod base64;
 mod build_id;
+mod endpoint;
 mod entry;
 mod hot;
 mod json;
 mod listener;
+mod patch_file;
+mod payload;
+mod private_dir;
+mod random;
+mod remote;
+mod sha1;
+mod sha256;
 mod sys;
+mod transport;
+mod websocket;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub use hot::{call, HotFn, HotFunction, JumpTable};
-pub use listener::default_socket_path;
+pub use endpoint::default_socket_path;
 
 /// What the listener saw, for [`Client::on_event`]. `id`s are the daemon's build ids, as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 #[allow(missing_docs)] // the fields are named for what they hold
 pub enum Event {
-    /// Subscribed to the daemon at `socket`.
+    /// Subscribed to the daemon at `socket` (its `ws://` address for a remote daemon).
     Subscribed { socket: PathBuf },
     /// A patch was applied (or accepted by the [`on_patch`] callback); `entries` functions
     /// are redirected.
@@ -72,7 +98,8 @@ pub enum Event {
     Message { kind: String, id: Option<String>, json: String },
     /// No daemon to talk to yet; the listener retries with backoff.
     Unavailable { reason: String },
-    /// The socket or the process behind it failed the trust checks; nothing was loaded.
+    /// The socket or the process behind it failed the trust checks, or a remote daemon turned
+    /// this program away (a wrong token: `reason` is the daemon's); nothing was loaded.
     Refused { reason: String },
     /// The connection ended; the listener reconnects with backoff.
     Disconnected { reason: String },
@@ -89,7 +116,7 @@ pub enum Event {
 /// ```
 #[derive(Default)]
 pub struct Client {
-    socket: Option<PathBuf>,
+    target: endpoint::Target,
     on_patch: Option<Arc<listener::PatchCallback>>,
     on_event: Option<Arc<listener::EventCallback>>,
 }
@@ -100,9 +127,30 @@ impl Client {
         Client::default()
     }
 
-    /// Use this socket instead of the default one.
+    /// Use this socket instead of the default one (and not `THINPATCH_ADDR`).
     pub fn socket(mut self, path: impl Into<PathBuf>) -> Client {
-        self.socket = Some(path.into());
+        self.target = endpoint::Target::Socket(path.into());
+        self
+    }
+
+    /// Subscribe to a daemon on another host, over a WebSocket, instead of the local socket:
+    /// `address` is `ws://HOST:PORT` (the path `/thinpatch` is implied) and `token` is what
+    /// `thinpatch token` prints on that host. Each patch's bytes come over the connection,
+    /// are checked against their SHA-256 and written to `$THINPATCH_CACHE_DIR` (else a fresh
+    /// private temporary directory), and loaded from there.
+    ///
+    /// There is no TLS (`wss://` is refused): reach the daemon through a tunnel (`ssh -R`,
+    /// `adb reverse`) or on a network you trust. Without this call, the environment variables
+    /// `THINPATCH_ADDR` and `THINPATCH_TOKEN` do the same.
+    ///
+    /// ```no_run
+    /// thinpatch_client::Client::new()
+    ///     .remote("ws://127.0.0.1:7421", std::env::var("MY_TOKEN").unwrap_or_default())
+    ///     .spawn()
+    ///     .expect("a thread for the thinpatch listener");
+    /// ```
+    pub fn remote(mut self, address: impl Into<String>, token: impl Into<String>) -> Client {
+        self.target = endpoint::Target::Remote(address.into(), token.into());
         self
     }
 
@@ -121,7 +169,7 @@ impl Client {
 
     /// Start the listener thread; it runs for the life of the process.
     pub fn spawn(self) -> std::io::Result<()> {
-        let listener = listener::Listener::new(self.socket, self.on_patch, self.on_event);
+        let listener = listener::Listener::new(self.target, self.on_patch, self.on_event);
         std::thread::Builder::new().name("thinpatch".into()).spawn(move || listener.run())?;
         Ok(())
     }

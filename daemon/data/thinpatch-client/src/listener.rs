@@ -2,19 +2,21 @@
 //! for this process, report back, and reconnect when the daemon goes away. Nothing in here
 //! may panic: a dead listener would leave the program silently unpatched.
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::entry;
+use crate::endpoint::{endpoint_from, Endpoint, Target};
 use crate::hot::{self, JumpTable};
-use crate::json::{self, quote, Json};
-use crate::{sys, Event};
+use crate::json::{quote, Json};
+use crate::remote::RemoteIncoming;
+use crate::transport::{Ended, Incoming, LineIncoming, Received, Sink};
+use crate::websocket::{self, handshake::Url};
+use crate::{entry, private_dir, sys, Event};
 
 pub(crate) type PatchCallback = dyn Fn(&JumpTable) -> Result<(), String> + Send + Sync;
 pub(crate) type EventCallback = dyn Fn(&Event) + Send + Sync;
@@ -22,25 +24,6 @@ pub(crate) type EventCallback = dyn Fn(&Event) + Send + Sync;
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(5);
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// The protocol allows 1 MiB lines; anything far beyond is not our daemon.
-const MAX_LINE_BYTES: usize = 16 << 20;
-
-/// Where the daemon listens, found exactly as the daemon finds it.
-pub fn default_socket_path() -> PathBuf {
-    socket_path_from(|name| std::env::var_os(name), sys::effective_uid())
-}
-
-pub(crate) fn socket_path_from(env: impl Fn(&str) -> Option<std::ffi::OsString>, uid: u32) -> PathBuf {
-    let set = |name: &str| env(name).filter(|value| !value.is_empty());
-    if let Some(path) = set("THINPATCH_SOCKET") {
-        return PathBuf::from(path);
-    }
-    if let Some(runtime) = set("XDG_RUNTIME_DIR") {
-        return Path::new(&runtime).join("thinpatch").join("thinpatch.sock");
-    }
-    let tmp = set("TMPDIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
-    tmp.join(format!("thinpatch-{uid}")).join("thinpatch.sock")
-}
 
 /// The socket's directory must be ours and closed to others: anyone who can write there can
 /// put their own socket in place of the daemon's and feed us libraries to load.
@@ -49,26 +32,11 @@ pub(crate) fn check_socket_dir(socket: &Path, uid: u32) -> Result<(), String> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let info = std::fs::metadata(directory).map_err(|e| format!("cannot inspect {}: {e}", directory.display()))?;
-    if info.uid() != uid {
-        return Err(format!(
-            "its directory {} belongs to uid {}, not to this program's uid {uid}",
-            directory.display(),
-            info.uid()
-        ));
-    }
-    if info.mode() & 0o022 != 0 {
-        return Err(format!(
-            "its directory {} is writable by other users (mode {:o}); `chmod 700` it",
-            directory.display(),
-            info.mode() & 0o777
-        ));
-    }
-    Ok(())
+    private_dir::check(directory, uid)
 }
 
 pub(crate) struct Listener {
-    pub socket: Option<PathBuf>,
+    pub target: Target,
     pub on_patch: Option<Arc<PatchCallback>>,
     pub on_event: Option<Arc<EventCallback>>,
     pub pid: u32,
@@ -82,14 +50,14 @@ pub(crate) struct Listener {
 enum Failure {
     /// The daemon is not there (yet): retry quietly.
     Unavailable(String),
-    /// Something is there that we must not trust.
+    /// Something is there that we must not trust, or that turned us away.
     Refused(String),
 }
 
 impl Listener {
-    pub fn new(socket: Option<PathBuf>, on_patch: Option<Arc<PatchCallback>>, on_event: Option<Arc<EventCallback>>) -> Self {
+    pub fn new(target: Target, on_patch: Option<Arc<PatchCallback>>, on_event: Option<Arc<EventCallback>>) -> Self {
         Listener {
-            socket,
+            target,
             on_patch,
             on_event,
             pid: std::process::id(),
@@ -102,15 +70,23 @@ impl Listener {
     pub fn run(mut self) {
         let mut wait = FIRST_RETRY;
         loop {
-            let socket = self.socket.clone().unwrap_or_else(default_socket_path);
-            match self.session(&socket) {
+            let outcome = match endpoint_from(&self.target, |name| std::env::var_os(name), sys::effective_uid()) {
+                Ok(Endpoint::Socket(socket)) => self.unix_session(&socket),
+                Ok(Endpoint::Remote { url, token }) => self.remote_session(&url, token.as_deref()),
+                Err(reason) => {
+                    // A setting that cannot work; it will not change while the program runs.
+                    self.say_once(&reason);
+                    self.emit(&Event::Refused { reason });
+                    return;
+                }
+            };
+            match outcome {
                 Ok(reason) => {
                     self.emit(&Event::Disconnected { reason });
                     wait = FIRST_RETRY;
                 }
                 Err(Failure::Unavailable(reason)) => self.emit(&Event::Unavailable { reason }),
                 Err(Failure::Refused(reason)) => {
-                    let reason = format!("not using the daemon at {}: {reason}", socket.display());
                     self.say_once(&reason);
                     self.emit(&Event::Refused { reason });
                 }
@@ -134,27 +110,57 @@ impl Listener {
         }
     }
 
-    /// One connection, from the trust checks to the daemon going away (Ok: why it ended).
-    fn session(&mut self, socket: &Path) -> Result<String, Failure> {
+    /// One connection to the local daemon, from the trust checks to its end (Ok: why it ended).
+    fn unix_session(&mut self, socket: &Path) -> Result<String, Failure> {
+        let refused = |reason: String| Failure::Refused(format!("not using the daemon at {}: {reason}", socket.display()));
         let uid = sys::effective_uid();
         check_socket_dir(socket, uid).map_err(|reason| {
             if socket.parent().is_some_and(|dir| !dir.exists()) {
                 Failure::Unavailable(format!("no daemon at {} yet", socket.display()))
             } else {
-                Failure::Refused(reason)
+                refused(reason)
             }
         })?;
         let stream = UnixStream::connect(socket)
             .map_err(|e| Failure::Unavailable(format!("cannot connect to {}: {e}", socket.display())))?;
-        let peer = sys::peer_uid(&stream).map_err(Failure::Refused)?;
+        let peer = sys::peer_uid(&stream).map_err(refused)?;
         if peer != uid {
-            return Err(Failure::Refused(format!("it is run by uid {peer}, not by this program's uid {uid}")));
+            return Err(refused(format!("it is run by uid {peer}, not by this program's uid {uid}")));
         }
         let writer = stream.try_clone().map_err(|e| Failure::Unavailable(e.to_string()))?;
-        let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
-        let mut reader = BufReader::new(stream);
-        let hello = read_line(&mut reader)
-            .map_err(|e| Failure::Unavailable(format!("no greeting from {}: {e}", socket.display())))?;
+        let mut incoming = LineIncoming(BufReader::new(stream));
+        self.converse(&mut incoming, Box::new(writer), &socket.display().to_string(), socket).map_err(|failure| match failure {
+            Failure::Refused(reason) => refused(reason),
+            other => other,
+        })
+    }
+
+    /// One connection to a daemon on another host, over a WebSocket (Ok: why it ended).
+    fn remote_session(&mut self, url: &Url, token: Option<&str>) -> Result<String, Failure> {
+        let (reader, writer) = websocket::connect(url, token, HELLO_TIMEOUT).map_err(|e| match e {
+            websocket::ConnectError::Unavailable(reason) => Failure::Unavailable(reason),
+            websocket::ConnectError::Refused(reason) => Failure::Refused(reason),
+        })?;
+        let label = url.to_string();
+        let mut incoming = RemoteIncoming { reader };
+        self.converse(&mut incoming, Box::new(writer), &label, Path::new(&label)).map_err(|failure| match failure {
+            Failure::Refused(reason) => Failure::Refused(format!("{label}: {reason}")),
+            other => other,
+        })
+    }
+
+    /// The protocol itself, the same on any transport: greeting, subscribe, then events until
+    /// the connection ends. `label` names the daemon in messages; `endpoint` goes in events.
+    fn converse(&mut self, incoming: &mut dyn Incoming, sink: Box<dyn Sink>, label: &str, endpoint: &Path) -> Result<String, Failure> {
+        incoming.set_timeout(Some(HELLO_TIMEOUT));
+        let hello = match incoming.next() {
+            Ok(received) => received.event,
+            Err(Ended::Lost(e)) => return Err(Failure::Unavailable(format!("no greeting from {label}: {e}"))),
+            // 1008: turned away (a wrong token), which the user must hear about; other codes
+            // (1013: too many clients) mean try again later.
+            Err(Ended::Closed { code: Some(1008), reason }) => return Err(Failure::Refused(closed_text(Some(1008), &reason))),
+            Err(Ended::Closed { code, reason }) => return Err(Failure::Unavailable(format!("{label}: {}", closed_text(code, &reason)))),
+        };
         match hello.get("type").and_then(Json::as_str) {
             Some("hello") => {}
             Some("error") => {
@@ -163,26 +169,35 @@ impl Listener {
             }
             _ => return Err(Failure::Refused("it did not greet like a thinpatch daemon".into())),
         }
-        let _ = reader.get_ref().set_read_timeout(None);
+        incoming.set_timeout(None);
         // Protocol 2 daemons take the program's entry points; older ones would answer `error`.
         let takes_entry_points = hello.get("protocol").and_then(Json::as_u64).is_some_and(|v| v >= 2);
-        let writer = Outgoing::new(writer);
+        let writer = Outgoing::new(sink);
         writer
             .send(|seq| self.subscribe_request(seq))
             .map_err(|e| Failure::Unavailable(format!("subscribe: {e}")))?;
         // Sends the entry points while the session lasts; dropping it stops it.
         let mut reporter: Option<EntryReporter> = None;
         loop {
-            let event = match read_line(&mut reader) {
-                Ok(event) => event,
-                Err(reason) => return Ok(reason),
+            let Received { event, undelivered } = match incoming.next() {
+                Ok(received) => received,
+                Err(Ended::Lost(reason)) => return Ok(reason),
+                Err(Ended::Closed { code, reason }) => {
+                    let text = format!("{label}: {}", closed_text(code, &reason));
+                    // A policy close (1008: a client that stopped reading, a token that changed)
+                    // needs the user; a daemon going away does not.
+                    if code == Some(1008) {
+                        self.say_once(&text);
+                    }
+                    return Ok(text);
+                }
             };
             if reporter.is_none() && takes_entry_points && event.get("type").and_then(Json::as_str) == Some("subscribed") {
                 if let Some(main) = self.program_main {
                     reporter = EntryReporter::start(writer.clone(), main);
                 }
             }
-            if let Some(report) = self.handle(&event, socket) {
+            if let Some(report) = self.handle(&event, endpoint, undelivered) {
                 if let Err(e) = writer.send(|seq| report.line(seq, self.pid)) {
                     return Ok(format!("cannot report a patch: {e}"));
                 }
@@ -198,15 +213,16 @@ impl Listener {
         format!("{{\"type\":\"subscribe\",\"seq\":{seq},\"pid\":{}{build_id}}}\n", self.pid)
     }
 
-    /// React to one event; a patch gives the report to send back.
-    fn handle(&mut self, event: &Json, socket: &Path) -> Option<PatchReport> {
+    /// React to one event; a patch gives the report to send back. `undelivered`: why a remote
+    /// patch's bytes could not be used.
+    fn handle(&mut self, event: &Json, endpoint: &Path, undelivered: Option<String>) -> Option<PatchReport> {
         let kind = event.get("type").and_then(Json::as_str).unwrap_or("");
         let id = event.get("id");
         match kind {
-            "subscribed" => self.emit(&Event::Subscribed { socket: socket.to_path_buf() }),
+            "subscribed" => self.emit(&Event::Subscribed { socket: endpoint.to_path_buf() }),
             "patch-ready" => {
                 let id_text = id.map(Json::display).unwrap_or_default();
-                let outcome = self.patch(event);
+                let outcome = self.patch(event, undelivered);
                 match &outcome {
                     Ok(entries) => self.emit(&Event::Patched { id: id_text, entries: *entries }),
                     Err(message) => {
@@ -229,7 +245,7 @@ impl Listener {
     }
 
     /// Apply a `patch-ready` event if it was built for this very process.
-    fn patch(&self, event: &Json) -> Result<usize, String> {
+    fn patch(&self, event: &Json, undelivered: Option<String>) -> Result<usize, String> {
         if let Some(for_pid) = event.get("for_pid").and_then(Json::as_u64) {
             if for_pid != self.pid as u64 {
                 return Err(format!("built for process {for_pid}, not for this process {}", self.pid));
@@ -240,6 +256,9 @@ impl Listener {
                 let ours = self.build_id.as_deref().unwrap_or("none");
                 return Err(format!("built for the binary with build ID {wanted}, this program's is {ours}"));
             }
+        }
+        if let Some(why) = undelivered {
+            return Err(why);
         }
         let table = JumpTable::from_json(event.get("jump_table").ok_or("the event has no jump_table")?)?;
         match &self.on_patch {
@@ -252,41 +271,50 @@ impl Listener {
     }
 }
 
+/// A close frame as a person reads it.
+fn closed_text(code: Option<u16>, reason: &str) -> String {
+    match (code, reason.is_empty()) {
+        (_, false) => format!("the daemon closed the connection: {reason}"),
+        (Some(code), true) => format!("the daemon closed the connection (code {code})"),
+        (None, true) => "the daemon closed the connection".to_string(),
+    }
+}
+
 /// The sending half of a connection, shared by the listener and the entry reporter: whole
 /// lines, numbered from one counter.
 #[derive(Clone)]
-struct Outgoing(Arc<Mutex<(UnixStream, u64)>>);
+struct Outgoing(Arc<Mutex<(Box<dyn Sink>, u64)>>);
 
 impl Outgoing {
-    fn new(stream: UnixStream) -> Outgoing {
-        Outgoing(Arc::new(Mutex::new((stream, 0))))
+    fn new(sink: Box<dyn Sink>) -> Outgoing {
+        Outgoing(Arc::new(Mutex::new((sink, 0))))
     }
 
-    fn lock(&self) -> MutexGuard<'_, (UnixStream, u64)> {
+    fn lock(&self) -> MutexGuard<'_, (Box<dyn Sink>, u64)> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Write the line `make` gives for the next `seq`.
     fn send(&self, make: impl FnOnce(u64) -> String) -> std::io::Result<()> {
         let mut guard = self.lock();
-        let (stream, seq) = &mut *guard;
+        let (sink, seq) = &mut *guard;
         *seq += 1;
-        stream.write_all(make(*seq).as_bytes())
+        sink.send_line(&make(*seq))
     }
 
     /// Write one or more `entry-points` lines for `entries`.
     fn send_entries(&self, entries: &[entry::EntryPoint], program_main: u64) -> std::io::Result<()> {
         let mut guard = self.lock();
-        let (stream, seq) = &mut *guard;
+        let (sink, seq) = &mut *guard;
         let lines = entry::request_lines(entries, program_main, || {
             *seq += 1;
             *seq
         });
-        lines.iter().try_for_each(|line| stream.write_all(line.as_bytes()))
+        lines.iter().try_for_each(|line| sink.send_line(line))
     }
 
     fn shut_down(&self) {
-        let _ = self.lock().0.shutdown(std::net::Shutdown::Both);
+        self.lock().0.shut_down();
     }
 }
 
@@ -344,48 +372,13 @@ impl PatchReport {
     }
 }
 
-/// The next non-blank line as JSON; Err says why the connection is over.
-fn read_line<R: BufRead>(reader: &mut R) -> Result<Json, String> {
-    loop {
-        let mut line = Vec::new();
-        let mut limited = std::io::Read::take(&mut *reader, MAX_LINE_BYTES as u64 + 1);
-        match limited.read_until(b'\n', &mut line) {
-            Ok(0) => return Err("the daemon closed the connection".into()),
-            Ok(_) if line.len() > MAX_LINE_BYTES => return Err("the daemon sent an over-long line".into()),
-            Ok(_) => {}
-            Err(e) => return Err(format!("reading from the daemon: {e}")),
-        }
-        let text = String::from_utf8_lossy(&line);
-        if text.trim().is_empty() {
-            continue;
-        }
-        // A line we cannot read is skipped, as the protocol asks of unknown content.
-        if let Ok(value) = json::parse(text.trim()) {
-            return Ok(value);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
-
-    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
-    }
-
-    #[test]
-    fn finds_the_socket_as_the_daemon_does() {
-        let all = [("THINPATCH_SOCKET", "/s/x.sock"), ("XDG_RUNTIME_DIR", "/run/user/7"), ("TMPDIR", "/t")];
-        assert_eq!(socket_path_from(env(&all), 7), PathBuf::from("/s/x.sock"));
-        assert_eq!(socket_path_from(env(&all[1..]), 7), PathBuf::from("/run/user/7/thinpatch/thinpatch.sock"));
-        assert_eq!(socket_path_from(env(&all[2..]), 7), PathBuf::from("/t/thinpatch-7/thinpatch.sock"));
-        assert_eq!(socket_path_from(env(&[("XDG_RUNTIME_DIR", "")]), 9), PathBuf::from("/tmp/thinpatch-9/thinpatch.sock"));
-    }
+    use crate::json;
 
     fn listener(pid: u32, build_id: Option<&str>) -> Listener {
-        let mut l = Listener::new(None, Some(Arc::new(|_: &JumpTable| Ok(()))), None);
+        let mut l = Listener::new(Target::Default, Some(Arc::new(|_: &JumpTable| Ok(()))), None);
         l.pid = pid;
         l.build_id = build_id.map(str::to_string);
         l
@@ -402,7 +395,7 @@ mod tests {
     fn applies_only_patches_built_for_this_process_and_binary() {
         let mut l = listener(40, Some("abcd"));
         let socket = Path::new("/s");
-        let report = |l: &mut Listener, extra: &str| l.handle(&patch_event(extra), socket).unwrap().line(2, 40);
+        let report = |l: &mut Listener, extra: &str| l.handle(&patch_event(extra), socket, None).unwrap().line(2, 40);
         assert_eq!(report(&mut l, ""), "{\"type\":\"patch-result\",\"seq\":2,\"id\":\"b-3\",\"pid\":40,\"applied\":true}\n");
         assert!(report(&mut l, r#","for_pid":40,"for_build_id":"abcd""#).contains("\"applied\":true"));
         let other_pid = report(&mut l, r#","for_pid":41"#);
@@ -417,7 +410,7 @@ mod tests {
     fn a_panicking_callback_is_a_failed_patch() {
         let mut l = listener(5, None);
         l.on_patch = Some(Arc::new(|_: &JumpTable| panic!("boom")));
-        let line = l.handle(&patch_event(""), Path::new("/s")).unwrap().line(3, 5);
+        let line = l.handle(&patch_event(""), Path::new("/s"), None).unwrap().line(3, 5);
         assert!(line.contains("\"applied\":false,\"message\":\"the patch callback panicked\""), "{line}");
     }
 
@@ -427,17 +420,12 @@ mod tests {
         assert_eq!(listener(12, None).subscribe_request(1), "{\"type\":\"subscribe\",\"seq\":1,\"pid\":12}\n");
     }
 
-    #[test]
-    fn reads_lines_skipping_blank_and_broken_ones() {
-        let mut input: &[u8] = b"\n  \nnot json\n{\"type\":\"hello\"}\n";
-        assert_eq!(read_line(&mut input).unwrap().get("type").and_then(Json::as_str), Some("hello"));
-        assert_eq!(read_line(&mut input).unwrap_err(), "the daemon closed the connection");
-    }
-
     /// A fake daemon on a real socket, for the entry point tests.
     mod fake_daemon {
         use super::super::*;
-        use std::io::BufReader;
+        use crate::json;
+        use std::io::{BufRead, BufReader};
+        use std::path::PathBuf;
         use std::os::unix::fs::DirBuilderExt;
         use std::os::unix::net::UnixListener;
         use std::sync::atomic::AtomicUsize;
@@ -455,7 +443,7 @@ mod tests {
 
         /// A listener on `socket` that reports entry points relative to a made-up `main`.
         pub fn spawn_listener(socket: &Path, program_main: u64) {
-            let mut listener = Listener::new(Some(socket.to_path_buf()), Some(Arc::new(|_: &JumpTable| Ok(()))), None);
+            let mut listener = Listener::new(Target::Socket(socket.to_path_buf()), Some(Arc::new(|_: &JumpTable| Ok(()))), None);
             listener.program_main = Some(program_main);
             std::thread::spawn(move || listener.run());
         }
@@ -589,5 +577,175 @@ mod tests {
         hot::call(move || a * b);
         assert_eq!(connection.receive_within(Duration::from_millis(500)), None);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A fake remote daemon: a WebSocket server on a real TCP socket, one connection.
+    mod fake_remote {
+        use super::super::*;
+        use crate::json;
+        use std::io::{BufRead, BufReader, Read, Write};
+        use std::net::{TcpListener, TcpStream};
+
+        pub struct Connection {
+            reader: BufReader<TcpStream>,
+            writer: TcpStream,
+        }
+
+        impl Connection {
+            /// Accept and complete the upgrade; the request head too.
+            pub fn accept(listener: &TcpListener) -> (Connection, String) {
+                let (stream, _) = listener.accept().unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                while !request.ends_with("\r\n\r\n") {
+                    assert!(reader.read_line(&mut request).unwrap() > 0, "{request}");
+                }
+                let key = request.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap().trim().to_string();
+                let mut writer = stream;
+                let accept = websocket::handshake::accept_value(&key);
+                let answer = format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+                writer.write_all(answer.as_bytes()).unwrap();
+                (Connection { reader, writer }, request)
+            }
+
+            pub fn send(&mut self, opcode: u8, payload: &[u8]) {
+                let mut frame = vec![0x80 | opcode];
+                match payload.len() {
+                    n if n < 126 => frame.push(n as u8),
+                    n if n <= 0xFFFF => {
+                        frame.push(126);
+                        frame.extend_from_slice(&(n as u16).to_be_bytes());
+                    }
+                    n => {
+                        frame.push(127);
+                        frame.extend_from_slice(&(n as u64).to_be_bytes());
+                    }
+                }
+                frame.extend_from_slice(payload);
+                self.writer.write_all(&frame).unwrap();
+            }
+
+            pub fn send_text(&mut self, text: &str) {
+                self.send(websocket::frame::OP_TEXT, text.as_bytes());
+            }
+
+            /// The next text message from the client (pongs are skipped).
+            pub fn receive_text(&mut self) -> String {
+                loop {
+                    let mut head = [0u8; 2];
+                    self.reader.read_exact(&mut head).unwrap();
+                    let length = match head[1] & 0x7F {
+                        126 => {
+                            let mut b = [0u8; 2];
+                            self.reader.read_exact(&mut b).unwrap();
+                            u16::from_be_bytes(b) as usize
+                        }
+                        127 => panic!("no message this long is expected"),
+                        n => n as usize,
+                    };
+                    let mut mask = [0u8; 4];
+                    self.reader.read_exact(&mut mask).unwrap();
+                    let mut payload = vec![0u8; length];
+                    self.reader.read_exact(&mut payload).unwrap();
+                    payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= mask[i % 4]);
+                    if head[0] & 0x0F == websocket::frame::OP_TEXT {
+                        return String::from_utf8(payload).unwrap();
+                    }
+                }
+            }
+
+            /// The next message of this `type`.
+            pub fn receive(&mut self, kind: &str) -> Json {
+                loop {
+                    let message = json::parse(&self.receive_text()).unwrap();
+                    if message.get("type").and_then(Json::as_str) == Some(kind) {
+                        return message;
+                    }
+                }
+            }
+        }
+    }
+
+    fn patch_ready(id: u64, size: usize, sha256: &str, chunks: u64) -> String {
+        let table = r#"{"lib":"/host/patch.so","map":{"16":32},"aslr_reference":1,"new_base_address":2,"ifunc_count":0}"#;
+        let payload = format!(r#"{{"size":{size},"sha256":"{sha256}","chunks":{chunks},"file":"patch-{id}.so"}}"#);
+        format!(r#"{{"type":"patch-ready","id":{id},"lib":"/host/patch.so","jump_table":{table},"payload":{payload}}}"#)
+    }
+
+    #[test]
+    fn a_remote_patch_is_written_locally_and_a_bad_one_is_reported_without_losing_step() {
+        use fake_remote::Connection;
+        use std::sync::mpsc::channel;
+        let daemon = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = format!("ws://{}", daemon.local_addr().unwrap());
+        let (loaded, libraries) = channel();
+        let (events, seen) = channel();
+        let on_patch = move |table: &JumpTable| {
+            let _ = loaded.send((table.lib.clone(), std::fs::read(&table.lib).unwrap_or_default(), table.json().to_string()));
+            Ok(())
+        };
+        let on_event = move |event: &Event| {
+            let _ = events.send(event.clone());
+        };
+        let listener = Listener::new(Target::Remote(address.clone(), "t0k".into()), Some(Arc::new(on_patch)), Some(Arc::new(on_event)));
+        std::thread::spawn(move || listener.run());
+
+        // A daemon with too many clients: try again later, quietly.
+        let (mut busy, _) = Connection::accept(&daemon);
+        busy.send(websocket::frame::OP_CLOSE, &websocket::frame::close_payload(1013, "too many clients (limit 1); try again later"));
+        let wanted = format!("{address}/thinpatch: the daemon closed the connection: too many clients (limit 1); try again later");
+        assert_eq!(seen.recv_timeout(Duration::from_secs(15)).unwrap(), Event::Unavailable { reason: wanted });
+
+        let (mut connection, request) = Connection::accept(&daemon);
+        assert!(request.starts_with("GET /thinpatch HTTP/1.1\r\n") && request.contains("\r\nAuthorization: Bearer t0k\r\n"), "{request}");
+        connection.send_text(r#"{"type":"hello","protocol":2,"version":"0.1.0","pid":1,"remote":true,"seq":1}"#);
+        let subscribe = connection.receive("subscribe");
+        assert_eq!(subscribe.get("pid").and_then(Json::as_u64), Some(std::process::id() as u64));
+        connection.send_text("{\"type\":\"subscribed\",\"re\":1,\"seq\":2}\n");
+
+        // A patch of 70,000 bytes in one chunk (a frame with a 64-bit length).
+        let bytes: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let mut hasher = crate::sha256::Sha256::new();
+        hasher.update(&bytes);
+        connection.send_text(&patch_ready(1, bytes.len(), &hasher.finish_hex(), 1));
+        connection.send(websocket::frame::OP_BINARY, &crate::payload::chunk_frame("1", 0, 0, &bytes));
+        let (lib, contents, table_json) = libraries.recv_timeout(Duration::from_secs(15)).unwrap();
+        assert!(lib.ends_with("/patch-1.so") && !lib.starts_with("/host"), "{lib}");
+        assert_eq!(contents, bytes);
+        assert!(table_json.contains(&quote(&lib)), "the table handed on names the local copy: {table_json}");
+        let result = connection.receive("patch-result");
+        assert_eq!(result.get("applied"), Some(&Json::Bool(true)), "{result:?}");
+
+        // A chunk out of order: not applied, and the connection is still in step.
+        let hash = "0".repeat(64);
+        connection.send_text(&patch_ready(2, 5, &hash, 1));
+        connection.send(websocket::frame::OP_BINARY, &crate::payload::chunk_frame("2", 1, 0, b"12345"));
+        let result = connection.receive("patch-result");
+        assert_eq!(result.get("applied"), Some(&Json::Bool(false)), "{result:?}");
+        assert!(result.get("message").and_then(Json::as_str).unwrap().contains("out of order"), "{result:?}");
+        // A patch without its bytes is not loaded from the daemon's path.
+        connection.send_text(r#"{"type":"patch-ready","id":3,"jump_table":{"lib":"/host/patch.so","map":{},"aslr_reference":1,"new_base_address":2}}"#);
+        let result = connection.receive("patch-result");
+        assert!(result.get("message").and_then(Json::as_str).unwrap().contains("without its bytes"), "{result:?}");
+        assert!(libraries.try_recv().is_err(), "neither reached the patch callback");
+
+        connection.send(websocket::frame::OP_CLOSE, &websocket::frame::close_payload(1001, "the daemon is shutting down"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match seen.recv_timeout(left).expect("a Disconnected event") {
+                Event::Disconnected { reason } => {
+                    assert_eq!(reason, format!("{address}/thinpatch: the daemon closed the connection: the daemon is shutting down"));
+                    break;
+                }
+                _ => continue,
+            }
+        }
+        let _ = std::fs::remove_file(&lib);
+        let dir = Path::new(&lib).parent().unwrap();
+        if dir.file_name().is_some_and(|name| name.to_string_lossy().starts_with("thinpatch-patches-")) {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
