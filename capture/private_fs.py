@@ -185,7 +185,7 @@ def write_atomic(
 ) -> None:
     """Replace the file ``path`` with ``data`` whole or not at all: a temp file beside it
     (``O_EXCL|O_NOFOLLOW``), written and fsync-ed, then renamed over it. A full disk leaves
-    the previous file as it was."""
+    the previous file as it was. ``within`` defaults to the directory above ``path``'s."""
     target = os.path.abspath(os.fspath(path))
     name = os.path.basename(target)
     parent = open_dir(os.path.dirname(target), within)

@@ -127,7 +127,8 @@ def capture_base(capture_root: Path) -> Path:
 
 def write_json_atomic(path: Path, data: object, mode: int = 0o600, within: Path | None = None) -> None:
     """Write JSON to ``path`` atomically (temp file in the same dir, fsync, then rename), never
-    through a link: directories are walked down from ``within`` (default: ``path``'s parent).
+    through a link: directories are walked down from ``within`` (default: the directory above
+    ``path``'s, so that its own directory is never a link either).
 
     Concurrent writers of the same key never leave a torn file: the newest rename wins. A full
     disk leaves the previous file whole.
