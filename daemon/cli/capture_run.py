@@ -442,12 +442,14 @@ def keep_last_good(capture_root: Path, scope: str) -> Path | None:
     Hard links, not copies: this needs no room on the disk, and since records are only ever
     replaced by rename, the set aside ones keep their content whatever the build writes.
     """
+    backup = _last_good_dir(capture_root, scope)
+    # Neither captures/ nor last-good/ may be a link: what follows removes and renames in them.
+    for directory in (store.captures_dir(capture_root), backup.parent):
+        store.ensure_private_dir(directory, within=store.capture_base(capture_root))
     current = store.captures_dir(capture_root) / scope
     if not current.is_dir():
         return None
-    backup = _last_good_dir(capture_root, scope)
     shutil.rmtree(backup, ignore_errors=True)  # what an interrupted capture left
-    store.ensure_private_dir(backup.parent, within=store.capture_base(capture_root))
     try:
         shutil.copytree(current, backup, symlinks=True, copy_function=os.link)
         kept = backup / _KEPT_BINARIES

@@ -100,3 +100,15 @@ def test_a_program_the_failed_build_deleted_is_put_back(tmp_path, capture_state_
 
     assert program.read_bytes() == program_bytes
     assert files_of(root) == records and not backup.exists()
+
+
+def test_a_linked_last_good_directory_is_refused_before_anything_is_removed(tmp_path, capture_state_dir):
+    good = run_capture(copy_fixture("single_bin", tmp_path / "ws"))
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / good.scope).mkdir(parents=True)
+    (elsewhere / good.scope / "keep.txt").write_text("not thinpatch's\n")
+    (good.capture_root / "last-good").rmdir()  # empty after a good capture
+    (good.capture_root / "last-good").symlink_to(elsewhere)
+    with pytest.raises(OSError, match="symbolic link"):
+        keep_last_good(good.capture_root, good.scope)
+    assert (elsewhere / good.scope / "keep.txt").read_text() == "not thinpatch's\n"
