@@ -87,75 +87,107 @@ def rustc_objects(args: Sequence[str], cwd: str) -> list[str]:
     return found
 
 
-def _remove_tree(path: str) -> None:
+def _remove_tree(parent: int, name: str) -> None:
     """Remove a directory this shim made (files only inside); never follows a symlink."""
     try:
-        for entry in os.scandir(path):
-            os.unlink(entry.path)
-        os.rmdir(path)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     except FileNotFoundError:
+        return
+    try:
+        for entry in os.listdir(fd):
+            os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent)
+
+
+def _keep_file(source: str, staging: int, name: str) -> None:
+    """A hard link to ``source`` in ``staging``, or a copy across file systems."""
+    try:
+        os.link(source, name, dst_dir_fd=staging, follow_symlinks=False)
+        return
+    except OSError:  # another file system (EXDEV), or links not allowed there
         pass
-
-
-def _copy_file(source: str, destination: str) -> None:
-    with open(source, "rb") as src, open(destination, "xb") as dst:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with open(source, "rb") as src, open(os.open(name, flags, 0o600, dir_fd=staging), "wb") as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)
 
 
-def keep_objects(final: str, objects: Sequence[str], recorded_at: float, output: str) -> None:
+def keep_objects(
+    final: str, objects: Sequence[str], recorded_at: float, output: str, within: str | None = None
+) -> None:
     """Put hard links to (or copies of) ``objects`` into the directory ``final``, replacing
-    what was there once the new set is complete. Raises OSError; never follows a symlink."""
+    what was there once the new set is complete. Raises OSError; never follows a symlink below
+    the trusted directory ``within`` (default: ``final``'s grandparent)."""
+    from capture import private_fs
+
+    parent_path, name = os.path.split(os.path.abspath(final))
+    parent = private_fs.open_dir(parent_path, within or os.path.dirname(parent_path))
+    try:
+        _replace_objects(parent, name, final, objects, recorded_at, output)
+    finally:
+        os.close(parent)
+
+
+def _replace_objects(
+    parent: int, name: str, final: str, objects: Sequence[str], recorded_at: float, output: str
+) -> None:
     import json
     import stat
 
-    parent = os.path.dirname(final)
-    for directory in (os.path.dirname(parent), parent, final):
-        if os.path.islink(directory):
-            raise OSError(f"{directory} is a symbolic link")
-    os.makedirs(parent, mode=0o700, exist_ok=True)
-    stem = f".{os.path.basename(final)}.{os.getpid()}.{os.urandom(4).hex()}"
-    staging = os.path.join(parent, stem + ".tmp")
-    os.mkdir(staging, 0o700)
+    stem = f".{name}.{os.getpid()}.{os.urandom(4).hex()}"
+    staging_name = stem + ".tmp"
+    os.mkdir(staging_name, 0o700, dir_fd=parent)
+    retired = None
     try:
-        entries = []
-        names: set[str] = set()
-        for index, source in enumerate(objects):
-            info = os.lstat(source)
-            if not stat.S_ISREG(info.st_mode):
-                raise OSError(f"{source} is not a regular file")
-            name = os.path.basename(source)
-            if name in names or name == OBJECTS_MANIFEST:
-                name = f"{index}.{name}"
-            names.add(name)
-            kept = os.path.join(staging, name)
-            try:
-                os.link(source, kept, follow_symlinks=False)
-            except OSError:  # another file system (EXDEV), or links not allowed there
-                _copy_file(source, kept)
-            info = os.stat(kept, follow_symlinks=False)
-            entries.append({"source": source, "file": name, "size": info.st_size, "mtime_ns": info.st_mtime_ns})
-        manifest = {"output": output, "recorded_at": recorded_at, "objects": entries}
-        fd = os.open(os.path.join(staging, OBJECTS_MANIFEST), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
-            json.dump(manifest, fh)
-        retired = None
-        if os.path.lexists(final):
-            if os.path.islink(final) or not os.path.isdir(final):
-                raise OSError(f"{final} is not a directory")
-            retired = os.path.join(parent, stem + ".old")
-            os.rename(final, retired)
+        staging = os.open(staging_name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
         try:
-            os.rename(staging, final)
+            entries = []
+            names: set[str] = set()
+            for index, source in enumerate(objects):
+                info = os.lstat(source)
+                if not stat.S_ISREG(info.st_mode):
+                    raise OSError(f"{source} is not a regular file")
+                kept = os.path.basename(source)
+                if kept in names or kept == OBJECTS_MANIFEST:
+                    kept = f"{index}.{kept}"
+                names.add(kept)
+                _keep_file(source, staging, kept)
+                info = os.stat(kept, dir_fd=staging, follow_symlinks=False)
+                entries.append({"source": source, "file": kept, "size": info.st_size, "mtime_ns": info.st_mtime_ns})
+            manifest = {"output": output, "recorded_at": recorded_at, "objects": entries}
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(OBJECTS_MANIFEST, flags, 0o600, dir_fd=staging)
+            with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as fh:
+                json.dump(manifest, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            os.close(staging)
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+        else:
+            if stat.S_ISLNK(info.st_mode):
+                raise OSError(f"{final} is a symbolic link; remove it (rm {final})")
+            if not stat.S_ISDIR(info.st_mode):
+                raise OSError(f"{final} is not a directory; remove it (rm {final})")
+            retired = stem + ".old"
+            os.rename(name, retired, src_dir_fd=parent, dst_dir_fd=parent)
+        try:
+            os.rename(staging_name, name, src_dir_fd=parent, dst_dir_fd=parent)
         except OSError:
             if retired is not None:
-                os.rename(retired, final)  # the previous set stays as it was
+                os.rename(retired, name, src_dir_fd=parent, dst_dir_fd=parent)  # the previous set stays
+                retired = None
             raise
     except BaseException:
-        _remove_tree(staging)
+        _remove_tree(parent, staging_name)
         raise
     if retired is not None:
-        _remove_tree(retired)
+        _remove_tree(parent, retired)
 
 
 def _write_response_file(raw_args: list[str], args: list[str]) -> list[str]:
@@ -190,14 +222,14 @@ def main() -> None:
                 scope = record.scope or "unknown"
                 path = store.link_record_path(Path(root), scope, store.link_key(record.output))
                 try:
-                    store.write_json_atomic(path, record.to_json())
+                    store.write_json_atomic(path, record.to_json(), within=store.capture_base(Path(root)))
                 except OSError as exc:
                     store.log_warning(Path(root), f"thinpatch-linker: could not record link line: {exc}")
                 objects = rustc_objects(expanded, cwd)
                 if objects:
                     kept = store.link_objects_dir(Path(root), scope, store.link_key(record.output))
                     try:
-                        keep_objects(str(kept), objects, record.recorded_at, record.output)
+                        keep_objects(str(kept), objects, record.recorded_at, record.output, str(Path(root).parent))
                     except OSError as exc:
                         store.log_warning(Path(root), f"thinpatch-linker: could not keep the program's objects: {exc}")
         if edits:

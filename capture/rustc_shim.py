@@ -281,12 +281,14 @@ def main() -> None:
         run_args = planned_args
         if child_env:
             run_env = {**env, **child_env}
+        root = path.parents[3]  # <root>/captures/<scope>/rustc/<key>.json
         try:
             from capture import store
 
-            store.write_json_atomic(path, record.to_json())
-        except Exception as exc:
-            _log(str(path.parents[3]), f"could not record {record.crate_name}: {type(exc).__name__}: {exc}")
+            # never through a link: walked down from cargo's target dir
+            store.write_json_atomic(path, record.to_json(), within=store.capture_base(root))
+        except Exception as exc:  # recording must never break the build: rustc runs all the same
+            _log(str(root), f"could not record {record.crate_name}: {type(exc).__name__}: {exc}")
     _exec(rustc, run_args, run_env)
 
 

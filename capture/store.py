@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from capture import private_fs
 from capture.trust import untrusted_reason
 
 # Annotations only (never evaluated): importing `typing` would cost every rustc call.
@@ -113,70 +114,52 @@ def registry_dir(env: Mapping[str, str] | None = None) -> Path:
 # --------------------------------------------------------------------------- writing
 
 
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) with mode 0700 for every directory we create."""
-    missing = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
-    # A directory made by another process keeps its mode; ours are 0700.
-    try:
-        if path.stat().st_uid == os.getuid():
-            os.chmod(path, 0o700)
-    except OSError:
-        pass
+def ensure_private_dir(path: Path, within: Path | None = None) -> None:
+    """Make (or check) the private directory ``path``, walking down from the trusted directory
+    ``within`` (default: its parent) without following links. An existing directory that is a
+    link, someone else's or writable by others is refused (OSError), never chmod-ed."""
+    private_fs.make_dirs(path, within)
 
 
-def write_json_atomic(path: Path, data: object, mode: int = 0o600) -> None:
-    """Write JSON to ``path`` atomically (temp file in the same dir, then rename).
+def capture_base(capture_root: Path) -> Path:
+    """Where walks into a capture root start: cargo's target dir, the capture root's parent."""
+    return Path(capture_root).parent
 
-    Concurrent writers of the same key never leave a torn file: the newest rename wins.
+
+def write_json_atomic(path: Path, data: object, mode: int = 0o600, within: Path | None = None) -> None:
+    """Write JSON to ``path`` atomically (temp file in the same dir, fsync, then rename), never
+    through a link: directories are walked down from ``within`` (default: the directory above
+    ``path``'s, so that its own directory is never a link either).
+
+    Concurrent writers of the same key never leave a torn file: the newest rename wins. A full
+    disk leaves the previous file whole.
     """
-    ensure_private_dir(path.parent)
-    # A unique sibling (not `tempfile`, which costs every rustc call its import).
-    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+    private_fs.write_atomic(path, text.encode("utf-8", "surrogateescape"), within, mode)
+
+
+def open_capture_lock(capture_root: Path) -> int:
+    """Open (making it if need be) the capture lock file, never through a link."""
+    return private_fs.open_file(capture_lock_path(capture_root), os.O_RDWR | os.O_CREAT, capture_base(capture_root))
 
 
 def log_warning(capture_root: Path | None, message: str) -> None:
-    """Append a warning to the capture log. Never raises, never writes to stdout."""
+    """Append a warning to the capture log. Never raises, never writes to stdout or through a link."""
     line = f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} pid={os.getpid()} {message}\n"
     candidates = []
     if capture_root is not None:
-        candidates.append(log_path(capture_root))
-    candidates.append(state_dir() / LOG_NAME)
-    for path in candidates:
+        candidates.append((log_path(capture_root), capture_base(capture_root)))
+    state = state_dir()
+    candidates.append((state / LOG_NAME, state.parent))
+    for path, within in candidates:
         try:
-            ensure_private_dir(path.parent)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = private_fs.open_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, within)
             try:
                 os.write(fd, line.encode("utf-8", "replace"))
             finally:
                 os.close(fd)
             return
-        except OSError:
+        except (OSError, ValueError):
             continue
 
 
@@ -192,6 +175,7 @@ def register_workspace(workspace: Path, capture_root: Path, env: Mapping[str, st
             "identity": directory_identity(workspace),
             "updated_at": time.time(),
         },
+        within=state_dir(env).parent,
     )
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 import sys
-import tempfile
 import threading
 import zlib
 from array import array
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import NamedTuple, overload
 
 from capture.platforms import ObjectFormat
+from capture.private_fs import write_atomic
 from daemon.binary.program_index import attach_index, decode_index, encode_index, program_index
 from daemon.binary.symbols import (
     DATA,
@@ -354,15 +353,8 @@ def _read_disk_entry(cache_dir: Path, key: CacheKey) -> SymbolTable | None:
 
 def _write_disk_entry(cache_dir: Path, key: CacheKey, table: SymbolTable) -> None:
     try:
-        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         blob = encode_table(table, key)
-        fd, tmp = tempfile.mkstemp(prefix=".symbols-", dir=cache_dir)  # created 0600
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(blob)
-            os.replace(tmp, disk_entry_path(cache_dir, key))
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        # the cache dir is walked from its parent: never written through a link
+        write_atomic(disk_entry_path(cache_dir, key), blob, within=cache_dir.parent)
     except (OSError, ValueError, KeyError, struct.error):
         pass  # a cache that cannot be written only costs time (and this runs on its own thread)

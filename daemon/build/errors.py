@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from capture.trust import UntrustedPath
 from daemon.build.diagnostics import DiagnosticStream
 from daemon.build.refusals import link_error_advice
 
@@ -66,6 +67,9 @@ class SessionCacheError(RebuildError):
 
     def __init__(self, root: Path, error: OSError) -> None:
         self.root = root
+        if isinstance(error, UntrustedPath):  # its message names the directory and the fix
+            super().__init__(f"cannot use the session cache at {root}: {error}")
+            return
         where = f" ({error.filename})" if error.filename and str(error.filename) != str(root) else ""
         super().__init__(
             f"cannot write the session cache at {root}: {error.strerror or error}{where}. "

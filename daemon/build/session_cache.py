@@ -42,8 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capture.platforms import Platform
-from capture.store import CrateKey, ensure_private_dir, safe_name
-from capture.trust import require_trusted
+from capture.private_fs import make_subdirs, open_file, write_atomic
+from capture.store import CrateKey, safe_name
+from daemon.build.errors import writing_session
 
 DEFAULT_KEEP = 16
 COUNTER_NAME = "patch-counter"
@@ -189,13 +190,25 @@ def default_session_root(capture_root: Path, scope: str) -> Path:
 # --------------------------------------------------------------------------- effects
 
 
+# Every directory directly in a session; rustc and the linker write below them by path.
+SESSION_SUBDIRS = ("out", "deps", "patches", "objects", "incremental", "depinfo")
+
+
 def open_session(root: Path) -> SessionLayout:
-    """Create the session directories (0700) and return the layout."""
+    """Create the session directories (0700), or check them, and return the layout.
+
+    Objects and libraries from here are loaded into the program, so on every call (each
+    build opens its session) the root and each subdirectory must be a directory of this user
+    alone, not a link: raises SessionCacheError naming the one that is not, and the fix.
+    """
     layout = SessionLayout(Path(root))
-    for d in (layout.root, layout.out_dir, layout.deps_dir, layout.patches_dir):
-        ensure_private_dir(d)
-    require_trusted(layout.root)  # objects and libraries from here are loaded into the program
+    with writing_session(layout.root):
+        make_subdirs(layout.root, SESSION_SUBDIRS, within=layout.root.parent)
     return layout
+
+
+def _open_lock(layout: SessionLayout) -> int:
+    return open_file(layout.lock_path, os.O_RDWR | os.O_CREAT, within=layout.root)
 
 
 def _existing_patch_numbers(layout: SessionLayout) -> list[int]:
@@ -215,8 +228,7 @@ def reserve_patch_number(layout: SessionLayout) -> int:
     """
     import fcntl
 
-    ensure_private_dir(layout.root)
-    fd = os.open(layout.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_lock(layout)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         last = 0
@@ -225,10 +237,7 @@ def reserve_patch_number(layout: SessionLayout) -> int:
         except (OSError, ValueError):
             pass
         number = max([last, *_existing_patch_numbers(layout)]) + 1
-        tmp = layout.counter_path.with_name(f".{COUNTER_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(f"{number}\n", encoding="ascii")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, layout.counter_path)
+        write_atomic(layout.counter_path, f"{number}\n".encode("ascii"), within=layout.root)
         return number
     finally:
         os.close(fd)  # closing releases the lock
@@ -236,7 +245,6 @@ def reserve_patch_number(layout: SessionLayout) -> int:
 
 def session_tag(layout: SessionLayout) -> str:
     """The tag of this session directory, made (8 random hex digits) the first time it is asked for."""
-    ensure_private_dir(layout.root)
     try:
         tag = layout.tag_path.read_text(encoding="ascii").strip()
         if re.fullmatch(r"[0-9a-f]{8}", tag):
@@ -244,11 +252,15 @@ def session_tag(layout: SessionLayout) -> str:
     except OSError:
         pass
     tag = secrets.token_hex(4)
-    tmp = layout.tag_path.with_name(f".{TAG_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(f"{tag}\n", encoding="ascii")
-    os.chmod(tmp, 0o600)
+    tmp = layout.tag_path.with_name(f".{TAG_NAME}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, within=layout.root)
     try:
-        os.link(tmp, layout.tag_path)  # first writer wins; a concurrent one reads its tag
+        os.write(fd, f"{tag}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, layout.tag_path, follow_symlinks=False)  # first writer wins; a concurrent one reads its tag
     except FileExistsError:
         pass
     finally:
@@ -274,8 +286,7 @@ def record_edited_crates(layout: SessionLayout, program: CrateKey, captured_at: 
     under the session lock, as patch numbers are)."""
     import fcntl
 
-    ensure_private_dir(layout.root)
-    fd = os.open(layout.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_lock(layout)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -285,10 +296,7 @@ def record_edited_crates(layout: SessionLayout, program: CrateKey, captured_at: 
         except (OSError, ValueError):
             data = {}
         data[program.label] = {"captured_at": captured_at, "crates": [[c.name, c.kind] for c in sorted(crates)]}
-        tmp = layout.edited_path.with_name(f".{EDITED_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, layout.edited_path)
+        write_atomic(layout.edited_path, json.dumps(data).encode("utf-8"), within=layout.root)
     finally:
         os.close(fd)
 

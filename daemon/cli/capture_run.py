@@ -8,6 +8,7 @@ data; the effects (cargo/rustc processes, file times) are thin async functions o
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import json
 import os
@@ -23,6 +24,8 @@ import anyio
 
 from capture import store
 from capture.cargo_inputs import configs_seen, untrusted_input
+from capture.private_fs import describe_os_error
+from capture.trust import UntrustedPath
 
 RUSTC_SHIM = "thinpatch-rustc"
 TOP_KINDS = frozenset({"bin", "cdylib", "dylib"})
@@ -311,8 +314,9 @@ def hold_capture_lock(capture_root: Path) -> int | None:
     """Take the capture lock; None if it can't be made (a daemon may then reload mid-build,
     the capture itself still works)."""
     try:
-        store.ensure_private_dir(capture_root)
-        fd = os.open(store.capture_lock_path(capture_root), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = store.open_capture_lock(capture_root)
+    except UntrustedPath as exc:  # a link or someone else's directory: refused before any write
+        raise CaptureError(str(exc)) from None
     except OSError:
         return None
     fcntl.flock(fd, fcntl.LOCK_EX)  # a second capture of the same workspace waits its turn
@@ -348,7 +352,13 @@ async def capture_workspace(
     with capture_lock(capture_root):
         try:
             last_good = keep_last_good(capture_root, scope)
-        except OSError:
+        except UntrustedPath as exc:
+            raise CaptureError(str(exc)) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise CaptureError(
+                    f"cannot set the last good capture aside: {describe_os_error(exc)}. Nothing was changed."
+                ) from None
             last_good = None  # nothing readable to keep; the build's outcome says the rest
         run_env = capture_env(
             base_env,
@@ -402,6 +412,9 @@ async def capture_workspace(
             captured, binaries = [], []
             if last_good is not None:
                 warnings.append(f"kept the last good capture in {store.captures_dir(capture_root) / scope}")
+            full = disk_full_warning(capture_root)
+            if full:
+                warnings.append(full)
         else:
             discard_last_good(last_good)
         warnings.extend(captures.warnings)
@@ -410,7 +423,7 @@ async def capture_workspace(
             try:
                 store.register_workspace(info.root, capture_root, base_env)
             except OSError as exc:
-                warnings.append(f"could not register the workspace: {exc}")
+                warnings.append(f"could not register the workspace: {describe_os_error(exc)}")
         return CaptureResult(
             workspace=info.root,
             target_dir=info.target_dir,
@@ -433,26 +446,94 @@ def _last_good_dir(capture_root: Path, scope: str) -> Path:
     return capture_root / "last-good" / scope
 
 
+# Kept binaries sit in the backup beside the records, one per link record (by its link key).
+_KEPT_BINARIES = "binaries"
+
+
 def keep_last_good(capture_root: Path, scope: str) -> Path | None:
-    """Copy the scope's current records aside before a build overwrites them."""
+    """Set the scope's records, and the programs they name, aside before a build rewrites them.
+
+    Hard links, not copies: this needs no room on the disk, and since records are only ever
+    replaced by rename, the set aside ones keep their content whatever the build writes.
+    """
+    backup = _last_good_dir(capture_root, scope)
+    # Neither captures/ nor last-good/ may be a link: what follows removes and renames in them.
+    for directory in (store.captures_dir(capture_root), backup.parent):
+        store.ensure_private_dir(directory, within=store.capture_base(capture_root))
     current = store.captures_dir(capture_root) / scope
     if not current.is_dir():
         return None
-    backup = _last_good_dir(capture_root, scope)
-    shutil.rmtree(backup, ignore_errors=True)
-    store.ensure_private_dir(backup.parent)
-    shutil.copytree(current, backup, symlinks=True)
+    shutil.rmtree(backup, ignore_errors=True)  # what an interrupted capture left
+    try:
+        shutil.copytree(current, backup, symlinks=True, copy_function=os.link)
+        kept = backup / _KEPT_BINARIES
+        kept.mkdir(mode=0o700)
+        for link in store.load_captures(capture_root, scope).links.values():
+            try:
+                os.link(link.output, kept / store.link_key(link.output), follow_symlinks=False)
+            except OSError:
+                pass  # another file system, or gone already: the records are kept all the same
+    except BaseException:
+        shutil.rmtree(backup, ignore_errors=True)
+        raise
     return backup
 
 
 def restore_last_good(capture_root: Path, scope: str, backup: Path | None) -> None:
+    """Put the set aside capture back in place of what a failed build wrote (or, when there
+    was none before, leave none), and any program the build deleted."""
     current = store.captures_dir(capture_root) / scope
-    shutil.rmtree(current, ignore_errors=True)  # without a good capture before, leave none
-    if backup is not None:
+    if backup is None:
+        shutil.rmtree(current, ignore_errors=True)
+        return
+    _put_back_binaries(backup)
+    shutil.rmtree(backup / _KEPT_BINARIES, ignore_errors=True)
+    failed = current.with_name(f".{scope}.failed.{os.getpid()}")
+    try:
+        os.rename(current, failed)
+        moved = True
+    except FileNotFoundError:
+        moved = False
+    except OSError:
+        return  # the failed build's records stay; the last good ones stay in last-good/
+    try:
+        os.rename(backup, current)
+    except OSError:
+        if moved:
+            os.rename(failed, current)
+        return
+    if moved:
+        shutil.rmtree(failed, ignore_errors=True)
+
+
+def _put_back_binaries(backup: Path) -> None:
+    """Link each kept program back to its path if the failed build deleted it."""
+    for path in (backup / "link").glob("*.json"):
         try:
-            os.replace(backup, current)
-        except OSError:
-            pass
+            output = store.LinkRecord.from_json(json.loads(path.read_text(encoding="utf-8"))).output
+            source = backup / _KEPT_BINARIES / store.link_key(output)
+            if not os.path.lexists(output) and source.exists():
+                os.link(source, output, follow_symlinks=False)
+        except (OSError, ValueError):
+            continue
+
+
+def disk_full_warning(capture_root: Path) -> str | None:
+    """A plain warning when the disk holding the capture has (next to) no room left."""
+    try:
+        info = os.statvfs(capture_root)
+    except OSError:
+        return None
+    free = info.f_bavail * info.f_frsize
+    if free >= _NEARLY_FULL:
+        return None
+    return (
+        f"the disk holding {capture_root} is full ({free / 2**20:.1f} MiB free): "
+        "free some space, then capture again"
+    )
+
+
+_NEARLY_FULL = 16 << 20  # bytes: a build needs more room than this, so less is called full
 
 
 def discard_last_good(backup: Path | None) -> None:

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from capture import store
-from capture.trust import untrusted_reason
+from capture.trust import UntrustedPath, untrusted_reason
 
 LOCK_NAME = "run.lock"
 READ_PID_WAIT_S = 1.0  # a new holder writes its pid right after taking the lock
@@ -109,7 +109,9 @@ def hold(capture_root: Path) -> int:
     descriptor holds the lock until it is closed or the process ends. Raises RunActive when
     another `run` holds it."""
     try:
-        store.ensure_private_dir(capture_root)
+        store.ensure_private_dir(capture_root, within=store.capture_base(capture_root))
+    except UntrustedPath as exc:  # a link, or someone else's: refused, never repaired
+        raise RunLockError(f"{capture_root} can't be trusted: {exc}") from None
     except OSError as exc:
         raise RunLockError(f"cannot make {capture_root}: {exc.strerror or exc}") from None
     path = lock_path(capture_root)

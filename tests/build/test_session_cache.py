@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import stat
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from capture.store import CrateKey
+from daemon.build.errors import SessionCacheError
 from daemon.build.session_cache import (
     SessionLayout,
     default_session_root,
@@ -145,3 +147,48 @@ def test_edited_crates_are_remembered_per_program_and_forgotten_by_a_new_capture
     assert read_edited_crates(layout, CrateKey("app", "bin"), 12.0) == set()  # captured again since
     layout.edited_path.write_text("{not json")
     assert read_edited_crates(layout, CrateKey("app", "bin"), 10.0) == set()
+
+
+# --------------------------------------------------------------------------- trust, on every open
+
+
+@pytest.mark.parametrize("subdir", ["patches", "deps", "out", "objects", "incremental", "depinfo"])
+def test_every_session_subdirectory_is_checked_each_time_it_is_opened(tmp_path, subdir):
+    open_session(tmp_path / "s")  # the first open made them; a link put in later is refused
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "s" / subdir).rmdir()
+    (tmp_path / "s" / subdir).symlink_to(elsewhere)
+    with pytest.raises(SessionCacheError, match=rf"{tmp_path / 's' / subdir}: it is a symbolic link"):
+        open_session(tmp_path / "s")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_linked_session_root_is_refused_not_followed(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "s").symlink_to(elsewhere)
+    with pytest.raises(SessionCacheError, match=r"cannot use the session cache .*symbolic link.*rm "):
+        open_session(tmp_path / "s")
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_session_directory_open_to_others_is_refused_and_keeps_its_mode(tmp_path):
+    open_session(tmp_path / "s")
+    os.chmod(tmp_path / "s" / "patches", 0o777)
+    with pytest.raises(SessionCacheError, match=r"writable by other users \(mode 0777\)\. Run `chmod 700 "):
+        open_session(tmp_path / "s")
+    assert stat.S_IMODE(os.stat(tmp_path / "s" / "patches").st_mode) == 0o777
+
+
+def test_the_counter_is_never_written_through_a_link(tmp_path):
+    layout = open_session(tmp_path / "s")
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    layout.counter_path.symlink_to(victim)
+    os.symlink(victim, layout.lock_path)
+    with pytest.raises(OSError, match="symbolic link"):
+        reserve_patch_number(layout)
+    layout.lock_path.unlink()
+    assert reserve_patch_number(layout) == 1  # the counter link is replaced, not written through
+    assert victim.read_text() == "precious\n"

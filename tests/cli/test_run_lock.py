@@ -103,6 +103,8 @@ def test_a_capture_root_of_another_user_is_refused(tmp_path):
     os.chown(root, *nobody_ids())
     with pytest.raises(run_lock.RunLockError, match=r"can't be trusted: .*belongs to uid"):
         run_lock.hold(root)
+    assert list(root.iterdir()) == []  # refused before anything was written there
+    run_lock.lock_path(root).write_text("1\n")  # as a `run` before this check would have left it
     with pytest.raises(run_lock.RunLockError, match=r"can't be trusted"):
         run_lock.holder(root)
 
