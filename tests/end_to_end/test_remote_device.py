@@ -143,6 +143,7 @@ def start_device(captured, network: Network, daemon: DaemonProcess, token: str, 
         "#!/bin/sh\n"
         f"exec env -u THINPATCH_SOCKET THINPATCH_ADDR={shlex.quote(endpoint(daemon))} "
         f"THINPATCH_TOKEN={shlex.quote(token)} "
+        f"THINPATCH_CACHE_DIR={shlex.quote(str(tmp_path / 'device patches'))} "
         f"ip netns exec {network.name} unshare --mount --propagation private "
         f"sh -c {shlex.quote(f'{mounts} && exec {shlex.quote(str(binary))}')}\n"
     )
@@ -161,6 +162,8 @@ def test_an_edit_runs_on_the_device(captured, workspace, network, daemon, tmp_pa
         save_like_an_editor(source, original.replace('"app v1 #{} calls={}"', '"app REMOTE #{} calls={}"'))
         device.expect(lambda line: line.startswith("PATCHED"), timeout=120)
         assert device.tick()["app"].startswith("app REMOTE ")
+        # It loaded its own copy of the bytes, in the directory it was given.
+        assert [p.suffix for p in (tmp_path / "device patches").iterdir()] == [".so"]
     finally:
         device.close()
         save_like_an_editor(source, original)
