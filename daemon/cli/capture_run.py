@@ -461,9 +461,12 @@ def keep_last_good(capture_root: Path, scope: str) -> Path | None:
     for directory in (store.captures_dir(capture_root), backup.parent):
         store.ensure_private_dir(directory, within=store.capture_base(capture_root))
     current = store.captures_dir(capture_root) / scope
+    if backup.is_dir():
+        # A capture that was killed mid-build left its records in captures/: the set aside
+        # ones are still the last good capture, so they go back first.
+        restore_last_good(capture_root, scope, backup)
     if not current.is_dir():
         return None
-    shutil.rmtree(backup, ignore_errors=True)  # what an interrupted capture left
     try:
         shutil.copytree(current, backup, symlinks=True, copy_function=os.link)
         kept = backup / _KEPT_BINARIES

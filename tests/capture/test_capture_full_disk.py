@@ -112,3 +112,22 @@ def test_a_linked_last_good_directory_is_refused_before_anything_is_removed(tmp_
     with pytest.raises(OSError, match="symbolic link"):
         keep_last_good(good.capture_root, good.scope)
     assert (elsewhere / good.scope / "keep.txt").read_text() == "not thinpatch's\n"
+
+
+def test_a_capture_killed_mid_build_leaves_the_last_good_one_for_the_next(tmp_path, capture_state_dir):
+    """A capture killed before it could restore or discard (SIGKILL, power loss) leaves its
+    half-written records in captures/ and the set aside ones in last-good/: the next capture
+    starts from the set aside ones, so a failure then still leaves the last good capture."""
+    good = run_capture(copy_fixture("single_bin", tmp_path))
+    root, scope = good.capture_root, good.scope
+    records = {k: v for k, v in files_of(root).items() if k.startswith("captures/")}
+
+    assert keep_last_good(root, scope) is not None  # the killed capture got this far
+    record = root / "captures" / scope / "rustc" / "single_bin.bin.json"
+    (record.parent / "new").write_text("{half a record")
+    os.replace(record.parent / "new", record)  # as the shim writes: a rename over the old one
+
+    backup = keep_last_good(root, scope)  # the next capture
+    assert backup is not None
+    restore_last_good(root, scope, backup)  # ... and its build failed
+    assert {k: v for k, v in files_of(root).items() if k.startswith("captures/")} == records
