@@ -279,10 +279,14 @@ async def build_patch(
             if while_linking is not None:
                 while_linking(compiled)
 
-        link_run = await beside(
-            tidy_and_more,
-            lambda: link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name),
-        )
+        try:
+            link_run = await beside(
+                tidy_and_more,
+                lambda: link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name),
+            )
+        except BaseException:  # cancelled after the rename: the library is no one's
+            final_path.unlink(missing_ok=True)
+            raise
     return PatchBuild(
         library=final_path,
         patch_number=number,
