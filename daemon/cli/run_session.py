@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -37,6 +37,9 @@ from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
 from daemon.service.watcher import content_digest
 from daemon.service.workspaces import NoCapture, find_captured_workspace
+
+if TYPE_CHECKING:
+    from daemon.cli.capture_run import WorkspaceInfo
 
 PREFIX = "[thinpatch]"
 STOP_GRACE_S = 3.0
@@ -341,17 +344,22 @@ def find_program(workspace: Path, selection: Selection) -> tuple[Program | None,
     return program, by_scope.get(program.scope)
 
 
-async def capture(workspace: Path, selection: Selection) -> None:
+async def capture(workspace: Path, selection: Selection, known: dict[Path, WorkspaceInfo] | None = None) -> None:
+    """Build under capture. ``known``: the workspace as this run's last build found it, by
+    directory (cargo starts at once while that is checked; updated here)."""
     from daemon.cli.capture_run import CaptureError, capture_workspace
 
     try:
         result = await capture_workspace(
-            workspace, selection.release, selection.target, list(selection.cargo_args)
+            workspace, selection.release, selection.target, list(selection.cargo_args),
+            known=known.get(workspace) if known is not None else None,
         )
     except CaptureError as exc:
         raise BuildFailed(str(exc)) from None
     except OSError as exc:  # a full disk, a vanished directory: the build could not finish
         raise BuildFailed(f"the build could not finish: {exc}") from None
+    if known is not None and result.info is not None:
+        known[workspace] = result.info
     if not result.ok:
         raise BuildFailed("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
 
@@ -367,10 +375,11 @@ async def fresh_program(
     force: bool = False,
     why: str | None = None,
     digests: dict[str, str | None] | None = None,
+    inspected: dict[Path, WorkspaceInfo] | None = None,
 ) -> Program:
     """The program to run, captured first when there is no capture or it is stale (or always,
     with `force`, saying `why`). `digests` gets the manifest contents that program was built
-    from (see :func:`build_digests`)."""
+    from (see :func:`build_digests`); `inspected`, the workspace as the build found it."""
     program, captures = find_program(options.workspace, options.selection)
     base = {str(options.workspace / "Cargo.toml"), str(options.workspace / "Cargo.lock")}
     files = manifest_files(captures, options.workspace) if captures else base
@@ -385,7 +394,7 @@ async def fresh_program(
             digests.update(before)
         return program
     say(tagged(style, f"building {options.workspace.name} under capture ({reason})"))
-    await capture(options.workspace, options.selection)
+    await capture(options.workspace, options.selection, inspected)
     program, captures = find_program(options.workspace, options.selection)
     if program is None:
         raise BuildFailed(
@@ -558,7 +567,8 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
 
     style = Style(wants_color(options.colour, sys.stderr))
     built: dict[str, str | None] = {}  # the manifest contents the running program was built from
-    program = await fresh_program(options, style, digests=built)
+    inspected: dict[Path, WorkspaceInfo] = {}  # the workspace as the last build found it
+    program = await fresh_program(options, style, digests=built, inspected=inspected)
     started_daemon = None
     if not daemon_running(options.socket_path):
         log_path = find_captured_workspace(options.workspace).capture_root / "run-daemon.log"
@@ -574,7 +584,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         """A fresh build under capture; the running program is left alone. Its program starts
         at once: the daemon looks for the new capture when the program subscribes with a
         build ID it does not know yet. Raises RunError (BuildFailed when cargo failed)."""
-        return await fresh_program(options, style, force=True, why=why, digests=built)
+        return await fresh_program(options, style, force=True, why=why, digests=built, inspected=inspected)
 
     def switch_to(fresh: Program, tg: anyio.abc.TaskGroup) -> None:
         """Stop the running program and start ``fresh``, with a view of its own."""
