@@ -129,6 +129,7 @@ class Engine:
         self._stopped_at_stamp: dict[str, tuple[int, ...]] = {}
         self._wake: anyio.Event | None = None  # set: discover now instead of at the next interval
         self._discovering: anyio.Lock | None = None  # held by the discovery round under way
+        self._rounds_started = 0
 
     # ------------------------------------------------------------------ server protocol
 
@@ -429,10 +430,16 @@ class Engine:
                 )
 
     async def look_now(self) -> None:
-        """One discovery round now, after the one under way (none before the engine runs)."""
+        """A discovery round that starts after this call (none before the engine runs). Rounds
+        run one at a time (two would both restart a fresh session); callers waiting together
+        share one."""
         if self._discovering is None:
             return
-        async with self._discovering:  # two rounds at once would both restart a fresh session
+        asked = self._rounds_started
+        async with self._discovering:
+            if self._rounds_started > asked:
+                return  # one began after the call, and has run
+            self._rounds_started += 1
             try:
                 self.discover(await self.scan_in_thread())
             except Exception as exc:

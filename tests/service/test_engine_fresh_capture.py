@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import anyio
@@ -55,3 +56,27 @@ async def test_a_fresh_capture_is_served_when_its_program_subscribes(fixture_cop
         assert [n["reason"] for n in notices] == ["not-captured"]
         tg.cancel_scope.cancel()
     assert "session-reset" in [e["type"] for e in events]
+
+
+@pytest.mark.asyncio
+async def test_subscribers_asking_together_share_the_looks(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(engine_module, "DISCOVERY_INTERVAL_S", 3600.0)
+    engine = Engine(env=dict(os.environ, THINPATCH_STATE_DIR=str(tmp_path / "state")))
+    scans: list[float] = []
+    scan = engine.scan
+
+    def slow_scan(*args):  # long enough for every subscriber to ask while the first look runs
+        scans.append(time.monotonic())
+        time.sleep(0.3)
+        return scan(*args)
+
+    monkeypatch.setattr(engine, "scan", slow_scan)
+    async with anyio.create_task_group() as tg:
+        await tg.start(engine.run)
+        scans.clear()
+        async with anyio.create_task_group() as subscribers:
+            for n in range(6):
+                subscribers.start_soon(engine.identify, Subscription(pid=None, build_id=f"{n:016x}"))
+        # one look that began after they all asked (or two, if some asked after it began), not six
+        assert 1 <= len(scans) <= 2
+        tg.cancel_scope.cancel()
