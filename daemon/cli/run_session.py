@@ -241,7 +241,7 @@ class RunView:
         if kind == "patch-rejected" and self.mine(event):
             refused = f"{event.get('reason')}. {event.get('action') or ''}".rstrip()
             return [f"{tag} {self.style.bad('patch refused')}: {refused}"]
-        if kind == "not-patchable" and event.get("for_pid") == self.pid:
+        if kind == "not-patchable" and self.pid is not None and event.get("for_pid") == self.pid:
             return [f"{tag} {self.style.warn('not patchable')}: {event.get('message')}"]
         return []
 
@@ -580,11 +580,14 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
     interrupted = False
     view: RunView  # once the program runs
 
-    async def rebuild(why: str | None) -> Program:
-        """A fresh build under capture; the running program is left alone. Its program starts
-        at once: the daemon looks for the new capture when the program subscribes with a
-        build ID it does not know yet. Raises RunError (BuildFailed when cargo failed)."""
-        return await fresh_program(options, style, force=True, why=why, digests=built, inspected=inspected)
+    async def rebuild(client: Any, why: str | None) -> Program:
+        """A fresh build under capture; the running program is left alone. Raises RunError
+        (BuildFailed when cargo failed)."""
+        fresh = await fresh_program(options, style, force=True, why=why, digests=built, inspected=inspected)
+        # Asked for its status, the daemon looks for the new capture now, while the program
+        # starts; the program's subscription waits for that look if it comes first.
+        await client.request({"type": "status"})
+        return fresh
 
     def switch_to(fresh: Program, tg: anyio.abc.TaskGroup) -> None:
         """Stop the running program and start ``fresh``, with a view of its own."""
@@ -607,7 +610,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                               "since, so it runs the current sources"))
             return
         try:
-            fresh = await rebuild(f"{reason}; {program.name} starts again once it builds")
+            fresh = await rebuild(client, f"{reason}; {program.name} starts again once it builds")
         except RunError as exc:
             shown, why = restart_failure(exc)
             if shown:
@@ -626,7 +629,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         stopped only for a binary that built (``done`` names its ``{pid}``)."""
         keeps = f"{program.name} keeps running until it builds"
         try:
-            fresh = await rebuild(f"{cause}; {keeps}")
+            fresh = await rebuild(client, f"{cause}; {keeps}")
         except RunError as exc:
             if runner.running:
                 old = f"{program.name} (pid {view.pid}) keeps running the last good build"
@@ -653,7 +656,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                 continue
             say(tagged(style, f"restart requested: {style.warn('rebuilding')} {program.name}"))
             try:
-                fresh = await rebuild(None)
+                fresh = await rebuild(client, None)
             except BuildFailed:
                 say(tagged(style, f"{style.bad('build failed')} (see cargo's output above); {program.name} keeps "
                                   "running the code it had, but saves may not patch it until a build succeeds: "
