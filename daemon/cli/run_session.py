@@ -364,6 +364,19 @@ async def capture(workspace: Path, selection: Selection, known: dict[Path, Works
         raise BuildFailed("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
 
 
+async def remember_workspace(workspace: Path, inspected: dict[Path, WorkspaceInfo]) -> None:
+    """The workspace as cargo describes it now, for a first restart build that did not follow
+    a build of this run (it checks it again beside cargo); nothing when cargo can't say (that
+    build asks again and reports it)."""
+    from daemon.cli.capture_run import CaptureError, inspect_workspace
+
+    try:
+        info = await inspect_workspace(workspace.resolve(), dict(os.environ))
+    except (CaptureError, OSError, ValueError):
+        return
+    inspected.setdefault(workspace, info)  # a build's own answer, if one came meanwhile, is newer
+
+
 def manifest_digests(files: Iterable[str]) -> dict[str, str | None]:
     return {f: content_digest(f) for f in files}
 
@@ -687,6 +700,8 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                     view.pid = runner.start(program)
                     tg.start_soon(runner.watch_exit, program.name)
                     tg.start_soon(restart_on_request, client, tg)
+                    if options.workspace not in inspected:  # no build yet: a restart build starts cargo at once
+                        tg.start_soon(remember_workspace, options.workspace, inspected)
                     running = f"running {program.label} (pid {view.pid}); edit and save to patch it, Ctrl-C to stop"
                     say(tagged(style, running))
                     async for event in client.events():

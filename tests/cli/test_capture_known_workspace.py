@@ -36,3 +36,19 @@ async def test_a_wrong_assumption_is_undone_and_built_as_the_workspace_is(fixtur
     assert result.capture_root == actual.target_dir / store.CAPTURE_DIRNAME and result.captured != []
     # what the build on the wrong assumption recorded there is gone again
     assert not (store.captures_dir(elsewhere / store.CAPTURE_DIRNAME) / result.scope).exists()
+
+
+@pytest.mark.asyncio
+async def test_run_remembers_the_workspace_for_its_first_restart_build(fixture_copy, tmp_path) -> None:
+    from daemon.cli.run_session import remember_workspace
+
+    workspace = fixture_copy("single_bin")
+    inspected: dict = {}
+    await remember_workspace(workspace, inspected)
+    assert inspected == {workspace: await inspect_workspace(workspace.resolve(), dict(os.environ))}
+    # where cargo finds no workspace, nothing is remembered and nothing is raised
+    empty = tmp_path / "no workspace"
+    empty.mkdir()
+    nothing: dict = {}
+    await remember_workspace(empty, nothing)
+    assert nothing == {}
