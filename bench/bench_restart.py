@@ -8,13 +8,15 @@ in two copies under a temporary directory:
     `thinpatch watch --json` on the same socket in the background;
   * the capture copy is only built, by the function `thinpatch run` builds with
     (`daemon.cli.capture_run.capture_workspace`: `cargo build` through the capture shims, then
-    the capture's records read back), in this process.
+    the capture's records read back), in this process, registered in a state dir of its own
+    so that the run's daemon does not serve it.
 Each round changes the banner's string to a round-numbered one in both copies, in an order
 swapped every round:
   * restart: from the save (a temp file renamed over `src/main.rs`) until the program's first
     line with the new banner reaches the terminal, with the run's own lines on the way
     ("needs a restart", "restarted game (pid N)") and the daemon's events (build-started,
-    restart-required and its timings) stamped as they arrive;
+    restart-required and its timings, session-reset when it serves the new build) stamped as
+    they arrive; a `not-patchable` event for any process fails the run;
   * capture build: from the save until `capture_workspace` returns; the binary is checked to
     hold the round's banner.
 
@@ -199,20 +201,26 @@ class Run:
             self.child.close(force=True)
 
 
-def daemon_split(events: Events, saved: float, tag: str) -> dict:
-    """The patch attempt that decided the restart, from the daemon's events: build-started ->
-    restart-required (arrival at `thinpatch watch`), and the restart-required event's timings."""
-    seen = events.since(saved)
+def daemon_split(events: Events, saved: float, tag: str, workspace: str) -> dict:
+    """The patch attempt that decided the restart, from the daemon's events about ``workspace``:
+    build-started -> restart-required (arrival at `thinpatch watch`), and the restart-required
+    event's timings."""
+    seen = [(t, e) for t, e in events.since(saved) if e.get("workspace") in (None, workspace)]
     started = next((t for t, e in seen if e.get("type") == "build-started"), None)
     decided = next(((t, e) for t, e in seen if e.get("type") == "restart-required"), None)
     if started is None or decided is None:
         raise SystemExit(f"round {tag}: no build-started / restart-required in {[e.get('type') for _, e in seen]}")
+    refused = [e for _, e in seen if e.get("type") == "not-patchable" and e.get("for_pid")]
+    if refused:  # the restarted program must be served, never told it gets no patches
+        raise SystemExit(f"round {tag}: a process was told it is not patchable: {refused}")
     timings = decided[1].get("timings") or {}
     firsts: dict[str, float] = {}
     for t, e in seen:
         firsts.setdefault(str(e.get("type")), (t - saved) * 1000)
+    served = {"save_to_daemon_serving_ms": firsts["session-reset"]} if "session-reset" in firsts else {}
     return {
         "events": firsts,
+        **served,  # the daemon's new session for the new build (its session-reset event)
         "save_to_build_started_ms": (started - saved) * 1000,
         "build_started_to_restart_required_ms": (decided[0] - started) * 1000,
         **{f"event_{k}": v for k, v in timings.items() if isinstance(v, (int, float))},
@@ -245,7 +253,10 @@ def bench(rounds: int, keep: bool) -> dict:
     capture_game = tmp / "capture" / "game"
     setup: dict = {}
     start = time.perf_counter()
-    first = anyio.run(lambda: capture_workspace(capture_game, env=env))
+    # The capture copy registers in a state dir of its own: the run's daemon must not serve
+    # it (a session of its own, a warm-up build) while the run copy restarts.
+    capture_env = {**env, "THINPATCH_STATE_DIR": str(tmp / "capture-state")}
+    first = anyio.run(lambda: capture_workspace(capture_game, env=capture_env))
     if not first.ok:
         raise SystemExit("the first capture build failed")
     setup["capture_copy_first_build_ms"] = ms_since(start)
@@ -261,7 +272,7 @@ def bench(rounds: int, keep: bool) -> dict:
         # one untimed round each first: the first restart also starts the daemon's work on this program
         warm = run.restart(run_game / "src" / "main.rs", "warm")
         warmup = {"restart_ms": warm["save_to_new_line_ms"],
-                  "capture_ms": anyio.run(timed_capture, capture_game, "warm", env)}
+                  "capture_ms": anyio.run(timed_capture, capture_game, "warm", capture_env)}
         for n in range(1, rounds + 1):
             tag = f"r{n}"
             steps = ["restart", "capture"] if n % 2 else ["capture", "restart"]
@@ -269,10 +280,10 @@ def bench(rounds: int, keep: bool) -> dict:
                 if step == "restart":
                     r = run.restart(run_game / "src" / "main.rs", tag)
                     time.sleep(0.3)  # the last events reach `watch`
-                    r.update(daemon_split(events, r.pop("saved"), tag))
+                    r.update(daemon_split(events, r.pop("saved"), tag, os.path.realpath(run_game)))
                     restarts.append(r)
                 else:
-                    captures.append(anyio.run(timed_capture, capture_game, tag, env))
+                    captures.append(anyio.run(timed_capture, capture_game, tag, capture_env))
                 time.sleep(0.5)
     finally:
         run.stop()

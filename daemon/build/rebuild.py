@@ -13,6 +13,7 @@ Failures raise the classes of ``errors``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -289,10 +290,15 @@ async def build_patch(
             if while_linking is not None:
                 while_linking(compiled)
 
-        link_run = await beside(
-            tidy_and_more,
-            lambda: link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name),
-        )
+        try:
+            link_run = await beside(
+                tidy_and_more,
+                lambda: link_patch(link_plan, final_path, replay_env(top_record.env), top_record.crate_name),
+            )
+        except BaseException:  # cancelled after the rename: the library is no one's
+            with contextlib.suppress(OSError):
+                final_path.unlink(missing_ok=True)
+            raise
     return PatchBuild(
         library=final_path,
         patch_number=number,

@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +69,7 @@ class CaptureResult:
     captures: store.Captures | None = None
     warnings: list[str] = field(default_factory=list)
     recorded_nothing: bool = False  # cargo succeeded, but no record could be written
+    info: WorkspaceInfo | None = None  # the workspace as this build found it
 
     @property
     def ok(self) -> bool:
@@ -323,6 +324,39 @@ def hold_capture_lock(capture_root: Path) -> int | None:
     return fd
 
 
+@dataclass(frozen=True)
+class BuildRequest:
+    """What to build under capture, beside which workspace."""
+
+    directory: Path  # where the user asked: cargo runs there, as `cargo build` would
+    release: bool
+    target: str | None
+    cargo_args: tuple[str, ...]
+    env: dict[str, str]
+    wrapper: str
+
+
+class _Inspection:
+    """`inspect_workspace` beside a build that assumed its answer (``known``)."""
+
+    def __init__(self, known: WorkspaceInfo) -> None:
+        self.known = known
+        self.info: WorkspaceInfo | None = None
+        self.done = anyio.Event()
+
+    async def run(self, directory: Path, env: dict[str, str]) -> None:
+        try:
+            self.info = await inspect_workspace(directory, env)
+        except Exception:  # the build without an assumption runs it again and says what is wrong
+            self.info = None
+        finally:
+            self.done.set()
+
+    async def confirms(self) -> bool:
+        await self.done.wait()
+        return self.info == self.known
+
+
 async def capture_workspace(
     workspace: str | os.PathLike | None = None,
     release: bool = False,
@@ -330,7 +364,11 @@ async def capture_workspace(
     cargo_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
     wrapper: str = "workspace",
+    known: WorkspaceInfo | None = None,
 ) -> CaptureResult:
+    """Build the workspace under capture. ``known``: the workspace as an earlier capture
+    found it (its ``info``); cargo then starts at once while `cargo metadata` runs beside it,
+    and a build whose assumption turns out wrong is undone and made again."""
     base_env = dict(os.environ if env is None else env)
     directory = Path(workspace or os.getcwd())
     if not directory.is_dir():
@@ -344,7 +382,27 @@ async def capture_workspace(
     refusal = untrusted_input(str(directory), base_env)
     if refusal is not None:
         raise CaptureRefused(refusal)
+    build = BuildRequest(directory, release, target, tuple(cargo_args), base_env, wrapper)
+    if known is not None:
+        inspection = _Inspection(known)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(inspection.run, directory, base_env)
+            result = await _capture_as(known, build, confirm=inspection.confirms)
+        if result is not None:
+            return result
     info = await inspect_workspace(directory, base_env)
+    result = await _capture_as(info, build)
+    assert result is not None  # only a confirmation can refuse a build
+    return result
+
+
+async def _capture_as(
+    info: WorkspaceInfo, build: BuildRequest, confirm: Callable[[], Awaitable[bool]] | None = None
+) -> CaptureResult | None:
+    """The capture build of the workspace ``info`` describes; None (and the records as they
+    were) when ``confirm`` says ``info`` is not the workspace as it is now."""
+    release, target, cargo_args, base_env = build.release, build.target, build.cargo_args, build.env
+    directory = build.directory
     capture_root = info.target_dir / store.CAPTURE_DIRNAME
     scope = store.scope_name(target, profile_dir_name(release, cargo_args))
     # Held until the records are final (a failed build restores the last good ones): a
@@ -366,7 +424,7 @@ async def capture_workspace(
             capture_root=capture_root,
             workspace=info.root,
             host_triple=info.host_triple,
-            wrapper=wrapper,
+            wrapper=build.wrapper,
             configs=configs_seen(str(directory), base_env),
         )
         collect_json = not any(a.startswith("--message-format") for a in cargo_args)
@@ -383,11 +441,15 @@ async def capture_workspace(
                 exit_code, messages = await _run_cargo(cmd, directory, run_env, collect_json)
             except OSError as exc:
                 raise _tool_error(cmd[0], exc) from None
+            confirmed = confirm is None or await confirm()
         except BaseException:
             restore_last_good(capture_root, scope, last_good)
             raise
         finally:
             restore_times(old_times, touched_at)
+        if not confirmed:
+            restore_last_good(capture_root, scope, last_good)
+            return None
         duration = time.time() - started
 
         warnings: list[str] = []
@@ -439,6 +501,7 @@ async def capture_workspace(
             captures=captures,
             warnings=warnings,
             recorded_nothing=recorded_nothing,
+            info=info,
         )
 
 

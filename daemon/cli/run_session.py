@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -38,6 +38,9 @@ from daemon.service.programs import Program, ProgramChoiceError, choose_program,
 from daemon.service.watcher import content_digest
 from daemon.service.workspaces import NoCapture, find_captured_workspace
 from daemon.socket.listen_address import ListenAddress, dial_url, exposure_warning
+
+if TYPE_CHECKING:
+    from daemon.cli.capture_run import WorkspaceInfo
 
 PREFIX = "[thinpatch]"
 STOP_GRACE_S = 3.0
@@ -239,7 +242,7 @@ class RunView:
         if kind == "patch-rejected" and self.mine(event):
             refused = f"{event.get('reason')}. {event.get('action') or ''}".rstrip()
             return [f"{tag} {self.style.bad('patch refused')}: {refused}"]
-        if kind == "not-patchable" and event.get("for_pid") == self.pid:
+        if kind == "not-patchable" and self.pid is not None and event.get("for_pid") == self.pid:
             return [f"{tag} {self.style.warn('not patchable')}: {event.get('message')}"]
         return []
 
@@ -343,19 +346,37 @@ def find_program(workspace: Path, selection: Selection) -> tuple[Program | None,
     return program, by_scope.get(program.scope)
 
 
-async def capture(workspace: Path, selection: Selection) -> None:
+async def capture(workspace: Path, selection: Selection, known: dict[Path, WorkspaceInfo] | None = None) -> None:
+    """Build under capture. ``known``: the workspace as this run's last build found it, by
+    directory (cargo starts at once while that is checked; updated here)."""
     from daemon.cli.capture_run import CaptureError, capture_workspace
 
     try:
         result = await capture_workspace(
-            workspace, selection.release, selection.target, list(selection.cargo_args)
+            workspace, selection.release, selection.target, list(selection.cargo_args),
+            known=known.get(workspace) if known is not None else None,
         )
     except CaptureError as exc:
         raise BuildFailed(str(exc)) from None
     except OSError as exc:  # a full disk, a vanished directory: the build could not finish
         raise BuildFailed(f"the build could not finish: {exc}") from None
+    if known is not None and result.info is not None:
+        known[workspace] = result.info
     if not result.ok:
         raise BuildFailed("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
+
+
+async def remember_workspace(workspace: Path, inspected: dict[Path, WorkspaceInfo]) -> None:
+    """The workspace as cargo describes it now, for a first restart build that did not follow
+    a build of this run (it checks it again beside cargo); nothing when cargo can't say (that
+    build asks again and reports it)."""
+    from daemon.cli.capture_run import CaptureError, inspect_workspace
+
+    try:
+        info = await inspect_workspace(workspace.resolve(), dict(os.environ))
+    except (CaptureError, OSError, ValueError):
+        return
+    inspected.setdefault(workspace, info)  # a build's own answer, if one came meanwhile, is newer
 
 
 def manifest_digests(files: Iterable[str]) -> dict[str, str | None]:
@@ -369,10 +390,11 @@ async def fresh_program(
     force: bool = False,
     why: str | None = None,
     digests: dict[str, str | None] | None = None,
+    inspected: dict[Path, WorkspaceInfo] | None = None,
 ) -> Program:
     """The program to run, captured first when there is no capture or it is stale (or always,
     with `force`, saying `why`). `digests` gets the manifest contents that program was built
-    from (see :func:`build_digests`)."""
+    from (see :func:`build_digests`); `inspected`, the workspace as the build found it."""
     program, captures = find_program(options.workspace, options.selection)
     base = {str(options.workspace / "Cargo.toml"), str(options.workspace / "Cargo.lock")}
     files = manifest_files(captures, options.workspace) if captures else base
@@ -387,7 +409,7 @@ async def fresh_program(
             digests.update(before)
         return program
     say(tagged(style, f"building {options.workspace.name} under capture ({reason})"))
-    await capture(options.workspace, options.selection)
+    await capture(options.workspace, options.selection, inspected)
     program, captures = find_program(options.workspace, options.selection)
     if program is None:
         raise BuildFailed(
@@ -585,7 +607,8 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
 
     style = Style(wants_color(options.colour, sys.stderr))
     built: dict[str, str | None] = {}  # the manifest contents the running program was built from
-    program = await fresh_program(options, style, digests=built)
+    inspected: dict[Path, WorkspaceInfo] = {}  # the workspace as the last build found it
+    program = await fresh_program(options, style, digests=built, inspected=inspected)
     started_daemon = None
     if not daemon_running(options.socket_path):
         log_path = find_captured_workspace(options.workspace).capture_root / "run-daemon.log"
@@ -600,10 +623,12 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
     view: RunView  # once the program runs
 
     async def rebuild(client: Any, why: str | None) -> Program:
-        """A fresh build under capture that the daemon serves; the running program is left
-        alone. Raises RunError (BuildFailed when cargo failed)."""
-        fresh = await fresh_program(options, style, force=True, why=why, digests=built)
-        await wait_until_served(client, fresh)
+        """A fresh build under capture; the running program is left alone. Raises RunError
+        (BuildFailed when cargo failed)."""
+        fresh = await fresh_program(options, style, force=True, why=why, digests=built, inspected=inspected)
+        # Asked for its status, the daemon looks for the new capture now, while the program
+        # starts; the program's subscription waits for that look if it comes first.
+        await client.request({"type": "status"})
         return fresh
 
     def switch_to(fresh: Program, tg: anyio.abc.TaskGroup) -> None:
@@ -708,6 +733,8 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                     view.pid = runner.start(program)
                     tg.start_soon(runner.watch_exit, program.name)
                     tg.start_soon(restart_on_request, client, tg)
+                    if options.workspace not in inspected:  # no build yet: a restart build starts cargo at once
+                        tg.start_soon(remember_workspace, options.workspace, inspected)
                     running = f"running {program.label} (pid {view.pid}); edit and save to patch it, Ctrl-C to stop"
                     say(tagged(style, running))
                     async for event in client.events():

@@ -128,6 +128,8 @@ class Engine:
         self._tg: anyio.abc.TaskGroup | None = None
         self._stopped_at_stamp: dict[str, tuple[int, ...]] = {}
         self._wake: anyio.Event | None = None  # set: discover now instead of at the next interval
+        self._discovering: anyio.Lock | None = None  # held by the discovery round under way
+        self._rounds_started = 0
 
     # ------------------------------------------------------------------ server protocol
 
@@ -191,6 +193,13 @@ class Engine:
         who: Identity = identify(
             pid=pid, build_id=build_id, executable=executable, programs=self.programs(), retired=self.retired
         )
+        if who.reason in ("replaced", "not-captured"):
+            # Perhaps captured a moment ago (`run` starts a program as soon as its build ends):
+            # look before saying it gets no patches.
+            await self.look_now()
+            who = identify(
+                pid=pid, build_id=build_id, executable=executable, programs=self.programs(), retired=self.retired
+            )
         # An unidentified process still gets a build ID no patch carries: it must receive none.
         matched = replace(subscription, build_id=who.build_id or f"unidentified-{pid}")
         if who.program is not None:
@@ -420,17 +429,32 @@ class Engine:
                     )
                 )
 
+    async def look_now(self) -> None:
+        """A discovery round that starts after this call (none before the engine runs). Rounds
+        run one at a time (two would both restart a fresh session); callers waiting together
+        share one."""
+        if self._discovering is None:
+            return
+        asked = self._rounds_started
+        async with self._discovering:
+            if self._rounds_started > asked:
+                return  # one began after the call, and has run
+            self._rounds_started += 1
+            try:
+                self.discover(await self.scan_in_thread())
+            except Exception as exc:
+                log.error("workspace discovery failed", error=repr(exc))
+
     async def run(self, *, task_status: anyio.abc.TaskStatus[Engine] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             self._wake = anyio.Event()
-            self.discover(await self.scan_in_thread())
+            self._discovering = anyio.Lock()
+            async with self._discovering:
+                self.discover(await self.scan_in_thread())
             task_status.started(self)
             while True:
                 with anyio.move_on_after(DISCOVERY_INTERVAL_S):
                     await self._wake.wait()
                 self._wake = anyio.Event()  # requests from now on wake the next look
-                try:
-                    self.discover(await self.scan_in_thread())
-                except Exception as exc:
-                    log.error("workspace discovery failed", error=repr(exc))
+                await self.look_now()

@@ -22,7 +22,7 @@ from daemon.analysis.baseline import Baseline, captured_objects
 from daemon.analysis.code_prints import PrintCache, changed
 from daemon.analysis.layout import FunctionFacts, LayoutTable, LayoutUnknown, check_functions, program_layouts
 from daemon.analysis.reach import analyse_reach
-from daemon.analysis.verdicts import Entry, LayoutFinding, SaveVerdict, judge, unknown_save
+from daemon.analysis.verdicts import NEEDS_RESTART, Entry, LayoutFinding, SaveVerdict, judge, unknown_save
 from daemon.binary.demangle import demangle
 from daemon.binary.dwarf import DwarfError
 from daemon.binary.elf_objects import ObjectFormatError, object_files
@@ -198,6 +198,45 @@ def host_binary(captures: Captures, top: CrateKey | None = None) -> Path:
     return path
 
 
+def restart_result(
+    workspace: str,
+    program: CrateKey,
+    edited: Sequence[CrateKey],
+    crates: tuple[CrateBuild, ...],
+    build: PatchBuild | None,
+    analysed: tuple[SaveVerdict, dict[str, str]],
+    started: float,
+) -> PatchResult:
+    """A save that only a restart runs: its verdict and timings, and no library (a link that
+    finished before the verdict leaves none behind: it is never sent)."""
+    if build is not None:
+        build.library.unlink(missing_ok=True)
+    verdict, prints = analysed
+    compiled = [c for c in crates if not c.reused]
+    rustc_ms = (max(c.finished_at for c in compiled) - min(c.started_at for c in compiled)) * 1000 if compiled else 0.0
+    return PatchResult(
+        workspace=workspace,
+        program=program,
+        edited=tuple(edited),
+        lib="",
+        patch_number=0,
+        jump_table=JumpTable("", {}, 0, 0),
+        report=PatchReport(0),
+        timings={
+            "rustc_ms": rustc_ms,
+            "link_ms": build.link_ms if build is not None else 0.0,  # stopped at the verdict
+            "verify_ms": 0.0,
+            "analysis_ms": sum(verdict.timings.values()),
+            "total_ms": (time.perf_counter() - started) * 1000,
+        },
+        compiler_warnings=[w.to_dict() for c in crates for w in c.warnings],
+        rebuilt_crates=[c.key.name for c in crates],
+        reused_crates=[c.key.name for c in crates if c.reused],
+        verdict=verdict,
+        prints=prints,
+    )
+
+
 def load_patch_captures(capture_root: Path, scope: str | None, workspace: str) -> Captures:
     """One scope's captures, or MissingCapture naming why there are none (reads files)."""
     captures = load_captures(capture_root, scope)
@@ -305,18 +344,36 @@ class Patcher:
                 log.exception("change analysis failed", program=top.key.label)
                 analysed.append((unknown_save(f"the change analysis failed ({exc!r})"), {}))
 
-        build = await build_patch(
-            self.captures,
-            [*requested, *sorted(edited - set(requested))],
-            self.session,
-            top=self.top,
-            rendered_ansi=rendered_ansi,
-            reuse=self._fresh - self._stale,
-            while_linking=analyse,
-            os_name=target_os(top.target),
-        )
-        self._fresh = {c.key for c in build.crates}
+        # Only a patch needs the link and its checks: a save only a restart can run is
+        # decided as soon as the analysis is, and the linker is stopped.
+        restart = anyio.CancelScope()
+        compiled_crates: list[tuple[CrateBuild, ...]] = []
+
+        def analyse_then_decide(compiled: tuple[CrateBuild, ...]) -> None:
+            compiled_crates.append(compiled)
+            analyse(compiled)
+            if analysed[0][0].verdict == NEEDS_RESTART:
+                anyio.from_thread.run_sync(restart.cancel)
+
+        built: PatchBuild | None = None
+        with restart:
+            built = await build_patch(
+                self.captures,
+                [*requested, *sorted(edited - set(requested))],
+                self.session,
+                top=self.top,
+                rendered_ansi=rendered_ansi,
+                reuse=self._fresh - self._stale,
+                while_linking=analyse_then_decide,
+                os_name=target_os(top.target),
+            )
+        self._fresh = {c.key for c in (built.crates if built else compiled_crates[0])}
         self._stale = set()
+        await anyio.lowlevel.checkpoint()  # a newer save's cancellation, if any, wins over the verdict
+        if analysed and analysed[0][0].verdict == NEEDS_RESTART:
+            return restart_result(self.workspace, top.key, requested, compiled_crates[0], built, analysed[0], started)
+        assert built is not None  # the build is cancelled only for a restart
+        build = built
 
         async def verify() -> tuple[JumpTable, PatchReport, LoadCheck, float]:
             verify_started = time.perf_counter()

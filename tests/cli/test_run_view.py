@@ -282,3 +282,14 @@ def test_a_build_failure_raised_inside_the_session_is_a_plain_message(tmp_path: 
     assert main(["run", "--workspace", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err == "thinpatch run: the build failed (see cargo's output above)\n"
+
+
+def test_not_patchable_is_shown_only_for_the_running_process() -> None:
+    v = view()
+    for_process = {"type": "not-patchable", "for_pid": 41, "reason": "replaced", "message": "rebuilt it"}
+    assert v.lines(for_process) == ["[thinpatch] not patchable: rebuilt it"]
+    # about an earlier binary (no process named), seen after the program stopped
+    for_binary = {"type": "not-patchable", "for_build_id": "0ld", "reason": "old-session", "message": "earlier"}
+    assert v.lines(for_binary) == []
+    v.pid = None
+    assert v.lines(for_binary) == [] and v.lines(for_process) == []

@@ -106,6 +106,14 @@ def run(args: argparse.Namespace) -> int:
             data["for_build_id"] = program.build_id
         json.dump(data, sys.stdout)
         sys.stdout.write("\n")
+    elif result.verdict.verdict == "needs-restart":  # decided before the link: no library
+        t = result.timings
+        print(
+            f"no patch of {result.edited_crate} for {program.label}: only a restart runs this save; "
+            f"rustc {t['rustc_ms']:.0f} ms, total {t['total_ms']:.0f} ms",
+            file=sys.stderr,
+        )
+        _print_verdict(result.to_json())
     else:
         t = result.timings
         print(result.lib)
@@ -129,7 +137,7 @@ def _print_verdict(data: dict) -> None:
         why = f": {change['why']}" if change.get("why") and change.get("verdict") != "carried" else ""
         print(f"  {change.get('verdict')}: {located(change)}{why}", file=sys.stderr)
     if data.get("verdict") == "needs-restart":
-        print(f"needs a restart: {data.get('reason')}. The patch was built but can't carry this change: "
+        print(f"needs a restart: {data.get('reason')}. A patch can't carry this change: "
               "restart the program (`thinpatch run` restarts it for you)", file=sys.stderr)
     elif data.get("verdict") == "unknown" and data.get("reason"):
         print(f"not sure a running process runs all of it: {data['reason']}", file=sys.stderr)
