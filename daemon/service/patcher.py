@@ -25,7 +25,7 @@ from daemon.analysis.reach import analyse_reach
 from daemon.analysis.verdicts import Entry, LayoutFinding, SaveVerdict, judge, unknown_save
 from daemon.binary.demangle import demangle
 from daemon.binary.dwarf import DwarfError
-from daemon.binary.elf_objects import ObjectFormatError, object_files
+from daemon.binary.elf_objects import ObjectFormatError
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
 from daemon.binary.program_index import program_index
@@ -382,7 +382,7 @@ class Patcher:
                 for path in crate.objects
                 if any(prints.nodes.keys() & wanted for prints in self._prints.prints(path))
             ]
-            objects = [o for path in paths for o in object_files(path)]
+            objects = [o for path in paths for o in self._prints.objects(path)]  # parsed once, with the prints
             facts, result = check_functions(program, objects, functions)
         except (OSError, ObjectFormatError, DwarfError, IndexError, ValueError) as exc:
             return {}, f"the debug info can't be read ({exc}), so type layouts could not be compared", {}
