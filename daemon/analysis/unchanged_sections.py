@@ -44,14 +44,18 @@ def is_anonymous(symbol: ObjSymbol) -> bool:
 
 
 def unit_key(path: str) -> str:
-    """What names one codegen unit across builds: ``crate-<hash>.<unit>`` of rustc's
-    ``crate-<hash>.<unit>.<session>.rcgu.o`` (an archive member's name when ``path`` is
-    ``lib.rlib(member)``); other names as they are."""
+    """What names one codegen unit across builds (an archive member's name when ``path`` is
+    ``lib.rlib(member)``): an incremental build's ``crate-<hash>.<unit>.<session>.rcgu.o``
+    without its session tag, which changes with every build; other names (a non-incremental
+    ``…-cgu.<N>.rcgu.o``, or any other object) as they are."""
     name = path[path.rindex("(") + 1 : -1] if path.endswith(")") and "(" in path else os.path.basename(path)
-    parts = name.split(".")
-    if name.endswith(".rcgu.o") and len(parts) >= 5:
-        return ".".join(parts[:2])
-    return name
+    if not name.endswith(".rcgu.o"):
+        return name
+    base = name[: -len(".rcgu.o")]
+    parts = base.split(".")
+    if len(parts) >= 3 and not parts[-2].endswith("-cgu"):
+        return ".".join(parts[:-1])
+    return base
 
 
 def _symbol_facts(symbol: ObjSymbol) -> tuple[object, ...]:

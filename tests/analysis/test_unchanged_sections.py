@@ -118,3 +118,6 @@ def test_unit_keys():
     assert unit_key("/t/app-1a2b.3cgu4xyz.0sess1.rcgu.o") == "app-1a2b.3cgu4xyz"
     assert unit_key("/t/libstore-9f.rlib(store-9f.0abc.12mk53n.rcgu.o)") == "store-9f.0abc"
     assert unit_key("/t/demo.o") == "demo.o"
+    # without incremental compilation: no session tag, one name per unit
+    assert unit_key("/t/libapp.rlib(libapp.app.f7fe3a13ec1f8119-cgu.0.rcgu.o)") == "libapp.app.f7fe3a13ec1f8119-cgu.0"
+    assert unit_key("/t/out/demo.demo.1c2d-cgu.3.rcgu.o") == "demo.demo.1c2d-cgu.3"
