@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import hashlib
 import io
 import json
 import pstats
+import resource
 import shutil
 import statistics
 import sys
@@ -116,11 +118,30 @@ def _forget(patcher: Patcher, paths: list[Path]) -> None:
         patcher._prints._by_content.pop(content, None)
 
 
+class _GcTime:
+    """Time spent in the garbage collector (all generations) while it is installed."""
+
+    def __init__(self) -> None:
+        self.ms, self._start = 0.0, 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.ms += (time.perf_counter() - self._start) * 1000
+
+
 def _timed(patcher: _Patcher, host, top, crates, entries) -> dict:  # type: ignore[no-untyped-def]
+    collector = _GcTime()
+    gc.callbacks.append(collector)
     started = time.perf_counter()
     cpu = time.thread_time()
-    verdict, _ = patcher._analyse(host, top, crates, entries)
+    try:
+        verdict, _ = patcher._analyse(host, top, crates, entries)
+    finally:
+        gc.callbacks.remove(collector)
     return {
+        "gc_ms": round(collector.ms, 2),
         "wall_ms": (time.perf_counter() - started) * 1000,
         "cpu_ms": (time.thread_time() - cpu) * 1000,
         "verdict": verdict.verdict,
@@ -168,11 +189,13 @@ async def profile(work: Path, rounds: int, with_profile: bool, keep: bool = Fals
             if profiler is not None:
                 profiler.disable()
         out["warm"] = warm
+        out["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out["warm_median_wall_ms"] = statistics.median(r["wall_ms"] for r in warm)
         out["warm_median_cpu_ms"] = statistics.median(r["cpu_ms"] for r in warm)
         if profiler is not None:
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
             out["profile"] = text.getvalue()
     finally:
         if not keep:
@@ -198,6 +221,7 @@ def main() -> int:
     for r in result["warm"]:
         print(f"warm: {r['wall_ms']:.1f} ms wall, {r['cpu_ms']:.1f} ms CPU; {r}")
     print(f"warm median: {result['warm_median_wall_ms']:.1f} ms wall, {result['warm_median_cpu_ms']:.1f} ms CPU")
+    print(f"peak RSS of this process: {result['max_rss_mib']:.0f} MiB")
     if "profile" in result:
         print(result["profile"])
     return 0

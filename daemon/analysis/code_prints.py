@@ -399,10 +399,14 @@ class Prints:
 
     machine: int = 0
     nodes: dict[str, Node] = field(default_factory=dict)
+    _digests: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def digests(self) -> dict[str, str]:
-        """Name → print of every function, static and thread-local."""
-        return {name: node.digest for name, node in self.nodes.items() if node.printed}
+        """Name → print of every function, static and thread-local (made once: don't change
+        ``nodes`` after asking)."""
+        if self._digests is None:
+            self._digests = {name: node.digest for name, node in self.nodes.items() if node.printed}
+        return self._digests
 
 
 def merge(objects: Iterable[ObjectPrints]) -> Prints:
@@ -474,6 +478,7 @@ class PrintCache:
         self._by_content: dict[str, tuple[ObjectPrints, ...]] = {}
         self._latest: dict[str, tuple[str, ElfObject, ObjectPrints]] = {}  # unit -> content, object, prints
         self._objects: dict[str, tuple[ElfObject, ...]] = {}  # content -> its objects, while the latest
+        self._merged: dict[tuple[str, ...], Prints] = {}  # a few recent merges, by their files' contents
         self.parsed = 0  # files parsed (not found in the cache) since this cache was made
 
     def _content(self, path: str | Path) -> tuple[tuple[int, int, int, int], str | None]:
@@ -483,9 +488,12 @@ class PrintCache:
 
     def prints(self, path: str | Path) -> tuple[ObjectPrints, ...]:
         """The prints of an object file, or of each object member of an ``.rlib``."""
+        return self._prints(path)[1]
+
+    def _prints(self, path: str | Path) -> tuple[str, tuple[ObjectPrints, ...]]:
         identity, content = self._content(path)
         if content is not None and content in self._by_content:
-            return self._by_content[content]
+            return content, self._by_content[content]
         data = Path(path).read_bytes()
         content = hashlib.blake2b(data, digest_size=16).hexdigest()
         found = self._by_content.get(content)
@@ -500,7 +508,7 @@ class PrintCache:
         self._by_identity[identity] = content
         while len(self._by_identity) > 4 * self.max_files:
             del self._by_identity[next(iter(self._by_identity))]
-        return found
+        return content, found
 
     def _print(self, content: str, obj: ElfObject) -> ObjectPrints:
         unit = unit_key(obj.path)
@@ -522,4 +530,14 @@ class PrintCache:
         return tuple(objects_in(Path(path).read_bytes(), str(path)))
 
     def merged(self, paths: Iterable[str | Path]) -> Prints:
-        return merge(p for path in paths for p in self.prints(path))
+        """The prints of ``paths`` merged; the same files' contents give the same ``Prints``
+        (the running program's, asked for with every patch, are merged once)."""
+        found = [self._prints(path) for path in paths]
+        key = tuple(content for content, _ in found)
+        merged = self._merged.pop(key, None)
+        if merged is None:
+            merged = merge(p for _, prints in found for p in prints)
+        self._merged[key] = merged  # the newest last
+        while len(self._merged) > 4:
+            del self._merged[next(iter(self._merged))]
+        return merged

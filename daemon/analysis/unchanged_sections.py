@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-from daemon.binary.elf_objects import STT_SECTION, ElfObject, ObjSymbol, Section
+from daemon.binary.elf_objects import SHN_LORESERVE, STT_SECTION, ElfObject, ObjSymbol, Section
 
 STB_LOCAL = 0
 SHF_MERGE = 0x10
@@ -59,7 +59,7 @@ def unit_key(path: str) -> str:
 
 
 def _symbol_facts(symbol: ObjSymbol) -> tuple[object, ...]:
-    return (symbol.name, symbol.type, symbol.binding, symbol.value, symbol.size, symbol.defined)
+    return (symbol.name, symbol.type, symbol.binding, symbol.value, symbol.size, 0 < symbol.section < SHN_LORESERVE)
 
 
 class UnchangedSections:
@@ -124,7 +124,7 @@ class UnchangedSections:
             return False
         if self.earlier.relocation_bytes(old) != self.now.relocation_bytes(new):
             return False
-        if self._defined_earlier.get(old_index, ()) != self._defined_now.get(index, ()):
+        if _facts_of(self._defined_earlier.get(old_index, [])) != _facts_of(self._defined_now.get(index, [])):
             return False
         pieces: set[int] = set()  # section symbols of mergeable data: compared where they are used
         for symbol in self.now.relocation_symbols(new):
@@ -199,9 +199,13 @@ def _piece(section: Section, data: bytes, addend: int) -> tuple[int, int]:
     return low - low % entry, min(high - high % entry + entry, len(data))
 
 
-def _defined_by_section(obj: ElfObject) -> dict[int, tuple[tuple[object, ...], ...]]:
-    found: dict[int, list[tuple[object, ...]]] = {}
+def _defined_by_section(obj: ElfObject) -> dict[int, list[ObjSymbol]]:
+    found: dict[int, list[ObjSymbol]] = {}
     for symbol in obj.symbols:
-        if symbol.defined and symbol.type != STT_SECTION:
-            found.setdefault(symbol.section, []).append(_symbol_facts(symbol))
-    return {index: tuple(sorted(facts)) for index, facts in found.items()}
+        if symbol.type != STT_SECTION and 0 < symbol.section < SHN_LORESERVE:
+            found.setdefault(symbol.section, []).append(symbol)
+    return found
+
+
+def _facts_of(symbols: list[ObjSymbol]) -> list[tuple[object, ...]]:
+    return sorted((s.name, s.type, s.binding, s.value, s.size) for s in symbols)
