@@ -464,6 +464,12 @@ def changed(old: Prints, new: Prints) -> Changes:
     )
 
 
+# The smallest object whose parsed form the cache keeps, to compare its unit's next build
+# with: most units are small, and their parsed symbols would cost more memory than printing
+# them again costs time.
+KEPT_OBJECT_BYTES = 128 * 1024
+
+
 class PrintCache:
     """``ObjectPrints`` per file, remembered by the file's identity (device, inode, size,
     modification time) and by a digest of its bytes: a unit rustc reused (hard-linked from
@@ -472,8 +478,9 @@ class PrintCache:
     It also keeps the latest parsed build of each codegen unit (``unit_key``): a unit rustc
     rewrote is compared with it section by section, and only what changed is printed again."""
 
-    def __init__(self, max_files: int = 8192) -> None:
+    def __init__(self, max_files: int = 8192, keep_bytes: int = KEPT_OBJECT_BYTES) -> None:
         self.max_files = max_files
+        self.keep_bytes = keep_bytes  # objects this large stay parsed, for their unit's next build
         self._by_identity: dict[tuple[int, int, int, int], str] = {}
         self._by_content: dict[str, tuple[ObjectPrints, ...]] = {}
         self._latest: dict[str, tuple[str, ElfObject, ObjectPrints]] = {}  # unit -> content, object, prints
@@ -500,7 +507,8 @@ class PrintCache:
         if found is None:
             objects = tuple(objects_in(data, str(path)))
             found = tuple(self._print(content, obj) for obj in objects)
-            self._objects[content] = objects
+            if len(objects) == 1 and len(objects[0].data) >= self.keep_bytes:
+                self._objects[content] = objects
             self.parsed += 1
             self._by_content[content] = found
             while len(self._by_content) > self.max_files:
@@ -512,12 +520,13 @@ class PrintCache:
 
     def _print(self, content: str, obj: ElfObject) -> ObjectPrints:
         unit = unit_key(obj.path)
-        earlier = self._latest.get(unit)
+        earlier = self._latest.pop(unit, None)
         prints = object_prints(obj, earlier[1:] if earlier is not None else None)
         obj.forget_relocations()  # decoded again if asked for; kept, they would outweigh the bytes
         if earlier is not None and earlier[0] != content:
             self._objects.pop(earlier[0], None)  # no longer the latest build of its unit
-        self._latest[unit] = (content, obj, prints)
+        if len(obj.data) >= self.keep_bytes:  # a small unit is printed whole as fast as compared
+            self._latest[unit] = (content, obj, prints)
         return prints
 
     def objects(self, path: str | Path) -> tuple[ElfObject, ...]:

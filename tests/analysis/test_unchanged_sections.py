@@ -37,7 +37,7 @@ def _full(path: Path) -> Prints:
 
 def _after(earlier: Path, path: Path) -> tuple[Prints, int]:
     """Printed with ``earlier`` known to the cache: what could be taken over, was."""
-    cache = PrintCache()
+    cache = PrintCache(keep_bytes=0)  # the demo's object is small: kept all the same
     cache.merged([earlier])
     (prints,) = cache.prints(path)
     return cache.merged([path]), prints.reused
@@ -105,13 +105,23 @@ def test_a_file_rewritten_in_place_is_printed_again(tmp_path, base):
     edited = _one_unit(tmp_path / "edited", HELPER="2")
     place = tmp_path / "unit.o"
     shutil.copy(base, place)
-    cache = PrintCache()
+    cache = PrintCache(keep_bytes=0)
     before = cache.merged([place])
     shutil.copy(edited, place)  # same path, new bytes: neither the identity nor the content matches
     after = cache.merged([place])
     assert changed(before, after).changed == (named(after, "6helper"),)
     assert after.digests() == _full(edited).digests()
     assert len(cache.objects(place)) == 1 and cache.objects(place)[0].data == edited.read_bytes()
+
+
+def test_only_large_objects_stay_parsed(tmp_path, base):
+    edited = _one_unit(tmp_path, HELPER="2")
+    size = base.stat().st_size
+    small = PrintCache(keep_bytes=size + 1)
+    small.merged([base])
+    (prints,) = small.prints(edited)
+    assert prints.reused == 0  # printed whole: the earlier build was not kept
+    assert small.merged([edited]).digests() == _full(edited).digests()
 
 
 def test_unit_keys():
