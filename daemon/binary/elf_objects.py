@@ -15,6 +15,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 EM_X86_64 = 62
 EM_AARCH64 = 183
@@ -53,9 +54,8 @@ class ObjectFormatError(ValueError):
     """Not an ELF file this reader understands (says which and why)."""
 
 
-@dataclass(frozen=True)
-class Section:
-    index: int
+class Section(NamedTuple):  # a tuple: made by the thousand per object, cheaply
+    index: int  # type: ignore[assignment]  # a field, not tuple.index
     name: str
     type: int
     flags: int
@@ -70,9 +70,8 @@ class Section:
         return bool(self.flags & SHF_EXECINSTR)
 
 
-@dataclass(frozen=True)
-class ObjSymbol:
-    index: int
+class ObjSymbol(NamedTuple):
+    index: int  # type: ignore[assignment]  # a field, not tuple.index
     name: str
     type: int  # STT_*
     binding: int  # STB_*: 0 local, 1 global, 2 weak
@@ -85,8 +84,7 @@ class ObjSymbol:
         return self.section != SHN_UNDEF and self.section < SHN_LORESERVE
 
 
-@dataclass(frozen=True)
-class Relocation:
+class Relocation(NamedTuple):
     offset: int  # within the section it applies to (an address in a linked image)
     type: int  # R_<arch>_* number
     symbol: int  # index into ElfObject.symbols (0: none)
