@@ -80,6 +80,7 @@ class UnchangedSections:
         self._defined_now = _defined_by_section(now)
         self._sections: dict[int, bool] = {}
         self._symbols: dict[int, bool] = {}
+        self._known_same: set[int] = set()  # symbol indices found the same
         self._merged = self._merged_section_symbols()
 
     def _merged_section_symbols(self) -> set[int]:
@@ -126,11 +127,10 @@ class UnchangedSections:
             return False
         if _facts_of(self._defined_earlier.get(old_index, [])) != _facts_of(self._defined_now.get(index, [])):
             return False
-        pieces: set[int] = set()  # section symbols of mergeable data: compared where they are used
-        for symbol in self.now.relocation_symbols(new):
-            if symbol in self._merged:
-                pieces.add(symbol)
-            elif not self._same_symbol(symbol):
+        symbols = self.now.relocation_symbols(new)
+        pieces = symbols & self._merged  # section symbols of mergeable data: compared where they are used
+        for symbol in symbols - pieces - self._known_same:  # most were compared for an earlier section
+            if not self._same_symbol(symbol):
                 return False
         return not pieces or self._same_pieces(new, pieces)
 
@@ -153,6 +153,8 @@ class UnchangedSections:
         if known is None:
             known = self._compare_symbol(index)
             self._symbols[index] = known
+            if known:
+                self._known_same.add(index)
         return known
 
     def _compare_symbol(self, index: int) -> bool:
@@ -161,7 +163,7 @@ class UnchangedSections:
         if index >= len(self.now.symbols) or index >= len(self.earlier.symbols):
             return False
         old, new = self.earlier.symbols[index], self.now.symbols[index]
-        if _symbol_facts(old) != _symbol_facts(new):
+        if old != new and _symbol_facts(old) != _symbol_facts(new):  # equal tuples: equal facts
             return False
         if not new.defined or not is_anonymous(new):
             return True  # printed by its name alone
