@@ -49,7 +49,9 @@ from daemon.binary.elf_objects import (
     ObjSymbol,
     Relocation,
     Section,
+    archive_members,
     objects_in,
+    parse_object,
 )
 from daemon.binary.symbols import normalise_name
 
@@ -505,10 +507,14 @@ class PrintCache:
         content = hashlib.blake2b(data, digest_size=16).hexdigest()
         found = self._by_content.get(content)
         if found is None:
-            objects = tuple(objects_in(data, str(path)))
-            found = tuple(self._print(content, obj) for obj in objects)
-            if len(objects) == 1 and len(objects[0].data) >= self.keep_bytes:
-                self._objects[content] = objects
+            if data.startswith(b"!<arch>\n"):
+                found = tuple(
+                    self._member(f"{path}({name})", body)
+                    for name, body in archive_members(data)
+                    if name.endswith(".o") and body.startswith(b"\x7fELF")  # not lib.rmeta
+                )
+            else:
+                found = (self._member(str(path), data, content),)
             self.parsed += 1
             self._by_content[content] = found
             while len(self._by_content) > self.max_files:
@@ -517,6 +523,20 @@ class PrintCache:
         while len(self._by_identity) > 4 * self.max_files:
             del self._by_identity[next(iter(self._by_identity))]
         return content, found
+
+    def _member(self, path: str, data: bytes, content: str | None = None) -> ObjectPrints:
+        """One object's prints, known by its bytes: a patch's object that is byte for byte a
+        member of the program's ``.rlib`` is not printed again."""
+        content = content or hashlib.blake2b(data, digest_size=16).hexdigest()
+        known = self._by_content.get(content)
+        if known is not None and len(known) == 1:
+            return known[0]
+        obj = parse_object(data, path)
+        prints = self._print(content, obj)
+        self._by_content[content] = (prints,)
+        if len(data) >= self.keep_bytes:
+            self._objects[content] = (obj,)
+        return prints
 
     def _print(self, content: str, obj: ElfObject) -> ObjectPrints:
         unit = unit_key(obj.path)
