@@ -8,6 +8,9 @@ records only.
 
 - ``baseline``: the object files (and rlibs) the running program was linked from, per crate;
 - ``code_prints``: per-symbol prints of relocatable objects, and what changed between two sets;
+- ``unchanged_sections``: which sections of a rewritten unit are as in its earlier build, so
+  their prints are taken over instead of made again;
+- ``program_types``: the running program's type layouts, read per unit where a patch needs them;
 - ``reach``: the reach set of the entry points over the patch's call and reference edges, and
   a verdict per changed function;
 - ``patch``: prints, changes and reach for one patch's files (``analyse_patch``).

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from daemon.analysis.unchanged_sections import UnchangedSections, is_anonymous, unit_key
 from daemon.binary.demangle import demangle
 from daemon.binary.elf_objects import (
     EM_AARCH64,
@@ -48,7 +49,9 @@ from daemon.binary.elf_objects import (
     ObjSymbol,
     Relocation,
     Section,
+    archive_members,
     objects_in,
+    parse_object,
 )
 from daemon.binary.symbols import normalise_name
 
@@ -116,6 +119,7 @@ class ObjectPrints:
     path: str
     machine: int
     nodes: Mapping[str, Node]
+    reused: int = 0  # symbols whose node was taken over from an earlier build of the unit
 
 
 def is_constant_data(demangled: str) -> bool:
@@ -132,16 +136,6 @@ def _rustc_shim(name: str) -> bool:
     """A symbol of rustc's own ``__rustc`` crate (the allocator shims it generates into an
     executable's link): never in a patch, whose link leaves them to the program."""
     return "___rustc" in name and demangle(name).startswith("__rustc::")
-
-
-def _anonymous(symbol: ObjSymbol) -> bool:
-    """Compiler-made data whose name means nothing between builds (numbered anew)."""
-    if symbol.type == STT_SECTION:
-        return True
-    name = symbol.name
-    if name.startswith((".L", "anon.", "alloc_", "GCC_except_table")):
-        return True
-    return symbol.binding == STB_LOCAL and not _mangled(name)
 
 
 def _digest(parts: Iterable[bytes]) -> str:
@@ -180,10 +174,13 @@ def _panic_location(data: bytes, rels: list[Relocation], start: int) -> bool:
 
 
 class _Printer:
-    """Prints of one object; anonymous data memoised by its place in the object."""
+    """Prints of one object; anonymous data memoised by its place in the object. Given an
+    earlier build of the same unit and its prints, a symbol whose section is unchanged
+    (``UnchangedSections``) keeps its earlier node instead of being printed again."""
 
-    def __init__(self, obj: ElfObject) -> None:
+    def __init__(self, obj: ElfObject, earlier: tuple[ElfObject, ObjectPrints] | None = None) -> None:
         self.obj = obj
+        self.earlier = earlier
         self.machine = obj.machine
         self.defined: dict[int, list[ObjSymbol]] = {}  # section -> symbols, by value
         for s in obj.symbols:
@@ -195,6 +192,7 @@ class _Printer:
         self.anonymous: dict[tuple[int, int, int], str] = {}
         self.in_progress: set[tuple[int, int, int]] = set()
         self.nodes: dict[str, Node] = {}
+        self.reused = 0
 
     def _section_relocations(self, index: int) -> tuple[list[int], list[Relocation]]:
         found = self.relocations.get(index)
@@ -237,13 +235,13 @@ class _Printer:
         if symbol.type == STT_SECTION:
             point = rel.addend + self._pc_bias(rel.type)
             inside = self._covering(symbol.section, point)
-            if inside is not None and (inside.type == STT_FUNC or not _anonymous(inside)):
+            if inside is not None and (inside.type == STT_FUNC or not is_anonymous(inside)):
                 return normalise_name(inside.name), rel.addend - inside.value
             if section.executable:
                 return f"{section.name}", rel.addend  # code without a function symbol
             start, end = self._datum(section, inside, point)
             return self._anonymous_datum(section, start, end), rel.addend - start
-        if symbol.type == STT_FUNC or not _anonymous(symbol):
+        if symbol.type == STT_FUNC or not is_anonymous(symbol):
             return normalise_name(symbol.name), rel.addend
         start, end = self._datum(section, symbol, symbol.value + rel.addend + self._pc_bias(rel.type))
         return self._anonymous_datum(section, start, end), symbol.value + rel.addend - start
@@ -299,6 +297,7 @@ class _Printer:
         return name
 
     def run(self) -> dict[str, Node]:
+        reuse = self._reusable() if self.earlier is not None else None
         for section_index, symbols in self.defined.items():
             if not 0 < section_index < len(self.obj.sections):
                 continue
@@ -308,12 +307,16 @@ class _Printer:
                     kind = FUNCTION
                 elif symbol.type == STT_TLS:
                     kind = TLS
-                elif symbol.type == STT_OBJECT and not _anonymous(symbol):
+                elif symbol.type == STT_OBJECT and not is_anonymous(symbol):
                     kind = DATA
                 else:
                     continue
                 name = normalise_name(symbol.name)
                 if _rustc_shim(name):
+                    continue
+                if reuse is not None and name in reuse.names and reuse.sections.same(section_index):
+                    self._keep(reuse.nodes, name)
+                    self.reused += 1
                     continue
                 end = symbol.value + symbol.size if symbol.size else section.size
                 data, rels = self._range(section, symbol.value, end)
@@ -325,6 +328,42 @@ class _Printer:
                     node = Node(name, kind, digest, named, printed=printed)
                 self.nodes[name] = _combine(self.nodes.get(name), node)
         return self.nodes
+
+    def _reusable(self) -> _Reuse:
+        """The names defined once in each build (a name defined twice has one combined node,
+        which can't be taken over in part), and the section comparison."""
+        assert self.earlier is not None
+        earlier_obj, earlier_prints = self.earlier
+        once = _defined_once(self.obj) & _defined_once(earlier_obj) & earlier_prints.nodes.keys()
+        return _Reuse(once, UnchangedSections(earlier_obj, self.obj), earlier_prints.nodes)
+
+    def _keep(self, nodes: Mapping[str, Node], name: str) -> None:
+        """Take ``name``'s earlier node, with the anonymous data it refers to (by content)."""
+        stack = [name]
+        while stack:
+            node = nodes[stack.pop()]
+            self.nodes[node.name] = node
+            stack.extend(
+                r.target
+                for r in node.relocations
+                if r.target.startswith(ANONYMOUS_PREFIX) and r.target not in self.nodes and r.target in nodes
+            )
+
+
+class _Reuse(NamedTuple):
+    names: set[str]
+    sections: UnchangedSections
+    nodes: Mapping[str, Node]
+
+
+def _defined_once(obj: ElfObject) -> set[str]:
+    seen: set[str] = set()
+    twice: set[str] = set()
+    for s in obj.symbols:
+        if s.defined and s.type in (STT_FUNC, STT_OBJECT, STT_TLS):
+            name = normalise_name(s.name)
+            (twice if name in seen else seen).add(name)
+    return seen - twice
 
 
 def _entry_size(obj: ElfObject, section: Section) -> int:
@@ -348,10 +387,12 @@ def _combine(earlier: Node | None, node: Node) -> Node:
     )
 
 
-def object_prints(obj: ElfObject) -> ObjectPrints:
+def object_prints(obj: ElfObject, earlier: tuple[ElfObject, ObjectPrints] | None = None) -> ObjectPrints:
     """Prints and relocations of every function, data symbol and anonymous datum ``obj``
-    defines (a relocatable object; pure)."""
-    return ObjectPrints(obj.path, obj.machine, _Printer(obj).run())
+    defines (a relocatable object; pure). ``earlier``: an earlier build of the same unit and
+    its prints; symbols whose sections did not change keep their earlier nodes."""
+    printer = _Printer(obj, earlier)
+    return ObjectPrints(obj.path, obj.machine, printer.run(), printer.reused)
 
 
 @dataclass
@@ -360,10 +401,14 @@ class Prints:
 
     machine: int = 0
     nodes: dict[str, Node] = field(default_factory=dict)
+    _digests: dict[str, str] | None = field(default=None, init=False, repr=False, compare=False)
 
     def digests(self) -> dict[str, str]:
-        """Name → print of every function, static and thread-local."""
-        return {name: node.digest for name, node in self.nodes.items() if node.printed}
+        """Name → print of every function, static and thread-local (made once: don't change
+        ``nodes`` after asking)."""
+        if self._digests is None:
+            self._digests = {name: node.digest for name, node in self.nodes.items() if node.printed}
+        return self._digests
 
 
 def merge(objects: Iterable[ObjectPrints]) -> Prints:
@@ -421,29 +466,55 @@ def changed(old: Prints, new: Prints) -> Changes:
     )
 
 
+# The smallest object whose parsed form the cache keeps, to compare its unit's next build
+# with: most units are small, and their parsed symbols would cost more memory than printing
+# them again costs time.
+KEPT_OBJECT_BYTES = 128 * 1024
+
+
 class PrintCache:
     """``ObjectPrints`` per file, remembered by the file's identity (device, inode, size,
     modification time) and by a digest of its bytes: a unit rustc reused (hard-linked from
-    its incremental directory, or written again with the same bytes) is not parsed again."""
+    its incremental directory, or written again with the same bytes) is not parsed again.
 
-    def __init__(self, max_files: int = 8192) -> None:
+    It also keeps the latest parsed build of each codegen unit (``unit_key``): a unit rustc
+    rewrote is compared with it section by section, and only what changed is printed again."""
+
+    def __init__(self, max_files: int = 8192, keep_bytes: int = KEPT_OBJECT_BYTES) -> None:
         self.max_files = max_files
+        self.keep_bytes = keep_bytes  # objects this large stay parsed, for their unit's next build
         self._by_identity: dict[tuple[int, int, int, int], str] = {}
         self._by_content: dict[str, tuple[ObjectPrints, ...]] = {}
+        self._latest: dict[str, tuple[str, ElfObject, ObjectPrints]] = {}  # unit -> content, object, prints
+        self._objects: dict[str, tuple[ElfObject, ...]] = {}  # content -> its objects, while the latest
+        self._merged: dict[tuple[str, ...], Prints] = {}  # a few recent merges, by their files' contents
         self.parsed = 0  # files parsed (not found in the cache) since this cache was made
+
+    def _content(self, path: str | Path) -> tuple[tuple[int, int, int, int], str | None]:
+        info = os.stat(path)
+        identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        return identity, self._by_identity.get(identity)
 
     def prints(self, path: str | Path) -> tuple[ObjectPrints, ...]:
         """The prints of an object file, or of each object member of an ``.rlib``."""
-        info = os.stat(path)
-        identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        content = self._by_identity.get(identity)
+        return self._prints(path)[1]
+
+    def _prints(self, path: str | Path) -> tuple[str, tuple[ObjectPrints, ...]]:
+        identity, content = self._content(path)
         if content is not None and content in self._by_content:
-            return self._by_content[content]
+            return content, self._by_content[content]
         data = Path(path).read_bytes()
         content = hashlib.blake2b(data, digest_size=16).hexdigest()
         found = self._by_content.get(content)
         if found is None:
-            found = tuple(object_prints(obj) for obj in objects_in(data, str(path)))
+            if data.startswith(b"!<arch>\n"):
+                found = tuple(
+                    self._member(f"{path}({name})", body)
+                    for name, body in archive_members(data)
+                    if name.endswith(".o") and body.startswith(b"\x7fELF")  # not lib.rmeta
+                )
+            else:
+                found = (self._member(str(path), data, content),)
             self.parsed += 1
             self._by_content[content] = found
             while len(self._by_content) > self.max_files:
@@ -451,7 +522,51 @@ class PrintCache:
         self._by_identity[identity] = content
         while len(self._by_identity) > 4 * self.max_files:
             del self._by_identity[next(iter(self._by_identity))]
-        return found
+        return content, found
+
+    def _member(self, path: str, data: bytes, content: str | None = None) -> ObjectPrints:
+        """One object's prints, known by its bytes: a patch's object that is byte for byte a
+        member of the program's ``.rlib`` is not printed again."""
+        content = content or hashlib.blake2b(data, digest_size=16).hexdigest()
+        known = self._by_content.get(content)
+        if known is not None and len(known) == 1:
+            return known[0]
+        obj = parse_object(data, path)
+        prints = self._print(content, obj)
+        self._by_content[content] = (prints,)
+        if len(data) >= self.keep_bytes:
+            self._objects[content] = (obj,)
+        return prints
+
+    def _print(self, content: str, obj: ElfObject) -> ObjectPrints:
+        unit = unit_key(obj.path)
+        earlier = self._latest.pop(unit, None)
+        prints = object_prints(obj, earlier[1:] if earlier is not None else None)
+        obj.forget_relocations()  # decoded again if asked for; kept, they would outweigh the bytes
+        if earlier is not None and earlier[0] != content:
+            self._objects.pop(earlier[0], None)  # no longer the latest build of its unit
+        if len(obj.data) >= self.keep_bytes:  # a small unit is printed whole as fast as compared
+            self._latest[unit] = (content, obj, prints)
+        return prints
+
+    def objects(self, path: str | Path) -> tuple[ElfObject, ...]:
+        """The parsed objects of a file whose prints this cache made last for their units;
+        other files are read and parsed again."""
+        _, content = self._content(path)
+        kept = self._objects.get(content) if content is not None else None
+        if kept is not None:
+            return kept
+        return tuple(objects_in(Path(path).read_bytes(), str(path)))
 
     def merged(self, paths: Iterable[str | Path]) -> Prints:
-        return merge(p for path in paths for p in self.prints(path))
+        """The prints of ``paths`` merged; the same files' contents give the same ``Prints``
+        (the running program's, asked for with every patch, are merged once)."""
+        found = [self._prints(path) for path in paths]
+        key = tuple(content for content, _ in found)
+        merged = self._merged.pop(key, None)
+        if merged is None:
+            merged = merge(p for _, prints in found for p in prints)
+        self._merged[key] = merged  # the newest last
+        while len(self._merged) > 4:
+            del self._merged[next(iter(self._merged))]
+        return merged

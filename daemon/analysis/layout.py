@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -771,10 +771,23 @@ def layout_check(
 
 
 def check_functions(
-    old: LayoutTable, objects: Iterable[ElfObject], linkage_names: Iterable[str]
+    old: LayoutTable,
+    objects: Iterable[ElfObject],
+    linkage_names: Iterable[str],
+    *,
+    complete: Callable[[], LayoutTable] | None = None,
 ) -> tuple[dict[str, FunctionFacts | LayoutUnknown], list[LayoutChange] | LayoutUnknown]:
-    """``function_facts`` and ``layout_check`` from one reading of the patch's objects."""
+    """``function_facts`` and ``layout_check`` from one reading of the patch's objects.
+
+    With ``complete``, ``old`` may be a part of the program's table: it decides only when
+    every type the functions use is in it with the patch's layout (another object may have a
+    second layout under the same name, so a difference is not yet a change); otherwise
+    ``complete()`` gives the whole table, which decides."""
     facts, type_dies = _facts(objects, linkage_names)
+    if complete is not None and not any(isinstance(f, LayoutUnknown) for f in facts.values()):
+        if all(name in old or name in old.ambiguous for name in type_dies) and _checked(old, facts, type_dies) == []:
+            return facts, []
+        old = complete()
     return facts, _checked(old, facts, type_dies)
 
 

@@ -18,10 +18,13 @@ does.
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from daemon.binary.elf_objects import EM_AARCH64, EM_X86_64, STT_SECTION, ElfObject, Relocation
+from daemon.binary.elf_objects import EM_AARCH64, EM_X86_64, SHT_RELA, STT_SECTION, ElfObject, Section
 
 # Absolute relocations in debug sections, by machine: type → width (as elf_objects applies them).
 _ABSOLUTE_WIDTHS = {
@@ -158,6 +161,7 @@ _INDIRECT = -7
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+_RELA_ENTRY = struct.Struct("<QQq")
 
 Value = int | str | bytes | bool
 
@@ -299,26 +303,51 @@ def parse_abbrevs(data: bytes, offset: int) -> dict[int, Abbrev]:
 
 
 class _Relocations:
-    """A section's absolute relocations, looked up by offset (S + A, as ``ElfObject.relocated``)."""
+    """A section's absolute relocations, looked up by offset (S + A, as ``ElfObject.relocated``).
 
-    def __init__(self, obj: ElfObject, relocations: list[Relocation]) -> None:
-        ordered = sorted(relocations, key=lambda r: r.offset)
-        self.offsets = [r.offset for r in ordered]
-        self.relocations = ordered
+    Only the offsets are taken out of the raw entries (in C, by slicing an array); an entry is
+    decoded when a value at its offset is read. A large unit has tens of thousands of entries
+    and a read needs a few hundred."""
+
+    def __init__(self, obj: ElfObject, section: Section) -> None:
         self.symbols = obj.symbols
         self.widths = _ABSOLUTE_WIDTHS.get(obj.machine, {})
+        self.entries: list[tuple[int, int, int]] | None = None  # (offset, info, addend), when decoded
+        raws = obj.relocation_bytes(section)
+        offsets: Sequence[int] = []
+        if len(raws) == 1 and raws[0][0] == SHT_RELA and sys.byteorder == "little":
+            raw = raws[0][1]
+            self.raw = raw[: len(raw) - len(raw) % _RELA_ENTRY.size]
+            offsets = array("Q", self.raw)[0::3]
+            if list(offsets) != sorted(offsets):
+                offsets = []  # out of order: decoded below
+        if not offsets and any(raw for _, raw in raws):
+            ordered = sorted(obj.relocations(section), key=lambda r: r.offset)
+            self.entries = [(r.offset, r.type | (r.symbol << 32), r.addend) for r in ordered]
+            offsets = [r.offset for r in ordered]
+        self.offsets = offsets
+
+    def __bool__(self) -> bool:
+        return len(self.offsets) > 0
+
+    def _entry(self, index: int) -> tuple[int, int, int]:
+        if self.entries is not None:
+            return self.entries[index]
+        offset, info, addend = _RELA_ENTRY.unpack_from(self.raw, index * _RELA_ENTRY.size)
+        return int(offset), int(info), int(addend)
 
     def value(self, pos: int, width: int) -> int | None:
         """The relocated ``width``-byte value at ``pos``, or None when no relocation applies."""
         index = bisect_left(self.offsets, pos)
         if index >= len(self.offsets) or self.offsets[index] != pos:
             return None
-        rel = self.relocations[index]
-        if self.widths.get(rel.type) != width:
+        _, info, addend = self._entry(index)
+        if self.widths.get(info & 0xFFFFFFFF) != width:
             return None
-        symbol = self.symbols[rel.symbol] if 0 < rel.symbol < len(self.symbols) else None
+        symbol_index = info >> 32
+        symbol = self.symbols[symbol_index] if 0 < symbol_index < len(self.symbols) else None
         base = symbol.value if symbol is not None and symbol.type != STT_SECTION else 0
-        return (base + rel.addend) & ((1 << (8 * width)) - 1)
+        return (base + addend) & ((1 << (8 * width)) - 1)
 
 
 @dataclass
@@ -343,10 +372,10 @@ class Sections:
         abbrev = obj.relocated(".debug_abbrev")
         if section is None or not section.size or abbrev is None:
             return None
-        relocations = obj.relocations(section)
+        relocations = _Relocations(obj, section)
         return cls(
             info=obj.section_data(section),
-            info_relocations=_Relocations(obj, relocations) if relocations else None,
+            info_relocations=relocations if relocations else None,
             abbrev=abbrev,
             str=obj.relocated(".debug_str") or b"",
             line_str=obj.relocated(".debug_line_str") or b"",
@@ -458,7 +487,7 @@ class Unit:
         self.offsets: list[int] = []
         self.tags: list[int] = []
         self.parents: dict[int, int] = {}
-        self._children: dict[int, list[int]] | None = None
+        self._ends: dict[int, int] = {}  # a DIE with children -> the index after its last descendant
         self._str_offsets_base: int | None = None
         self._forms: dict[int, dict[int, int]] = {}
 
@@ -499,6 +528,7 @@ class Unit:
         offsets = self.offsets
         tags = self.tags
         parents = self.parents
+        ends = self._ends
         stack: list[int] = []
         parent = -1  # the innermost open DIE with children (-1: none)
         plans = self._plans
@@ -512,7 +542,7 @@ class Unit:
                 code, pos = uleb(data, start)
             elif code == 0:
                 if stack:
-                    stack.pop()
+                    ends[stack.pop()] = len(offsets)
                     parent = stack[-1] if stack else -1
                 continue
             plan = plans.get(code)
@@ -540,6 +570,8 @@ class Unit:
             if tagbits & 0x10000:
                 stack.append(start)
                 parent = start
+        for unclosed in stack:  # a unit cut short: its open DIEs end with it
+            ends[unclosed] = len(offsets)
 
     def _skip(self, data: bytes, pos: int, skip: int) -> int:
         if skip == _ULEB:
@@ -562,13 +594,21 @@ class Unit:
         return pos + size if size >= 0 else self._skip(data, pos, size)
 
     def child_offsets(self, offset: int) -> list[int]:
+        """The direct children of the DIE at ``offset``, in order (each one's subtree skipped)."""
         self.scan()
-        if self._children is None:
-            children: dict[int, list[int]] = {}
-            for child, parent in self.parents.items():
-                children.setdefault(parent, []).append(child)
-            self._children = children
-        return self._children.get(offset, [])
+        offsets = self.offsets
+        index = bisect_left(offsets, offset)
+        if index >= len(offsets) or offsets[index] != offset:
+            return []
+        end = self._ends.get(offset, index + 1)
+        ends = self._ends
+        children = []
+        index += 1
+        while index < end:
+            child = offsets[index]
+            children.append(child)
+            index = ends.get(child, index + 1)
+        return children
 
     def parent(self, offset: int) -> int | None:
         self.scan()

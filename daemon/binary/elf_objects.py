@@ -10,9 +10,12 @@ members of an ``.rlib``) and linked images alike. ``parse_object(data)`` is pure
 from __future__ import annotations
 
 import struct
+import sys
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 EM_X86_64 = 62
 EM_AARCH64 = 183
@@ -51,9 +54,8 @@ class ObjectFormatError(ValueError):
     """Not an ELF file this reader understands (says which and why)."""
 
 
-@dataclass(frozen=True)
-class Section:
-    index: int
+class Section(NamedTuple):  # a tuple: made by the thousand per object, cheaply
+    index: int  # type: ignore[assignment]  # a field, not tuple.index
     name: str
     type: int
     flags: int
@@ -68,9 +70,8 @@ class Section:
         return bool(self.flags & SHF_EXECINSTR)
 
 
-@dataclass(frozen=True)
-class ObjSymbol:
-    index: int
+class ObjSymbol(NamedTuple):
+    index: int  # type: ignore[assignment]  # a field, not tuple.index
     name: str
     type: int  # STT_*
     binding: int  # STB_*: 0 local, 1 global, 2 weak
@@ -83,8 +84,7 @@ class ObjSymbol:
         return self.section != SHN_UNDEF and self.section < SHN_LORESERVE
 
 
-@dataclass(frozen=True)
-class Relocation:
+class Relocation(NamedTuple):
     offset: int  # within the section it applies to (an address in a linked image)
     type: int  # R_<arch>_* number
     symbol: int  # index into ElfObject.symbols (0: none)
@@ -122,6 +122,30 @@ class ElfObject:
             for rel_section in self._relocation_sections.get(section.index, []):
                 found.extend(_read_relocations(self.data, rel_section))
             self._relocations[section.index] = found
+        return found
+
+    def forget_relocations(self) -> None:
+        """Drop the relocations decoded so far (memory; they are read again when asked for)."""
+        self._relocations.clear()
+
+    def relocation_bytes(self, section: Section) -> tuple[tuple[int, bytes], ...]:
+        """The raw entries of the REL/RELA sections that apply to ``section``, as (type, bytes):
+        compared as they stand, two sections' relocations are equal without decoding them."""
+        return tuple(
+            (s.type, self.data[s.offset : s.offset + s.size]) for s in self._relocation_sections.get(section.index, [])
+        )
+
+    def relocation_symbols(self, section: Section) -> set[int]:
+        """The symbol indices the relocations of ``section`` refer to (without decoding each entry)."""
+        found: set[int] = set()
+        for rel_type, raw in self.relocation_bytes(section):
+            width = 3 if rel_type == SHT_RELA else 2
+            usable = len(raw) - len(raw) % (8 * width)
+            if sys.byteorder == "little":
+                infos = set(array("Q", raw[:usable])[1::width])
+            else:
+                infos = {info for _, info, *_ in struct.iter_unpack("<QQq" if width == 3 else "<QQ", raw[:usable])}
+            found.update(info >> 32 for info in infos)
         return found
 
     def relocated(self, name: str) -> bytes | None:

@@ -6,6 +6,7 @@ This is the one place that strings the pipeline together, for both the one-shot
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Sequence
@@ -20,12 +21,14 @@ from capture.rustc_args import codegen_value
 from capture.store import CaptureRecord, Captures, CrateKey, load_captures
 from daemon.analysis.baseline import Baseline, captured_objects
 from daemon.analysis.code_prints import PrintCache, changed
-from daemon.analysis.layout import FunctionFacts, LayoutTable, LayoutUnknown, check_functions, program_layouts
+from daemon.analysis.layout import FunctionFacts, LayoutUnknown, check_functions
+from daemon.analysis.program_types import ProgramTypes
 from daemon.analysis.reach import analyse_reach
+from daemon.analysis.unchanged_sections import unit_key
 from daemon.analysis.verdicts import NEEDS_RESTART, Entry, LayoutFinding, SaveVerdict, judge, unknown_save
 from daemon.binary.demangle import demangle
 from daemon.binary.dwarf import DwarfError
-from daemon.binary.elf_objects import ObjectFormatError, object_files
+from daemon.binary.elf_objects import ObjectFormatError
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
 from daemon.binary.program_index import program_index
@@ -171,6 +174,19 @@ def _is_constant_data(name: str) -> bool:
     return any(part in name for part in ("vtable", "{{constant}}", "CALLSITE", "::{{closure}}"))
 
 
+def _analysis_cost(run: dict[str, float], link_ms: float) -> dict[str, float]:
+    """What the analysis beside the link cost the patch: its CPU time, and how long it ran
+    on after the link was done (taking the link to start as soon as rustc was done, a little
+    earlier than it does: so at most this much)."""
+    if "done_at" not in run:
+        return {}
+    linked_at = run["link_from"] + link_ms / 1000
+    return {
+        "analysis_cpu_ms": run["cpu_ms"],
+        "analysis_after_link_ms": max(0.0, (run["done_at"] - linked_at) * 1000),
+    }
+
+
 def _patchable(record: CaptureRecord) -> bool:
     return record.kind != "build-script" and "proc-macro" not in record.crate_types
 
@@ -287,7 +303,8 @@ class Patcher:
         self._functions_at: dict[int, str] | None = None  # the program's function symbols by address
         self._main_at = 0  # the static address of the program's `main`: entry offsets count from it
         self._delivered: dict[str, str] | None = None  # prints of the last patch sent to the program
-        self._program_layouts: LayoutTable | None = None  # its types, from its debug info
+        self._program_layouts: ProgramTypes | None = None  # its types, from its debug info
+        self._frozen = False  # its long-lived objects moved out of the collector's way
 
     @property
     def symbol_cache_dir(self) -> Path:
@@ -336,13 +353,19 @@ class Patcher:
         except OSError:
             pass  # remembered in memory; the build reports an unwritable session itself
         analysed: list[tuple[SaveVerdict, dict[str, str]]] = []
+        analysis_run: dict[str, float] = {}
 
         def analyse(compiled: tuple[CrateBuild, ...]) -> None:  # in a thread, while the linker runs
+            # the link began after rustc's end; with every crate reused (no rustc), just before this call
+            analysis_run["link_from"] = max((c.finished_at for c in compiled), default=0.0) or time.perf_counter()
+            cpu = time.thread_time()
             try:
                 analysed.append(self._analyse(host, top.key, compiled, list(entries)))
             except Exception as exc:  # a bug here must not cost the patch: its verdict says so
                 log.exception("change analysis failed", program=top.key.label)
                 analysed.append((unknown_save(f"the change analysis failed ({exc!r})"), {}))
+            analysis_run["cpu_ms"] = (time.thread_time() - cpu) * 1000
+            analysis_run["done_at"] = time.perf_counter()
 
         # Only a patch needs the link and its checks: a save only a restart can run is
         # decided as soon as the analysis is, and the linker is stopped.
@@ -403,6 +426,7 @@ class Patcher:
                 "link_ms": build.link_ms,
                 "verify_ms": verify_ms,
                 "analysis_ms": sum(verdict.timings.values()),
+                **_analysis_cost(analysis_run, build.link_ms),
                 "total_ms": total_ms,
             },
             compiler_warnings=[w.to_dict() for w in build.warnings],
@@ -417,12 +441,13 @@ class Patcher:
         level = codegen_value(record.args, "opt-level") if record is not None else None
         return level not in (None, "0")
 
-    def _program_types(self, baseline: Baseline) -> LayoutTable:
-        """The running program's workspace types, read once from the objects it was linked
-        from (and kept beside the capture, under a digest of those objects)."""
+    def _program_types(self, baseline: Baseline) -> ProgramTypes:
+        """The running program's workspace types, read from the objects it was linked from
+        where a patch needs them (the whole table kept beside the capture, under a digest of
+        those objects)."""
         if self._program_layouts is None:
             paths = [p for paths in baseline.objects.values() for p in paths]
-            self._program_layouts = program_layouts(paths, self.capture_root / "layouts")
+            self._program_layouts = ProgramTypes(paths, self.capture_root / "layouts")
         return self._program_layouts
 
     def _layouts(
@@ -441,8 +466,10 @@ class Patcher:
                 for path in crate.objects
                 if any(prints.nodes.keys() & wanted for prints in self._prints.prints(path))
             ]
-            objects = [o for path in paths for o in object_files(path)]
-            facts, result = check_functions(program, objects, functions)
+            objects = [o for path in paths for o in self._prints.objects(path)]  # parsed once, with the prints
+            facts, result = check_functions(
+                program.of_units(unit_key(o.path) for o in objects), objects, functions, complete=program.complete
+            )
         except (OSError, ObjectFormatError, DwarfError, IndexError, ValueError) as exc:
             return {}, f"the debug info can't be read ({exc}), so type layouts could not be compared", {}
         workspace = os.path.join(self.workspace, "")
@@ -516,6 +543,12 @@ class Patcher:
             new = self._prints.merged(p for c in crates for p in c.objects)
         except (OSError, ValueError) as exc:
             return unknown_save(f"the objects to compare can't be read: {exc}"), {}
+        if not self._frozen:
+            # The program's prints and objects stay as long as this patcher: hundreds of
+            # thousands of objects that every full collection would walk again (120 ms of
+            # CPU each, measured on the large workspace, in the middle of some later patch).
+            gc.freeze()
+            self._frozen = True
         printed = time.perf_counter()
         changes = changed(old, new)
         resolved = self._entries(host, entries)

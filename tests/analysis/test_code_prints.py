@@ -139,3 +139,19 @@ def test_less_debug_info_changes_unoptimised_code(tmp_path):
     full = PrintCache().merged(compile_objects(tmp_path / "full", source()))
     limited = PrintCache().merged(compile_objects(tmp_path / "limited", source(), extra=("-C", "debuginfo=limited")))
     assert len(changed(full, limited).changed) > 10
+
+
+def test_an_object_equal_to_an_rlib_member_is_not_printed_again(tmp_path):
+    # a library patch's objects are, unit by unit, byte for byte the program's rlib members
+    from daemon.binary.elf_objects import archive_members
+    from tests.support.rust_objects import build_rlib
+
+    rlib = build_rlib(tmp_path / "lib", "app", "pub fn f(x: u32) -> u32 { x + 1 }\npub fn g() -> u8 { 3 }\n")
+    cache = PrintCache()
+    members = cache.prints(rlib)
+    name, body = next((n, b) for n, b in archive_members(rlib.read_bytes()) if n.endswith(".o"))
+    loose = tmp_path / name
+    loose.write_bytes(body)
+    (prints,) = cache.prints(loose)
+    assert any(prints is member for member in members)  # the member's prints, not made again
+    assert PrintCache().merged([loose]).digests() == cache.merged([loose]).digests()

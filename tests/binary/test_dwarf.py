@@ -45,6 +45,7 @@ def test_every_die_and_attribute_matches_pyelftools(tmp_path: Path, version: int
                 assert mine.tag == dwarf.__dict__[die.tag]
                 parent = die.get_parent()
                 assert unit.parent(die.offset) == (parent.offset if parent is not None else None)
+                assert unit.child_offsets(die.offset) == [c.offset for c in die.iter_children()]
                 for name, attribute in die.attributes.items():
                     if not isinstance(name, str) or name not in dwarf.__dict__:
                         continue

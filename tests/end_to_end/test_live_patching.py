@@ -96,7 +96,9 @@ def test_1_body_edit_in_the_bin_crate(host, captured_livehost, sources):
     assert after["app"].startswith("app EDITED")
     assert counter_of(after) == counter_of(before) + 1
     assert result["report"]["mapped"] > 0
-    assert set(result["timings"]) == {"rustc_ms", "link_ms", "verify_ms", "analysis_ms", "total_ms"}
+    assert set(result["timings"]) == {
+        "rustc_ms", "link_ms", "verify_ms", "analysis_ms", "analysis_cpu_ms", "analysis_after_link_ms", "total_ms"
+    }
 
 
 def test_2_edit_calls_std_functions_the_original_never_called(host, captured_livehost, sources, tmp_path):

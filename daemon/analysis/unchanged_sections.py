@@ -1,0 +1,213 @@
+"""Which sections of an object are exactly as in an earlier build of the same codegen unit?
+
+rustc rewrites a whole unit's object when one function in it changes, but most of the unit's
+functions come out byte for byte as before. A function whose print can't have changed need not
+be printed again: ``UnchangedSections(earlier, now).same(index)`` says whether a section of
+``now`` equals the section of that name in ``earlier`` in everything a print reads:
+
+- its type, flags and bytes, and its relocation entries as they stand (offsets, types, symbol
+  indices, addends: compared as raw bytes, not decoded);
+- each symbol those entries name: name, type, binding, value, size, and whether it is defined;
+  where the print follows a symbol into the data it points at (a section symbol, anonymous
+  data), that section too, the same way; or, for a sized datum in a section without
+  relocations (a string in a mergeable section), only the datum's bytes;
+- the symbols defined in the section (a print names a point in it by the symbol covering it).
+
+Equal in all of these, a function's print is the same in both objects, whatever the rest of
+the object holds. Anything that differs, even a renumbered anonymous constant, only means the
+function is printed again. Pure: two ``ElfObject``s in, answers out.
+"""
+
+from __future__ import annotations
+
+import os
+
+from daemon.binary.elf_objects import SHN_LORESERVE, STT_SECTION, ElfObject, ObjSymbol, Section
+
+STB_LOCAL = 0
+SHF_MERGE = 0x10
+SHF_STRINGS = 0x20
+
+
+def _mangled(name: str) -> bool:
+    return name.startswith(("_ZN", "_R"))
+
+
+def is_anonymous(symbol: ObjSymbol) -> bool:
+    """Compiler-made data whose name means nothing between builds (numbered anew)."""
+    if symbol.type == STT_SECTION:
+        return True
+    name = symbol.name
+    if name.startswith((".L", "anon.", "alloc_", "GCC_except_table")):
+        return True
+    return symbol.binding == STB_LOCAL and not _mangled(name)
+
+
+def unit_key(path: str) -> str:
+    """What names one codegen unit across builds (an archive member's name when ``path`` is
+    ``lib.rlib(member)``): an incremental build's ``crate-<hash>.<unit>.<session>.rcgu.o``
+    without its session tag, which changes with every build; other names (a non-incremental
+    ``…-cgu.<N>.rcgu.o``, or any other object) as they are."""
+    name = path[path.rindex("(") + 1 : -1] if path.endswith(")") and "(" in path else os.path.basename(path)
+    if not name.endswith(".rcgu.o"):
+        return name
+    base = name[: -len(".rcgu.o")]
+    parts = base.split(".")
+    if len(parts) >= 3 and not parts[-2].endswith("-cgu"):
+        return ".".join(parts[:-1])
+    return base
+
+
+def _symbol_facts(symbol: ObjSymbol) -> tuple[object, ...]:
+    return (symbol.name, symbol.type, symbol.binding, symbol.value, symbol.size, 0 < symbol.section < SHN_LORESERVE)
+
+
+class UnchangedSections:
+    """Compares sections of ``now`` with the same-named sections of ``earlier``; memoised."""
+
+    def __init__(self, earlier: ElfObject, now: ElfObject) -> None:
+        self.earlier, self.now = earlier, now
+        by_name: dict[str, int] = {}
+        repeated: set[str] = set()
+        for section in earlier.sections:
+            if section.name in by_name:
+                repeated.add(section.name)
+            by_name[section.name] = section.index
+        for name in repeated:  # a name given twice says nothing about which is which
+            del by_name[name]
+        self._earlier_index = by_name
+        self._defined_earlier = _defined_by_section(earlier)
+        self._defined_now = _defined_by_section(now)
+        self._sections: dict[int, bool] = {}
+        self._symbols: dict[int, bool] = {}
+        self._known_same: set[int] = set()  # symbol indices found the same
+        self._merged = self._merged_section_symbols()
+
+    def _merged_section_symbols(self) -> set[int]:
+        """Section symbols (same index, same section name in both) of mergeable sections
+        without relocations: a print reads only the piece a relocation points at."""
+        found = set()
+        for index, (old, new) in enumerate(zip(self.earlier.symbols, self.now.symbols, strict=False)):
+            if new.type != STT_SECTION or old.type != STT_SECTION or not (new.defined and old.defined):
+                continue
+            old_section, new_section = self.earlier.sections[old.section], self.now.sections[new.section]
+            if (
+                new_section.flags & SHF_MERGE
+                and (old_section.name, old_section.flags, old_section.type)
+                == (new_section.name, new_section.flags, new_section.type)
+                and not self.now.relocation_bytes(new_section)
+                and not self.earlier.relocation_bytes(old_section)
+            ):
+                found.add(index)
+        return found
+
+    def same(self, index: int) -> bool:
+        """Whether section ``index`` of ``now`` prints as its namesake in ``earlier``."""
+        known = self._sections.get(index)
+        if known is not None:
+            return known
+        self._sections[index] = True  # a cycle of data pointing at itself: equal unless shown otherwise
+        result = self._compare(index)
+        self._sections[index] = result
+        return result
+
+    def _compare(self, index: int) -> bool:
+        if not 0 < index < len(self.now.sections):
+            return False
+        new = self.now.sections[index]
+        old_index = self._earlier_index.get(new.name)
+        if old_index is None:
+            return False
+        old = self.earlier.sections[old_index]
+        if (old.type, old.flags, old.size) != (new.type, new.flags, new.size):
+            return False
+        if self.earlier.section_data(old) != self.now.section_data(new):
+            return False
+        if self.earlier.relocation_bytes(old) != self.now.relocation_bytes(new):
+            return False
+        if _facts_of(self._defined_earlier.get(old_index, [])) != _facts_of(self._defined_now.get(index, [])):
+            return False
+        symbols = self.now.relocation_symbols(new)
+        pieces = symbols & self._merged  # section symbols of mergeable data: compared where they are used
+        for symbol in symbols - pieces - self._known_same:  # most were compared for an earlier section
+            if not self._same_symbol(symbol):
+                return False
+        return not pieces or self._same_pieces(new, pieces)
+
+    def _same_pieces(self, section: Section, symbols: set[int]) -> bool:
+        """Whether each piece of mergeable data (one string, one constant) that a relocation
+        of ``section`` points at through a section symbol in ``symbols`` is the same."""
+        for rel in self.now.relocations(section):
+            if rel.symbol not in symbols:
+                continue
+            target = self.now.symbols[rel.symbol].section
+            new_data = self.now.section_data(self.now.sections[target])
+            old_data = self.earlier.section_data(self.earlier.sections[self.earlier.symbols[rel.symbol].section])
+            start, end = _piece(self.now.sections[target], new_data, rel.addend)
+            if new_data[start:end] != old_data[start:end]:
+                return False
+        return True
+
+    def _same_symbol(self, index: int) -> bool:
+        known = self._symbols.get(index)
+        if known is None:
+            known = self._compare_symbol(index)
+            self._symbols[index] = known
+            if known:
+                self._known_same.add(index)
+        return known
+
+    def _compare_symbol(self, index: int) -> bool:
+        if index == 0:
+            return True
+        if index >= len(self.now.symbols) or index >= len(self.earlier.symbols):
+            return False
+        old, new = self.earlier.symbols[index], self.now.symbols[index]
+        if old != new and _symbol_facts(old) != _symbol_facts(new):  # equal tuples: equal facts
+            return False
+        if not new.defined or not is_anonymous(new):
+            return True  # printed by its name alone
+        old_section, new_section = self.earlier.sections[old.section], self.now.sections[new.section]
+        if old_section.name != new_section.name:
+            return False
+        if new.type != STT_SECTION and new.size > 0 and not self.now.relocation_bytes(new_section):
+            # a sized datum without relocations (a string, a constant): the print reads its bytes only
+            start, end = new.value, new.value + new.size
+            return (
+                (old_section.type, old_section.flags) == (new_section.type, new_section.flags)
+                and not self.earlier.relocation_bytes(old_section)
+                and self.earlier.section_data(old_section)[start:end] == self.now.section_data(new_section)[start:end]
+            )
+        return self.same(new.section)  # the print reads the data it points at
+
+
+# The furthest a print looks past a relocation's addend for the piece it names (x86_64
+# PC-relative fields point 4 bytes before it; 8 covers every bias ``code_prints`` adds).
+_REACH = 8
+
+
+def _piece(section: Section, data: bytes, addend: int) -> tuple[int, int]:
+    """A byte range of a mergeable section holding every piece (string, or constant of
+    ``.cstN``) a relocation with ``addend`` may name, whatever the relocation's bias."""
+    if not data:
+        return 0, 0
+    low = max(0, min(addend, len(data) - 1))
+    high = max(0, min(addend + _REACH, len(data) - 1))
+    if section.flags & SHF_STRINGS:
+        stop = data.find(b"\0", high)
+        return data.rfind(b"\0", 0, low) + 1, (stop + 1 if stop >= 0 else len(data))
+    tail = section.name.rsplit(".cst", 1)
+    entry = int(tail[1]) if len(tail) == 2 and tail[1].isdigit() and int(tail[1]) > 0 else 1
+    return low - low % entry, min(high - high % entry + entry, len(data))
+
+
+def _defined_by_section(obj: ElfObject) -> dict[int, list[ObjSymbol]]:
+    found: dict[int, list[ObjSymbol]] = {}
+    for symbol in obj.symbols:
+        if symbol.type != STT_SECTION and 0 < symbol.section < SHN_LORESERVE:
+            found.setdefault(symbol.section, []).append(symbol)
+    return found
+
+
+def _facts_of(symbols: list[ObjSymbol]) -> list[tuple[object, ...]]:
+    return sorted((s.name, s.type, s.binding, s.value, s.size) for s in symbols)

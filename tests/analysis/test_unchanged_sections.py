@@ -1,0 +1,133 @@
+"""Prints taken over from an earlier build of a unit: the same answers as printing everything.
+
+Each test compiles the demo program as one codegen unit (one object, the same unit name in
+every build), prints it, then prints an edited build with the same ``PrintCache``: the edited
+build is compared section by section with the first one and only what changed is printed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from daemon.analysis.code_prints import PrintCache, Prints, changed, object_prints
+from daemon.analysis.unchanged_sections import UnchangedSections, unit_key
+from daemon.binary.elf_objects import STT_FUNC, parse_object, read_object
+from tests.analysis.rust_program import compile_objects, named, source
+
+PICK = "#[inline(never)] pub fn pick(x: u32) -> u32 { @CALLEE@(x) }"
+
+
+def _one_unit(directory: Path, **edits: str) -> Path:
+    extra = edits.pop("EXTRA", "")
+    callee = edits.pop("CALLEE", None)
+    if callee is not None:
+        extra += PICK.replace("@CALLEE@", callee)
+        edits["MAIN"] = "let _ = pick(4);"
+    (found,) = compile_objects(directory, source(EXTRA=extra, **edits), units=1)
+    return found
+
+
+def _full(path: Path) -> Prints:
+    """Everything printed afresh: no earlier build."""
+    return PrintCache().merged([path])
+
+
+def _after(earlier: Path, path: Path) -> tuple[Prints, int]:
+    """Printed with ``earlier`` known to the cache: what could be taken over, was."""
+    cache = PrintCache(keep_bytes=0)  # the demo's object is small: kept all the same
+    cache.merged([earlier])
+    (prints,) = cache.prints(path)
+    return cache.merged([path]), prints.reused
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _one_unit(tmp_path_factory.mktemp("base"))
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        ({"HELPER": "2"}, "6helper"),  # a body
+        ({"LITERAL": "shown again"}, "4show"),  # the same code, another string it points at
+        ({"GREETING": "howdy"}, "8GREETING"),  # a static's initial value
+        ({"DISPLAY": "Q"}, "demo..P$u20$as"),  # a format string inside a constant the function points at
+    ],
+)
+def test_an_edit_is_found_and_the_rest_taken_over(tmp_path, base, edit, fragment):
+    edited = _one_unit(tmp_path, **edit)
+    assert unit_key(str(edited)) == unit_key(str(base))
+    prints, reused = _after(base, edited)
+    assert reused > 10  # most of the unit was not printed again
+    full = _full(edited)
+    assert prints.digests() == full.digests()  # and nothing differs from printing it all
+    assert {n: node.relocations for n, node in prints.nodes.items()} == {
+        n: node.relocations for n, node in full.nodes.items() if n in prints.nodes
+    }
+    diff = changed(_full(base), prints)
+    assert diff.changed == (named(full, fragment),)
+
+
+def test_a_call_to_another_function_is_a_change_though_the_bytes_are_equal(tmp_path):
+    # pick() calls helper or neighbour: the same instruction bytes, only the relocation's
+    # target symbol differs
+    first = _one_unit(tmp_path / "a", CALLEE="helper")
+    second = _one_unit(tmp_path / "b", CALLEE="neighbour")
+    a, b = read_object(first), read_object(second)
+    pick = [s for s in b.symbols if s.type == STT_FUNC and "4pick" in s.name]
+    assert len(pick) == 1
+    before = a.section_named(b.sections[pick[0].section].name)
+    assert before is not None and a.section_data(before) == b.section_data(b.sections[pick[0].section])
+    assert not UnchangedSections(a, b).same(pick[0].section)
+    prints, _ = _after(first, second)
+    assert changed(_full(first), prints).changed == (named(prints, "4pick"),)
+
+
+def test_a_section_edited_in_place_is_not_taken_over(tmp_path, base):
+    # the same unit name, the same symbols, one function's bytes changed on disk afterwards
+    obj = read_object(base)
+    helper = next(s for s in obj.symbols if s.type == STT_FUNC and "6helper" in s.name)
+    section = obj.sections[helper.section]
+    data = bytearray(obj.data)
+    data[section.offset] ^= 0xFF
+    tampered = parse_object(bytes(data), str(tmp_path / base.name))
+    assert not UnchangedSections(obj, tampered).same(helper.section)
+    earlier = (obj, object_prints(obj))
+    again = object_prints(tampered, earlier).nodes[helper.name].digest
+    assert again != earlier[1].nodes[helper.name].digest
+    assert again == object_prints(tampered).nodes[helper.name].digest
+
+
+def test_a_file_rewritten_in_place_is_printed_again(tmp_path, base):
+    edited = _one_unit(tmp_path / "edited", HELPER="2")
+    place = tmp_path / "unit.o"
+    shutil.copy(base, place)
+    cache = PrintCache(keep_bytes=0)
+    before = cache.merged([place])
+    shutil.copy(edited, place)  # same path, new bytes: neither the identity nor the content matches
+    after = cache.merged([place])
+    assert changed(before, after).changed == (named(after, "6helper"),)
+    assert after.digests() == _full(edited).digests()
+    assert len(cache.objects(place)) == 1 and cache.objects(place)[0].data == edited.read_bytes()
+
+
+def test_only_large_objects_stay_parsed(tmp_path, base):
+    edited = _one_unit(tmp_path, HELPER="2")
+    size = base.stat().st_size
+    small = PrintCache(keep_bytes=size + 1)
+    small.merged([base])
+    (prints,) = small.prints(edited)
+    assert prints.reused == 0  # printed whole: the earlier build was not kept
+    assert small.merged([edited]).digests() == _full(edited).digests()
+
+
+def test_unit_keys():
+    assert unit_key("/t/app-1a2b.3cgu4xyz.0sess1.rcgu.o") == "app-1a2b.3cgu4xyz"
+    assert unit_key("/t/libstore-9f.rlib(store-9f.0abc.12mk53n.rcgu.o)") == "store-9f.0abc"
+    assert unit_key("/t/demo.o") == "demo.o"
+    # without incremental compilation: no session tag, one name per unit
+    assert unit_key("/t/libapp.rlib(libapp.app.f7fe3a13ec1f8119-cgu.0.rcgu.o)") == "libapp.app.f7fe3a13ec1f8119-cgu.0"
+    assert unit_key("/t/out/demo.demo.1c2d-cgu.3.rcgu.o") == "demo.demo.1c2d-cgu.3"
