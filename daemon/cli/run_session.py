@@ -32,6 +32,7 @@ from daemon.build.diagnostics import is_summary_dict
 from daemon.build.processes import dies_with_parent
 from daemon.cli.change_lines import changed_names, named_list, short_name, uncertain
 from daemon.cli.daemon_patch import serves
+from daemon.cli.run_binary import binary_refusal
 from daemon.cli.run_sources import build_inputs, changed_since_build, file_mtimes
 from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
@@ -352,6 +353,9 @@ async def capture(workspace: Path, selection: Selection) -> None:
         raise BuildFailed(str(exc)) from None
     except OSError as exc:  # a full disk, a vanished directory: the build could not finish
         raise BuildFailed(f"the build could not finish: {exc}") from None
+    if result.recorded_nothing:  # cargo built, but the capture could not be kept: say why
+        raise BuildFailed("cargo built the program, but thinpatch could not record the build:"
+                          + "".join(f"\n  {w}" for w in result.warnings))
     if not result.ok:
         raise BuildFailed("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
 
@@ -488,6 +492,9 @@ class ProgramRunner:
 
     def start(self, program: Program) -> int:
         self.stop()  # one program at a time, whichever path restarts it
+        refusal = binary_refusal(program.binary, program.workspace)  # as late as can be before exec
+        if refusal is not None:
+            raise RunError(refusal)
         env = dict(os.environ)
         env["THINPATCH_SOCKET"] = str(self.options.socket_path)
         if program.build_id:
@@ -559,6 +566,9 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
     style = Style(wants_color(options.colour, sys.stderr))
     built: dict[str, str | None] = {}  # the manifest contents the running program was built from
     program = await fresh_program(options, style, digests=built)
+    refusal = binary_refusal(program.binary, program.workspace)  # before the daemon starts for it
+    if refusal is not None:
+        raise RunError(refusal)
     started_daemon = None
     if not daemon_running(options.socket_path):
         log_path = find_captured_workspace(options.workspace).capture_root / "run-daemon.log"
