@@ -350,7 +350,7 @@ async def capture(workspace: Path, selection: Selection) -> None:
             workspace, selection.release, selection.target, list(selection.cargo_args)
         )
     except CaptureError as exc:
-        raise BuildFailed(str(exc)) from None
+        raise BuildFailed(f"{exc}\nFix that, then run `thinpatch run` again.") from None
     except OSError as exc:  # a full disk, a vanished directory: the build could not finish
         raise BuildFailed(f"the build could not finish: {exc}") from None
     if result.recorded_nothing:  # cargo built, but the capture could not be kept: say why
@@ -453,12 +453,26 @@ def start_daemon(socket_path: Path, log_path: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 20
     while not daemon_running(socket_path):
         if process.poll() is not None:
-            raise RunError(f"the thinpatch daemon could not start; see {log_path}")
+            said = last_line(log_path)
+            raise RunError(f"the thinpatch daemon could not start: {said}" if said else
+                           f"the thinpatch daemon could not start; see {log_path}")
         if time.monotonic() > deadline:
             process.kill()
             raise RunError(f"the thinpatch daemon did not start listening within 20 s; see {log_path}")
         time.sleep(0.05)
     return process
+
+
+def last_line(path: Path) -> str | None:
+    """The last line a log ends with (a daemon that could not start says why there)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 4096))
+            lines = log.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1].removeprefix("thinpatch serve: ") if lines else None
 
 
 def stop_process(process: subprocess.Popen | None, *, group: bool = False) -> None:
