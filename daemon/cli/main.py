@@ -153,6 +153,12 @@ def _report_crash(command: str, exc: BaseException) -> int:
         return 141
     if os.environ.get("THINPATCH_DEBUG"):
         raise exc
+    from daemon.cli.environment_errors import environment_message
+
+    message = environment_message(error)
+    if message is not None:  # the machine's problem, not a bug: say what and the fix
+        sys.stderr.write(f"thinpatch {command}: {message}\n")
+        return 1
     sys.stderr.write(
         f"thinpatch {command}: internal error: {type(error).__name__}: {error}\n"
         "This is a bug in thinpatch; run again with THINPATCH_DEBUG=1 to see where it happened.\n"

@@ -32,6 +32,7 @@ from daemon.build.diagnostics import is_summary_dict
 from daemon.build.processes import dies_with_parent
 from daemon.cli.change_lines import changed_names, named_list, short_name, uncertain
 from daemon.cli.daemon_patch import serves
+from daemon.cli.run_binary import binary_refusal
 from daemon.cli.run_sources import build_inputs, changed_since_build, file_mtimes
 from daemon.cli.terminal import Style, wants_color
 from daemon.service.programs import Program, ProgramChoiceError, choose_program, read_programs
@@ -357,11 +358,14 @@ async def capture(workspace: Path, selection: Selection, known: dict[Path, Works
             known=known.get(workspace) if known is not None else None,
         )
     except CaptureError as exc:
-        raise BuildFailed(str(exc)) from None
+        raise BuildFailed(f"{exc}\nFix that, then run `thinpatch run` again.") from None
     except OSError as exc:  # a full disk, a vanished directory: the build could not finish
         raise BuildFailed(f"the build could not finish: {exc}") from None
     if known is not None and result.info is not None:
         known[workspace] = result.info
+    if result.recorded_nothing:  # cargo built, but the capture could not be kept: say why
+        raise BuildFailed("cargo built the program, but thinpatch could not record the build:"
+                          + "".join(f"\n  {w}" for w in result.warnings))
     if not result.ok:
         raise BuildFailed("the build failed (see cargo's output above); fix it and run `thinpatch run` again")
 
@@ -475,12 +479,26 @@ def start_daemon(socket_path: Path, log_path: Path, listen: ListenAddress | None
     deadline = time.monotonic() + 20
     while not daemon_running(socket_path):
         if process.poll() is not None:
-            raise RunError(f"the thinpatch daemon could not start; see {log_path}")
+            said = last_line(log_path)
+            raise RunError(f"the thinpatch daemon could not start: {said}" if said else
+                           f"the thinpatch daemon could not start; see {log_path}")
         if time.monotonic() > deadline:
             process.kill()
             raise RunError(f"the thinpatch daemon did not start listening within 20 s; see {log_path}")
         time.sleep(0.05)
     return process
+
+
+def last_line(path: Path) -> str | None:
+    """The last line a log ends with (a daemon that could not start says why there)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 4096))
+            lines = log.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return None
+    return lines[-1].removeprefix("thinpatch serve: ") if lines else None
 
 
 def stop_process(process: subprocess.Popen | None, *, group: bool = False) -> None:
@@ -515,6 +533,9 @@ class ProgramRunner:
         self.remote_env: dict[str, str] = {}
 
     def start(self, program: Program) -> int:
+        refusal = binary_refusal(program.binary, program.workspace)  # as late as can be before exec
+        if refusal is not None:
+            raise RunError(refusal)  # before the running program is stopped: it keeps running
         self.stop()  # one program at a time, whichever path restarts it
         env = dict(os.environ)
         env["THINPATCH_SOCKET"] = str(self.options.socket_path)
@@ -609,6 +630,9 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
     built: dict[str, str | None] = {}  # the manifest contents the running program was built from
     inspected: dict[Path, WorkspaceInfo] = {}  # the workspace as the last build found it
     program = await fresh_program(options, style, digests=built, inspected=inspected)
+    refusal = binary_refusal(program.binary, program.workspace)  # before the daemon starts for it
+    if refusal is not None:
+        raise RunError(refusal)
     started_daemon = None
     if not daemon_running(options.socket_path):
         log_path = find_captured_workspace(options.workspace).capture_root / "run-daemon.log"

@@ -28,6 +28,7 @@ from daemon.build.errors import MissingCapture, RebuildError
 from daemon.build.session_cache import default_session_root, open_session
 from daemon.service.patcher import Patcher
 from daemon.service.programs import RESTART_HINT, Identity, Program, identify, read_programs
+from daemon.service.record_health import DamageReport, RecordsStamp, changed_damage, damage_report, record_files
 from daemon.service.session import CountReceivers, EntryPoints, LoadedWorkspace, PatchOutcome, Publish, WorkspaceSession
 from daemon.service.watcher import DEFAULT_DEBOUNCE_MS, SourceWatcher
 from daemon.service.workspaces import CapturedWorkspace, registered_workspaces
@@ -130,6 +131,8 @@ class Engine:
         self._wake: anyio.Event | None = None  # set: discover now instead of at the next interval
         self._discovering: anyio.Lock | None = None  # held by the discovery round under way
         self._rounds_started = 0
+        self._damage: dict[str, Event] = {}  # workspace -> the event about its damaged records
+        self._record_stamps: dict[str, RecordsStamp] = {}
 
     # ------------------------------------------------------------------ server protocol
 
@@ -244,6 +247,7 @@ class Engine:
             for served in ws.programs.values():
                 if served.last_patch and subscription.wants(served.last_patch):
                     events.append(dict(served.last_patch))
+        events += [dict(event) for event in self._damage.values() if subscription.wants(event)]
         return events
 
     # ------------------------------------------------------------------ lifecycle
@@ -320,19 +324,45 @@ class Engine:
     def _report_damaged_records(self, ws: WorkspaceSession | None) -> None:
         """A session that starts on records it could not read serves only part of the
         workspace: say so, or edits to the crates they describe would pass in silence."""
-        warnings = sorted({w for c in ws.captures for w in c.warnings}) if ws is not None else []
-        if ws is None or not warnings:
+        if ws is not None:
+            warnings = [w for c in ws.captures for w in c.warnings]
+            self._note_damage(ws.name, damage_report(ws.name, warnings, record_files(ws.found.capture_root)))
+
+    def _note_damage(self, key: str, report: DamageReport | None) -> None:
+        """Damaged records become one event (replayed to new subscribers) and a `problems`
+        entry, once per damage; repaired ones clear both."""
+        known = self._damage.get(key)
+        if report is None:
+            if known is not None:
+                del self._damage[key]
+                if self.problems.get(key) == known["reason"]:
+                    del self.problems[key]
             return
-        damaged = damaged_records(ws.found.capture_root, "\n".join(warnings))
-        log.warning("capture records skipped", workspace=ws.name, records=len(warnings))
-        ws.emit(
-            protocol.full_rebuild_required(
-                workspace=ws.name,
-                reason="some capture records could not be read, so patches for their crates can't be "
-                "built:\n  " + "\n  ".join(warnings) + "\nRun `thinpatch capture` and restart the program.",
-                files=damaged,
-            )
-        )
+        self.problems[key] = report.message
+        if known is not None and known["reason"] == report.message:
+            return
+        log.warning("capture records skipped", workspace=key, records=len(report.files))
+        event = protocol.full_rebuild_required(workspace=key, reason=report.message, files=report.files)
+        self._damage[key] = event
+        self.publish(event)
+
+    async def check_records(self) -> None:
+        """Look for record files rewritten since the last look (a stat each), and read
+        those workspaces' records again (in a worker thread)."""
+        served: dict[str, tuple[Path, RecordsStamp | None]] = {
+            key: (ws.found.capture_root, self._record_stamps.get(key)) for key, ws in self.served.items()
+        }
+        sessions = {key: ws.stamp for key, ws in self.served.items()}
+
+        def look() -> dict[str, tuple[RecordsStamp, DamageReport | None]]:
+            changed = changed_damage(served)
+            # A fresh capture starts a new session at the next discovery, which reports its own damage.
+            return {key: found for key, found in changed.items() if capture_stamp(served[key][0]) == sessions[key]}
+
+        for key, (stamp, report) in (await anyio.to_thread.run_sync(look)).items():
+            if key in self.served and self.served[key].stamp == sessions[key]:
+                self._record_stamps[key] = stamp
+                self._note_damage(key, report)
 
     async def _run_workspace(self, ws: WorkspaceSession) -> None:
         try:
@@ -401,6 +431,7 @@ class Engine:
             if stamp != ws.stamp and stamp:
                 log.info("fresh capture: new session", workspace=key)
                 self._stop(key)
+                self._damage.pop(key, None)  # the new session announces its own, after session-reset
                 started = self._start(found, prepared)
                 self._retire(ws, started)
                 self.publish(
@@ -458,3 +489,7 @@ class Engine:
                     await self._wake.wait()
                 self._wake = anyio.Event()  # requests from now on wake the next look
                 await self.look_now()
+                try:
+                    await self.check_records()
+                except Exception as exc:
+                    log.error("checking the capture records failed", error=repr(exc))

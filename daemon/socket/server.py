@@ -56,6 +56,8 @@ DEFAULT_QUEUE_LIMIT = 256
 DEFAULT_MAX_CLIENTS = 1024
 # File descriptors kept free for builds (pipes, objects), the watcher and the symbol cache.
 RESERVED_FDS = 256
+# Connections past the limit while others close to make room for them (a fraction of RESERVED_FDS).
+CLOSING_ALLOWANCE = 64
 MAX_FD_SOFT_LIMIT = 65536
 # A connection that has not subscribed is closed after this long without a request.
 IDLE_TIMEOUT_S = 60.0
@@ -84,6 +86,36 @@ def raise_fd_limit(ceiling: int = MAX_FD_SOFT_LIMIT) -> int:
         except (ValueError, OSError):
             pass
     return ceiling if soft == resource.RLIM_INFINITY else soft
+
+
+def quiet_readiness_races() -> Callable[[], None]:
+    """Keep one known race out of the log: anyio's asyncio backend wakes a socket wait with
+    ``Future.set_result`` from the event loop, and when the wait was cancelled in the same
+    loop turn (a client that hung up as the server gave up on it), asyncio logs the
+    resulting InvalidStateError as a traceback. The server avoids cancelling socket waits;
+    this catches the ones it can't (shutdown). Returns a function that restores the
+    previous handler. Does nothing outside asyncio."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return lambda: None
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), asyncio.InvalidStateError) and "Future.set_result" in repr(
+            context.get("handle")
+        ):
+            log.debug("a socket became ready as its wait was cancelled")
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+    return lambda: loop.set_exception_handler(previous)
 
 
 def client_limit(fd_limit: int) -> int:
@@ -143,6 +175,9 @@ class _Connection:
         self.drop_reason: str | None = None
         self.mid_write = False
         self.writer_done = anyio.Event()
+        self.requests_completed = 0
+        # When a connection that has not subscribed is closed unless a request completes first.
+        self.deadline = float("inf")
 
     def enqueue(self, data: Outgoing) -> bool:
         """Queue one encoded message without blocking. A full queue drops the client."""
@@ -163,7 +198,19 @@ class _Connection:
     def drop(self, reason: str) -> None:
         if self.drop_reason is None:
             self.drop_reason = reason
-            if self.scope is not None:
+            self.stop_reading()
+
+    def stop_reading(self) -> None:
+        """End the read loop by shutting the socket's receiving side: the pending read returns
+        end-of-stream. Cancelling a read that waits on the socket instead races the socket's
+        own readiness callback in the same loop turn (anyio's asyncio backend then logs an
+        InvalidStateError traceback), which rapid connect/disconnect cycles hit."""
+        try:
+            if self.remote:  # a WebSocket's read waits in its own library: cancelling is safe there
+                raise anyio.TypedAttributeLookupError
+            self.stream.extra(SocketAttribute.raw_socket).shutdown(socket.SHUT_RD)
+        except (OSError, anyio.TypedAttributeLookupError):
+            if self.scope is not None:  # no socket to shut: the last resort is cancelling
                 self.scope.cancel()
 
 
@@ -291,6 +338,7 @@ class DaemonServer:
             if isinstance(name, str) and name:
                 self.socket_path = Path(name)
         listener = await anyio.abc.SocketListener.from_socket(sock)
+        restore_handler = quiet_readiness_races()
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._accept_loop, listener, tg)
@@ -302,6 +350,7 @@ class DaemonServer:
                 await self._flush_all()
                 tg.cancel_scope.cancel()
         finally:
+            restore_handler()
             systemd.notify_stopping()
             with anyio.CancelScope(shield=True):
                 await listener.aclose()
@@ -331,7 +380,8 @@ class DaemonServer:
                 await self._send_final(stream, protocol.error(refusal))
                 return
             connection = self.new_connection(stream)
-            await self.serve_connection(connection, self._read_loop, self._write_loop)
+            connection.deadline = anyio.current_time() + self.idle_timeout
+            await self.serve_connection(connection, self._read_loop, self._write_loop, self._close_when_idle)
             if connection.drop_reason is not None and not connection.mid_write:
                 await self._send_final(stream, protocol.error(connection.drop_reason))
 
@@ -342,10 +392,15 @@ class DaemonServer:
         return _Connection(next(self._connection_numbers), stream, self.queue_limit, remote=remote)
 
     async def serve_connection(
-        self, connection: _Connection, read_loop: ConnectionLoop, write_loop: ConnectionLoop
+        self,
+        connection: _Connection,
+        read_loop: ConnectionLoop,
+        write_loop: ConnectionLoop,
+        watchdog: ConnectionLoop | None = None,
     ) -> None:
         """Serve an accepted connection until it ends: `hello` first, requests as ``read_loop``
-        hands them to :meth:`handle_request`, and the connection's queue written by ``write_loop``.
+        hands them to :meth:`handle_request`, and the connection's queue written by ``write_loop``
+        (``watchdog``, if any, beside them: the transport's idle limit).
         Sets ``connection.drop_reason`` when the daemon ended it; the transport says so last."""
         self._connections.add(connection)
         log.debug("client connected", client=connection.number, clients=len(self._connections))
@@ -354,6 +409,8 @@ class DaemonServer:
                 connection.scope = tg.cancel_scope
                 connection.enqueue(self._encode(protocol.hello(self.version, os.getpid(), remote=connection.remote)))
                 tg.start_soon(write_loop, connection)
+                if watchdog is not None:
+                    tg.start_soon(watchdog, connection)
                 await read_loop(connection)
                 # The client stopped sending: write what it is owed, then hang up.
                 connection.outbox.close()
@@ -395,10 +452,30 @@ class DaemonServer:
                 f"permission denied: this thinpatch daemon serves uid {self._uid} only, "
                 f"and this client runs as uid {credentials.uid}"
             )
-        if len(self._connections) >= self.max_clients:
+        if len(self._connections) >= self.max_clients and not self._make_room():
             log.warning("refused a client: too many clients", limit=self.max_clients)
             return f"too many clients (limit {self.max_clients}); try again later"
         return None
+
+    def _make_room(self) -> bool:
+        """At the limit, close the oldest connection that never completed a request (and is
+        not subscribed) for the new one. False when every connection has, or when too many
+        are still closing (each holds a descriptor until it is gone)."""
+        staying = [c for c in self._connections if c.drop_reason is None]
+        if len(self._connections) >= self.max_clients + CLOSING_ALLOWANCE:
+            return False
+        if len(staying) < self.max_clients:
+            return True  # room is being made already
+        silent = [c for c in staying if c.requests_completed == 0 and c.subscription is None]
+        if not silent:
+            return False
+        oldest = min(silent, key=lambda c: c.number)
+        log.warning("closed a client that sent no request, to make room", client=oldest.number)
+        oldest.drop(
+            f"disconnected: the daemon is at its limit of {self.max_clients} clients, and this connection "
+            "had sent no complete request, so it made room for a new client. Send each request as one line."
+        )
+        return True
 
     async def _send_final(self, stream: anyio.abc.SocketStream, message: dict[str, Any]) -> None:
         """Best effort: a last message before closing, never waiting long."""
@@ -411,28 +488,14 @@ class DaemonServer:
     async def _read_loop(self, connection: _Connection) -> None:
         lines = LineBuffer(MAX_LINE_BYTES)
         held = 0  # this connection's share of self.pending_input
-        # Only a complete request moves the deadline: bytes dripped one at a time don't.
-        deadline = anyio.current_time() + self.idle_timeout
         try:
             while connection.drop_reason is None:
-                # Subscribers may stay silent for ever; anyone else must keep asking.
-                timeout = None
-                if connection.subscription is None:
-                    timeout = max(0.0, deadline - anyio.current_time())
-                chunk = None
-                with anyio.move_on_after(timeout):
-                    try:
-                        chunk = await connection.stream.receive(READ_CHUNK_BYTES)
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                        last = lines.finish()
-                        if last is not None:
-                            await self._handle_line(connection, last)
-                        return
-                if chunk is None:
-                    connection.drop(
-                        f"disconnected: no request for {self.idle_timeout:g} s and no subscription "
-                        "(a request counts once its line is complete)"
-                    )
+                try:
+                    chunk = await connection.stream.receive(READ_CHUNK_BYTES)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    last = lines.finish()
+                    if last is not None and connection.drop_reason is None:
+                        await self._handle_line(connection, last)
                     return
                 try:
                     complete = lines.feed(chunk)
@@ -449,13 +512,30 @@ class DaemonServer:
                     )
                     return
                 if complete:
-                    deadline = anyio.current_time() + self.idle_timeout
+                    # Only a complete request moves the deadline: bytes dripped one at a time don't.
+                    connection.deadline = anyio.current_time() + self.idle_timeout
+                    connection.requests_completed += len(complete)
                 for line in complete:
                     await self._handle_line(connection, line)
                     if connection.drop_reason is not None:
                         return
         finally:
             self.pending_input -= held
+
+    async def _close_when_idle(self, connection: _Connection) -> None:
+        """Close a connection that has not subscribed once its deadline passes without a
+        complete request. Subscribers may stay silent for ever."""
+        while connection.drop_reason is None:
+            remaining = connection.deadline - anyio.current_time()
+            if remaining > 0:
+                await anyio.sleep(remaining)
+            elif connection.subscription is None:
+                connection.drop(
+                    f"disconnected: no request for {self.idle_timeout:g} s and no subscription "
+                    "(a request counts once its line is complete)"
+                )
+            else:
+                connection.deadline = anyio.current_time() + self.idle_timeout
 
     async def _write_loop(self, connection: _Connection) -> None:
         try:
@@ -474,8 +554,7 @@ class DaemonServer:
                     await connection.stream.send(b"".join(batch))
                     connection.mid_write = False
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            if connection.scope is not None:  # the peer went away
-                connection.scope.cancel()
+            connection.stop_reading()  # the peer went away
         finally:
             connection.writer_done.set()
 

@@ -190,6 +190,7 @@ class RemoteEndpoint:
                 connection.drop(f"disconnected: no request for {self.server.idle_timeout:g} s and no subscription")
                 return
             deadline = anyio.current_time() + self.server.idle_timeout
+            connection.requests_completed += 1  # at the client limit, only silent ones make room
             if isinstance(message, bytes):
                 self.server.send(connection, protocol.error("send each request as a text frame of JSON"))
                 continue

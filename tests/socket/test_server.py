@@ -363,7 +363,9 @@ async def test_200_clients_connecting_and_disconnecting(sock_path: Path) -> None
 @pytest.mark.asyncio
 async def test_client_limit(sock_path: Path) -> None:
     async with running_server(FakeEngine(), sock_path, max_clients=2):
-        async with RawClient.connect(sock_path), RawClient.connect(sock_path):
+        async with RawClient.connect(sock_path) as one, RawClient.connect(sock_path) as two:
+            for client in (one, two):  # silent ones would make room (test_server_fairness.py)
+                await client.request({"type": "ping"})
             async with RawClient.connect(sock_path, read_hello=False) as third:
                 messages = await third.read_until_closed()
                 assert [m["type"] for m in messages] == ["error"]

@@ -98,10 +98,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         return anyio.run(run_session, options)
     except BaseException as exc:
-        from daemon.cli.main import innermost
+        from daemon.cli.environment_errors import first_of
 
-        error = innermost(exc)  # raised inside the session's task group, it arrives in a group
-        if not isinstance(error, RunError):
+        error = first_of(exc, RunError)  # raised inside the session's task groups, it arrives in a group
+        if error is None:
             raise
         print(f"thinpatch run: {error}", file=sys.stderr)
         return 1
