@@ -126,19 +126,20 @@ def test_a_failed_capture_build(project, env):
 @as_root
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
 def test_capture_on_a_full_disk(project, env):
-    """cargo builds, but the disk holding the capture records is full."""
+    """cargo builds, but the disk holding the capture records is full (a private tmpfs: a
+    1777 one is refused before anything is written)."""
     records = project / "target" / "thinpatch"
     shutil.rmtree(records)
     records.mkdir()
     script = (
-        f'mount -t tmpfs -o size=64k tmpfs "{records}" && (dd if=/dev/zero of="{records}/fill" bs=4k 2>/dev/null; '
+        f'mount -t tmpfs -o size=64k,mode=0700 tmpfs "{records}" && (dd if=/dev/zero of="{records}/fill" bs=4k 2>/dev/null; '
         f'exec "{sys.executable}" -m daemon capture)'
     )
     done = subprocess.run(
         ["unshare", "--mount", "sh", "-c", script], cwd=project, env=env, stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=120,
     )
-    assert_plain_failure(done, "nothing was captured", "capture.log", "Check that the target directory is writable")
+    assert_plain_failure(done, "nothing was captured", "capture.log", "is full", "free some space")
 
 
 # --------------------------------------------------------------------------- the classification
