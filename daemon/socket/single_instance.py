@@ -102,7 +102,7 @@ def bind_or_fail(path: Path, *, probe_timeout: float = 1.0) -> BoundSocket:
     path = Path(path)
     check_path_length(path)
     prepare_socket_dir(path)
-    lock_fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock_fd = os.open(lock_path(path), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

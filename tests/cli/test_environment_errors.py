@@ -132,7 +132,8 @@ def test_capture_on_a_full_disk(project, env):
     shutil.rmtree(records)
     records.mkdir()
     script = (
-        f'mount -t tmpfs -o size=64k,mode=0700 tmpfs "{records}" && (dd if=/dev/zero of="{records}/fill" bs=4k 2>/dev/null; '
+        f'mount -t tmpfs -o size=64k,mode=0700 tmpfs "{records}" && '
+        f'(dd if=/dev/zero of="{records}/fill" bs=4k 2>/dev/null; '
         f'exec "{sys.executable}" -m daemon capture)'
     )
     done = subprocess.run(

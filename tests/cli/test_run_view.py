@@ -270,15 +270,15 @@ def test_run_on_a_directory_that_does_not_exist_says_so(tmp_path: Path, capsys) 
 
 def test_a_build_failure_raised_inside_the_session_is_a_plain_message(tmp_path: Path, capsys, monkeypatch) -> None:
     """Raised in the session's task group, it arrives wrapped in an exception group."""
-    import daemon.cli.commands.run as run_command
     import daemon.cli.run_session as session
+    import daemon.cli.workspace_root as workspace_root
     from daemon.cli.main import main
 
     async def fails(options) -> int:
         raise BaseExceptionGroup("task group", [BuildFailed("the build failed (see cargo's output above)")])
 
     monkeypatch.setattr(session, "run_session", fails)
-    monkeypatch.setattr(run_command, "_workspace_root", lambda directory: directory)
+    monkeypatch.setattr(workspace_root, "workspace_root", lambda directory: directory)
     assert main(["run", "--workspace", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err == "thinpatch run: the build failed (see cargo's output above)\n"

@@ -112,6 +112,7 @@ def test_a_workspace_planted_above_the_project_is_refused_and_its_build_script_n
     assert_refused(thinpatch("capture", "--workspace", str(project), env=env), *expected)
     assert_refused(thinpatch("run", "--workspace", str(project), env=env), *expected)
     assert_refused(thinpatch("init", "--workspace", str(project), env=env), *expected)
+    assert_refused(thinpatch("restart", "--workspace", str(project), env=env), *expected)
     assert not marker.exists(), "the planted workspace member's build script ran as the victim"
     assert "thinpatch-client" not in (project / "Cargo.toml").read_text()
 
@@ -123,8 +124,9 @@ def test_a_config_planted_above_the_project_is_refused_and_its_compiler_never_ru
     plant(shared / ".cargo" / "config.toml", f'[build]\nrustc = "{shared}/evil-rustc"\n')
     env = victim_env(private)
 
-    out = thinpatch("capture", "--workspace", str(project), env=env)
-    assert_refused(out, f"{shared}/.cargo/config.toml is owned by {NOBODY}", "as configuration")
+    for command in ("capture", "restart"):
+        out = thinpatch(command, "--workspace", str(project), env=env)
+        assert_refused(out, f"{shared}/.cargo/config.toml is owned by {NOBODY}", "as configuration")
     assert not marker.exists(), f"the planted config's compiler ran as uid {marker.read_text()}"
 
 

@@ -35,14 +35,18 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from daemon.cli import run_lock
-    from daemon.cli.commands.run import _workspace_root
+    from daemon.cli.workspace_root import WorkspaceRefused, workspace_root
 
     directory = Path(os.path.realpath(args.workspace))
     if not directory.is_dir():
         print(f"thinpatch restart: --workspace {args.workspace} is not a directory. Name your cargo project "
               "(the directory with Cargo.toml), or run `thinpatch restart` inside it.", file=sys.stderr)
         return 2
-    workspace = _workspace_root(directory)
+    try:
+        workspace = workspace_root(directory)
+    except WorkspaceRefused as exc:
+        print(f"thinpatch restart: {exc}", file=sys.stderr)
+        return 1
     try:
         pid = run_lock.holder(run_lock.capture_root_of(workspace))
     except run_lock.RunLockError as exc:

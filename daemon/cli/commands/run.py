@@ -77,14 +77,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"thinpatch run: --workspace {args.workspace} is not a directory. Name your cargo project "
               "(the directory with Cargo.toml), or run `thinpatch run` inside it.", file=sys.stderr)
         return 2
-    from capture.cargo_inputs import untrusted_input
+    from daemon.cli.workspace_root import WorkspaceRefused, workspace_root
 
-    refusal = untrusted_input(str(workspace), os.environ)  # before any cargo command reads them
-    if refusal is not None:
-        print(f"thinpatch run: {refusal}", file=sys.stderr)
+    try:
+        root = workspace_root(workspace)  # checks what cargo would read before it runs
+    except WorkspaceRefused as exc:
+        print(f"thinpatch run: {exc}", file=sys.stderr)
         return 1
     options = RunOptions(
-        workspace=_workspace_root(workspace),
+        workspace=root,
         selection=Selection(
             bin=args.bin[0] if args.bin else None, release=args.release, profile=args.profile,
             target=args.target, cargo_args=tuple(cargo_selection_args(args)),
@@ -105,21 +106,3 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"thinpatch run: {error}", file=sys.stderr)
         return 1
-
-
-def _workspace_root(directory):
-    """The cargo workspace root containing ``directory`` (as `cargo locate-project --workspace`)."""
-    import json
-    import subprocess
-    from pathlib import Path
-
-    try:
-        out = subprocess.run(
-            ["cargo", "locate-project", "--workspace", "--message-format", "json"],
-            cwd=directory, capture_output=True, text=True, timeout=60,
-        )
-        if out.returncode == 0:
-            return Path(json.loads(out.stdout)["root"]).parent
-    except (OSError, ValueError, KeyError, subprocess.SubprocessError):
-        pass
-    return directory
