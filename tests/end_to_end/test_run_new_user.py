@@ -109,8 +109,11 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
     try:
         child.expect(r"\[thinpatch\]\S* running game \(host-debug\) \(pid (\d+)\)")
         pid = int(child.match.group(1))
+        # to a file: a pipe nobody reads until the end fills, and the daemon then drops the
+        # watcher that stopped reading (its events are what this test checks last)
+        watch_log = open(tmp_path / "watch.jsonl", "w")
         watch = subprocess.Popen([sys.executable, "-m", "daemon", "watch", "--json", "--socket", str(socket_path)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                 stdout=watch_log, stderr=subprocess.DEVNULL, text=True)
         child.expect(r"frame (\d+) says v1")
         before = frame_number(child)
         entry_points_reported(game, socket_path)  # then a patch's reach can be told
@@ -200,7 +203,9 @@ def test_from_cargo_new_to_live_patches_with_one_command(tmp_path, capture_state
         child.logfile_read.close()
         if watch is not None:
             watch.send_signal(signal.SIGINT)
-            watched, _ = watch.communicate(timeout=30)
+            watch.wait(timeout=30)
+            watch_log.close()
+    watched = (tmp_path / "watch.jsonl").read_text()
     reports = [e for e in map(json.loads, watched.splitlines()) if e["type"] == "patch-result"]
     assert any(r["applied"] and r["pid"] == pid for r in reports), reports
     assert any(r["applied"] and r["pid"] == again for r in reports), (
