@@ -649,19 +649,24 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
     async def rebuild(client: Any, why: str | None) -> Program:
         """A fresh build under capture; the running program is left alone. Raises RunError
         (BuildFailed when cargo failed)."""
-        fresh = await fresh_program(options, style, force=True, why=why, digests=built, inspected=inspected)
-        # Asked for its status, the daemon looks for the new capture now, while the program
-        # starts; the program's subscription waits for that look if it comes first.
-        await client.request({"type": "status"})
-        return fresh
+        return await fresh_program(options, style, force=True, why=why, digests=built, inspected=inspected)
 
-    def switch_to(fresh: Program, tg: anyio.abc.TaskGroup) -> None:
+    def switch_to(fresh: Program, tg: anyio.abc.TaskGroup, client: Any) -> None:
         """Stop the running program and start ``fresh``, with a view of its own."""
         nonlocal program, view
         program = fresh
         view = RunView(program, style, built_ms=view.built_ms)
         view.pid = runner.start(program)  # stops the old one first
         tg.start_soon(runner.watch_exit, program.name)
+        # Asked for its status, the daemon looks for the new capture now, while the program
+        # starts; the program's subscription waits for that look if it comes first.
+        tg.start_soon(look_now, client)
+
+    async def look_now(client: Any) -> None:
+        try:
+            await client.request({"type": "status"})
+        except Exception:  # only sooner: without it the daemon still looks when the program subscribes
+            pass
 
     async def relaunch(client: Any, tg: anyio.abc.TaskGroup) -> None:
         """Start the program that stopped again, from the current sources: its own binary when
@@ -686,7 +691,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
             view.fail(summary)
             say(summary)
             return
-        switch_to(fresh, tg)
+        switch_to(fresh, tg, client)
         say(tagged(style, f"{program.name} had stopped: {style.warn('rebuilt')} it from the current sources and "
                           f"started it again (pid {view.pid}); its state was lost"))
 
@@ -708,7 +713,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
             view.fail(summary)
             say(summary)
             return
-        switch_to(fresh, tg)
+        switch_to(fresh, tg, client)
         say(tagged(style, done.replace("{pid}", str(view.pid))))
 
     async def restart_on_request(client: Any, tg: anyio.abc.TaskGroup) -> None:
@@ -731,7 +736,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
             except RunError as exc:
                 say(tagged(style, f"{style.bad('restart failed')}: {exc}"))
                 continue
-            switch_to(fresh, tg)
+            switch_to(fresh, tg, client)
             say(tagged(style, f"restarted {program.name} with a fresh build (pid {view.pid})"))
     try:
         async with anyio.create_task_group() as tg:
