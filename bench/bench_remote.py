@@ -15,6 +15,9 @@ so the two figures of a round come from one patch, and neither side goes first. 
 then check that the bytes hold the round's edit, so no figure comes from a stale patch. Reported:
 the medians of each side and of the per-round difference, the library's size, the machine's
 load at start and end. A loopback WebSocket: the figures are the protocol's cost, not a network's.
+Both subscribers share this process's event loop, so WebSocket frames that arrive while the Unix
+side reads and hashes wait for it: the difference is an upper bound, by at most that read and
+hash (reported too).
 
     python bench/bench_remote.py [--workspace livehost|large] [--work DIR] [--rounds N] [--json]
 """
@@ -105,9 +108,13 @@ async def unix_side(socket_path: Path, build_id: str, saved: dict, results: dict
         async for event in client.events():
             if event["type"] != "patch-ready" or event.get("replayed"):
                 continue
+            arrived = time.perf_counter()
             data = Path(event["lib"]).read_bytes()
             hashlib.sha256(data).hexdigest()
-            results.setdefault(event["id"], {})["unix_ms"] = ms_between(saved["at"], time.perf_counter())
+            entry = results.setdefault(event["id"], {})
+            entry["unix_ms"] = ms_between(saved["at"], time.perf_counter())
+            # both sides share this event loop: the WebSocket side's frames wait this long if they came after
+            entry["unix_read_hash_ms"] = ms_between(arrived, time.perf_counter())
             check_marker(data, saved, event["id"], "Unix socket")
 
 
@@ -164,6 +171,7 @@ async def bench(kind: str, large_work: Path, rounds: int) -> dict:
         "save_to_unix_patch_ready_and_hashed": summary(unix),
         "save_to_websocket_bytes_verified": summary(ws),
         "websocket_minus_unix_ms": summary([r["ws_ms"] - r["unix_ms"] for r in measured]),
+        "unix_read_and_hash_ms": summary([r["unix_read_hash_ms"] for r in measured]),
         "load_average_at_end": os.getloadavg(),
     }
 
@@ -220,7 +228,7 @@ async def measure(target: Target, env: dict[str, str], work: Path, rounds: int) 
                                 patch_id = event["id"]
                                 break
                     with anyio.fail_after(EVENT_TIMEOUT_S):
-                        while len(results.get(patch_id, {})) < 3:
+                        while len(results.get(patch_id, {})) < 4:
                             await anyio.sleep(0.005)
                     if n == 0:
                         results.pop(patch_id)
@@ -255,7 +263,10 @@ def main() -> int:
         return 0
     edit = "bin edits of the large workspace" if args.workspace == "large" else "saves of the livehost fixture"
     print(f"{result['rounds']} {edit}, patch library {result['library_bytes'] / 1024:.0f} KiB")
-    for name in ("save_to_unix_patch_ready_and_hashed", "save_to_websocket_bytes_verified", "websocket_minus_unix_ms"):
+    for name in (
+        "save_to_unix_patch_ready_and_hashed", "save_to_websocket_bytes_verified", "websocket_minus_unix_ms",
+        "unix_read_and_hash_ms",
+    ):
         figures = result[name]
         print(f"  {name}: median {figures['median_ms']:.1f} ms, min {figures['min_ms']:.1f} ms")
     start, end = result["machine"]["load_average_at_start"], result["load_average_at_end"]
