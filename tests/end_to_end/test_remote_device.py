@@ -315,11 +315,12 @@ def test_a_device_that_never_reads_is_dropped_while_another_gets_the_patch(
     (binary,) = captured.binaries
     build_id = read_build_id(binary)
     assert build_id is not None
+    token = token_of(daemon)
     silent = subprocess.Popen(
         ["sh", "-c", in_device_namespaces(
             captured, network, daemon,
             " ".join(shlex.quote(a) for a in (sys.executable, str(SILENT_DEVICE), daemon.endpoint,
-                                               token_of(daemon), build_id)),
+                                               token, build_id)),
         )],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -331,7 +332,7 @@ def test_a_device_that_never_reads_is_dropped_while_another_gets_the_patch(
     try:
         assert silent.stdout is not None
         assert silent.stdout.readline().strip() == "SUBSCRIBED"
-        device = connected(start_device(captured, network, daemon, token_of(daemon), tmp_path))
+        device = connected(start_device(captured, network, daemon, token, tmp_path))
         save_like_an_editor(source, big_edit(original, blob, "app STALLED"))
         wait_for_edit(device, f"app STALLED {32 << 20} ")
         # The daemon drops the silent one once a frame has waited its stall timeout (30 s).
