@@ -2,7 +2,9 @@
 client crate) runs in a network namespace of its own, reaching the daemon only through a veth
 pair, and in a mount namespace where the project's target/thinpatch, the daemon's runtime
 directory and the state directory are empty: it can get a patch only as bytes over the
-WebSocket. An edit runs on it; a wrong token is refused and told why."""
+WebSocket. An edit runs on it; a wrong token is refused and told why; it reconnects after the
+daemon restarts; a 32 MiB patch reaches it; twenty of it at once all get the edit; a device that
+never reads is dropped while the others get the patch; a different binary gets no patch."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,8 @@ from tests.support.daemon_process import DaemonProcess, save_like_an_editor
 from tests.support.live_host import LiveHost
 
 APP = "app/src/main.rs"
+GREETING = '"app v1 #{} calls={}"'
+SILENT_DEVICE = Path(__file__).parents[1] / "support" / "silent_device.py"
 CLIENT_CRATE = Path(__file__).parents[2] / "daemon" / "data" / "thinpatch-client" / "src"
 
 
@@ -105,14 +110,40 @@ def workspace(captured) -> Path:
     return captured.workspace
 
 
+class Served:
+    """The daemon, listening on the host's side of the veth pair; restarted on the same port."""
+
+    def __init__(self, workspace: Path, network: Network, sock_dir: Path) -> None:
+        self.workspace, self.network, self.sock_dir = workspace, network, sock_dir
+        self.process = self._start(f"{network.host_address}:0")
+        self.endpoint = endpoint(self.process)
+
+    def _start(self, listen: str) -> DaemonProcess:
+        process = DaemonProcess(self.sock_dir / "thinpatch.sock", [self.workspace], "--listen", listen)
+        process.wait_watching(self.workspace)
+        return process
+
+    def restart(self) -> None:
+        self.process.terminate()
+        port = self.endpoint.rsplit(":", 1)[1].split("/", 1)[0]
+        self.process = self._start(f"{self.network.host_address}:{port}")
+        assert endpoint(self.process) == self.endpoint
+
+    @property
+    def socket_path(self) -> Path:
+        return self.process.socket_path
+
+    def log(self) -> str:
+        return self.process.log()
+
+
 @pytest.fixture(scope="module")
 def daemon(workspace, network, tmp_path_factory):
     sock_dir = tmp_path_factory.mktemp("daemon run")
     os.chmod(sock_dir, 0o700)
-    d = DaemonProcess(sock_dir / "thinpatch.sock", [workspace], "--listen", f"{network.host_address}:0")
-    d.wait_watching(workspace)
-    yield d
-    d.terminate()
+    served = Served(workspace, network, sock_dir)
+    yield served
+    served.process.terminate()
 
 
 def endpoint(daemon: DaemonProcess) -> str:
@@ -123,7 +154,7 @@ def endpoint(daemon: DaemonProcess) -> str:
     return json.loads(out.stdout)["daemon"]["listen"]
 
 
-def token_of(daemon: DaemonProcess) -> str:
+def token_of(daemon: Served) -> str:
     out = subprocess.run(
         [sys.executable, "-m", "daemon", "token", "--socket", str(daemon.socket_path)],
         capture_output=True, text=True, timeout=60,
@@ -131,37 +162,70 @@ def token_of(daemon: DaemonProcess) -> str:
     return out.stdout.split()[-1]
 
 
-def start_device(captured, network: Network, daemon: DaemonProcess, token: str, tmp_path: Path) -> LiveHost:
-    """The live host in the device's namespaces, with only THINPATCH_ADDR and THINPATCH_TOKEN."""
+def in_device_namespaces(captured, network: Network, daemon: Served, command: str) -> str:
+    """A shell command run in the device's network namespace, with a mount namespace where the
+    capture, the daemon's socket directory, the state and runtime directories are empty."""
     hidden = [captured.capture_root, daemon.socket_path.parent, Path(os.environ["THINPATCH_STATE_DIR"])]
     if os.environ.get("XDG_RUNTIME_DIR"):
         hidden.append(Path(os.environ["XDG_RUNTIME_DIR"]))
     mounts = " && ".join(f"mount -t tmpfs tmpfs {shlex.quote(str(d))}" for d in hidden)
-    (binary,) = captured.binaries
-    script = tmp_path / "device.sh"
+    return (
+        f"ip netns exec {network.name} unshare --mount --propagation private "
+        f"sh -c {shlex.quote(f'{mounts} && exec {command}')}"
+    )
+
+
+def start_device(
+    captured, network: Network, daemon: Served, token: str, tmp_path: Path,
+    *, name: str = "device", binary: Path | None = None,
+) -> LiveHost:
+    """The live host in the device's namespaces, with only THINPATCH_ADDR and THINPATCH_TOKEN;
+    it keeps the patches it receives in ``tmp_path / f"{name} patches"``."""
+    if binary is None:
+        (binary,) = captured.binaries
+    script = tmp_path / f"{name}.sh"
     script.write_text(
         "#!/bin/sh\n"
-        f"exec env -u THINPATCH_SOCKET THINPATCH_ADDR={shlex.quote(endpoint(daemon))} "
+        f"exec env -u THINPATCH_SOCKET THINPATCH_ADDR={shlex.quote(daemon.endpoint)} "
         f"THINPATCH_TOKEN={shlex.quote(token)} "
-        f"THINPATCH_CACHE_DIR={shlex.quote(str(tmp_path / 'device patches'))} "
-        f"ip netns exec {network.name} unshare --mount --propagation private "
-        f"sh -c {shlex.quote(f'{mounts} && exec {shlex.quote(str(binary))}')}\n"
+        f"THINPATCH_CACHE_DIR={shlex.quote(str(tmp_path / f'{name} patches'))} "
+        f"{in_device_namespaces(captured, network, daemon, shlex.quote(str(binary)))}\n"
     )
     script.chmod(0o700)
     return LiveHost(script, cwd=captured.workspace)
 
 
+def connected(device: LiveHost) -> LiveHost:
+    device.send("connect")
+    device.expect(lambda line: line == "SUBSCRIBED", timeout=60)
+    return device
+
+
+def wait_for_edit(device: LiveHost, app_text: str, timeout: float = 240.0) -> str:
+    """Until a patch makes the device's tick start with ``app_text`` (a patch replayed from an
+    earlier edit may come first); the ``PATCHED`` line that did it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        line = device.expect(
+            lambda line: line.startswith(("PATCHED", "PATCH-ERROR")), timeout=max(1.0, deadline - time.monotonic())
+        )
+        assert line.startswith("PATCHED"), line
+        if device.tick()["app"].startswith(app_text):
+            return line
+
+
+def patch_files(tmp_path: Path, name: str = "device") -> list[Path]:
+    return sorted((tmp_path / f"{name} patches").glob("*.so"))
+
+
 def test_an_edit_runs_on_the_device(captured, workspace, network, daemon, tmp_path) -> None:
-    device = start_device(captured, network, daemon, token_of(daemon), tmp_path)
+    device = connected(start_device(captured, network, daemon, token_of(daemon), tmp_path))
     source = workspace / APP
     original = source.read_text()
     try:
-        device.send("connect")
-        device.expect(lambda line: line == "SUBSCRIBED", timeout=30)
         assert device.tick()["app"].startswith("app v1 ")
-        save_like_an_editor(source, original.replace('"app v1 #{} calls={}"', '"app REMOTE #{} calls={}"'))
-        device.expect(lambda line: line.startswith("PATCHED"), timeout=120)
-        assert device.tick()["app"].startswith("app REMOTE ")
+        save_like_an_editor(source, original.replace(GREETING, '"app REMOTE #{} calls={}"'))
+        wait_for_edit(device, "app REMOTE ")
         # It loaded its own copy of the bytes, in the directory it was given.
         assert [p.suffix for p in (tmp_path / "device patches").iterdir()] == [".so"]
     finally:
@@ -177,3 +241,141 @@ def test_a_wrong_token_is_refused_and_the_device_is_told_why(captured, network, 
         assert refused.startswith("SUBSCRIBE-ERROR") and "wrong token" in refused and "thinpatch token" in refused
     finally:
         device.close()
+
+
+def test_after_the_daemon_restarts_the_device_reconnects_and_gets_the_next_edit(
+    captured, workspace, network, daemon, tmp_path
+) -> None:
+    device = connected(start_device(captured, network, daemon, token_of(daemon), tmp_path))
+    source = workspace / APP
+    original = source.read_text()
+    try:
+        daemon.restart()
+        device.expect(lambda line: line.startswith("DISCONNECTED"), timeout=30)
+        device.expect(lambda line: line == "SUBSCRIBED", timeout=60)
+        save_like_an_editor(source, original.replace(GREETING, '"app RESTARTED #{} calls={}"'))
+        wait_for_edit(device, "app RESTARTED ")
+    finally:
+        device.close()
+        save_like_an_editor(source, original)
+
+
+def big_edit(original: str, blob: Path, text: str) -> str:
+    """The greeting says ``text`` and the length of a blob the crate includes whole: black_box
+    keeps its bytes in the patch library, which grows past the blob's size."""
+    blob_literal = json.dumps(str(blob))
+    return original.replace(
+        f"    format!({GREETING}, n, calls)",
+        f"    static BLOB: &[u8] = include_bytes!({blob_literal});\n"
+        f'    format!("{text} {{}} #{{}} calls={{}}", std::hint::black_box(BLOB).len(), n, calls)',
+    )
+
+
+def test_a_32_mib_patch_reaches_the_device_and_runs(captured, workspace, network, daemon, tmp_path) -> None:
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(32 << 20))
+    device = connected(start_device(captured, network, daemon, token_of(daemon), tmp_path))
+    source = workspace / APP
+    original = source.read_text()
+    try:
+        save_like_an_editor(source, big_edit(original, blob, "app BIG"))
+        wait_for_edit(device, f"app BIG {32 << 20} ")
+        assert patch_files(tmp_path)[-1].stat().st_size > 32 << 20
+    finally:
+        device.close()
+        save_like_an_editor(source, original)
+
+
+def test_twenty_devices_at_once_each_get_and_apply_the_edit(captured, workspace, network, daemon, tmp_path) -> None:
+    token = token_of(daemon)
+    devices: list[LiveHost] = []
+    source = workspace / APP
+    original = source.read_text()
+    try:
+        for n in range(20):
+            devices.append(start_device(captured, network, daemon, token, tmp_path, name=f"device {n}"))
+            devices[-1].send("connect")
+        for device in devices:
+            device.expect(lambda line: line == "SUBSCRIBED", timeout=60)
+        save_like_an_editor(source, original.replace(GREETING, '"app TWENTY #{} calls={}"'))
+        for device in devices:
+            wait_for_edit(device, "app TWENTY ")
+        assert all(patch_files(tmp_path, f"device {n}") for n in range(20))
+    finally:
+        for device in devices:
+            device.close()
+        save_like_an_editor(source, original)
+
+
+def test_a_device_that_never_reads_is_dropped_while_another_gets_the_patch(
+    captured, workspace, network, daemon, tmp_path
+) -> None:
+    from daemon.binary.build_id import read_build_id
+
+    (binary,) = captured.binaries
+    build_id = read_build_id(binary)
+    assert build_id is not None
+    token = token_of(daemon)
+    silent = subprocess.Popen(
+        ["sh", "-c", in_device_namespaces(
+            captured, network, daemon,
+            " ".join(shlex.quote(a) for a in (sys.executable, str(SILENT_DEVICE), daemon.endpoint,
+                                               token, build_id)),
+        )],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(32 << 20))
+    source = workspace / APP
+    original = source.read_text()
+    device = None
+    try:
+        assert silent.stdout is not None
+        assert silent.stdout.readline().strip() == "SUBSCRIBED"
+        device = connected(start_device(captured, network, daemon, token, tmp_path))
+        save_like_an_editor(source, big_edit(original, blob, "app STALLED"))
+        wait_for_edit(device, f"app STALLED {32 << 20} ")
+        # The daemon drops the silent one once a frame has waited its stall timeout (30 s).
+        deadline = time.monotonic() + 120
+        while "stopped reading" not in daemon.log():
+            assert time.monotonic() < deadline, f"the silent device was never dropped:\n{daemon.log()}"
+            time.sleep(0.5)
+    finally:
+        if silent.poll() is None:
+            silent.kill()
+            silent.wait()
+        if device is not None:
+            device.close()
+        save_like_an_editor(source, original)
+
+
+def test_a_device_running_another_binary_is_told_it_is_not_patchable_and_applies_nothing(
+    captured, workspace, network, daemon, tmp_path
+) -> None:
+    from daemon.binary.build_id import read_build_id
+
+    (binary,) = captured.binaries
+    build_id = read_build_id(binary)
+    assert build_id is not None
+    # The same program with another build ID: a binary the daemon did not capture.
+    image = binary.read_bytes()
+    assert image.count(bytes.fromhex(build_id)) == 1
+    other = tmp_path / binary.name
+    other.write_bytes(image.replace(bytes.fromhex(build_id), bytes(b ^ 0xFF for b in bytes.fromhex(build_id))))
+    other.chmod(0o700)
+    token = token_of(daemon)
+    stranger = connected(start_device(captured, network, daemon, token, tmp_path, name="stranger", binary=other))
+    device = connected(start_device(captured, network, daemon, token, tmp_path))
+    source = workspace / APP
+    original = source.read_text()
+    try:
+        stranger.expect(lambda line: line == "EVENT not-patchable", timeout=30)
+        save_like_an_editor(source, original.replace(GREETING, '"app OTHER #{} calls={}"'))
+        wait_for_edit(device, "app OTHER ")
+        assert stranger.tick()["app"].startswith("app v1 ")
+        assert not [line for line in stranger.transcript if line.startswith(("PATCHED", "PATCH-ERROR"))]
+        assert patch_files(tmp_path, "stranger") == []
+    finally:
+        stranger.close()
+        device.close()
+        save_like_an_editor(source, original)
