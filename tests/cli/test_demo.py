@@ -186,10 +186,13 @@ def test_interactive_mode_patches_a_users_edit_and_cleans_up_on_ctrl_c():
 
     def pump() -> None:
         assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line.rstrip("\n"))
-            if wanted and wanted[0] in line:
-                seen.set()
+        try:
+            for line in proc.stderr:
+                lines.append(line.rstrip("\n"))
+                if wanted and wanted[0] in line:
+                    seen.set()
+        except ValueError:
+            pass  # communicate() below closed the pipe: what is left, it read
 
     def wait_for(text: str, timeout: float = 120) -> None:
         seen.clear()
