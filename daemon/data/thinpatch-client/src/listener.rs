@@ -610,20 +610,7 @@ mod tests {
             }
 
             pub fn send(&mut self, opcode: u8, payload: &[u8]) {
-                let mut frame = vec![0x80 | opcode];
-                match payload.len() {
-                    n if n < 126 => frame.push(n as u8),
-                    n if n <= 0xFFFF => {
-                        frame.push(126);
-                        frame.extend_from_slice(&(n as u16).to_be_bytes());
-                    }
-                    n => {
-                        frame.push(127);
-                        frame.extend_from_slice(&(n as u64).to_be_bytes());
-                    }
-                }
-                frame.extend_from_slice(payload);
-                self.writer.write_all(&frame).unwrap();
+                self.writer.write_all(&websocket::frame::server_frame(true, opcode, payload)).unwrap();
             }
 
             pub fn send_text(&mut self, text: &str) {

@@ -83,23 +83,38 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<Parsed, ProtocolError> {
     Ok(Parsed::Header(Header { fin, opcode, length }, header_length))
 }
 
-/// A whole client frame: header, the mask key, and `payload` masked with it.
-pub(crate) fn encode(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(payload.len() + 14);
-    frame.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => frame.push(0x80 | n as u8),
+/// A frame's first bytes: FIN and opcode, the mask bit and the payload length (7, 16 or 64 bits).
+fn header(fin: bool, opcode: u8, masked: bool, length: usize, capacity: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(capacity + 14);
+    frame.push(if fin { 0x80 } else { 0 } | opcode);
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match length {
+        n if n < 126 => frame.push(mask_bit | n as u8),
         n if n <= u16::MAX as usize => {
-            frame.push(0x80 | 126);
+            frame.push(mask_bit | 126);
             frame.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            frame.push(0x80 | 127);
+            frame.push(mask_bit | 127);
             frame.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
+    frame
+}
+
+/// A whole client frame: header, the mask key, and `payload` masked with it.
+pub(crate) fn encode(opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut frame = header(true, opcode, true, payload.len(), payload.len());
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    frame
+}
+
+/// A server frame (unmasked), as the daemon sends it: for tests that play the daemon.
+#[cfg(test)]
+pub(crate) fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = header(fin, opcode, false, payload.len(), payload.len());
+    frame.extend_from_slice(payload);
     frame
 }
 
@@ -208,24 +223,6 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A server frame (unmasked), as the daemon sends it.
-    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            n if n < 126 => frame.push(n as u8),
-            n if n <= 0xFFFF => {
-                frame.push(126);
-                frame.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                frame.push(127);
-                frame.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(payload);
-        frame
-    }
 
     /// Parse one whole frame from `bytes` the way the reader does: header, then payload.
     fn read(bytes: &[u8]) -> (Header, &[u8]) {

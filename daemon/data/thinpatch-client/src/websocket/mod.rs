@@ -228,6 +228,7 @@ impl Reader {
 mod tests {
     //! The client against a scripted server on a real TCP socket.
     use super::*;
+    use frame::server_frame;
     use std::net::TcpListener;
 
     /// A server that checks the upgrade, answers it, writes `frames`, then hands back
@@ -258,13 +259,6 @@ mod tests {
             (request, rest)
         });
         (url, server)
-    }
-
-    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        assert!(payload.len() < 126);
-        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode, payload.len() as u8];
-        frame.extend_from_slice(payload);
-        frame
     }
 
     /// Unmask the client's frames: (opcode, payload) each.
