@@ -7,15 +7,35 @@ tests/support/faults.py). ``host`` is the live Rust host of that workspace subsc
 daemon, and ``source`` the app's main.rs, whose text comes back after each test.
 
 A module that needs another daemon (or source) defines its own fixture of that name, and
-the fixtures here that depend on it use that one.
+the fixtures here that depend on it use that one. ``shared`` and ``private`` are the two
+sides of the second-user attack modules.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
 
 import pytest
 
 from tests.support.daemon_process import save_like_an_editor, serving
 from tests.support.faults import shared_capture, start_host
+from tests.support.other_user import shared_dir
+
+
+@pytest.fixture
+def shared():
+    """A directory every user may write in, like /tmp, for a second user's plants."""
+    path = shared_dir("tp-shared-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def private(tmp_path):
+    """The victim's own state (registry, daemon socket, captures), in a 0700 directory."""
+    os.chmod(tmp_path, 0o700)
+    return tmp_path
 
 
 @pytest.fixture(scope="module")

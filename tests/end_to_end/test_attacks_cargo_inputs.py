@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 
 from daemon.socket.client import connect
 from tests.support.daemon_process import DaemonProcess
-from tests.support.other_user import nobody_ids, run_as_nobody, shared_dir
+from tests.support.other_user import nobody_ids, run_as_nobody
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root"),
@@ -42,19 +41,6 @@ def plant(path: Path, text: str, mode: str | None = None) -> None:
 
 def marker_script(marker: Path) -> str:
     return f"#!/bin/sh\nid -u > {marker}\nexit 1\n"
-
-
-@pytest.fixture
-def shared():
-    path = shared_dir("tp-cargo-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def private(tmp_path):
-    os.chmod(tmp_path, 0o700)
-    return tmp_path
 
 
 def thinpatch(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:

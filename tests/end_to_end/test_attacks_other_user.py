@@ -27,24 +27,9 @@ from tests.support.other_user import (
     nobody_ids,
     plant_capture_as_nobody,
     run_as_nobody,
-    shared_dir,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
-
-
-@pytest.fixture
-def shared():
-    path = shared_dir("tp-shared-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def private(tmp_path):
-    """The victim's own state: registry and daemon socket, in a 0700 directory."""
-    os.chmod(tmp_path, 0o700)
-    return tmp_path
 
 
 def thinpatch(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:

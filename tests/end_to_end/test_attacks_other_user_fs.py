@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -20,25 +19,12 @@ from daemon.cli.capture_run import run_capture
 from tests.conftest import copy_fixture
 from tests.support.daemon_process import DaemonProcess
 from tests.support.faults import assert_nothing_lost, outcome_of, run, set_greeting
-from tests.support.other_user import nobody_ids, run_as_nobody, shared_dir
+from tests.support.other_user import nobody_ids, run_as_nobody
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root"),
     pytest.mark.cargo,
 ]
-
-
-@pytest.fixture
-def shared():
-    path = shared_dir("tp-shared-fs-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def private(tmp_path):
-    os.chmod(tmp_path, 0o700)
-    return tmp_path
 
 
 def thinpatch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
