@@ -18,8 +18,6 @@ import secrets
 import stat
 from pathlib import Path
 
-from capture import private_fs
-
 TOKEN_NAME = "token"
 TOKEN_BYTES = 32
 _TOKEN = re.compile(r"[0-9a-f]{64}")
@@ -78,10 +76,20 @@ def read_token(path: Path) -> str | None:
 
 def write_token(path: Path, token: str) -> None:
     """Write ``token`` to ``path`` atomically, mode 0600, replacing whatever was there."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        # from the socket's directory down, which prepare_socket_dir made private
-        private_fs.write_atomic(path, (token + "\n").encode(), within=path.parent, mode=0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, (token + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
     except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
         raise TokenError(
             f"cannot write the token file {path}: {exc.strerror or exc}. "
             "Make its directory writable, or choose another socket path (--socket or THINPATCH_SOCKET)."
