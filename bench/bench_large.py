@@ -78,7 +78,8 @@ ENTRY_TYPE = "fn() -> alloc::string::String"
 ENTRY_RETURNS = "alloc::string::String"
 # The timings of a patch-ready event each round keeps.
 TIMINGS = (
-    "rustc_ms", "link_ms", "verify_ms", "analysis_ms", "analysis_cpu_ms", "analysis_after_link_ms", "total_ms"
+    "rustc_ms", "link_ms", "verify_ms", "analysis_ms", "analysis_prints_ms", "analysis_judge_ms", "analysis_cpu_ms",
+    "analysis_after_link_ms", "total_ms"
 )
 
 
@@ -266,7 +267,7 @@ class Session:
         t = event["timings"]
         return {
             "save_to_patch_ready_ms": (arrived - saved) * 1000,
-            **{k: t[k] for k in TIMINGS},
+            **{k: t.get(k, 0.0) for k in TIMINGS},  # an analysis that could not run has no split
             "verify_plus_analysis_ms": t["verify_ms"] + t["analysis_ms"],
             # what the analysis added: verify, plus the time the analysis ran on after the link
             "verify_plus_added_ms": t["verify_ms"] + t["analysis_after_link_ms"],
@@ -420,7 +421,8 @@ def print_report(r: dict) -> None:
         print(
             f"  analysis beside the link: CPU {cpu['median_ms']:.1f} ms [max {max(cpu['runs_ms']):.1f}]; ran on after "
             f"the link {after['median_ms']:.1f} ms [max {max(after['runs_ms']):.1f}] (at most; what it added to the "
-            f"patch); link {sp['link_ms']['median_ms']:.1f} ms"
+            f"patch); link {sp['link_ms']['median_ms']:.1f} ms; of the analysis: prints "
+            f"{sp['analysis_prints_ms']['median_ms']:.1f} ms, verdicts {sp['analysis_judge_ms']['median_ms']:.1f} ms"
         )
         print(
             f"  rustc / link / verify: {sp['rustc_ms']['median_ms']:.0f} / {sp['link_ms']['median_ms']:.0f} / "

@@ -40,7 +40,7 @@ sys.path.insert(0, str(BENCH))
 from bench_large import ENTRY_FUNCTION, Sources, default_work_dir, entry_point  # noqa: E402
 
 from daemon.build.crate_plans import resolve_top  # noqa: E402
-from daemon.build.rebuild import CrateBuild  # noqa: E402
+from daemon.build.rebuild import CrateBuild, PatchBuild  # noqa: E402
 from daemon.service.patcher import Patcher, open_patcher  # noqa: E402
 from daemon.socket.protocol import EntryPoint  # noqa: E402
 
@@ -98,7 +98,9 @@ async def _build_two(workspace: Path, session: Path, keep: Path, entries: list[E
                     shutil.copy2(obj, place / obj.name)
                     copies.append(place / obj.name)
                 crates.append(replace(crate, objects=tuple(copies)))
-            kept.append((tuple(crates), result.verdict.verdict, [c.function for c in result.verdict.changes]))
+            library = keep / tag / Path(result.lib).name
+            shutil.copy2(result.lib, library)
+            kept.append((tuple(crates), result.verdict.verdict, [c.function for c in result.verdict.changes], library))
     finally:
         path.write_bytes(original)
     return kept
@@ -149,6 +151,20 @@ def _timed(patcher: _Patcher, host, top, crates, entries) -> dict:  # type: igno
     }
 
 
+def _timed_verify(patcher: _Patcher, host, top, built: tuple, profiler: cProfile.Profile | None) -> float:  # type: ignore[no-untyped-def]
+    """The verify step (load check, jump table, statics) on a kept patch library, in ms."""
+    crates, _, _, library = built
+    build = PatchBuild(library, 1, top, (top,), tuple(o for c in crates for o in c.objects), crates, 0.0, 0.0)
+    if profiler is not None:
+        profiler.enable()
+    started = time.perf_counter()
+    patcher._verify(host, build)
+    elapsed = (time.perf_counter() - started) * 1000
+    if profiler is not None:
+        profiler.disable()
+    return elapsed
+
+
 async def profile(work: Path, rounds: int, with_profile: bool, keep: bool = False) -> dict:
     workspace = work / "daemon"
     binary = workspace / "target" / "debug" / "benchapp"
@@ -159,7 +175,7 @@ async def profile(work: Path, rounds: int, with_profile: bool, keep: bool = Fals
         root = Path(scratch)
         built = await _build_two(workspace, root / "session", root / "objects", entries)
         out: dict = {"scratch": scratch, "entry": ENTRY_FUNCTION}
-        out["built"] = [{"verdict": v, "changes": c} for _, v, c in built]
+        out["built"] = [{"verdict": v, "changes": c} for _, v, c, _ in built]
         layouts_root = root / "capture-root"
         layouts_root.mkdir()
 
@@ -192,6 +208,15 @@ async def profile(work: Path, rounds: int, with_profile: bool, keep: bool = Fals
         out["max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out["warm_median_wall_ms"] = statistics.median(r["wall_ms"] for r in warm)
         out["warm_median_cpu_ms"] = statistics.median(r["cpu_ms"] for r in warm)
+        verify_profiler = cProfile.Profile() if with_profile else None
+        out["verify"] = [
+            _timed_verify(patcher, host, top, built[(n + 1) % 2], verify_profiler) for n in range(rounds)
+        ]
+        out["verify_median_ms"] = statistics.median(out["verify"])
+        if verify_profiler is not None:
+            text = io.StringIO()
+            pstats.Stats(verify_profiler, stream=text).sort_stats("cumulative").print_stats(30)
+            out["verify_profile"] = text.getvalue()
         if profiler is not None:
             text = io.StringIO()
             pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(40)
@@ -221,9 +246,11 @@ def main() -> int:
     for r in result["warm"]:
         print(f"warm: {r['wall_ms']:.1f} ms wall, {r['cpu_ms']:.1f} ms CPU; {r}")
     print(f"warm median: {result['warm_median_wall_ms']:.1f} ms wall, {result['warm_median_cpu_ms']:.1f} ms CPU")
+    print(f"verify: median {result['verify_median_ms']:.1f} ms; " + ", ".join(f"{v:.1f}" for v in result["verify"]))
     print(f"peak RSS of this process: {result['max_rss_mib']:.0f} MiB")
     if "profile" in result:
         print(result["profile"])
+        print(result["verify_profile"])
     return 0
 
 

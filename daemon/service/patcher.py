@@ -426,6 +426,7 @@ class Patcher:
                 "link_ms": build.link_ms,
                 "verify_ms": verify_ms,
                 "analysis_ms": sum(verdict.timings.values()),
+                **{f"analysis_{step}": ms for step, ms in verdict.timings.items()},
                 **_analysis_cost(analysis_run, build.link_ms),
                 "total_ms": total_ms,
             },
