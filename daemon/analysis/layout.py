@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from capture.store import write_json_atomic
+from daemon.analysis.unchanged_sections import unit_key
 from daemon.binary.dwarf import (
     Die,
     DW_AT_abstract_origin,
@@ -81,9 +82,10 @@ from daemon.binary.dwarf import (
     DW_TAG_volatile_type,
     Sections,
     Unit,
+    line_program_headers,
     member_offset,
 )
-from daemon.binary.elf_objects import ElfObject, ObjectFormatError, object_files
+from daemon.binary.elf_objects import STT_SECTION, ElfObject, ObjectFormatError, Section, object_files
 
 _LLVM_SUFFIX = re.compile(r"\.llvm\.\d+$")
 _AGGREGATES = frozenset({DW_TAG_structure_type, DW_TAG_union_type, DW_TAG_enumeration_type})
@@ -512,6 +514,54 @@ class _UnitReader:
         return any(tag in _TYPE_TAGS for tag in self.unit.tags)
 
 
+# What a unit's DWARF is read from: these sections' bytes with their relocations, the
+# values of the symbols those relocations name (S + A; a section symbol counts as 0), and
+# of .debug_line only its headers (the file tables: lines and columns are never read).
+_DWARF_SECTIONS = (".debug_info", ".debug_abbrev", ".debug_str", ".debug_line_str", ".debug_str_offsets")
+
+
+def _dwarf_inputs(obj: ElfObject) -> tuple[object, ...]:
+    by_name: dict[str, Section] = {}
+    for section in obj.sections:
+        by_name.setdefault(section.name, section)
+    inputs: list[object] = [tuple(0 if s.type == STT_SECTION else s.value for s in obj.symbols)]
+    for name in _DWARF_SECTIONS:
+        found = by_name.get(name)
+        inputs.append(None if found is None else (obj.section_data(found), obj.relocation_bytes(found)))
+    line = by_name.get(".debug_line")
+    if line is not None:
+        inputs.append((line_program_headers(obj.section_data(line)), obj.relocation_bytes(line)))
+    return tuple(inputs)
+
+
+class UnitDwarfMemo:
+    """The DWARF last read from each codegen unit, kept with the bytes it was read from.
+
+    rustc rewrites a unit's object whenever one of its functions changes; when the edit left
+    the unit's debug info and symbols byte for byte as they were (a changed string or number),
+    the unit read last time is read again instead of scanning it anew: its answers come from
+    the same bytes. Any other difference reads the unit afresh."""
+
+    def __init__(self, max_units: int = 64) -> None:
+        self.max_units = max_units
+        self._latest: dict[str, tuple[tuple[object, ...], _ObjectDwarf]] = {}
+        self.reused = 0  # units answered from an earlier read
+
+    def dwarf(self, obj: ElfObject) -> _ObjectDwarf:
+        unit = unit_key(obj.path)
+        inputs = _dwarf_inputs(obj)
+        kept = self._latest.pop(unit, None)
+        if kept is not None and kept[0] == inputs:
+            self.reused += 1
+            parsed = kept[1]
+        else:
+            parsed = _ObjectDwarf(obj)
+        self._latest[unit] = (inputs, parsed)  # the newest last
+        while len(self._latest) > self.max_units:
+            del self._latest[next(iter(self._latest))]
+        return parsed
+
+
 class _ObjectDwarf:
     def __init__(self, obj: ElfObject) -> None:
         self.obj = obj
@@ -538,7 +588,7 @@ def _defined_among(obj: ElfObject, wanted: Mapping[str, str]) -> set[str]:
 
 
 def _facts(
-    objects: Iterable[ElfObject], linkage_names: Iterable[str]
+    objects: Iterable[ElfObject], linkage_names: Iterable[str], memo: UnitDwarfMemo | None = None
 ) -> tuple[dict[str, FunctionFacts | LayoutUnknown], dict[str, list[tuple[_UnitReader, int]]]]:
     wanted = {normalise(n): n for n in linkage_names}
     out: dict[str, FunctionFacts | LayoutUnknown] = {}
@@ -547,7 +597,7 @@ def _facts(
         here = _defined_among(obj, wanted)
         if not here:
             continue
-        parsed = _ObjectDwarf(obj)
+        parsed = memo.dwarf(obj) if memo is not None else _ObjectDwarf(obj)
         if parsed.sections is None:
             for key in here:
                 out.setdefault(wanted[key], LayoutUnknown(f"{obj.path} has no debug info (built without -g)"))
@@ -776,14 +826,16 @@ def check_functions(
     linkage_names: Iterable[str],
     *,
     complete: Callable[[], LayoutTable] | None = None,
+    memo: UnitDwarfMemo | None = None,
 ) -> tuple[dict[str, FunctionFacts | LayoutUnknown], list[LayoutChange] | LayoutUnknown]:
     """``function_facts`` and ``layout_check`` from one reading of the patch's objects.
 
     With ``complete``, ``old`` may be a part of the program's table: it decides only when
     every type the functions use is in it with the patch's layout (another object may have a
     second layout under the same name, so a difference is not yet a change); otherwise
-    ``complete()`` gives the whole table, which decides."""
-    facts, type_dies = _facts(objects, linkage_names)
+    ``complete()`` gives the whole table, which decides. ``memo`` keeps each unit's DWARF
+    for the next check (see ``UnitDwarfMemo``)."""
+    facts, type_dies = _facts(objects, linkage_names, memo)
     if complete is not None and not any(isinstance(f, LayoutUnknown) for f in facts.values()):
         if all(name in old or name in old.ambiguous for name in type_dies) and _checked(old, facts, type_dies) == []:
             return facts, []

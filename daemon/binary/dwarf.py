@@ -775,6 +775,27 @@ def _join(directory: str, name: str) -> str:
     return directory.rstrip("/") + "/" + name
 
 
+def line_program_headers(data: bytes) -> tuple[bytes, ...]:
+    """The header of each line program in ``.debug_line`` (its version, its directory and
+    file tables: all but the line-number opcodes), as bytes (pure)."""
+    headers: list[bytes] = []
+    pos = 0
+    while pos + 4 <= len(data):
+        length = _U32.unpack_from(data, pos)[0]
+        start, at, offset_size = pos, pos + 4, 4
+        if length == 0xFFFFFFFF:
+            length, at, offset_size = _U64.unpack_from(data, at)[0], at + 8, 8
+        end = at + length
+        version_at = at
+        at += 2 + (2 if _U16.unpack_from(data, version_at)[0] >= 5 else 0)
+        header_length = _U32.unpack_from(data, at)[0] if offset_size == 4 else _U64.unpack_from(data, at)[0]
+        headers.append(data[start : min(end, at + offset_size + header_length)])
+        if end <= pos:
+            break
+        pos = end
+    return tuple(headers)
+
+
 def line_file_names(sections: Sections, offset: int, comp_dir: str) -> list[str | None]:
     """The file table of the line program at ``offset`` of ``.debug_line``.
 

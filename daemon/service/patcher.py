@@ -21,7 +21,7 @@ from capture.rustc_args import codegen_value
 from capture.store import CaptureRecord, Captures, CrateKey, load_captures
 from daemon.analysis.baseline import Baseline, captured_objects
 from daemon.analysis.code_prints import PrintCache, changed
-from daemon.analysis.layout import FunctionFacts, LayoutUnknown, check_functions
+from daemon.analysis.layout import FunctionFacts, LayoutUnknown, UnitDwarfMemo, check_functions
 from daemon.analysis.program_types import ProgramTypes
 from daemon.analysis.reach import analyse_reach
 from daemon.analysis.unchanged_sections import unit_key
@@ -299,6 +299,7 @@ class Patcher:
         self._fresh: set[CrateKey] = set()  # crates this patcher compiled, unchanged since
         self._stale: set[CrateKey] = set()  # crates saved since their last successful compile
         self._prints = PrintCache()  # object prints, kept between patches: rustc rewrites few units
+        self._dwarf = UnitDwarfMemo()  # the DWARF of the units a layout check read last
         self._baseline: Baseline | None = None  # the files the running program was linked from
         self._functions_at: dict[int, str] | None = None  # the program's function symbols by address
         self._main_at = 0  # the static address of the program's `main`: entry offsets count from it
@@ -469,7 +470,11 @@ class Patcher:
             ]
             objects = [o for path in paths for o in self._prints.objects(path)]  # parsed once, with the prints
             facts, result = check_functions(
-                program.of_units(unit_key(o.path) for o in objects), objects, functions, complete=program.complete
+                program.of_units(unit_key(o.path) for o in objects),
+                objects,
+                functions,
+                complete=program.complete,
+                memo=self._dwarf,
             )
         except (OSError, ObjectFormatError, DwarfError, IndexError, ValueError) as exc:
             return {}, f"the debug info can't be read ({exc}), so type layouts could not be compared", {}

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from daemon.analysis.layout import (
     FunctionFacts,
     LayoutChange,
     LayoutTable,
     LayoutUnknown,
+    UnitDwarfMemo,
+    check_functions,
     function_facts,
     layout_check,
     program_layouts,
@@ -281,3 +285,37 @@ def test_two_layouts_under_one_name_in_the_patch_are_each_checked(tmp_path: Path
     result = layout_check(old, other, [function_symbol(other, "app::frame")])
     assert isinstance(result, list)
     assert whys(result) == ["dep::Config: 1 of the 2 layouts under this name are new"]
+
+
+GREETING = """
+pub struct Player {{ {fields} }}
+pub fn frame(p: &Player) -> String {{ format!("{text} {{}}", p.x) }}
+"""
+
+
+@pytest.mark.parametrize("dwarf", [4, 5])
+def test_a_unit_rewritten_with_the_same_debug_info_is_read_once(tmp_path: Path, dwarf: int) -> None:
+    """A changed string leaves the unit's debug info as it was but for its line numbers'
+    columns: the memo answers from the earlier read, and the answers are those of a fresh
+    read. A changed layout, in the same place, is read afresh and seen."""
+    source = GREETING.format(fields="pub x: u32", text="hi")
+    old = type_layouts(objects(build_rlib(tmp_path, "app", source, dwarf_version=dwarf)))
+    memo = UnitDwarfMemo()
+
+    def checked(fields: str, text: str) -> tuple[list[LayoutChange] | LayoutUnknown, FunctionFacts | LayoutUnknown]:
+        source = GREETING.format(fields=fields, text=text)
+        patch = objects(build_rlib(tmp_path, "app", source, dwarf_version=dwarf))
+        frame = function_symbol(patch, "app::frame")
+        facts, result = check_functions(old, patch, [frame], memo=memo)
+        fresh_facts, fresh_result = check_functions(old, patch, [frame])
+        assert (facts, result) == (fresh_facts, fresh_result)
+        return result, facts[frame]
+
+    assert checked("pub x: u32", "hello") == ([], checked("pub x: u32", "hello")[1])
+    assert memo.reused == 1  # the first read of the unit was a fresh one; the second, the same bytes
+    result, facts = checked("pub x: u32", "hello, world")
+    assert result == [] and memo.reused == 2
+    assert isinstance(facts, FunctionFacts) and "app::Player" in facts.types
+    result, _ = checked("pub x: u32, pub y: u64", "hello, world")
+    assert memo.reused == 2  # other debug info: read afresh
+    assert isinstance(result, list) and [c.type for c in result] == ["app::Player"]
