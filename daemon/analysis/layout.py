@@ -276,6 +276,74 @@ class _UnitReader:
         self.unit = unit
         self._names: dict[int, str] = {}
         self._qualified: dict[int, str] = {}
+        self._layouts: dict[int, Layout | None] = {}
+        self._subprograms: dict[str, list[int]] | None = None
+        self._functions: dict[tuple[int, str, str], tuple[FunctionFacts | LayoutUnknown, dict[str, list[int]]]] = {}
+
+    def subprograms(self) -> dict[str, list[int]]:
+        """Normalised linkage name → the subprogram DIEs that carry it, in order (declarations
+        too). Only the linkage name is decoded; a DIE without one (a concrete instance
+        pointing at its declaration) is read in full."""
+        if self._subprograms is None:
+            found: dict[str, list[int]] = {}
+            unit = self.unit
+            unit.scan()
+            for offset, tag in zip(unit.offsets, unit.tags):
+                if tag != DW_TAG_subprogram:
+                    continue
+                linkage: object = unit.attribute(offset, DW_AT_linkage_name)
+                if linkage is None:
+                    die = unit.die(offset)
+                    linkage = self.value(die, DW_AT_linkage_name) or self.value(die, DW_AT_MIPS_linkage_name)
+                if isinstance(linkage, str):
+                    found.setdefault(normalise(linkage), []).append(offset)
+            self._subprograms = found
+        return self._subprograms
+
+    def definition(self, key: str) -> int | None:
+        """The first subprogram DIE that defines (not declares) the function ``key``."""
+        for offset in self.subprograms().get(key, ()):
+            if not self.unit.die(offset).get(DW_AT_declaration):
+                return offset
+        return None
+
+    def function(
+        self, offset: int, asked: str, path: str
+    ) -> tuple[FunctionFacts | LayoutUnknown, dict[str, list[int]]]:
+        """The facts of the function defined at ``offset``, and its types' DIEs by name."""
+        key = (offset, asked, path)
+        found = self._functions.get(key)
+        if found is None:
+            found = self._functions[key] = self._read_function(offset, asked, path)
+        return found
+
+    def _read_function(
+        self, offset: int, asked: str, path: str
+    ) -> tuple[FunctionFacts | LayoutUnknown, dict[str, list[int]]]:
+        if not self.has_types():
+            why = f"{path} has only limited debug info (no types): built with -C debuginfo=1 or line-tables-only"
+            return LayoutUnknown(why), {}
+        unit = self.unit
+        die = unit.die(offset)
+        used = self.used_types(self.function_roots(die))
+        decl_file = self.value(die, DW_AT_decl_file)
+        decl_line = self.value(die, DW_AT_decl_line)
+        file: str | None = None
+        if isinstance(decl_file, int):
+            files = unit.file_names()
+            file = files[decl_file] if 0 <= decl_file < len(files) else None
+        origin = die
+        spec = die.ref(DW_AT_specification) or die.ref(DW_AT_abstract_origin)
+        if spec is not None and self._die_anywhere(spec) is not None:
+            origin = unit.die(spec)
+        facts = FunctionFacts(
+            linkage_name=asked,
+            name=self.qualified(origin.offset),
+            file=file,
+            line=decl_line if isinstance(decl_line, int) else None,
+            types=frozenset(used),
+        )
+        return facts, used
 
     def die(self, offset: int) -> Die:
         return self.unit.die(offset)
@@ -372,6 +440,11 @@ class _UnitReader:
         return parent is None or self.die(parent).tag not in _AGGREGATES
 
     def layout(self, offset: int) -> Layout | None:
+        if offset not in self._layouts:
+            self._layouts[offset] = self._read_layout(offset)
+        return self._layouts[offset]
+
+    def _read_layout(self, offset: int) -> Layout | None:
         die = self.die(offset)
         if die.tag not in _AGGREGATES or die.get(DW_AT_declaration):
             return None
@@ -606,53 +679,16 @@ def _facts(
         for reader in parsed.readers:
             if not remaining:
                 break
-            unit = reader.unit
-            unit.scan()
-            for offset, tag in zip(unit.offsets, unit.tags):
-                if tag != DW_TAG_subprogram:
-                    continue
-                # Only the linkage name is decoded until it matches; a DIE without one (a
-                # concrete instance pointing at its declaration) is read in full.
-                linkage: object = unit.attribute(offset, DW_AT_linkage_name)
-                if linkage is None:
-                    die = unit.die(offset)
-                    linkage = reader.value(die, DW_AT_linkage_name) or reader.value(die, DW_AT_MIPS_linkage_name)
-                if not isinstance(linkage, str):
-                    continue
-                key = normalise(linkage)
-                if key not in remaining:
-                    continue
-                die = unit.die(offset)
-                if die.get(DW_AT_declaration):
+            for key in sorted(remaining):
+                offset = reader.definition(key)
+                if offset is None:
                     continue
                 remaining.discard(key)
                 asked = wanted[key]
-                if not reader.has_types():
-                    out[asked] = LayoutUnknown(
-                        f"{obj.path} has only limited debug info (no types): built with "
-                        "-C debuginfo=1 or line-tables-only"
-                    )
-                    continue
-                used = reader.used_types(reader.function_roots(die))
-                for name, type_offset in used.items():
-                    type_dies.setdefault(name, []).extend((reader, o) for o in type_offset)
-                decl_file = reader.value(die, DW_AT_decl_file)
-                decl_line = reader.value(die, DW_AT_decl_line)
-                path: str | None = None
-                if isinstance(decl_file, int):
-                    files = unit.file_names()
-                    path = files[decl_file] if 0 <= decl_file < len(files) else None
-                origin = die
-                spec = die.ref(DW_AT_specification) or die.ref(DW_AT_abstract_origin)
-                if spec is not None and reader._die_anywhere(spec) is not None:
-                    origin = unit.die(spec)
-                out[asked] = FunctionFacts(
-                    linkage_name=asked,
-                    name=reader.qualified(origin.offset),
-                    file=path,
-                    line=decl_line if isinstance(decl_line, int) else None,
-                    types=frozenset(used),
-                )
+                facts, used = reader.function(offset, asked, obj.path)
+                out[asked] = facts
+                for name, type_offsets in used.items():
+                    type_dies.setdefault(name, []).extend((reader, o) for o in type_offsets)
         for key in remaining:
             out.setdefault(
                 wanted[key], LayoutUnknown(f"{obj.path} defines {wanted[key]} but its debug info does not describe it")
