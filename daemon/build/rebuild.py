@@ -286,9 +286,12 @@ async def build_patch(
         compiled = tuple(crates)
 
         def tidy_and_more() -> None:
-            remove_stale_objects([c.objects for c in compiled if not c.reused])  # none of them is linked
-            if while_linking is not None:
-                while_linking(compiled)
+            # the caller's work first: a verdict that stops the link is wanted as early as it can be
+            try:
+                if while_linking is not None:
+                    while_linking(compiled)
+            finally:
+                remove_stale_objects([c.objects for c in compiled if not c.reused])  # none of them is linked
 
         try:
             link_run = await beside(
