@@ -194,6 +194,12 @@ _DT_RUNPATH = 29
 _ELF_KINDS = {2: FUNCTION, 10: FUNCTION, 1: DATA, 5: DATA, 6: TLS}  # FUNC, GNU_IFUNC, OBJECT, COMMON, TLS
 _ELF_BINDINGS = {0: LOCAL, 1: GLOBAL, 2: WEAK, 10: GLOBAL}  # 10: GNU_UNIQUE
 _ELF_VISIBILITIES = (DEFAULT, INTERNAL, HIDDEN, PROTECTED)
+# (kind, binding, visibility) by ``st_info | (st_other & 3) << 8``: one lookup per symbol.
+_ELF_ATTRIBUTES = tuple(
+    (_ELF_KINDS.get(info & 0xF, OTHER), _ELF_BINDINGS.get(info >> 4, GLOBAL), _ELF_VISIBILITIES[other])
+    for other in range(4)
+    for info in range(256)
+)
 
 
 class _Section(NamedTuple):
@@ -311,28 +317,26 @@ def _elf_symbols(
     count = s.size // entry.size
     raw = data[s.offset : s.offset + count * entry.size]
     # Latin-1 maps bytes 1:1, so byte offsets stay valid; non-ASCII names are re-decoded below.
-    names = strtab.decode("latin-1")
+    # The appended NUL ends a last name that lacks one, so every lookup finds an end.
+    names = strtab.decode("latin-1") + "\0"
     find = names.find
-    kinds = _ELF_KINDS
-    bindings = _ELF_BINDINGS
-    visibilities = _ELF_VISIBILITIES
+    ascii_only = strtab.isascii()
+    attributes = _ELF_ATTRIBUTES
     out: list[Symbol] = []
     append = out.append
     new = tuple.__new__  # skips NamedTuple.__new__'s argument handling: measurably faster here
-    for i, fields in enumerate(entry.iter_unpack(raw)):
+    rows: Iterator[tuple[int, ...]] = entry.iter_unpack(raw)
+    if bits != 64:
+        rows = ((n, info, other, shndx, value, size) for n, value, size, info, other, shndx in rows)
+    for i, (st_name, st_info, st_other, st_shndx, st_value, st_size) in enumerate(rows):
         if i == 0:
             continue  # the null symbol
-        if bits == 64:
-            st_name, st_info, st_other, st_shndx, st_value, st_size = fields
-        else:
-            st_name, st_value, st_size, st_info, st_other, st_shndx = fields
-        stop = find("\0", st_name)
-        name = names[st_name:stop] if stop >= 0 else names[st_name:]
-        if not name.isascii():
+        name = names[st_name : find("\0", st_name)]
+        if not ascii_only and not name.isascii():
             name = name.encode("latin-1").decode("utf-8", "surrogateescape")
         if st_shndx == _SHN_XINDEX and extended is not None and i < len(extended):
             st_shndx = extended[i]
-        version = versions[i] if versions is not None and i < len(versions) else None
+        kind, binding, visibility = attributes[st_info | (st_other & 3) << 8]
         append(
             new(
                 Symbol,
@@ -341,13 +345,13 @@ def _elf_symbols(
                     normalise_name(name) if ".llvm." in name else name,
                     st_value,
                     st_size,
-                    kinds.get(st_info & 0xF, OTHER),
-                    bindings.get(st_info >> 4, GLOBAL),
-                    visibilities[st_other & 3],
+                    kind,
+                    binding,
+                    visibility,
                     st_shndx != _SHN_UNDEF,
                     st_shndx,
                     table,
-                    version,
+                    versions[i] if versions is not None and i < len(versions) else None,
                 ),
             )
         )
