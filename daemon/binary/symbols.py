@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import itertools
 import mmap
+import operator
 import re
 import struct
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,7 @@ ELF = ObjectFormat.ELF
 MACHO = ObjectFormat.MACHO
 
 _LLVM_SUFFIX = re.compile(r"\.llvm\.\d+$")
+_table_of = operator.attrgetter("table")
 
 
 def normalise_name(name: str) -> str:
@@ -95,7 +97,9 @@ class SymbolTable:
 
     def defined(self, kind: str | None = None) -> Iterator[Symbol]:
         """Defined symbols from every table (a name in both tables appears twice)."""
-        return (s for s in self.symbols if s.defined and (kind is None or s.kind == kind))
+        if kind is None:
+            return (s for s in self.symbols if s.defined)
+        return (s for s in self.symbols if s.kind == kind and s.defined)
 
     def exported(self) -> Iterator[Symbol]:
         """Symbols another image can bind to at run time."""
@@ -108,13 +112,10 @@ class SymbolTable:
 
     def imports(self) -> Iterator[Symbol]:
         """Undefined symbols the loader must bind (ELF: the dynamic table when there is one)."""
-        has_dynamic = self.format == ELF and any(s.table == DYNAMIC for s in self.symbols)
-        for s in self.symbols:
-            if s.defined or not s.name:
-                continue
-            if has_dynamic and s.table != DYNAMIC:
-                continue
-            yield s
+        symbols = self.symbols
+        if self.format == ELF and DYNAMIC in map(_table_of, symbols):
+            return (s for s in symbols if s.table == DYNAMIC and not s.defined and s.name)
+        return (s for s in symbols if not s.defined and s.name)
 
     def lookup(self, name: str) -> list[Symbol]:
         """Defined symbols whose normalised name is ``name``."""
