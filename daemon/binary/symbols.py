@@ -327,16 +327,17 @@ def _elf_symbols(
     append = out.append
     new = tuple.__new__  # skips NamedTuple.__new__'s argument handling: measurably faster here
     rows: Iterator[tuple[int, ...]] = entry.iter_unpack(raw)
+    next(rows, None)  # the null symbol
     if bits != 64:
         rows = ((n, info, other, shndx, value, size) for n, value, size, info, other, shndx in rows)
-    for i, (st_name, st_info, st_other, st_shndx, st_value, st_size) in enumerate(rows):
-        if i == 0:
-            continue  # the null symbol
+    # One version per symbol after the null one, None past the end of the list.
+    version_of: Iterator[str | None] = itertools.repeat(None)
+    if versions is not None:
+        version_of = itertools.chain(itertools.islice(versions, 1, None), version_of)
+    for (st_name, st_info, st_other, st_shndx, st_value, st_size), version in zip(rows, version_of):
         name = names[st_name : find("\0", st_name)]
         if not ascii_only and not name.isascii():
             name = name.encode("latin-1").decode("utf-8", "surrogateescape")
-        if st_shndx == _SHN_XINDEX and extended is not None and i < len(extended):
-            st_shndx = extended[i]
         kind, binding, visibility = attributes[st_info | (st_other & 3) << 8]
         append(
             new(
@@ -352,10 +353,14 @@ def _elf_symbols(
                     st_shndx != _SHN_UNDEF,
                     st_shndx,
                     table,
-                    versions[i] if versions is not None and i < len(versions) else None,
+                    version,
                 ),
             )
         )
+    if extended is not None:  # more sections than 16 bits count: the real indices are apart
+        for i, symbol in enumerate(out, 1):
+            if symbol.section_index == _SHN_XINDEX and i < len(extended):
+                out[i - 1] = symbol._replace(section_index=extended[i], defined=extended[i] != _SHN_UNDEF)
     return out
 
 
