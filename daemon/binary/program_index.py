@@ -12,6 +12,7 @@ A patch's side of the jump table is the same index of the patch's table, built o
 from __future__ import annotations
 
 import functools
+import itertools
 import struct
 from array import array
 from collections.abc import Iterable
@@ -55,8 +56,7 @@ class ProgramIndex:
         return name in self.functions or name in self.ambiguous_functions
 
     def function_names(self) -> Iterable[str]:
-        yield from self.functions
-        yield from self.ambiguous_functions
+        return itertools.chain(self.functions, self.ambiguous_functions)
 
     def functions_of_crate(self, crate: str) -> frozenset[str]:
         """The function names whose demangled path starts with ``crate``, worked out on first
