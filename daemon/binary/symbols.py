@@ -86,6 +86,10 @@ class SymbolTable:
     _index: dict[str, list[Symbol]] | None = field(default=None, repr=False, compare=False, hash=False)
     # the program's side of verify (daemon.binary.program_index), built once per table
     _program_index: ProgramIndex | None = field(default=None, repr=False, compare=False, hash=False)
+    # imports() and defined(DATA), when a reader found them without decoding every symbol
+    # (daemon.binary.patch_symbols)
+    _imports: tuple[Symbol, ...] | None = field(default=None, repr=False, compare=False, hash=False)
+    _defined_data: tuple[Symbol, ...] | None = field(default=None, repr=False, compare=False, hash=False)
 
     @property
     def symbol_prefix(self) -> str:
@@ -97,6 +101,8 @@ class SymbolTable:
 
     def defined(self, kind: str | None = None) -> Iterator[Symbol]:
         """Defined symbols from every table (a name in both tables appears twice)."""
+        if kind == DATA and self._defined_data is not None:
+            return iter(self._defined_data)
         if kind is None:
             return (s for s in self.symbols if s.defined)
         return (s for s in self.symbols if s.kind == kind and s.defined)
@@ -112,6 +118,8 @@ class SymbolTable:
 
     def imports(self) -> Iterator[Symbol]:
         """Undefined symbols the loader must bind (ELF: the dynamic table when there is one)."""
+        if self._imports is not None:
+            return iter(self._imports)
         symbols = self.symbols
         if self.format == ELF and DYNAMIC in map(_table_of, symbols):
             return (s for s in symbols if s.table == DYNAMIC and not s.defined and s.name)
@@ -212,7 +220,20 @@ class _Section(NamedTuple):
     entsize: int
 
 
-def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> SymbolTable:
+class ElfLayout(NamedTuple):
+    """An ELF image's header, section headers and dynamic entries: what its symbols are read with."""
+
+    bits: int
+    end: str  # struct byte order: "<" or ">"
+    shared: bool
+    sections: list[_Section]
+    needed: tuple[str, ...]
+    soname: str | None
+    runpath: tuple[str, ...]
+    rpath: tuple[str, ...]
+
+
+def elf_layout(data: bytes | mmap.mmap, path: str) -> ElfLayout:
     ei_class, ei_data = data[4], data[5]
     if ei_class not in (1, 2) or ei_data not in (1, 2):
         raise FormatError(f"{path}: bad ELF class/data bytes {ei_class}/{ei_data}")
@@ -239,12 +260,6 @@ def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> Symb
             )
             sections.append(_Section(sh_type, sh_offset, sh_size, sh_link, sh_info, sh_entsize))
 
-    def section_bytes(index: int) -> bytes:
-        if not 0 < index < len(sections):
-            return b""
-        s = sections[index]
-        return bytes(data[s.offset : s.offset + s.size])
-
     # Dynamic section: needed libraries, soname, search paths.
     needed: list[str] = []
     soname = None
@@ -253,7 +268,7 @@ def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> Symb
     for s in sections:
         if s.type != _SHT_DYNAMIC:
             continue
-        dynstr = section_bytes(s.link)
+        dynstr = section_bytes(data, sections, s.link)
         dyn = struct.Struct(end + ("qQ" if bits == 64 else "iI"))
         raw = data[s.offset : s.offset + s.size - s.size % dyn.size]
         for tag, value in dyn.iter_unpack(raw):
@@ -267,7 +282,19 @@ def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> Symb
                 runpath.extend(p for p in _cstr(dynstr, value).split(":") if p)
             elif tag == _DT_RPATH:
                 rpath.extend(p for p in _cstr(dynstr, value).split(":") if p)
+    return ElfLayout(bits, end, e_type == 3, sections, tuple(needed), soname, tuple(runpath), tuple(rpath))
 
+
+def section_bytes(data: bytes | mmap.mmap, sections: list[_Section], index: int) -> bytes:
+    if not 0 < index < len(sections):
+        return b""
+    s = sections[index]
+    return bytes(data[s.offset : s.offset + s.size])
+
+
+def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> SymbolTable:
+    layout = elf_layout(data, path)
+    sections, bits, end = layout.sections, layout.bits, layout.end
     symbols: list[Symbol] = []
     skip_dynamic = not dynamic and any(s.type == _SHT_SYMTAB for s in sections)
     for index, s in enumerate(sections):
@@ -279,19 +306,21 @@ def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> Symb
             continue
         versions = _elf_versions(data, sections, index, end) if table == DYNAMIC else None
         extended = _elf_extended_indices(data, sections, index, end)
-        symbols.extend(_elf_symbols(data, s, section_bytes(s.link), bits, end, table, versions, extended))
+        symbols.extend(
+            _elf_symbols(data, s, section_bytes(data, sections, s.link), bits, end, table, versions, extended)
+        )
 
     return SymbolTable(
         path=path,
         format=ELF,
         bits=bits,
         little_endian=end == "<",
-        shared=e_type == 3,
+        shared=layout.shared,
         symbols=tuple(symbols),
-        needed=tuple(needed),
-        soname=soname,
-        runpath=tuple(runpath),
-        rpath=tuple(rpath),
+        needed=layout.needed,
+        soname=layout.soname,
+        runpath=layout.runpath,
+        rpath=layout.rpath,
     )
 
 
