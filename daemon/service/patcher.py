@@ -30,9 +30,10 @@ from daemon.binary.dwarf import DwarfError
 from daemon.binary.elf_objects import ObjectFormatError
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
+from daemon.binary.patch_symbols import read_patch_symbols
 from daemon.binary.program_index import cached_demangle, program_index
 from daemon.binary.symbol_cache import SymbolCache
-from daemon.binary.symbols import DATA, FUNCTION, LOCAL, MACHO, STATIC, SymbolTable, read_symbols
+from daemon.binary.symbols import DATA, FUNCTION, LOCAL, MACHO, STATIC, SymbolTable
 from daemon.build.concurrency import beside
 from daemon.build.crate_plans import resolve_crate, resolve_top
 from daemon.build.errors import MissingCapture, UnsupportedEdit
@@ -581,8 +582,8 @@ class Patcher:
             log.warning("could not remove old patch libraries", session=str(self.session.root), error=str(exc))
 
     def _verify(self, host: HostImage, build: PatchBuild) -> tuple[JumpTable, PatchReport, LoadCheck]:
-        # The patch is new every time: parse it directly, don't fill the cache with it.
-        patch = read_symbols(build.library, dynamic=False)
+        # The patch is new every time: read it directly, don't fill the cache with it.
+        patch = read_patch_symbols(build.library)
 
         def load(path: Path) -> SymbolTable:
             return self.symbol_cache.load(path, self.symbol_cache_dir)
