@@ -9,14 +9,14 @@ results to get each image's slide) and ``ifunc_count`` (0 outside WebAssembly).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.binary.demangle import demangle
 from daemon.binary.program_index import ProgramIndex, program_index
-from daemon.binary.symbols import DATA, FUNCTION, TLS, SymbolTable
+from daemon.binary.program_index import cached_demangle as _demangle
+from daemon.binary.program_index import crate_of as crate_of  # where the service and tests find it
+from daemon.binary.symbols import SymbolTable
 
 # Crates of the Rust toolchain: their functions appear in a patch only as instantiations of
 # generics, so their absence from a patch never means a function was removed.
@@ -44,10 +44,6 @@ TOOLCHAIN_CRATES = frozenset(
         "libc",
     }
 )
-
-
-# The host's names repeat from patch to patch.
-_demangle = functools.lru_cache(maxsize=1 << 16)(demangle)
 
 
 class JumpTableError(ValueError):
@@ -113,54 +109,13 @@ class PatchReport:
         }
 
 
-def crate_of(demangled: str) -> str | None:
-    """The first path segment of a demangled Rust name (``<a::B as c::D>::f`` → ``a``)."""
-    text = demangled.lstrip("<&*[(")
-    if text.startswith(("mut ", "dyn ", "const ")):
-        text = text.split(" ", 1)[1]
-    head = text.split("::", 1)[0]
-    head = head.split("[", 1)[0]  # verbose crate hashes
-    return head if head.isidentifier() else None
-
-
-def _addresses_by_name(table: SymbolTable, kinds: tuple[str, ...]) -> dict[str, set[int]]:
-    by_name: dict[str, set[int]] = {}
-    for s in table.symbols:
-        if s.defined and s.kind in kinds and s.name and s.address:
-            by_name.setdefault(s.normalised, set()).add(s.address)
-    return by_name
-
-
-def _sizes_by_name(table: SymbolTable) -> dict[str, set[int]]:
-    sizes: dict[str, set[int]] = {}
-    for s in table.symbols:
-        if s.defined and s.kind in (DATA, TLS) and s.name:
-            sizes.setdefault(s.normalised, set()).add(s.size)
-    return sizes
-
-
-def _main_address(table: SymbolTable, role: str, index: ProgramIndex | None = None) -> int:
-    name = table.symbol_prefix + "main"
-    if index is not None:
-        candidates = set(index.main_addresses)
-    else:
-        candidates = {s.address for s in table.lookup(name) if s.kind == FUNCTION}
+def _main_address(table: SymbolTable, role: str, index: ProgramIndex) -> int:
+    candidates = set(index.main_addresses)
     if len(candidates) != 1:
         found = "no" if not candidates else "several"
+        name = table.symbol_prefix + "main"
         raise JumpTableError(f"the {role} ({table.path}) has {found} `{name}` function; a jump table needs exactly one")
     return candidates.pop()
-
-
-def _host_functions_of(host: ProgramIndex, crate: str) -> frozenset[str]:
-    """The host's function names whose demangled path starts with ``crate``, worked out on the
-    first patch that rebuilds ``crate`` and kept with the host's index."""
-    names = host._by_crate.get(crate)
-    if names is None:
-        # A crate's name appears verbatim in every encoding of its symbols: a cheap filter
-        # that spares demangling the whole host.
-        names = frozenset(n for n in host.function_names() if crate in n and crate_of(_demangle(n)) == crate)
-        host._by_crate[crate] = names
-    return names
 
 
 def compute_jump_table(
@@ -177,44 +132,49 @@ def compute_jump_table(
     patch rebuilt); without it, to the non-toolchain crates the patch defines functions of.
     """
     old = program_index(host)
+    # The patch's side in one pass over its symbols, as for the program (kept only with the
+    # patch's table, which is read once per patch).
+    new = program_index(patch)
     aslr_reference = _main_address(host, "running binary", old)
-    new_base_address = _main_address(patch, "patch")
+    new_base_address = _main_address(patch, "patch", new)
 
-    new_functions = _addresses_by_name(patch, (FUNCTION,))
-
+    old_functions = old.functions
+    old_ambiguous = old.ambiguous_functions
     mapping: dict[int, int] = {}
     ambiguous: list[str] = []
     added_names: list[str] = []
-    for name, new_addresses in new_functions.items():
-        old_address = old.functions.get(name)
-        if old_address is None:
-            if name in old.ambiguous_functions:
-                ambiguous.append(name)
-            else:
-                added_names.append(name)
-            continue
-        if len(new_addresses) != 1:
+    for name, new_address in new.functions.items():
+        old_address = old_functions.get(name)
+        if old_address is not None:
+            mapping[old_address] = new_address
+        elif name in old_ambiguous:
             ambiguous.append(name)
-            continue
-        mapping[old_address] = next(iter(new_addresses))
+        else:
+            added_names.append(name)
+    for name in new.ambiguous_functions:  # defined at several addresses in the patch
+        if name in old_functions or name in old_ambiguous:
+            ambiguous.append(name)
+        else:
+            added_names.append(name)
 
     added = sorted({_demangle(n) for n in added_names})
 
     if crate_names is None:
-        crates = {crate_of(_demangle(n)) for n in new_functions}
+        crates = {crate_of(_demangle(n)) for n in new.function_names()}
         owned = {crate for crate in crates if crate is not None} - TOOLCHAIN_CRATES
     else:
         owned = set(crate_names)
     removed = sorted(
-        {_demangle(n) for crate in owned for n in _host_functions_of(old, crate) if n not in new_functions}
+        {_demangle(n) for crate in owned for n in old.functions_of_crate(crate) if not new.defines_function(n)}
     )
 
     changes: list[DataSizeChange] = []
-    for name, new_sizes in _sizes_by_name(patch).items():
-        old_size = old.data_sizes.get(name)
-        if old_size is None or len(new_sizes) != 1 or {old_size} == new_sizes:
+    old_sizes = old.data_sizes
+    for name, new_size in new.data_sizes.items():  # names defined with one size
+        old_size = old_sizes.get(name)
+        if old_size is None or old_size == new_size:
             continue
-        changes.append(DataSizeChange(_demangle(name), name, old_size, next(iter(new_sizes))))
+        changes.append(DataSizeChange(_demangle(name), name, old_size, new_size))
     changes.sort(key=lambda c: c.name)
 
     warnings = [

@@ -2,13 +2,16 @@
 hears of the patch.
 
 ``check_loadable`` is pure. ``loaded_library_paths`` is the small effectful part: it finds the
-files of the host's ``DT_NEEDED`` libraries (and theirs) the way the dynamic loader does.
+files of the host's ``DT_NEEDED`` libraries (and theirs) the way the dynamic loader does, and
+remembers the answer while the files it was read from stay as they were.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,19 +78,25 @@ def check_loadable(
     undefined references may stay unresolved, as the loader allows.
 
     The host's and the libraries' export sets come from their program index (computed once
-    per image); only the patch's own symbols are scanned per call.
+    per image); only the patch's own symbols are scanned per call, and its definitions only for
+    a name no other image exports (the patch's table lists as undefined only what it lacks).
     """
     providers = [program_index(host).exported, *(program_index(t).exported for t in needed_libs_tables)]
-    own = {_base_name(s.normalised) for s in patch.defined()}
-
-    missing: dict[str, str] = {}
+    not_exported: dict[str, str] = {}  # raw name -> base name, of imports no other image exports
     for s in patch.imports():
         if s.binding == WEAK:
             continue
-        base = _base_name(s.normalised)
-        if base in own or any(base in exported for exported in providers):
-            continue
-        missing.setdefault(s.name, base)
+        name = s.normalised
+        base = _base_name(name) if "@" in name else name
+        for exported in providers:
+            if base in exported:
+                break
+        else:
+            not_exported.setdefault(s.name, base)
+    missing: dict[str, str] = {}
+    if not_exported:
+        own = {_base_name(s.normalised) for s in patch.defined()}
+        missing = {raw: base for raw, base in not_exported.items() if base not in own}
     if not missing:
         return LoadCheck(ok=True)
     pairs = sorted(
@@ -124,36 +133,110 @@ def library_search_dirs(
     return list(dict.fromkeys(dirs))  # each directory once, where it first appears
 
 
-def read_ld_so_conf(path: Path = Path("/etc/ld.so.conf"), _depth: int = 0) -> list[str]:
+LD_SO_CONF = Path("/etc/ld.so.conf")
+
+
+def read_ld_so_conf(path: Path = LD_SO_CONF) -> list[str]:
     """The directories listed in ld.so.conf, following ``include`` globs."""
+    return _ld_so_conf(path)[0]
+
+
+def _ld_so_conf(path: Path, depth: int = 0) -> tuple[list[str], list[str]]:
+    """The directories listed in ld.so.conf, and the files and directories whose change could
+    change them (each file read, each directory an ``include`` glob lists)."""
     dirs: list[str] = []
+    looked_at = [str(path)]
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
-        return dirs
+        return dirs, looked_at
     for line in lines:
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
-        if line.startswith("include ") and _depth < 8:
+        if line.startswith("include ") and depth < 8:
             pattern = line.split(None, 1)[1]
             if not os.path.isabs(pattern):
                 pattern = str(path.parent / pattern)
+            looked_at.append(os.path.dirname(pattern))
             for included in sorted(glob.glob(pattern)):
-                dirs.extend(read_ld_so_conf(Path(included), _depth + 1))
+                more, also = _ld_so_conf(Path(included), depth + 1)
+                dirs.extend(more)
+                looked_at.extend(also)
         elif not line.startswith("hwcap "):
             dirs.append(line)
-    return dirs
+    return dirs, looked_at
 
 
 def find_library(name: str, dirs: Iterable[str]) -> Path | None:
+    return _find_library(name, dirs)[0]
+
+
+def _find_library(name: str, dirs: Iterable[str]) -> tuple[Path | None, list[str]]:
+    """The library's file, and the directories searched for it (the last one holds it)."""
     if "/" in name:
-        return Path(name) if os.path.exists(name) else None
+        return (Path(name) if os.path.exists(name) else None), []
+    searched = []
     for d in dirs:
+        searched.append(d)
         candidate = Path(d) / name
         if candidate.is_file():
-            return candidate
-    return None
+            return candidate, searched
+    return None, searched
+
+
+_FileIdentity = tuple[int, int, int, int] | None  # (device, inode, size, mtime), None: absent
+
+
+def _identity(path: str) -> _FileIdentity:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class _Search:
+    found: tuple[Path, ...]
+    unresolved: tuple[str, ...]
+    # Every file and directory the answer was read from: a directory's mtime changes when an
+    # entry is added, removed or renamed in it, a file's when it is rewritten.
+    depends_on: tuple[tuple[str, _FileIdentity], ...]
+    # False when the answer depends on what a stat can't witness (a path relative to the
+    # working directory, a glob over directories).
+    reusable: bool
+
+
+class LibraryPathCache:
+    """Answers of ``loaded_library_paths`` by the image's search inputs, each reused while
+    every file and directory it was read from (ld.so.conf and its includes, the directories
+    searched, the libraries found) is unchanged. Each patch asks again for the same libraries;
+    the loader's configuration rarely changes, and is read again when it does."""
+
+    def __init__(self, max_entries: int = 64) -> None:
+        self._answers: OrderedDict[tuple[Any, ...], _Search] = OrderedDict()
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> _Search | None:
+        with self._lock:
+            answer = self._answers.get(key)
+        if answer is None or any(_identity(path) != identity for path, identity in answer.depends_on):
+            return None
+        return answer
+
+    def put(self, key: tuple[Any, ...], answer: _Search) -> None:
+        if not answer.reusable:
+            return
+        with self._lock:
+            self._answers[key] = answer
+            self._answers.move_to_end(key)
+            while len(self._answers) > self._max_entries:
+                self._answers.popitem(last=False)
+
+
+_default_library_paths = LibraryPathCache()
 
 
 def loaded_library_paths(
@@ -161,10 +244,42 @@ def loaded_library_paths(
     host_path: str | Path,
     read_table: Callable[[Path], SymbolTable],
     env: Mapping[str, str] | None = None,
+    *,
+    ld_so_conf: Path = LD_SO_CONF,
+    cache: LibraryPathCache | None = _default_library_paths,
 ) -> tuple[list[Path], list[str]]:
     """The files of the libraries the loader maps with ``host`` (DT_NEEDED, breadth first, each
-    library's own RUNPATH applied to its own needs), and the names it could not find."""
-    conf_dirs = read_ld_so_conf()
+    library's own RUNPATH applied to its own needs), and the names it could not find.
+
+    With a ``cache``, an answer found before for the same inputs is reused while nothing it
+    was read from has changed."""
+    env = os.environ if env is None else env
+    uses_origin = any("$ORIGIN" in p or "${ORIGIN}" in p for p in (*host.runpath, *host.rpath))
+    key = (
+        host.needed,
+        host.runpath,
+        host.rpath,
+        str(Path(host_path).resolve().parent) if uses_origin else None,
+        env.get("LD_LIBRARY_PATH", ""),
+        str(ld_so_conf),
+    )
+    answer = cache.get(key) if cache is not None else None
+    if answer is None:
+        answer = _search(host, host_path, read_table, env, ld_so_conf)
+        if cache is not None:
+            cache.put(key, answer)
+    return list(answer.found), list(answer.unresolved)
+
+
+def _search(
+    host: SymbolTable,
+    host_path: str | Path,
+    read_table: Callable[[Path], SymbolTable],
+    env: Mapping[str, str],
+    ld_so_conf: Path,
+) -> _Search:
+    conf_dirs, looked_at = _ld_so_conf(ld_so_conf)
+    reusable = not any(glob.has_magic(d) for d in looked_at)
     found: list[Path] = []
     unresolved: list[str] = []
     seen: set[str] = set()
@@ -174,11 +289,17 @@ def loaded_library_paths(
         if name in seen:
             continue
         seen.add(name)
-        path = find_library(name, library_search_dirs(parent, origin, env, conf_dirs))
+        path, searched = _find_library(name, library_search_dirs(parent, origin, env, conf_dirs))
+        looked_at.extend(searched)
+        if "/" in name:
+            looked_at.append(name)
+            reusable = reusable and os.path.isabs(name)
         if path is None:
             unresolved.append(name)
             continue
         found.append(path)
+        looked_at.append(str(path))
         table = read_table(path)
         queue.extend((n, table, path.resolve().parent) for n in table.needed)
-    return found, unresolved
+    depends_on = tuple((p, _identity(p)) for p in dict.fromkeys(looked_at))
+    return _Search(tuple(found), tuple(unresolved), depends_on, reusable)

@@ -6,16 +6,33 @@ Every patch is checked against the same program: which functions it defines at w
 that changes between patches, so it is computed once per symbol table and kept with it, in
 memory and in the on-disk symbol cache (``encode_index``/``decode_index``: plain arrays that
 load in a few milliseconds, where rebuilding the table's symbols takes hundreds).
+A patch's side of the jump table is the same index of the patch's table, built once per patch.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import struct
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from daemon.binary.demangle import demangle
 from daemon.binary.symbols import DATA, DYNAMIC, ELF, FUNCTION, HIDDEN, INTERNAL, LOCAL, STATIC, TLS, SymbolTable
+
+# The program's names repeat from patch to patch.
+cached_demangle = functools.lru_cache(maxsize=1 << 16)(demangle)
+
+
+def crate_of(demangled: str) -> str | None:
+    """The first path segment of a demangled Rust name (``<a::B as c::D>::f`` → ``a``)."""
+    text = demangled.lstrip("<&*[(")
+    if text.startswith(("mut ", "dyn ", "const ")):
+        text = text.split(" ", 1)[1]
+    head = text.split("::", 1)[0]
+    head = head.split("[", 1)[0]  # verbose crate hashes
+    return head if head.isidentifier() else None
 
 
 def base_name(name: str) -> str:
@@ -32,52 +49,69 @@ class ProgramIndex:
     data_names: frozenset[str]  # every defined data symbol's normalised name
     exported: frozenset[str]  # base names another image can bind to
     static_symbols: int  # entries of .symtab (0: stripped, only exported names are left)
-    # crate name -> function names of that crate (demangled), filled on first use
+    # crate name -> function names of that crate, filled on first use (functions_of_crate)
     _by_crate: dict[str, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
 
     def defines_function(self, name: str) -> bool:
         return name in self.functions or name in self.ambiguous_functions
 
     def function_names(self) -> Iterable[str]:
-        yield from self.functions
-        yield from self.ambiguous_functions
+        return itertools.chain(self.functions, self.ambiguous_functions)
+
+    def functions_of_crate(self, crate: str) -> frozenset[str]:
+        """The function names whose demangled path starts with ``crate``, worked out on first
+        use (the first patch that rebuilds ``crate``) and kept with the index."""
+        names = self._by_crate.get(crate)
+        if names is None:
+            # A crate's name appears verbatim in every encoding of its symbols: a cheap filter
+            # that spares demangling the whole program.
+            names = frozenset(
+                n for n in self.function_names() if crate in n and crate_of(cached_demangle(n)) == crate
+            )
+            self._by_crate[crate] = names
+        return names
 
 
 def build_index(table: SymbolTable) -> ProgramIndex:
     """Everything verify needs from ``table``, in one pass over its symbols (pure)."""
     main_name = table.symbol_prefix + "main"
     mains: set[int] = set()
-    addresses: dict[str, set[int]] = {}
-    sizes: dict[str, set[int]] = {}
+    # First address (size) per name; names seen with another one are set aside. Cheaper than a
+    # set per name: nearly every name has one.
+    functions: dict[str, int] = {}
+    several_addresses: set[str] = set()
+    sizes: dict[str, int] = {}
+    several_sizes: set[str] = set()
     data_names: set[str] = set()
     exported: set[str] = set()
     static_symbols = 0
     elf = table.format == ELF
-    for s in table.symbols:
-        if s.table == STATIC:
+    for raw_name, name, address, size, kind, binding, visibility, defined, _, in_table, _ in table.symbols:
+        if in_table == STATIC:
             static_symbols += 1
-        if not s.defined:
+        if not defined:
             continue
-        name = s.normalised
-        kind = s.kind
         if kind == FUNCTION:
             if name == main_name:
-                mains.add(s.address)
-            if s.name and s.address:
-                addresses.setdefault(name, set()).add(s.address)
+                mains.add(address)
+            if raw_name and address and functions.setdefault(name, address) != address:
+                several_addresses.add(name)
         elif kind == DATA or kind == TLS:
-            if s.name:
-                sizes.setdefault(name, set()).add(s.size)
+            if raw_name and sizes.setdefault(name, size) != size:
+                several_sizes.add(name)
             if kind == DATA:
                 data_names.add(name)
-        if s.binding != LOCAL and s.visibility not in (HIDDEN, INTERNAL) and (not elf or s.table == DYNAMIC):
-            exported.add(base_name(name))
-    functions = {n: next(iter(a)) for n, a in addresses.items() if len(a) == 1}
+        if binding != LOCAL and visibility not in (HIDDEN, INTERNAL) and (not elf or in_table == DYNAMIC):
+            exported.add(base_name(name) if "@" in name else name)
+    for name in several_addresses:
+        del functions[name]
+    for name in several_sizes:
+        del sizes[name]
     return ProgramIndex(
         main_addresses=tuple(sorted(mains)),
         functions=functions,
-        ambiguous_functions=frozenset(n for n, a in addresses.items() if len(a) != 1),
-        data_sizes={n: next(iter(z)) for n, z in sizes.items() if len(z) == 1},
+        ambiguous_functions=frozenset(several_addresses),
+        data_sizes=sizes,
         data_names=frozenset(data_names),
         exported=frozenset(exported),
         static_symbols=static_symbols,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import itertools
 import mmap
+import operator
 import re
 import struct
 from collections.abc import Iterator, Sequence
@@ -46,6 +47,7 @@ ELF = ObjectFormat.ELF
 MACHO = ObjectFormat.MACHO
 
 _LLVM_SUFFIX = re.compile(r"\.llvm\.\d+$")
+_table_of = operator.attrgetter("table")
 
 
 def normalise_name(name: str) -> str:
@@ -84,6 +86,10 @@ class SymbolTable:
     _index: dict[str, list[Symbol]] | None = field(default=None, repr=False, compare=False, hash=False)
     # the program's side of verify (daemon.binary.program_index), built once per table
     _program_index: ProgramIndex | None = field(default=None, repr=False, compare=False, hash=False)
+    # imports() and defined(DATA), when a reader found them without decoding every symbol
+    # (daemon.binary.patch_symbols)
+    _imports: tuple[Symbol, ...] | None = field(default=None, repr=False, compare=False, hash=False)
+    _defined_data: tuple[Symbol, ...] | None = field(default=None, repr=False, compare=False, hash=False)
 
     @property
     def symbol_prefix(self) -> str:
@@ -95,7 +101,11 @@ class SymbolTable:
 
     def defined(self, kind: str | None = None) -> Iterator[Symbol]:
         """Defined symbols from every table (a name in both tables appears twice)."""
-        return (s for s in self.symbols if s.defined and (kind is None or s.kind == kind))
+        if kind == DATA and self._defined_data is not None:
+            return iter(self._defined_data)
+        if kind is None:
+            return (s for s in self.symbols if s.defined)
+        return (s for s in self.symbols if s.kind == kind and s.defined)
 
     def exported(self) -> Iterator[Symbol]:
         """Symbols another image can bind to at run time."""
@@ -108,13 +118,12 @@ class SymbolTable:
 
     def imports(self) -> Iterator[Symbol]:
         """Undefined symbols the loader must bind (ELF: the dynamic table when there is one)."""
-        has_dynamic = self.format == ELF and any(s.table == DYNAMIC for s in self.symbols)
-        for s in self.symbols:
-            if s.defined or not s.name:
-                continue
-            if has_dynamic and s.table != DYNAMIC:
-                continue
-            yield s
+        if self._imports is not None:
+            return iter(self._imports)
+        symbols = self.symbols
+        if self.format == ELF and DYNAMIC in map(_table_of, symbols):
+            return (s for s in symbols if s.table == DYNAMIC and not s.defined and s.name)
+        return (s for s in symbols if not s.defined and s.name)
 
     def lookup(self, name: str) -> list[Symbol]:
         """Defined symbols whose normalised name is ``name``."""
@@ -194,6 +203,12 @@ _DT_RUNPATH = 29
 _ELF_KINDS = {2: FUNCTION, 10: FUNCTION, 1: DATA, 5: DATA, 6: TLS}  # FUNC, GNU_IFUNC, OBJECT, COMMON, TLS
 _ELF_BINDINGS = {0: LOCAL, 1: GLOBAL, 2: WEAK, 10: GLOBAL}  # 10: GNU_UNIQUE
 _ELF_VISIBILITIES = (DEFAULT, INTERNAL, HIDDEN, PROTECTED)
+# (kind, binding, visibility) by ``st_info | (st_other & 3) << 8``: one lookup per symbol.
+_ELF_ATTRIBUTES = tuple(
+    (_ELF_KINDS.get(info & 0xF, OTHER), _ELF_BINDINGS.get(info >> 4, GLOBAL), _ELF_VISIBILITIES[other])
+    for other in range(4)
+    for info in range(256)
+)
 
 
 class _Section(NamedTuple):
@@ -205,7 +220,20 @@ class _Section(NamedTuple):
     entsize: int
 
 
-def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> SymbolTable:
+class ElfLayout(NamedTuple):
+    """An ELF image's header, section headers and dynamic entries: what its symbols are read with."""
+
+    bits: int
+    end: str  # struct byte order: "<" or ">"
+    shared: bool
+    sections: list[_Section]
+    needed: tuple[str, ...]
+    soname: str | None
+    runpath: tuple[str, ...]
+    rpath: tuple[str, ...]
+
+
+def elf_layout(data: bytes | mmap.mmap, path: str) -> ElfLayout:
     ei_class, ei_data = data[4], data[5]
     if ei_class not in (1, 2) or ei_data not in (1, 2):
         raise FormatError(f"{path}: bad ELF class/data bytes {ei_class}/{ei_data}")
@@ -232,12 +260,6 @@ def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> Symb
             )
             sections.append(_Section(sh_type, sh_offset, sh_size, sh_link, sh_info, sh_entsize))
 
-    def section_bytes(index: int) -> bytes:
-        if not 0 < index < len(sections):
-            return b""
-        s = sections[index]
-        return bytes(data[s.offset : s.offset + s.size])
-
     # Dynamic section: needed libraries, soname, search paths.
     needed: list[str] = []
     soname = None
@@ -246,7 +268,7 @@ def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> Symb
     for s in sections:
         if s.type != _SHT_DYNAMIC:
             continue
-        dynstr = section_bytes(s.link)
+        dynstr = section_bytes(data, sections, s.link)
         dyn = struct.Struct(end + ("qQ" if bits == 64 else "iI"))
         raw = data[s.offset : s.offset + s.size - s.size % dyn.size]
         for tag, value in dyn.iter_unpack(raw):
@@ -260,7 +282,19 @@ def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> Symb
                 runpath.extend(p for p in _cstr(dynstr, value).split(":") if p)
             elif tag == _DT_RPATH:
                 rpath.extend(p for p in _cstr(dynstr, value).split(":") if p)
+    return ElfLayout(bits, end, e_type == 3, sections, tuple(needed), soname, tuple(runpath), tuple(rpath))
 
+
+def section_bytes(data: bytes | mmap.mmap, sections: list[_Section], index: int) -> bytes:
+    if not 0 < index < len(sections):
+        return b""
+    s = sections[index]
+    return bytes(data[s.offset : s.offset + s.size])
+
+
+def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> SymbolTable:
+    layout = elf_layout(data, path)
+    sections, bits, end = layout.sections, layout.bits, layout.end
     symbols: list[Symbol] = []
     skip_dynamic = not dynamic and any(s.type == _SHT_SYMTAB for s in sections)
     for index, s in enumerate(sections):
@@ -272,19 +306,21 @@ def _parse_elf(data: bytes | mmap.mmap, path: str, dynamic: bool = True) -> Symb
             continue
         versions = _elf_versions(data, sections, index, end) if table == DYNAMIC else None
         extended = _elf_extended_indices(data, sections, index, end)
-        symbols.extend(_elf_symbols(data, s, section_bytes(s.link), bits, end, table, versions, extended))
+        symbols.extend(
+            _elf_symbols(data, s, section_bytes(data, sections, s.link), bits, end, table, versions, extended)
+        )
 
     return SymbolTable(
         path=path,
         format=ELF,
         bits=bits,
         little_endian=end == "<",
-        shared=e_type == 3,
+        shared=layout.shared,
         symbols=tuple(symbols),
-        needed=tuple(needed),
-        soname=soname,
-        runpath=tuple(runpath),
-        rpath=tuple(rpath),
+        needed=layout.needed,
+        soname=layout.soname,
+        runpath=layout.runpath,
+        rpath=layout.rpath,
     )
 
 
@@ -311,28 +347,27 @@ def _elf_symbols(
     count = s.size // entry.size
     raw = data[s.offset : s.offset + count * entry.size]
     # Latin-1 maps bytes 1:1, so byte offsets stay valid; non-ASCII names are re-decoded below.
-    names = strtab.decode("latin-1")
+    # The appended NUL ends a last name that lacks one, so every lookup finds an end.
+    names = strtab.decode("latin-1") + "\0"
     find = names.find
-    kinds = _ELF_KINDS
-    bindings = _ELF_BINDINGS
-    visibilities = _ELF_VISIBILITIES
+    ascii_only = strtab.isascii()
+    attributes = _ELF_ATTRIBUTES
     out: list[Symbol] = []
     append = out.append
     new = tuple.__new__  # skips NamedTuple.__new__'s argument handling: measurably faster here
-    for i, fields in enumerate(entry.iter_unpack(raw)):
-        if i == 0:
-            continue  # the null symbol
-        if bits == 64:
-            st_name, st_info, st_other, st_shndx, st_value, st_size = fields
-        else:
-            st_name, st_value, st_size, st_info, st_other, st_shndx = fields
-        stop = find("\0", st_name)
-        name = names[st_name:stop] if stop >= 0 else names[st_name:]
-        if not name.isascii():
+    rows: Iterator[tuple[int, ...]] = entry.iter_unpack(raw)
+    next(rows, None)  # the null symbol
+    if bits != 64:
+        rows = ((n, info, other, shndx, value, size) for n, value, size, info, other, shndx in rows)
+    # One version per symbol after the null one, None past the end of the list.
+    version_of: Iterator[str | None] = itertools.repeat(None)
+    if versions is not None:
+        version_of = itertools.chain(itertools.islice(versions, 1, None), version_of)
+    for (st_name, st_info, st_other, st_shndx, st_value, st_size), version in zip(rows, version_of):
+        name = names[st_name : find("\0", st_name)]
+        if not ascii_only and not name.isascii():
             name = name.encode("latin-1").decode("utf-8", "surrogateescape")
-        if st_shndx == _SHN_XINDEX and extended is not None and i < len(extended):
-            st_shndx = extended[i]
-        version = versions[i] if versions is not None and i < len(versions) else None
+        kind, binding, visibility = attributes[st_info | (st_other & 3) << 8]
         append(
             new(
                 Symbol,
@@ -341,9 +376,9 @@ def _elf_symbols(
                     normalise_name(name) if ".llvm." in name else name,
                     st_value,
                     st_size,
-                    kinds.get(st_info & 0xF, OTHER),
-                    bindings.get(st_info >> 4, GLOBAL),
-                    visibilities[st_other & 3],
+                    kind,
+                    binding,
+                    visibility,
                     st_shndx != _SHN_UNDEF,
                     st_shndx,
                     table,
@@ -351,6 +386,10 @@ def _elf_symbols(
                 ),
             )
         )
+    if extended is not None:  # more sections than 16 bits count: the real indices are apart
+        for i, symbol in enumerate(out, 1):
+            if symbol.section_index == _SHN_XINDEX and i < len(extended):
+                out[i - 1] = symbol._replace(section_index=extended[i], defined=extended[i] != _SHN_UNDEF)
     return out
 
 

@@ -26,14 +26,14 @@ from daemon.analysis.program_types import ProgramTypes
 from daemon.analysis.reach import analyse_reach
 from daemon.analysis.unchanged_sections import unit_key
 from daemon.analysis.verdicts import NEEDS_RESTART, Entry, LayoutFinding, SaveVerdict, judge, unknown_save
-from daemon.binary.demangle import demangle
 from daemon.binary.dwarf import DwarfError
 from daemon.binary.elf_objects import ObjectFormatError
 from daemon.binary.jump_table import JumpTable, PatchReport, compute_jump_table, crate_of
 from daemon.binary.load_check import LoadCheck, check_loadable, loaded_library_paths
-from daemon.binary.program_index import program_index
+from daemon.binary.patch_symbols import read_patch_symbols
+from daemon.binary.program_index import cached_demangle, program_index
 from daemon.binary.symbol_cache import SymbolCache
-from daemon.binary.symbols import DATA, FUNCTION, LOCAL, MACHO, STATIC, SymbolTable, read_symbols
+from daemon.binary.symbols import DATA, FUNCTION, LOCAL, MACHO, STATIC, SymbolTable
 from daemon.build.concurrency import beside
 from daemon.build.crate_plans import resolve_crate, resolve_top
 from daemon.build.errors import MissingCapture, UnsupportedEdit
@@ -146,7 +146,7 @@ def fresh_statics(host: SymbolTable, patch: SymbolTable, crates: set[str]) -> li
         mangled = s.normalised[len(prefix) :] if prefix and s.normalised.startswith(prefix) else s.normalised
         if not mangled.startswith(("_ZN", "_R")):
             continue  # compiler constants (anon.*, alloc_*) are read-only: a copy is harmless
-        name = demangle(mangled)
+        name = cached_demangle(mangled)  # the same statics in every patch
         if crate_of(name) in crates and not _is_constant_data(name):
             fresh.add(name)
     return sorted(fresh)
@@ -587,17 +587,19 @@ class Patcher:
             log.warning("could not remove old patch libraries", session=str(self.session.root), error=str(exc))
 
     def _verify(self, host: HostImage, build: PatchBuild) -> tuple[JumpTable, PatchReport, LoadCheck]:
-        # The patch is new every time: parse it directly, don't fill the cache with it.
-        patch = read_symbols(build.library, dynamic=False)
-        patch_libs, _ = loaded_library_paths(
-            patch, build.library, lambda p: self.symbol_cache.load(p, self.symbol_cache_dir)
-        )
-        # Only libraries the host does not already load (libc, libgcc_s… would be scanned twice).
+        # The patch is new every time: read it directly, don't fill the cache with it.
+        patch = read_patch_symbols(build.library)
+
+        def load(path: Path) -> SymbolTable:
+            return self.symbol_cache.load(path, self.symbol_cache_dir)
+
+        patch_libs, _ = loaded_library_paths(patch, build.library, load)
+        # Only libraries the host does not already load (libc, libgcc_s… would be scanned twice):
+        # first by the path the host's were found at (remembered, no search), then by file.
+        host_libs = set(loaded_library_paths(host.table, host.path, load)[0])
         loaded = {table.path for table in host.libraries}
         libraries = host.libraries + [
-            table
-            for table in (self.symbol_cache.load(p, self.symbol_cache_dir) for p in patch_libs)
-            if table.path not in loaded
+            table for table in (load(p) for p in patch_libs if p not in host_libs) if table.path not in loaded
         ]
         check = check_loadable(patch, host.table, libraries)
         rebuilt = {c.key.name for c in build.crates}

@@ -3,6 +3,7 @@ the loader-like library search."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import pytest
 
 from daemon.binary.load_check import (
     RECAPTURE_ACTION,
+    LibraryPathCache,
     check_loadable,
     find_library,
     library_search_dirs,
@@ -98,6 +100,76 @@ def test_find_library(tmp_path):
     (tmp_path / "b" / "libx.so.1").write_bytes(b"")
     assert find_library("libx.so.1", [str(tmp_path / "a"), str(tmp_path / "b")]) == tmp_path / "b" / "libx.so.1"
     assert find_library("libnothere.so", [str(tmp_path)]) is None
+
+
+class LibraryDirs:
+    """Two library directories listed by an ld.so.conf of their own, and a search through a
+    cache of its own that counts the libraries it reads."""
+
+    def __init__(self, root):
+        self.first, self.second = root / "first", root / "second"
+        for d in (self.first, self.second):
+            d.mkdir()
+        (self.second / "libfoo.so.1").write_bytes(b"")
+        self.conf = root / "ld.so.conf"
+        self.conf.write_text(f"{self.first}\n{self.second}\n")
+        self.host_path = root / "host"
+        self.cache = LibraryPathCache()
+        self.reads = []
+
+    def read_table(self, path):
+        self.reads.append(path)
+        return table(needed=["libbar.so.2"] if path.name == "libfoo.so.1" else ())
+
+    def search(self, host):
+        return loaded_library_paths(host, self.host_path, self.read_table, env={}, ld_so_conf=self.conf,
+                                    cache=self.cache)
+
+
+def touch_later(path):
+    """Move the mtime a second on: the kernel stamps times at a tick's granularity, so two
+    changes within one tick could otherwise look like none."""
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def test_library_answers_are_reused_while_nothing_they_were_read_from_changes(tmp_path):
+    dirs = LibraryDirs(tmp_path)
+    host = table(needed=["libfoo.so.1"])
+    assert dirs.search(host) == ([dirs.second / "libfoo.so.1"], ["libbar.so.2"])
+    assert dirs.search(host) == ([dirs.second / "libfoo.so.1"], ["libbar.so.2"])
+    assert dirs.reads == [dirs.second / "libfoo.so.1"]  # the second answer came from the cache
+    # another image with other needs gets its own answer
+    assert dirs.search(table(needed=["libnothere.so"])) == ([], ["libnothere.so"])
+
+
+def test_a_changed_ld_so_conf_is_read_again(tmp_path):
+    dirs = LibraryDirs(tmp_path)
+    host = table(needed=["libfoo.so.1"])
+    assert dirs.search(host)[0] == [dirs.second / "libfoo.so.1"]
+    third = tmp_path / "third"
+    third.mkdir()
+    (third / "libfoo.so.1").write_bytes(b"")
+    dirs.conf.write_text(f"{third}\n{dirs.second}\n")
+    assert dirs.search(host)[0] == [third / "libfoo.so.1"]
+
+
+def test_a_library_added_to_a_directory_searched_first_is_found(tmp_path):
+    dirs = LibraryDirs(tmp_path)
+    host = table(needed=["libfoo.so.1"])
+    assert dirs.search(host)[0] == [dirs.second / "libfoo.so.1"]
+    (dirs.first / "libfoo.so.1").write_bytes(b"")
+    touch_later(dirs.first)
+    assert dirs.search(host)[0] == [dirs.first / "libfoo.so.1"]
+
+
+def test_a_rewritten_library_is_read_again(tmp_path):
+    dirs = LibraryDirs(tmp_path)
+    host = table(needed=["libfoo.so.1"])
+    dirs.search(host)
+    (dirs.second / "libfoo.so.1").write_bytes(b"new version")
+    assert dirs.search(host) == ([dirs.second / "libfoo.so.1"], ["libbar.so.2"])
+    assert dirs.reads == [dirs.second / "libfoo.so.1"] * 2
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF host")

@@ -114,3 +114,14 @@ def test_damaged_symbol_columns_are_parsed_again(host_copy, tmp_path):
     again = SymbolCache().load(host_copy, cache_dir)
     assert again.symbols == good.symbols  # from the binary itself: the columns were refused
     assert program_index(again) == program_index(good)
+
+
+def test_two_programs_keep_their_own_index_and_crate_functions():
+    hot, cold = "_ZN4demo3hot17h0123456789abcdefE", "_ZN4demo4cold17h1111111111111111E"
+    first = table(sym("main", 0x1000), sym(hot, 0x2000), sym("_ZN5other1f17h2222222222222222E", 0x3000))
+    second = table(sym("main", 0x1000), sym(cold, 0x2000))
+    assert program_index(first) is not program_index(second)
+    assert program_index(first).functions_of_crate("demo") == {hot}
+    assert program_index(second).functions_of_crate("demo") == {cold}
+    assert program_index(first).functions_of_crate("other") == {"_ZN5other1f17h2222222222222222E"}
+    assert program_index(second).functions_of_crate("other") == frozenset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import struct
 import subprocess
 
 import pytest
@@ -23,6 +24,8 @@ from daemon.binary.symbols import (
     TLS,
     WEAK,
     FormatError,
+    _elf_symbols,
+    _Section,
     normalise_name,
     parse_symbols,
     read_symbols,
@@ -225,3 +228,27 @@ def test_a_library_without_a_static_table_is_read_from_its_dynamic_one(tmp_path)
     table = read_symbols(stripped, dynamic=False)
     assert {s.table for s in table.symbols} == {DYNAMIC}
     assert "demo_add" in {s.name for s in table.exported()}
+
+
+def test_extended_section_indices_and_versions_belong_to_their_symbols():
+    """Files with more than 0xff00 sections keep the real index in SHT_SYMTAB_SHNDX (one entry
+    per symbol, the null one included); .gnu.version has one version per dynamic symbol."""
+    entry = struct.Struct("<IBBHQQ")
+    strtab = b"\0f\0g\0h\0"
+    raw = b"".join(
+        [
+            entry.pack(0, 0, 0, 0, 0, 0),  # the null symbol
+            entry.pack(1, 0x12, 0, 0xFFFF, 0x1000, 4),  # its index is in the extended table
+            entry.pack(3, 0x12, 0, 5, 0x2000, 4),
+            entry.pack(5, 0x12, 0, 0xFFFF, 0, 0),  # past the end of the extended table
+        ]
+    )
+    section = _Section(2, 0, len(raw), 0, 0, entry.size)
+    symbols = _elf_symbols(raw, section, strtab, 64, "<", STATIC, None, [0, 70000, 0])
+    assert [(s.name, s.section_index, s.defined) for s in symbols] == [
+        ("f", 70000, True),
+        ("g", 5, True),
+        ("h", 0xFFFF, True),
+    ]
+    symbols = _elf_symbols(raw, section, strtab, 64, "<", DYNAMIC, [None, "V1", None], None)
+    assert [(s.name, s.version) for s in symbols] == [("f", "V1"), ("g", None), ("h", None)]
