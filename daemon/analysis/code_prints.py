@@ -40,6 +40,7 @@ from daemon.binary.demangle import demangle
 from daemon.binary.elf_objects import (
     EM_AARCH64,
     EM_X86_64,
+    SHN_LORESERVE,
     SHT_NOBITS,
     STT_FUNC,
     STT_OBJECT,
@@ -64,6 +65,7 @@ ANONYMOUS_PREFIX = "anon:"  # the graph name of anonymous data: "anon:" + its co
 SHF_MERGE = 0x10
 SHF_STRINGS = 0x20
 STB_LOCAL = 0
+_PRINTED_TYPES = (STT_FUNC, STT_OBJECT, STT_TLS)
 
 # Width in bytes of the field each relocation type writes; x86_64 writes whole fields.
 _X86_64_WIDTHS = {
@@ -183,8 +185,8 @@ class _Printer:
         self.earlier = earlier
         self.machine = obj.machine
         self.defined: dict[int, list[ObjSymbol]] = {}  # section -> symbols, by value
-        for s in obj.symbols:
-            if (s.defined and s.type in (STT_FUNC, STT_OBJECT, STT_TLS)) or (s.defined and s.type == 0 and s.name):
+        for s in obj.symbols:  # defined (``ObjSymbol.defined``, written out: run for every symbol)
+            if (s.type in _PRINTED_TYPES or (s.type == 0 and s.name)) and 0 < s.section < SHN_LORESERVE:
                 self.defined.setdefault(s.section, []).append(s)
         for symbols in self.defined.values():
             symbols.sort(key=lambda s: (s.value, -s.size))
@@ -360,8 +362,8 @@ def _defined_once(obj: ElfObject) -> set[str]:
     seen: set[str] = set()
     twice: set[str] = set()
     for s in obj.symbols:
-        if s.defined and s.type in (STT_FUNC, STT_OBJECT, STT_TLS):
-            name = normalise_name(s.name)
+        if s.type in _PRINTED_TYPES and 0 < s.section < SHN_LORESERVE:
+            name = normalise_name(s.name) if ".llvm." in s.name else s.name
             (twice if name in seen else seen).add(name)
     return seen - twice
 

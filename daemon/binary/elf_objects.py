@@ -135,6 +135,10 @@ class ElfObject:
             (s.type, self.data[s.offset : s.offset + s.size]) for s in self._relocation_sections.get(section.index, [])
         )
 
+    def has_relocations(self, section: Section) -> bool:
+        """Whether any REL/RELA section applies to ``section`` (``relocation_bytes`` is not empty)."""
+        return section.index in self._relocation_sections
+
     def relocation_symbols(self, section: Section) -> set[int]:
         """The symbol indices the relocations of ``section`` refer to (without decoding each entry)."""
         found: set[int] = set()
