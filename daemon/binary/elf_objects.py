@@ -180,6 +180,21 @@ def _cstr(table: bytes, offset: int) -> str:
     return table[offset : stop if stop >= 0 else len(table)].decode("utf-8", "surrogateescape")
 
 
+def _strings(table: bytes) -> dict[int, str]:
+    """The strings of a string table by the offset each starts at, split and decoded at once
+    (names that start inside another string are read with ``_cstr``)."""
+    found: dict[int, str] = {}
+    offset = 0
+    for text in table.decode("ascii").split("\0") if table.isascii() else ():
+        found[offset] = text
+        offset += len(text) + 1
+    return found
+
+
+# A NamedTuple made from a tuple without its Python-level __new__ (called per symbol).
+_new = tuple.__new__
+
+
 def parse_object(data: bytes, path: str = "") -> ElfObject:
     """Sections, symbols and relocations of a 64-bit little-endian ELF file (pure)."""
     if data[:4] != b"\x7fELF":
@@ -199,19 +214,26 @@ def parse_object(data: bytes, path: str = "") -> ElfObject:
     names = b""
     if 0 < e_shstrndx < len(raw):
         names = data[raw[e_shstrndx][4] : raw[e_shstrndx][4] + raw[e_shstrndx][5]]
-    sections = [Section(i, _cstr(names, r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for i, r in enumerate(raw)]
+    section_names = _strings(names)
+    sections = [
+        _new(Section, (i, section_names.get(r[0]) or _cstr(names, r[0]), *r[1:8])) for i, r in enumerate(raw)
+    ]
     symbols: list[ObjSymbol] = []
     symtab = next((s for s in sections if s.type == SHT_SYMTAB), None)
     if symtab is not None and 0 < symtab.link < len(sections):
         strtab_section = sections[symtab.link]
         strtab = data[strtab_section.offset : strtab_section.offset + strtab_section.size]
+        strings = _strings(strtab)
         body = data[symtab.offset : symtab.offset + symtab.size - symtab.size % _SYMBOL.size]
+        count = len(sections)
         for index, (name, info, _other, shndx, value, size) in enumerate(_SYMBOL.iter_unpack(body)):
             symbol_type = info & 0xF
-            text = _cstr(strtab, name)
-            if symbol_type == STT_SECTION and not text and 0 < shndx < len(sections):
+            text = strings.get(name)
+            if text is None:  # a name that ends another one (a shared tail)
+                text = _cstr(strtab, name)
+            if symbol_type == STT_SECTION and not text and 0 < shndx < count:
                 text = sections[shndx].name
-            symbols.append(ObjSymbol(index, text, symbol_type, info >> 4, shndx, value, size))
+            symbols.append(_new(ObjSymbol, (index, text, symbol_type, info >> 4, shndx, value, size)))
     relocation_sections: dict[int, list[Section]] = {}
     for s in sections:
         if s.type in (SHT_RELA, SHT_REL) and 0 < s.info < len(sections):
