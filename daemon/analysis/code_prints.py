@@ -490,6 +490,7 @@ class PrintCache:
         self._latest: dict[str, tuple[str, ElfObject, ObjectPrints]] = {}  # unit -> content, object, prints
         self._objects: dict[str, tuple[ElfObject, ...]] = {}  # content -> its objects, while the latest
         self._merged: dict[tuple[str, ...], Prints] = {}  # a few recent merges, by their files' contents
+        self._snapshots: dict[tuple[str, ...], tuple[object, Prints]] = {}  # paths -> (snapshot, merged)
         self.parsed = 0  # files parsed (not found in the cache) since this cache was made
 
     def _content(self, path: str | Path) -> tuple[tuple[int, int, int, int], str | None]:
@@ -571,4 +572,16 @@ class PrintCache:
         self._merged[key] = merged  # the newest last
         while len(self._merged) > 4:
             del self._merged[next(iter(self._merged))]
+        return merged
+
+    def merged_snapshot(self, snapshot: object, paths: Iterable[str | Path]) -> Prints:
+        """``merged(paths)`` for files that stay as they are while ``snapshot`` lives (the
+        running program's objects, checked once by the ``Baseline`` naming them): merged once
+        per snapshot, and not looked at again (no ``stat`` per file and patch)."""
+        key = tuple(str(path) for path in paths)
+        found = self._snapshots.pop(key, None)
+        merged = found[1] if found is not None and found[0] is snapshot else self.merged(key)
+        self._snapshots[key] = (snapshot, merged)  # the snapshot kept alive: its identity stays its own
+        while len(self._snapshots) > 4:
+            del self._snapshots[next(iter(self._snapshots))]
         return merged
