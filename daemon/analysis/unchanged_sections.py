@@ -24,7 +24,15 @@ from __future__ import annotations
 
 import os
 
-from daemon.binary.elf_objects import SHN_LORESERVE, SHT_SYMTAB, STT_SECTION, ElfObject, ObjSymbol, Section
+from daemon.binary.elf_objects import (
+    SHN_LORESERVE,
+    SHT_SYMTAB,
+    STT_SECTION,
+    ElfObject,
+    ObjSymbol,
+    Section,
+    relocation_symbols,
+)
 
 STB_LOCAL = 0
 SHF_MERGE = 0x10
@@ -136,11 +144,12 @@ class UnchangedSections:
             return False
         if self.earlier.section_data(old) != self.now.section_data(new):
             return False
-        if self.earlier.relocation_bytes(old) != self.now.relocation_bytes(new):
+        relocations = self.now.relocation_bytes(new)
+        if self.earlier.relocation_bytes(old) != relocations:
             return False
         if not (self.tables_equal and old_index == index) and not self._same_definitions(old_index, index):
             return False
-        symbols = self.now.relocation_symbols(new)
+        symbols = relocation_symbols(relocations)
         pieces = symbols & self._merged  # section symbols of mergeable data: compared where they are used
         for symbol in symbols - pieces - self._known_same:  # most were compared for an earlier section
             if not self._same_symbol(symbol):
@@ -182,11 +191,11 @@ class UnchangedSections:
         if index >= len(self.now.symbols) or index >= len(self.earlier.symbols):
             return False
         old, new = self.earlier.symbols[index], self.now.symbols[index]
-        # equal tuples: equal facts
-        if not self.tables_equal and old != new and _symbol_facts(old) != _symbol_facts(new):
-            return False
-        if not new.defined or not is_anonymous(new):
-            return True  # printed by its name alone
+        if not self.tables_equal:  # (with equal tables, only anonymous data is asked about)
+            if old != new and _symbol_facts(old) != _symbol_facts(new):  # equal tuples: equal facts
+                return False
+            if not new.defined or not is_anonymous(new):
+                return True  # printed by its name alone
         old_section, new_section = self.earlier.sections[old.section], self.now.sections[new.section]
         if not self.tables_equal and old_section.name != new_section.name:
             return False

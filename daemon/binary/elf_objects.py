@@ -141,16 +141,7 @@ class ElfObject:
 
     def relocation_symbols(self, section: Section) -> set[int]:
         """The symbol indices the relocations of ``section`` refer to (without decoding each entry)."""
-        found: set[int] = set()
-        for rel_type, raw in self.relocation_bytes(section):
-            width = 3 if rel_type == SHT_RELA else 2
-            usable = len(raw) - len(raw) % (8 * width)
-            if sys.byteorder == "little":
-                infos = set(array("Q", raw[:usable])[1::width])
-            else:
-                infos = {info for _, info, *_ in struct.iter_unpack("<QQq" if width == 3 else "<QQ", raw[:usable])}
-            found.update(info >> 32 for info in infos)
-        return found
+        return relocation_symbols(self.relocation_bytes(section))
 
     def relocated(self, name: str) -> bytes | None:
         """A non-code section's bytes with its absolute relocations applied (S + A), as a
@@ -173,6 +164,20 @@ class ElfObject:
             value = (base + rel.addend) & ((1 << (8 * width)) - 1)
             out[rel.offset : rel.offset + width] = value.to_bytes(width, "little")
         return bytes(out)
+
+
+def relocation_symbols(entries: tuple[tuple[int, bytes], ...]) -> set[int]:
+    """The symbol indices raw relocation entries (``ElfObject.relocation_bytes``) refer to."""
+    found: set[int] = set()
+    for rel_type, raw in entries:
+        width = 3 if rel_type == SHT_RELA else 2
+        usable = len(raw) - len(raw) % (8 * width)
+        if sys.byteorder == "little":
+            infos = set(array("Q", raw[:usable])[1::width])
+        else:
+            infos = {info for _, info, *_ in struct.iter_unpack("<QQq" if width == 3 else "<QQ", raw[:usable])}
+        found.update(info >> 32 for info in infos)
+    return found
 
 
 def _cstr(table: bytes, offset: int) -> str:
