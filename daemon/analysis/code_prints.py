@@ -336,8 +336,11 @@ class _Printer:
         which can't be taken over in part), and the section comparison."""
         assert self.earlier is not None
         earlier_obj, earlier_prints = self.earlier
-        once = _defined_once(self.obj) & _defined_once(earlier_obj) & earlier_prints.nodes.keys()
-        return _Reuse(once, UnchangedSections(earlier_obj, self.obj), earlier_prints.nodes)
+        sections = UnchangedSections(earlier_obj, self.obj)
+        once = _defined_once(self.obj)
+        if not sections.tables_equal:  # equal tables define the same names
+            once &= _defined_once(earlier_obj)
+        return _Reuse(once & earlier_prints.nodes.keys(), sections, earlier_prints.nodes)
 
     def _keep(self, nodes: Mapping[str, Node], name: str) -> None:
         """Take ``name``'s earlier node, with the anonymous data it refers to (by content)."""
@@ -415,10 +418,12 @@ class Prints:
 
 def merge(objects: Iterable[ObjectPrints]) -> Prints:
     merged = Prints()
+    nodes = merged.nodes
     for prints in objects:
         merged.machine = merged.machine or prints.machine
         for name, node in prints.nodes.items():
-            merged.nodes[name] = _combine(merged.nodes.get(name), node)
+            earlier = nodes.get(name)
+            nodes[name] = node if earlier is None else _combine(earlier, node)  # most names: defined once
     return merged
 
 
