@@ -105,8 +105,9 @@ class UnchangedSections:
         without relocations: a print reads only the piece a relocation points at."""
         found = set()
         old_symbols, new_symbols = self.earlier.symbols, self.now.symbols
+        mergeable = {s.index for s in self.now.sections if s.flags & SHF_MERGE and not self.now.has_relocations(s)}
         for index in _section_symbols(self.now):
-            if index >= len(old_symbols):
+            if index >= len(old_symbols) or new_symbols[index].section not in mergeable:
                 continue
             old, new = old_symbols[index], new_symbols[index]
             if new.type != STT_SECTION or old.type != STT_SECTION or not (new.defined and old.defined):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import struct
 import sys
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,11 +171,11 @@ def relocation_symbols(entries: tuple[tuple[int, bytes], ...]) -> set[int]:
     for rel_type, raw in entries:
         width = 3 if rel_type == SHT_RELA else 2
         usable = len(raw) - len(raw) % (8 * width)
-        if sys.byteorder == "little":
-            infos = set(array("Q", raw[:usable])[1::width])
+        if sys.byteorder == "little":  # the symbol is r_info's upper half: every (2 * width)th 32-bit word
+            found.update(memoryview(raw)[:usable].cast("I")[3 :: 2 * width])
         else:
-            infos = {info for _, info, *_ in struct.iter_unpack("<QQq" if width == 3 else "<QQ", raw[:usable])}
-        found.update(info >> 32 for info in infos)
+            entries_format = "<QQq" if width == 3 else "<QQ"
+            found.update(info >> 32 for _, info, *_ in struct.iter_unpack(entries_format, raw[:usable]))
     return found
 
 

@@ -41,6 +41,13 @@ def test_each_function_has_its_section_and_its_calls_are_relocations(built: Path
     assert any("6helper" in t for t in targets), targets
 
 
+def test_the_symbols_relocations_name_read_without_decoding_them(built: Path) -> None:
+    obj = read_object(built / "lib.o")
+    named = [(obj.relocation_symbols(s), {r.symbol for r in obj.relocations(s)}) for s in obj.sections]
+    assert all(fast == decoded for fast, decoded in named)
+    assert sum(len(decoded) for _, decoded in named) > 50
+
+
 def test_debug_sections_read_with_their_relocations_applied(built: Path) -> None:
     obj = read_object(built / "lib.o")
     raw = obj.section_data(obj.section_named(".debug_info"))
