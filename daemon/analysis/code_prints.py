@@ -539,7 +539,8 @@ class PrintCache:
         known = self._by_content.get(content)
         if known is not None and len(known) == 1:
             return known[0]
-        obj = parse_object(data, path)
+        latest = self._latest.get(unit_key(path))  # the unit's earlier build: its symbols, if unchanged
+        obj = parse_object(data, path, latest[1] if latest is not None else None)
         prints = self._print(content, obj)
         self._by_content[content] = (prints,)
         if len(data) >= self.keep_bytes:

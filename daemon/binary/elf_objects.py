@@ -199,8 +199,35 @@ def _strings(table: bytes) -> dict[int, str]:
 _new = tuple.__new__
 
 
-def parse_object(data: bytes, path: str = "") -> ElfObject:
-    """Sections, symbols and relocations of a 64-bit little-endian ELF file (pure)."""
+def _symbol_tables(data: bytes, sections: list[Section]) -> tuple[bytes, bytes] | None:
+    """The symbol table's entries and its string table, or None without them."""
+    symtab = next((s for s in sections if s.type == SHT_SYMTAB), None)
+    if symtab is None or not 0 < symtab.link < len(sections):
+        return None
+    strtab = sections[symtab.link]
+    body = data[symtab.offset : symtab.offset + symtab.size - symtab.size % _SYMBOL.size]
+    return body, data[strtab.offset : strtab.offset + strtab.size]
+
+
+def _read_symbols(body: bytes, strtab: bytes, sections: list[Section]) -> list[ObjSymbol]:
+    strings = _strings(strtab)
+    count = len(sections)
+    symbols = []
+    for index, (name, info, _other, shndx, value, size) in enumerate(_SYMBOL.iter_unpack(body)):
+        symbol_type = info & 0xF
+        text = strings.get(name)
+        if text is None:  # a name that ends another one (a shared tail)
+            text = _cstr(strtab, name)
+        if symbol_type == STT_SECTION and not text and 0 < shndx < count:
+            text = sections[shndx].name
+        symbols.append(_new(ObjSymbol, (index, text, symbol_type, info >> 4, shndx, value, size)))
+    return symbols
+
+
+def parse_object(data: bytes, path: str = "", like: ElfObject | None = None) -> ElfObject:
+    """Sections, symbols and relocations of a 64-bit little-endian ELF file (pure). ``like``:
+    an earlier parse of a similar file (an earlier build of the same unit), whose symbols are
+    taken over where both symbol tables and their strings are byte for byte the same."""
     if data[:4] != b"\x7fELF":
         raise ObjectFormatError(f"{path or 'data'}: not an ELF file")
     if data[4] != 2 or data[5] != 1:
@@ -222,22 +249,17 @@ def parse_object(data: bytes, path: str = "") -> ElfObject:
     sections = [
         _new(Section, (i, section_names.get(r[0]) or _cstr(names, r[0]), *r[1:8])) for i, r in enumerate(raw)
     ]
+    tables = _symbol_tables(data, sections)
     symbols: list[ObjSymbol] = []
-    symtab = next((s for s in sections if s.type == SHT_SYMTAB), None)
-    if symtab is not None and 0 < symtab.link < len(sections):
-        strtab_section = sections[symtab.link]
-        strtab = data[strtab_section.offset : strtab_section.offset + strtab_section.size]
-        strings = _strings(strtab)
-        body = data[symtab.offset : symtab.offset + symtab.size - symtab.size % _SYMBOL.size]
-        count = len(sections)
-        for index, (name, info, _other, shndx, value, size) in enumerate(_SYMBOL.iter_unpack(body)):
-            symbol_type = info & 0xF
-            text = strings.get(name)
-            if text is None:  # a name that ends another one (a shared tail)
-                text = _cstr(strtab, name)
-            if symbol_type == STT_SECTION and not text and 0 < shndx < count:
-                text = sections[shndx].name
-            symbols.append(_new(ObjSymbol, (index, text, symbol_type, info >> 4, shndx, value, size)))
+    if tables is not None:
+        if (
+            like is not None
+            and _symbol_tables(like.data, like.sections) == tables
+            and [s.name for s in like.sections] == [s.name for s in sections]  # they name section symbols
+        ):
+            symbols = like.symbols  # decoded from the same bytes: the same symbols
+        else:
+            symbols = _read_symbols(*tables, sections)
     relocation_sections: dict[int, list[Section]] = {}
     for s in sections:
         if s.type in (SHT_RELA, SHT_REL) and 0 < s.info < len(sections):

@@ -82,6 +82,16 @@ def test_equal_symbol_tables_take_the_shortcut_with_the_general_answers(tmp_path
     assert 10 < sum(answers) < len(answers)  # some sections changed, most did not
 
 
+def test_an_earlier_builds_symbols_are_taken_over_only_where_the_tables_match(tmp_path, base):
+    earlier = read_object(base)
+    for edit, taken in (({"HELPER": "2"}, True), ({"LITERAL": "shown again"}, False)):  # a longer string
+        path = _one_unit(tmp_path / str(taken), **edit)
+        parsed = parse_object(path.read_bytes(), str(path), like=earlier)
+        assert (parsed.symbols is earlier.symbols) == taken
+        assert parsed.symbols == read_object(path).symbols
+        assert parsed.sections == read_object(path).sections
+
+
 def test_a_call_to_another_function_is_a_change_though_the_bytes_are_equal(tmp_path):
     # pick() calls helper or neighbour: the same instruction bytes, only the relocation's
     # target symbol differs
