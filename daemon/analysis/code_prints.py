@@ -32,6 +32,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -114,6 +115,12 @@ class Node:
     relocations: tuple[Reloc, ...]
     code: bytes = field(default=b"", repr=False)  # a function's bytes as in the object
     printed: bool = True  # compared between builds (functions, statics, thread-locals)
+
+    @cached_property
+    def anonymous_targets(self) -> tuple[str, ...]:
+        """The anonymous data its relocations point at, in their order (made once: a node
+        taken over from build to build is followed again with every build)."""
+        return tuple(r.target for r in self.relocations if r.target.startswith(ANONYMOUS_PREFIX))
 
 
 @dataclass(frozen=True)
@@ -348,11 +355,7 @@ class _Printer:
         while stack:
             node = nodes[stack.pop()]
             self.nodes[node.name] = node
-            stack.extend(
-                r.target
-                for r in node.relocations
-                if r.target.startswith(ANONYMOUS_PREFIX) and r.target not in self.nodes and r.target in nodes
-            )
+            stack.extend(t for t in node.anonymous_targets if t not in self.nodes and t in nodes)
 
 
 class _Reuse(NamedTuple):
