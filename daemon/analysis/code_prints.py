@@ -191,12 +191,7 @@ class _Printer:
         self.obj = obj
         self.earlier = earlier
         self.machine = obj.machine
-        self.defined: dict[int, list[ObjSymbol]] = {}  # section -> symbols, by value
-        for s in obj.symbols:  # defined (``ObjSymbol.defined``, written out: run for every symbol)
-            if (s.type in _PRINTED_TYPES or (s.type == 0 and s.name)) and 0 < s.section < SHN_LORESERVE:
-                self.defined.setdefault(s.section, []).append(s)
-        for symbols in self.defined.values():
-            symbols.sort(key=lambda s: (s.value, -s.size))
+        self.defined = obj.made_of_symbols(_printable_by_section)  # section -> symbols, by value
         self.relocations: dict[int, tuple[list[int], list[Relocation]]] = {}
         self.anonymous: dict[tuple[int, int, int], str] = {}
         self.in_progress: set[tuple[int, int, int]] = set()
@@ -344,10 +339,10 @@ class _Printer:
         assert self.earlier is not None
         earlier_obj, earlier_prints = self.earlier
         sections = UnchangedSections(earlier_obj, self.obj)
-        once = _defined_once(self.obj)
+        once = self.obj.made_of_symbols(_defined_once)
         if not sections.tables_equal:  # equal tables define the same names
-            once &= _defined_once(earlier_obj)
-        return _Reuse(once & earlier_prints.nodes.keys(), sections, earlier_prints.nodes)
+            once = once & earlier_obj.made_of_symbols(_defined_once)
+        return _Reuse(set(once & earlier_prints.nodes.keys()), sections, earlier_prints.nodes)
 
     def _keep(self, nodes: Mapping[str, Node], name: str) -> None:
         """Take ``name``'s earlier node, with the anonymous data it refers to (by content)."""
@@ -364,14 +359,25 @@ class _Reuse(NamedTuple):
     nodes: Mapping[str, Node]
 
 
-def _defined_once(obj: ElfObject) -> set[str]:
+def _printable_by_section(symbols: list[ObjSymbol]) -> dict[int, list[ObjSymbol]]:
+    """The symbols a print may cover, per section, by value (read only: kept with the symbols)."""
+    defined: dict[int, list[ObjSymbol]] = {}
+    for s in symbols:  # defined (``ObjSymbol.defined``, written out: run for every symbol)
+        if (s.type in _PRINTED_TYPES or (s.type == 0 and s.name)) and 0 < s.section < SHN_LORESERVE:
+            defined.setdefault(s.section, []).append(s)
+    for listed in defined.values():
+        listed.sort(key=lambda s: (s.value, -s.size))
+    return defined
+
+
+def _defined_once(symbols: list[ObjSymbol]) -> frozenset[str]:
     seen: set[str] = set()
     twice: set[str] = set()
-    for s in obj.symbols:
+    for s in symbols:
         if s.type in _PRINTED_TYPES and 0 < s.section < SHN_LORESERVE:
             name = normalise_name(s.name) if ".llvm." in s.name else s.name
             (twice if name in seen else seen).add(name)
-    return seen - twice
+    return frozenset(seen - twice)
 
 
 def _entry_size(obj: ElfObject, section: Section) -> int:

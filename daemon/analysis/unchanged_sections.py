@@ -97,7 +97,7 @@ class UnchangedSections:
         self._sections: dict[int, bool] = {}
         self._symbols: dict[int, bool] = {}
         # symbol indices found the same; with equal tables, those a print names alone from the start
-        self._known_same: set[int] = _named_alone(now) if self.tables_equal else set()
+        self._known_same: set[int] = set(now.made_of_symbols(_named_alone)) if self.tables_equal else set()
         self._merged = self._merged_section_symbols()
 
     def _merged_section_symbols(self) -> set[int]:
@@ -106,7 +106,7 @@ class UnchangedSections:
         found = set()
         old_symbols, new_symbols = self.earlier.symbols, self.now.symbols
         mergeable = {s.index for s in self.now.sections if s.flags & SHF_MERGE and not self.now.has_relocations(s)}
-        for index in _section_symbols(self.now):
+        for index in self.now.made_of_symbols(_section_symbols):
             if index >= len(old_symbols) or new_symbols[index].section not in mergeable:
                 continue
             old, new = old_symbols[index], new_symbols[index]
@@ -250,23 +250,23 @@ def _tables_equal(earlier: ElfObject, now: ElfObject) -> bool:
     return tables is not None and tables == _symbol_table(now)
 
 
-def _named_alone(obj: ElfObject) -> set[int]:
+def _named_alone(symbols: list[ObjSymbol]) -> frozenset[int]:
     """The symbols a print refers to by their name only: undefined, or defined and not
     anonymous (``is_anonymous``, written out: this runs for every symbol of a large unit)."""
-    return {
+    return frozenset(
         s.index
-        for s in obj.symbols
+        for s in symbols
         if not 0 < s.section < SHN_LORESERVE
         or not (
             s.type == STT_SECTION
             or s.name.startswith(_ANONYMOUS_PREFIXES)
             or (s.binding == STB_LOCAL and not s.name.startswith(("_ZN", "_R")))
         )
-    }
+    )
 
 
-def _section_symbols(obj: ElfObject) -> list[int]:
-    return [s.index for s in obj.symbols if s.type == STT_SECTION]
+def _section_symbols(symbols: list[ObjSymbol]) -> tuple[int, ...]:
+    return tuple(s.index for s in symbols if s.type == STT_SECTION)
 
 
 def _defined_by_section(obj: ElfObject) -> dict[int, list[ObjSymbol]]:

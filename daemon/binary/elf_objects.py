@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, cast
+
+T = TypeVar("T")
 
 EM_X86_64 = 62
 EM_AARCH64 = 183
@@ -100,6 +102,16 @@ class ElfObject:
     symbols: list[ObjSymbol]
     _relocation_sections: dict[int, list[Section]] = field(default_factory=dict)  # target -> REL/RELA sections
     _relocations: dict[int, list[Relocation]] = field(default_factory=dict)  # read on first use
+    # What callers made of ``symbols`` alone, by the function that made it; a parse that takes
+    # over an earlier parse's symbols takes these too. Read only, as the symbols are.
+    _made_of_symbols: dict[object, object] = field(default_factory=dict, repr=False, compare=False)
+
+    def made_of_symbols(self, make: Callable[[list[ObjSymbol]], T]) -> T:
+        """``make(self.symbols)``, made once for these symbols (don't change what it returns)."""
+        found = self._made_of_symbols.get(make)
+        if found is None:
+            found = self._made_of_symbols[make] = make(self.symbols)
+        return cast(T, found)
 
     @property
     def relocatable(self) -> bool:
@@ -264,7 +276,8 @@ def parse_object(data: bytes, path: str = "", like: ElfObject | None = None) -> 
     for s in sections:
         if s.type in (SHT_RELA, SHT_REL) and 0 < s.info < len(sections):
             relocation_sections.setdefault(s.info, []).append(s)
-    return ElfObject(path, data, e_machine, e_type, sections, symbols, relocation_sections)
+    made = like._made_of_symbols if like is not None and symbols is like.symbols else {}
+    return ElfObject(path, data, e_machine, e_type, sections, symbols, relocation_sections, _made_of_symbols=made)
 
 
 def _read_relocations(data: bytes, s: Section) -> list[Relocation]:

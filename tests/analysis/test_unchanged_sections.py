@@ -84,10 +84,13 @@ def test_equal_symbol_tables_take_the_shortcut_with_the_general_answers(tmp_path
 
 def test_an_earlier_builds_symbols_are_taken_over_only_where_the_tables_match(tmp_path, base):
     earlier = read_object(base)
+    made = earlier.made_of_symbols(tuple)  # anything made of the symbols alone goes with them
     for edit, taken in (({"HELPER": "2"}, True), ({"LITERAL": "shown again"}, False)):  # a longer string
         path = _one_unit(tmp_path / str(taken), **edit)
         parsed = parse_object(path.read_bytes(), str(path), like=earlier)
         assert (parsed.symbols is earlier.symbols) == taken
+        assert (parsed.made_of_symbols(tuple) is made) == taken
+        assert parsed.made_of_symbols(tuple) == tuple(parsed.symbols)
         assert parsed.symbols == read_object(path).symbols
         assert parsed.sections == read_object(path).sections
 
