@@ -32,6 +32,7 @@ from daemon.binary.elf_objects import (
     ObjSymbol,
     Section,
     relocation_symbols,
+    relocation_symbols_and_addends,
 )
 
 STB_LOCAL = 0
@@ -166,13 +167,17 @@ class UnchangedSections:
     def _same_pieces(self, section: Section, symbols: set[int]) -> bool:
         """Whether each piece of mergeable data (one string, one constant) that a relocation
         of ``section`` points at through a section symbol in ``symbols`` is the same."""
-        for rel in self.now.relocations(section):
-            if rel.symbol not in symbols:
+        data: dict[int, tuple[Section, bytes, bytes]] = {}  # symbol -> its section, new and old bytes
+        for symbol, addend in relocation_symbols_and_addends(self.now.relocation_bytes(section)):
+            if symbol not in symbols:
                 continue
-            target = self.now.symbols[rel.symbol].section
-            new_data = self.now.section_data(self.now.sections[target])
-            old_data = self.earlier.section_data(self.earlier.sections[self.earlier.symbols[rel.symbol].section])
-            start, end = _piece(self.now.sections[target], new_data, rel.addend)
+            found = data.get(symbol)
+            if found is None:
+                target = self.now.sections[self.now.symbols[symbol].section]
+                old = self.earlier.sections[self.earlier.symbols[symbol].section]
+                found = data[symbol] = (target, self.now.section_data(target), self.earlier.section_data(old))
+            target, new_data, old_data = found
+            start, end = _piece(target, new_data, addend)
             if new_data[start:end] != old_data[start:end]:
                 return False
         return True

@@ -191,6 +191,19 @@ def relocation_symbols(entries: tuple[tuple[int, bytes], ...]) -> set[int]:
     return found
 
 
+def relocation_symbols_and_addends(entries: tuple[tuple[int, bytes], ...]) -> list[tuple[int, int]]:
+    """(symbol index, addend) of each raw relocation entry, in order (REL entries: addend 0)."""
+    found: list[tuple[int, int]] = []
+    for rel_type, raw in entries:
+        layout = _RELA if rel_type == SHT_RELA else _REL
+        body = raw[: len(raw) - len(raw) % layout.size]
+        if layout is _RELA:
+            found.extend((info >> 32, addend) for _, info, addend in _RELA.iter_unpack(body))
+        else:
+            found.extend((info >> 32, 0) for _, info in _REL.iter_unpack(body))
+    return found
+
+
 def _cstr(table: bytes, offset: int) -> str:
     stop = table.find(b"\0", offset)
     return table[offset : stop if stop >= 0 else len(table)].decode("utf-8", "surrogateescape")

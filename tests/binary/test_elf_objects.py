@@ -12,6 +12,7 @@ from daemon.binary.elf_objects import (
     object_files,
     parse_object,
     read_object,
+    relocation_symbols_and_addends,
 )
 
 SOURCE = """
@@ -46,6 +47,9 @@ def test_the_symbols_relocations_name_read_without_decoding_them(built: Path) ->
     named = [(obj.relocation_symbols(s), {r.symbol for r in obj.relocations(s)}) for s in obj.sections]
     assert all(fast == decoded for fast, decoded in named)
     assert sum(len(decoded) for _, decoded in named) > 50
+    for section in obj.sections:
+        pairs = relocation_symbols_and_addends(obj.relocation_bytes(section))
+        assert pairs == [(r.symbol, r.addend) for r in obj.relocations(section)]
 
 
 def test_debug_sections_read_with_their_relocations_applied(built: Path) -> None:
