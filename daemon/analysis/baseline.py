@@ -23,6 +23,9 @@ OBJECTS_MANIFEST = "objects.json"  # as capture.linker_shim writes it
 
 @dataclass(frozen=True)
 class Baseline:
+    """A snapshot: its files are checked when it is made and taken as fixed while it lives
+    (their prints are merged once, ``PrintCache.merged_snapshot``)."""
+
     objects: dict[CrateKey, list[Path]] = field(default_factory=dict)  # per crate: its .o files, or its .rlib
     unavailable: dict[CrateKey, str] = field(default_factory=dict)  # per crate: why its objects can't be used
 

@@ -32,6 +32,7 @@ import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,6 +41,7 @@ from daemon.binary.demangle import demangle
 from daemon.binary.elf_objects import (
     EM_AARCH64,
     EM_X86_64,
+    SHN_LORESERVE,
     SHT_NOBITS,
     STT_FUNC,
     STT_OBJECT,
@@ -64,6 +66,7 @@ ANONYMOUS_PREFIX = "anon:"  # the graph name of anonymous data: "anon:" + its co
 SHF_MERGE = 0x10
 SHF_STRINGS = 0x20
 STB_LOCAL = 0
+_PRINTED_TYPES = (STT_FUNC, STT_OBJECT, STT_TLS)
 
 # Width in bytes of the field each relocation type writes; x86_64 writes whole fields.
 _X86_64_WIDTHS = {
@@ -112,6 +115,12 @@ class Node:
     relocations: tuple[Reloc, ...]
     code: bytes = field(default=b"", repr=False)  # a function's bytes as in the object
     printed: bool = True  # compared between builds (functions, statics, thread-locals)
+
+    @cached_property
+    def anonymous_targets(self) -> tuple[str, ...]:
+        """The anonymous data its relocations point at, in their order (made once: a node
+        taken over from build to build is followed again with every build)."""
+        return tuple(r.target for r in self.relocations if r.target.startswith(ANONYMOUS_PREFIX))
 
 
 @dataclass(frozen=True)
@@ -182,12 +191,7 @@ class _Printer:
         self.obj = obj
         self.earlier = earlier
         self.machine = obj.machine
-        self.defined: dict[int, list[ObjSymbol]] = {}  # section -> symbols, by value
-        for s in obj.symbols:
-            if (s.defined and s.type in (STT_FUNC, STT_OBJECT, STT_TLS)) or (s.defined and s.type == 0 and s.name):
-                self.defined.setdefault(s.section, []).append(s)
-        for symbols in self.defined.values():
-            symbols.sort(key=lambda s: (s.value, -s.size))
+        self.defined = obj.made_of_symbols(_printable_by_section)  # section -> symbols, by value
         self.relocations: dict[int, tuple[list[int], list[Relocation]]] = {}
         self.anonymous: dict[tuple[int, int, int], str] = {}
         self.in_progress: set[tuple[int, int, int]] = set()
@@ -334,8 +338,11 @@ class _Printer:
         which can't be taken over in part), and the section comparison."""
         assert self.earlier is not None
         earlier_obj, earlier_prints = self.earlier
-        once = _defined_once(self.obj) & _defined_once(earlier_obj) & earlier_prints.nodes.keys()
-        return _Reuse(once, UnchangedSections(earlier_obj, self.obj), earlier_prints.nodes)
+        sections = UnchangedSections(earlier_obj, self.obj)
+        once = self.obj.made_of_symbols(_defined_once)
+        if not sections.tables_equal:  # equal tables define the same names
+            once = once & earlier_obj.made_of_symbols(_defined_once)
+        return _Reuse(set(once & earlier_prints.nodes.keys()), sections, earlier_prints.nodes)
 
     def _keep(self, nodes: Mapping[str, Node], name: str) -> None:
         """Take ``name``'s earlier node, with the anonymous data it refers to (by content)."""
@@ -343,11 +350,7 @@ class _Printer:
         while stack:
             node = nodes[stack.pop()]
             self.nodes[node.name] = node
-            stack.extend(
-                r.target
-                for r in node.relocations
-                if r.target.startswith(ANONYMOUS_PREFIX) and r.target not in self.nodes and r.target in nodes
-            )
+            stack.extend(t for t in node.anonymous_targets if t not in self.nodes and t in nodes)
 
 
 class _Reuse(NamedTuple):
@@ -356,14 +359,25 @@ class _Reuse(NamedTuple):
     nodes: Mapping[str, Node]
 
 
-def _defined_once(obj: ElfObject) -> set[str]:
+def _printable_by_section(symbols: list[ObjSymbol]) -> dict[int, list[ObjSymbol]]:
+    """The symbols a print may cover, per section, by value (read only: kept with the symbols)."""
+    defined: dict[int, list[ObjSymbol]] = {}
+    for s in symbols:  # defined (``ObjSymbol.defined``, written out: run for every symbol)
+        if (s.type in _PRINTED_TYPES or (s.type == 0 and s.name)) and 0 < s.section < SHN_LORESERVE:
+            defined.setdefault(s.section, []).append(s)
+    for listed in defined.values():
+        listed.sort(key=lambda s: (s.value, -s.size))
+    return defined
+
+
+def _defined_once(symbols: list[ObjSymbol]) -> frozenset[str]:
     seen: set[str] = set()
     twice: set[str] = set()
-    for s in obj.symbols:
-        if s.defined and s.type in (STT_FUNC, STT_OBJECT, STT_TLS):
-            name = normalise_name(s.name)
+    for s in symbols:
+        if s.type in _PRINTED_TYPES and 0 < s.section < SHN_LORESERVE:
+            name = normalise_name(s.name) if ".llvm." in s.name else s.name
             (twice if name in seen else seen).add(name)
-    return seen - twice
+    return frozenset(seen - twice)
 
 
 def _entry_size(obj: ElfObject, section: Section) -> int:
@@ -413,10 +427,12 @@ class Prints:
 
 def merge(objects: Iterable[ObjectPrints]) -> Prints:
     merged = Prints()
+    nodes = merged.nodes
     for prints in objects:
         merged.machine = merged.machine or prints.machine
         for name, node in prints.nodes.items():
-            merged.nodes[name] = _combine(merged.nodes.get(name), node)
+            earlier = nodes.get(name)
+            nodes[name] = node if earlier is None else _combine(earlier, node)  # most names: defined once
     return merged
 
 
@@ -488,6 +504,7 @@ class PrintCache:
         self._latest: dict[str, tuple[str, ElfObject, ObjectPrints]] = {}  # unit -> content, object, prints
         self._objects: dict[str, tuple[ElfObject, ...]] = {}  # content -> its objects, while the latest
         self._merged: dict[tuple[str, ...], Prints] = {}  # a few recent merges, by their files' contents
+        self._snapshots: dict[tuple[str, ...], tuple[object, Prints]] = {}  # paths -> (snapshot, merged)
         self.parsed = 0  # files parsed (not found in the cache) since this cache was made
 
     def _content(self, path: str | Path) -> tuple[tuple[int, int, int, int], str | None]:
@@ -531,7 +548,8 @@ class PrintCache:
         known = self._by_content.get(content)
         if known is not None and len(known) == 1:
             return known[0]
-        obj = parse_object(data, path)
+        latest = self._latest.get(unit_key(path))  # the unit's earlier build: its symbols, if unchanged
+        obj = parse_object(data, path, latest[1] if latest is not None else None)
         prints = self._print(content, obj)
         self._by_content[content] = (prints,)
         if len(data) >= self.keep_bytes:
@@ -569,4 +587,16 @@ class PrintCache:
         self._merged[key] = merged  # the newest last
         while len(self._merged) > 4:
             del self._merged[next(iter(self._merged))]
+        return merged
+
+    def merged_snapshot(self, snapshot: object, paths: Iterable[str | Path]) -> Prints:
+        """``merged(paths)`` for files that stay as they are while ``snapshot`` lives (the
+        running program's objects, checked once by the ``Baseline`` naming them): merged once
+        per snapshot, and not looked at again (no ``stat`` per file and patch)."""
+        key = tuple(str(path) for path in paths)
+        found = self._snapshots.pop(key, None)
+        merged = found[1] if found is not None and found[0] is snapshot else self.merged(key)
+        self._snapshots[key] = (snapshot, merged)  # the snapshot kept alive: its identity stays its own
+        while len(self._snapshots) > 4:
+            del self._snapshots[next(iter(self._snapshots))]
         return merged

@@ -15,18 +15,30 @@ be printed again: ``UnchangedSections(earlier, now).same(index)`` says whether a
 
 Equal in all of these, a function's print is the same in both objects, whatever the rest of
 the object holds. Anything that differs, even a renumbered anonymous constant, only means the
-function is printed again. Pure: two ``ElfObject``s in, answers out.
+function is printed again. When both symbol tables (and their strings) are byte-identical, as
+they usually are after an edited body, the symbol facts are known equal without comparing them
+one by one. Pure: two ``ElfObject``s in, answers out.
 """
 
 from __future__ import annotations
 
 import os
 
-from daemon.binary.elf_objects import SHN_LORESERVE, STT_SECTION, ElfObject, ObjSymbol, Section
+from daemon.binary.elf_objects import (
+    SHN_LORESERVE,
+    SHT_SYMTAB,
+    STT_SECTION,
+    ElfObject,
+    ObjSymbol,
+    Section,
+    relocation_symbols,
+    relocation_symbols_and_addends,
+)
 
 STB_LOCAL = 0
 SHF_MERGE = 0x10
 SHF_STRINGS = 0x20
+_ANONYMOUS_PREFIXES = (".L", "anon.", "alloc_", "GCC_except_table")
 
 
 def _mangled(name: str) -> bool:
@@ -38,7 +50,7 @@ def is_anonymous(symbol: ObjSymbol) -> bool:
     if symbol.type == STT_SECTION:
         return True
     name = symbol.name
-    if name.startswith((".L", "anon.", "alloc_", "GCC_except_table")):
+    if name.startswith(_ANONYMOUS_PREFIXES):
         return True
     return symbol.binding == STB_LOCAL and not _mangled(name)
 
@@ -65,7 +77,9 @@ def _symbol_facts(symbol: ObjSymbol) -> tuple[object, ...]:
 class UnchangedSections:
     """Compares sections of ``now`` with the same-named sections of ``earlier``; memoised."""
 
-    def __init__(self, earlier: ElfObject, now: ElfObject) -> None:
+    def __init__(self, earlier: ElfObject, now: ElfObject, *, shortcut: bool = True) -> None:
+        """``shortcut=False`` compares every symbol even when the tables are equal (the
+        general path, which the shortcut must agree with)."""
         self.earlier, self.now = earlier, now
         by_name: dict[str, int] = {}
         repeated: set[str] = set()
@@ -76,18 +90,27 @@ class UnchangedSections:
         for name in repeated:  # a name given twice says nothing about which is which
             del by_name[name]
         self._earlier_index = by_name
-        self._defined_earlier = _defined_by_section(earlier)
-        self._defined_now = _defined_by_section(now)
+        # Byte-identical symbol and string tables, and sections named and typed alike index for
+        # index (usual when rustc rewrites a unit for an edited body): every symbol's facts are
+        # equal in both, and so are the symbols each section defines.
+        self.tables_equal = shortcut and _tables_equal(earlier, now)
+        self._defined: tuple[dict[int, list[ObjSymbol]], dict[int, list[ObjSymbol]]] | None = None
         self._sections: dict[int, bool] = {}
         self._symbols: dict[int, bool] = {}
-        self._known_same: set[int] = set()  # symbol indices found the same
+        # symbol indices found the same; with equal tables, those a print names alone from the start
+        self._known_same: set[int] = set(now.made_of_symbols(_named_alone)) if self.tables_equal else set()
         self._merged = self._merged_section_symbols()
 
     def _merged_section_symbols(self) -> set[int]:
         """Section symbols (same index, same section name in both) of mergeable sections
         without relocations: a print reads only the piece a relocation points at."""
         found = set()
-        for index, (old, new) in enumerate(zip(self.earlier.symbols, self.now.symbols, strict=False)):
+        old_symbols, new_symbols = self.earlier.symbols, self.now.symbols
+        mergeable = {s.index for s in self.now.sections if s.flags & SHF_MERGE and not self.now.has_relocations(s)}
+        for index in self.now.made_of_symbols(_section_symbols):
+            if index >= len(old_symbols) or new_symbols[index].section not in mergeable:
+                continue
+            old, new = old_symbols[index], new_symbols[index]
             if new.type != STT_SECTION or old.type != STT_SECTION or not (new.defined and old.defined):
                 continue
             old_section, new_section = self.earlier.sections[old.section], self.now.sections[new.section]
@@ -95,8 +118,8 @@ class UnchangedSections:
                 new_section.flags & SHF_MERGE
                 and (old_section.name, old_section.flags, old_section.type)
                 == (new_section.name, new_section.flags, new_section.type)
-                and not self.now.relocation_bytes(new_section)
-                and not self.earlier.relocation_bytes(old_section)
+                and not self.now.has_relocations(new_section)
+                and not self.earlier.has_relocations(old_section)
             ):
                 found.add(index)
         return found
@@ -123,27 +146,38 @@ class UnchangedSections:
             return False
         if self.earlier.section_data(old) != self.now.section_data(new):
             return False
-        if self.earlier.relocation_bytes(old) != self.now.relocation_bytes(new):
+        relocations = self.now.relocation_bytes(new)
+        if self.earlier.relocation_bytes(old) != relocations:
             return False
-        if _facts_of(self._defined_earlier.get(old_index, [])) != _facts_of(self._defined_now.get(index, [])):
+        if not (self.tables_equal and old_index == index) and not self._same_definitions(old_index, index):
             return False
-        symbols = self.now.relocation_symbols(new)
+        symbols = relocation_symbols(relocations)
         pieces = symbols & self._merged  # section symbols of mergeable data: compared where they are used
         for symbol in symbols - pieces - self._known_same:  # most were compared for an earlier section
             if not self._same_symbol(symbol):
                 return False
         return not pieces or self._same_pieces(new, pieces)
 
+    def _same_definitions(self, old_index: int, index: int) -> bool:
+        if self._defined is None:
+            self._defined = (_defined_by_section(self.earlier), _defined_by_section(self.now))
+        earlier, now = self._defined
+        return _facts_of(earlier.get(old_index, [])) == _facts_of(now.get(index, []))
+
     def _same_pieces(self, section: Section, symbols: set[int]) -> bool:
         """Whether each piece of mergeable data (one string, one constant) that a relocation
         of ``section`` points at through a section symbol in ``symbols`` is the same."""
-        for rel in self.now.relocations(section):
-            if rel.symbol not in symbols:
+        data: dict[int, tuple[Section, bytes, bytes]] = {}  # symbol -> its section, new and old bytes
+        for symbol, addend in relocation_symbols_and_addends(self.now.relocation_bytes(section)):
+            if symbol not in symbols:
                 continue
-            target = self.now.symbols[rel.symbol].section
-            new_data = self.now.section_data(self.now.sections[target])
-            old_data = self.earlier.section_data(self.earlier.sections[self.earlier.symbols[rel.symbol].section])
-            start, end = _piece(self.now.sections[target], new_data, rel.addend)
+            found = data.get(symbol)
+            if found is None:
+                target = self.now.sections[self.now.symbols[symbol].section]
+                old = self.earlier.sections[self.earlier.symbols[symbol].section]
+                found = data[symbol] = (target, self.now.section_data(target), self.earlier.section_data(old))
+            target, new_data, old_data = found
+            start, end = _piece(target, new_data, addend)
             if new_data[start:end] != old_data[start:end]:
                 return False
         return True
@@ -163,19 +197,20 @@ class UnchangedSections:
         if index >= len(self.now.symbols) or index >= len(self.earlier.symbols):
             return False
         old, new = self.earlier.symbols[index], self.now.symbols[index]
-        if old != new and _symbol_facts(old) != _symbol_facts(new):  # equal tuples: equal facts
-            return False
-        if not new.defined or not is_anonymous(new):
-            return True  # printed by its name alone
+        if not self.tables_equal:  # (with equal tables, only anonymous data is asked about)
+            if old != new and _symbol_facts(old) != _symbol_facts(new):  # equal tuples: equal facts
+                return False
+            if not new.defined or not is_anonymous(new):
+                return True  # printed by its name alone
         old_section, new_section = self.earlier.sections[old.section], self.now.sections[new.section]
-        if old_section.name != new_section.name:
+        if not self.tables_equal and old_section.name != new_section.name:
             return False
-        if new.type != STT_SECTION and new.size > 0 and not self.now.relocation_bytes(new_section):
+        if new.type != STT_SECTION and new.size > 0 and not self.now.has_relocations(new_section):
             # a sized datum without relocations (a string, a constant): the print reads its bytes only
             start, end = new.value, new.value + new.size
             return (
                 (old_section.type, old_section.flags) == (new_section.type, new_section.flags)
-                and not self.earlier.relocation_bytes(old_section)
+                and not self.earlier.has_relocations(old_section)
                 and self.earlier.section_data(old_section)[start:end] == self.now.section_data(new_section)[start:end]
             )
         return self.same(new.section)  # the print reads the data it points at
@@ -199,6 +234,44 @@ def _piece(section: Section, data: bytes, addend: int) -> tuple[int, int]:
     tail = section.name.rsplit(".cst", 1)
     entry = int(tail[1]) if len(tail) == 2 and tail[1].isdigit() and int(tail[1]) > 0 else 1
     return low - low % entry, min(high - high % entry + entry, len(data))
+
+
+def _symbol_table(obj: ElfObject) -> tuple[bytes, bytes] | None:
+    """The raw symbol table and its string table, or None without one."""
+    symtab = next((s for s in obj.sections if s.type == SHT_SYMTAB), None)
+    if symtab is None or not 0 < symtab.link < len(obj.sections):
+        return None
+    return obj.section_data(symtab), obj.section_data(obj.sections[symtab.link])
+
+
+def _tables_equal(earlier: ElfObject, now: ElfObject) -> bool:
+    """Whether both objects have the same symbols, byte for byte, in sections of the same
+    name, type and flags at the same indices (symbol values and sizes are in the table)."""
+    if len(earlier.sections) != len(now.sections) or len(earlier.symbols) != len(now.symbols):
+        return False
+    if any((a.name, a.type, a.flags) != (b.name, b.type, b.flags) for a, b in zip(earlier.sections, now.sections)):
+        return False
+    tables = _symbol_table(earlier)
+    return tables is not None and tables == _symbol_table(now)
+
+
+def _named_alone(symbols: list[ObjSymbol]) -> frozenset[int]:
+    """The symbols a print refers to by their name only: undefined, or defined and not
+    anonymous (``is_anonymous``, written out: this runs for every symbol of a large unit)."""
+    return frozenset(
+        s.index
+        for s in symbols
+        if not 0 < s.section < SHN_LORESERVE
+        or not (
+            s.type == STT_SECTION
+            or s.name.startswith(_ANONYMOUS_PREFIXES)
+            or (s.binding == STB_LOCAL and not s.name.startswith(("_ZN", "_R")))
+        )
+    )
+
+
+def _section_symbols(symbols: list[ObjSymbol]) -> tuple[int, ...]:
+    return tuple(s.index for s in symbols if s.type == STT_SECTION)
 
 
 def _defined_by_section(obj: ElfObject) -> dict[int, list[ObjSymbol]]:

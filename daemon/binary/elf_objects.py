@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import struct
 import sys
-from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar, cast
+
+T = TypeVar("T")
 
 EM_X86_64 = 62
 EM_AARCH64 = 183
@@ -101,6 +102,16 @@ class ElfObject:
     symbols: list[ObjSymbol]
     _relocation_sections: dict[int, list[Section]] = field(default_factory=dict)  # target -> REL/RELA sections
     _relocations: dict[int, list[Relocation]] = field(default_factory=dict)  # read on first use
+    # What callers made of ``symbols`` alone, by the function that made it; a parse that takes
+    # over an earlier parse's symbols takes these too. Read only, as the symbols are.
+    _made_of_symbols: dict[object, object] = field(default_factory=dict, repr=False, compare=False)
+
+    def made_of_symbols(self, make: Callable[[list[ObjSymbol]], T]) -> T:
+        """``make(self.symbols)``, made once for these symbols (don't change what it returns)."""
+        found = self._made_of_symbols.get(make)
+        if found is None:
+            found = self._made_of_symbols[make] = make(self.symbols)
+        return cast(T, found)
 
     @property
     def relocatable(self) -> bool:
@@ -135,18 +146,13 @@ class ElfObject:
             (s.type, self.data[s.offset : s.offset + s.size]) for s in self._relocation_sections.get(section.index, [])
         )
 
+    def has_relocations(self, section: Section) -> bool:
+        """Whether any REL/RELA section applies to ``section`` (``relocation_bytes`` is not empty)."""
+        return section.index in self._relocation_sections
+
     def relocation_symbols(self, section: Section) -> set[int]:
         """The symbol indices the relocations of ``section`` refer to (without decoding each entry)."""
-        found: set[int] = set()
-        for rel_type, raw in self.relocation_bytes(section):
-            width = 3 if rel_type == SHT_RELA else 2
-            usable = len(raw) - len(raw) % (8 * width)
-            if sys.byteorder == "little":
-                infos = set(array("Q", raw[:usable])[1::width])
-            else:
-                infos = {info for _, info, *_ in struct.iter_unpack("<QQq" if width == 3 else "<QQ", raw[:usable])}
-            found.update(info >> 32 for info in infos)
-        return found
+        return relocation_symbols(self.relocation_bytes(section))
 
     def relocated(self, name: str) -> bytes | None:
         """A non-code section's bytes with its absolute relocations applied (S + A), as a
@@ -171,13 +177,82 @@ class ElfObject:
         return bytes(out)
 
 
+def relocation_symbols(entries: tuple[tuple[int, bytes], ...]) -> set[int]:
+    """The symbol indices raw relocation entries (``ElfObject.relocation_bytes``) refer to."""
+    found: set[int] = set()
+    for rel_type, raw in entries:
+        width = 3 if rel_type == SHT_RELA else 2
+        usable = len(raw) - len(raw) % (8 * width)
+        if sys.byteorder == "little":  # the symbol is r_info's upper half: every (2 * width)th 32-bit word
+            found.update(memoryview(raw)[:usable].cast("I")[3 :: 2 * width])
+        else:
+            entries_format = "<QQq" if width == 3 else "<QQ"
+            found.update(info >> 32 for _, info, *_ in struct.iter_unpack(entries_format, raw[:usable]))
+    return found
+
+
+def relocation_symbols_and_addends(entries: tuple[tuple[int, bytes], ...]) -> list[tuple[int, int]]:
+    """(symbol index, addend) of each raw relocation entry, in order (REL entries: addend 0)."""
+    found: list[tuple[int, int]] = []
+    for rel_type, raw in entries:
+        layout = _RELA if rel_type == SHT_RELA else _REL
+        body = raw[: len(raw) - len(raw) % layout.size]
+        if layout is _RELA:
+            found.extend((info >> 32, addend) for _, info, addend in _RELA.iter_unpack(body))
+        else:
+            found.extend((info >> 32, 0) for _, info in _REL.iter_unpack(body))
+    return found
+
+
 def _cstr(table: bytes, offset: int) -> str:
     stop = table.find(b"\0", offset)
     return table[offset : stop if stop >= 0 else len(table)].decode("utf-8", "surrogateescape")
 
 
-def parse_object(data: bytes, path: str = "") -> ElfObject:
-    """Sections, symbols and relocations of a 64-bit little-endian ELF file (pure)."""
+def _strings(table: bytes) -> dict[int, str]:
+    """The strings of a string table by the offset each starts at, split and decoded at once
+    (names that start inside another string are read with ``_cstr``)."""
+    found: dict[int, str] = {}
+    offset = 0
+    for text in table.decode("ascii").split("\0") if table.isascii() else ():
+        found[offset] = text
+        offset += len(text) + 1
+    return found
+
+
+# A NamedTuple made from a tuple without its Python-level __new__ (called per symbol).
+_new = tuple.__new__
+
+
+def _symbol_tables(data: bytes, sections: list[Section]) -> tuple[bytes, bytes] | None:
+    """The symbol table's entries and its string table, or None without them."""
+    symtab = next((s for s in sections if s.type == SHT_SYMTAB), None)
+    if symtab is None or not 0 < symtab.link < len(sections):
+        return None
+    strtab = sections[symtab.link]
+    body = data[symtab.offset : symtab.offset + symtab.size - symtab.size % _SYMBOL.size]
+    return body, data[strtab.offset : strtab.offset + strtab.size]
+
+
+def _read_symbols(body: bytes, strtab: bytes, sections: list[Section]) -> list[ObjSymbol]:
+    strings = _strings(strtab)
+    count = len(sections)
+    symbols = []
+    for index, (name, info, _other, shndx, value, size) in enumerate(_SYMBOL.iter_unpack(body)):
+        symbol_type = info & 0xF
+        text = strings.get(name)
+        if text is None:  # a name that ends another one (a shared tail)
+            text = _cstr(strtab, name)
+        if symbol_type == STT_SECTION and not text and 0 < shndx < count:
+            text = sections[shndx].name
+        symbols.append(_new(ObjSymbol, (index, text, symbol_type, info >> 4, shndx, value, size)))
+    return symbols
+
+
+def parse_object(data: bytes, path: str = "", like: ElfObject | None = None) -> ElfObject:
+    """Sections, symbols and relocations of a 64-bit little-endian ELF file (pure). ``like``:
+    an earlier parse of a similar file (an earlier build of the same unit), whose symbols are
+    taken over where both symbol tables and their strings are byte for byte the same."""
     if data[:4] != b"\x7fELF":
         raise ObjectFormatError(f"{path or 'data'}: not an ELF file")
     if data[4] != 2 or data[5] != 1:
@@ -195,24 +270,27 @@ def parse_object(data: bytes, path: str = "") -> ElfObject:
     names = b""
     if 0 < e_shstrndx < len(raw):
         names = data[raw[e_shstrndx][4] : raw[e_shstrndx][4] + raw[e_shstrndx][5]]
-    sections = [Section(i, _cstr(names, r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for i, r in enumerate(raw)]
+    section_names = _strings(names)
+    sections = [
+        _new(Section, (i, section_names.get(r[0]) or _cstr(names, r[0]), *r[1:8])) for i, r in enumerate(raw)
+    ]
+    tables = _symbol_tables(data, sections)
     symbols: list[ObjSymbol] = []
-    symtab = next((s for s in sections if s.type == SHT_SYMTAB), None)
-    if symtab is not None and 0 < symtab.link < len(sections):
-        strtab_section = sections[symtab.link]
-        strtab = data[strtab_section.offset : strtab_section.offset + strtab_section.size]
-        body = data[symtab.offset : symtab.offset + symtab.size - symtab.size % _SYMBOL.size]
-        for index, (name, info, _other, shndx, value, size) in enumerate(_SYMBOL.iter_unpack(body)):
-            symbol_type = info & 0xF
-            text = _cstr(strtab, name)
-            if symbol_type == STT_SECTION and not text and 0 < shndx < len(sections):
-                text = sections[shndx].name
-            symbols.append(ObjSymbol(index, text, symbol_type, info >> 4, shndx, value, size))
+    if tables is not None:
+        if (
+            like is not None
+            and _symbol_tables(like.data, like.sections) == tables
+            and [s.name for s in like.sections] == [s.name for s in sections]  # they name section symbols
+        ):
+            symbols = like.symbols  # decoded from the same bytes: the same symbols
+        else:
+            symbols = _read_symbols(*tables, sections)
     relocation_sections: dict[int, list[Section]] = {}
     for s in sections:
         if s.type in (SHT_RELA, SHT_REL) and 0 < s.info < len(sections):
             relocation_sections.setdefault(s.info, []).append(s)
-    return ElfObject(path, data, e_machine, e_type, sections, symbols, relocation_sections)
+    made = like._made_of_symbols if like is not None and symbols is like.symbols else {}
+    return ElfObject(path, data, e_machine, e_type, sections, symbols, relocation_sections, _made_of_symbols=made)
 
 
 def _read_relocations(data: bytes, s: Section) -> list[Relocation]:

@@ -545,7 +545,7 @@ class Patcher:
                 why = baseline.unavailable.get(key, "it is not part of the captured link")
                 return unknown_save(f"the program's code of {key.name} can't be compared: {why}"), {}
         try:
-            old = self._prints.merged(p for key in keys for p in baseline.objects[key])
+            old = self._prints.merged_snapshot(baseline, (p for key in keys for p in baseline.objects[key]))
             new = self._prints.merged(p for c in crates for p in c.objects)
         except (OSError, ValueError) as exc:
             return unknown_save(f"the objects to compare can't be read: {exc}"), {}

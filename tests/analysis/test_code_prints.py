@@ -134,6 +134,28 @@ def test_unchanged_objects_are_not_parsed_again(tmp_path):
     assert len(objects) < cache.parsed < 2 * len(objects) + 1
 
 
+def test_a_snapshots_objects_are_merged_once_and_not_looked_at_again(tmp_path):
+    # the running program's kept objects: checked when its Baseline was made, fixed after
+    place = tmp_path / "kept"
+    place.mkdir()
+    for o in compile_objects(tmp_path / "a", source()):
+        shutil.copy(o, place / o.name)
+    objects = sorted(place.iterdir())
+    cache = PrintCache()
+    snapshot = object()
+    first = cache.merged_snapshot(snapshot, objects)
+    assert first.digests() == PrintCache().merged(objects).digests()
+    shutil.rmtree(place)  # gone: only a stat or a read would notice
+    assert cache.merged_snapshot(snapshot, objects) is first
+    place.mkdir()
+    edited = compile_objects(tmp_path / "b", source(HELPER="3"))
+    for o, path in zip(edited, objects, strict=True):
+        shutil.copy(o, path)  # a new capture's objects under the same names
+    again = cache.merged_snapshot(object(), objects)  # a new snapshot: its files are read
+    assert again.digests() == PrintCache().merged(edited).digests()
+    assert changed(first, again).changed == (named(again, "6helper"),)
+
+
 def test_less_debug_info_changes_unoptimised_code(tmp_path):
     # why a patch must be compiled with the capture's debug info to be compared with it
     full = PrintCache().merged(compile_objects(tmp_path / "full", source()))

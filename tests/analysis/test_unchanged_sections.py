@@ -71,6 +71,30 @@ def test_an_edit_is_found_and_the_rest_taken_over(tmp_path, base, edit, fragment
     assert diff.changed == (named(full, fragment),)
 
 
+@pytest.mark.parametrize("edit", [{"HELPER": "2"}, {"GREETING": "howdy"}, {"DISPLAY": "Q"}])
+def test_equal_symbol_tables_take_the_shortcut_with_the_general_answers(tmp_path, base, edit):
+    # rustc rewrote the unit for a body, a static or a constant: the symbols stay byte for byte
+    earlier, now = read_object(base), read_object(_one_unit(tmp_path, **edit))
+    quick, general = UnchangedSections(earlier, now), UnchangedSections(earlier, now, shortcut=False)
+    assert quick.tables_equal and not general.tables_equal
+    answers = [quick.same(s.index) for s in now.sections]
+    assert answers == [general.same(s.index) for s in now.sections]
+    assert 10 < sum(answers) < len(answers)  # some sections changed, most did not
+
+
+def test_an_earlier_builds_symbols_are_taken_over_only_where_the_tables_match(tmp_path, base):
+    earlier = read_object(base)
+    made = earlier.made_of_symbols(tuple)  # anything made of the symbols alone goes with them
+    for edit, taken in (({"HELPER": "2"}, True), ({"LITERAL": "shown again"}, False)):  # a longer string
+        path = _one_unit(tmp_path / str(taken), **edit)
+        parsed = parse_object(path.read_bytes(), str(path), like=earlier)
+        assert (parsed.symbols is earlier.symbols) == taken
+        assert (parsed.made_of_symbols(tuple) is made) == taken
+        assert parsed.made_of_symbols(tuple) == tuple(parsed.symbols)
+        assert parsed.symbols == read_object(path).symbols
+        assert parsed.sections == read_object(path).sections
+
+
 def test_a_call_to_another_function_is_a_change_though_the_bytes_are_equal(tmp_path):
     # pick() calls helper or neighbour: the same instruction bytes, only the relocation's
     # target symbol differs
@@ -94,6 +118,7 @@ def test_a_section_edited_in_place_is_not_taken_over(tmp_path, base):
     data = bytearray(obj.data)
     data[section.offset] ^= 0xFF
     tampered = parse_object(bytes(data), str(tmp_path / base.name))
+    assert UnchangedSections(obj, tampered).tables_equal  # the shortcut, and still not the same
     assert not UnchangedSections(obj, tampered).same(helper.section)
     earlier = (obj, object_prints(obj))
     again = object_prints(tampered, earlier).nodes[helper.name].digest

@@ -12,6 +12,7 @@ from daemon.binary.elf_objects import (
     object_files,
     parse_object,
     read_object,
+    relocation_symbols_and_addends,
 )
 
 SOURCE = """
@@ -41,6 +42,16 @@ def test_each_function_has_its_section_and_its_calls_are_relocations(built: Path
     assert any("6helper" in t for t in targets), targets
 
 
+def test_the_symbols_relocations_name_read_without_decoding_them(built: Path) -> None:
+    obj = read_object(built / "lib.o")
+    named = [(obj.relocation_symbols(s), {r.symbol for r in obj.relocations(s)}) for s in obj.sections]
+    assert all(fast == decoded for fast, decoded in named)
+    assert sum(len(decoded) for _, decoded in named) > 50
+    for section in obj.sections:
+        pairs = relocation_symbols_and_addends(obj.relocation_bytes(section))
+        assert pairs == [(r.symbol, r.addend) for r in obj.relocations(section)]
+
+
 def test_debug_sections_read_with_their_relocations_applied(built: Path) -> None:
     obj = read_object(built / "lib.o")
     raw = obj.section_data(obj.section_named(".debug_info"))
@@ -61,3 +72,23 @@ def test_what_is_not_elf_is_said() -> None:
         parse_object(b"MZ\x90\x00" * 20, "x.exe")
     with pytest.raises(ObjectFormatError, match="not an ar archive"):
         list(archive_members(b"garbage"))
+
+
+def test_symbol_names_are_readelfs_including_shared_tails_and_non_ascii(tmp_path: Path) -> None:
+    # LLVM shares string tails (a function's name ends its ".text.<name>" section's), and an
+    # export name may be any UTF-8: both are read as readelf reads them
+    (tmp_path / "names.rs").write_text(SOURCE + '#[export_name = "grüße"]\npub extern "C" fn greet() -> u32 { 7 }\n')
+    subprocess.run(["rustc", "--crate-type", "rlib", "--edition", "2021", "--emit=obj", "-o", "names.o", "names.rs"],
+                   cwd=tmp_path, check=True)
+    listing = subprocess.run(["readelf", "-sW", "names.o"], cwd=tmp_path, check=True, capture_output=True).stdout
+    expected = {}
+    for line in listing.decode("utf-8", "surrogateescape").splitlines():
+        fields = line.split(None, 7)
+        # readelf shows bytes beyond ASCII as its own escapes: those names are checked below
+        if len(fields) == 8 and fields[0].rstrip(":").isdigit() and fields[7].isascii():
+            expected[int(fields[0].rstrip(":"))] = fields[7]
+    obj = read_object(tmp_path / "names.o")
+    assert len(expected) > 10
+    assert {i: obj.symbols[i].name for i in expected} == expected
+    assert "grüße" in {s.name for s in obj.symbols}
+    assert any(s.name == ".text.grüße" for s in obj.symbols)  # a section symbol, named by its section
