@@ -34,6 +34,7 @@ from typing import Any
 
 from capture.store import write_json_atomic
 from daemon.analysis.unchanged_sections import unit_key
+from daemon.binary.demangle import demangle
 from daemon.binary.dwarf import (
     Die,
     DW_AT_abstract_origin,
@@ -85,7 +86,15 @@ from daemon.binary.dwarf import (
     line_program_headers,
     member_offset,
 )
-from daemon.binary.elf_objects import STT_SECTION, ElfObject, ObjectFormatError, Section, object_files
+from daemon.binary.elf_objects import (
+    STT_FUNC,
+    STT_OBJECT,
+    STT_SECTION,
+    ElfObject,
+    ObjectFormatError,
+    Section,
+    object_files,
+)
 
 _LLVM_SUFFIX = re.compile(r"\.llvm\.\d+$")
 _AGGREGATES = frozenset({DW_TAG_structure_type, DW_TAG_union_type, DW_TAG_enumeration_type})
@@ -110,7 +119,7 @@ _FOLLOWED = frozenset(
     }
 )
 _SCOPES = frozenset({DW_TAG_namespace, DW_TAG_structure_type, DW_TAG_union_type, DW_TAG_enumeration_type})
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: rustc's allocator shims no longer count among the objects without debug info
 
 
 def normalise(linkage_name: str) -> str:
@@ -717,12 +726,28 @@ def type_layouts(objects: Iterable[ElfObject], names: Iterable[str] | None = Non
     for obj in objects:
         parsed = _ObjectDwarf(obj)
         if parsed.sections is None:
-            missing.append(obj.path)
+            if not _only_compiler_shims(obj):
+                missing.append(obj.path)
             continue
         for reader in parsed.readers:
             _collect(reader, table, wanted)
     table.without_debug_info = tuple(missing)
     return table
+
+
+# The allocator shims rustc writes into an executable's link, without debug info: `__rustc::`
+# symbols (v0-mangled), or the older unmangled `__rust_alloc`, `__rg_…`, `__rdl_…` names.
+_SHIM_PREFIXES = ("__rust_", "__rg_", "__rdl_", "__rustc")
+
+
+def _only_compiler_shims(obj: ElfObject) -> bool:
+    """An object that defines nothing but rustc's allocator shims: it uses no program type, so
+    its missing debug info hides no layout."""
+    defined = [s.name for s in obj.symbols if s.defined and s.type in (STT_FUNC, STT_OBJECT) and s.name]
+    return bool(defined) and all(
+        name.startswith(_SHIM_PREFIXES) or ("___rustc" in name and demangle(name).startswith("__rustc::"))
+        for name in defined
+    )
 
 
 def _collect(reader: _UnitReader, table: LayoutTable, wanted: set[str] | None) -> None:

@@ -11,8 +11,10 @@ import pytest
 from capture.store import CrateKey, load_captures
 from daemon.analysis.baseline import captured_objects
 from daemon.analysis.code_prints import PrintCache
+from daemon.analysis.layout import program_layouts
 from daemon.analysis.patch import analyse_patch
 from daemon.analysis.reach import REACHED
+from daemon.binary.elf_objects import STT_FUNC, object_files
 from daemon.build.rebuild import build_patch
 
 pytestmark = pytest.mark.cargo
@@ -59,3 +61,17 @@ async def test_a_patch_changes_what_was_edited_and_nothing_else(captured_workspa
     ] != []
     [verdict] = [v for v in analysis.reach.verdicts if "8describe17h" in v.name]
     assert verdict.status == REACHED and verdict.path[0] == entry
+
+
+def test_rustc_allocator_shims_hide_no_layout(captured_workspace):
+    """The program's link holds rustc's allocator shims, an object without debug info. It uses
+    no program type, so it must not make every type new to a patch "unknown"."""
+    captures = load_captures(captured_workspace.capture_root, captured_workspace.scope)
+    link = captures.link_for("app")
+    assert link is not None
+    paths = [p for paths in captured_objects(captures, link).objects.values() for p in paths]
+    bare = [o for p in paths for o in object_files(p) if o.section_named(".debug_info") is None]
+    assert bare, "the captured link has no object without debug info: nothing is tested"
+    shims = [s.name for o in bare for s in o.symbols if s.defined and s.type == STT_FUNC]
+    assert shims and all(name.startswith("_R") and "___rustc" in name for name in shims)
+    assert program_layouts(paths).without_debug_info == ()
