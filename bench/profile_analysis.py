@@ -6,9 +6,14 @@ analysis (`Patcher._analyse`) on them: first as the first patch after a capture 
 cache on disk, nothing in memory), then as the first after a daemon restart (disk caches,
 empty memory), then alternating the two patches with a warm `Patcher`, as a run of saves
 does (each round's rewritten objects are new to the caches). Prints each phase's times, and
-with --profile the top of cProfile's table for the warm rounds.
+with --profile the top of cProfile's table for the warm rounds. Then times the verify step
+(`Patcher._verify`) on the two patch libraries.
 
-    python bench/profile_analysis.py [--work DIR] [--rounds N] [--profile] [--json]
+`--edit string` (default) is the benchmark's bin edit, a changed string; `--edit code` makes the
+two patches' banner() differ in size (one or two more format arguments, each on a line of its
+own), so the rewritten unit's code, debug info and line tables all change.
+
+    python bench/profile_analysis.py [--work DIR] [--rounds N] [--edit string|code] [--profile] [--json]
 
 Needs the large workspace built and captured by bench/bench_large.py (its `daemon` copy).
 """
@@ -38,6 +43,7 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 from bench_large import ENTRY_FUNCTION, Sources, default_work_dir, entry_point  # noqa: E402
+from generate import BIN_MARKER  # noqa: E402
 
 from daemon.build.crate_plans import resolve_top  # noqa: E402
 from daemon.build.rebuild import CrateBuild, PatchBuild  # noqa: E402
@@ -68,7 +74,37 @@ def _patcher(workspace: Path, session: Path, layouts_root: Path | None) -> _Patc
     return patcher
 
 
-async def _build_two(workspace: Path, session: Path, keep: Path, entries: list[EntryPoint]) -> list[tuple]:
+# The bin edit's call, as generated; `--edit code` makes each patch's banner() a different size
+# and moves every line below it (its debug info and line tables change, not only a string).
+BANNER_CALL = f'format!("{{}} / {{}}", "{BIN_MARKER}", benchweb::web_banner())'
+
+
+def _code_edit(source: Sources, tag: str) -> str:
+    extra = {"profile-warm-up": 0, "profile-a": 1, "profile-b": 2}[tag]
+    call = (
+        f'format!("{{}} / {{}}{"{}" * extra}", "{BIN_MARKER} {tag}", benchweb::web_banner()'
+        + "".join(f",\n        {n}u32 * 7" for n in range(extra))
+        + ")"
+    )
+    text = source.original["bin"]
+    if BANNER_CALL not in text:
+        raise SystemExit(f"bench/large/generate.py no longer writes {BANNER_CALL}: update --edit code")
+    return text.replace(BANNER_CALL, call)
+
+
+def _save(source: Sources, workspace: Path, edit: str, tag: str) -> None:
+    if edit == "string":
+        source.save("bin", tag)
+        return
+    path = workspace / "app" / "src" / "main.rs"
+    temp = path.with_name(f".{path.name}.tmp-save")
+    temp.write_text(_code_edit(source, tag))
+    temp.replace(path)
+
+
+async def _build_two(
+    workspace: Path, session: Path, keep: Path, entries: list[EntryPoint], edit: str = "string"
+) -> list[tuple]:
     """Two patches of the bin edit after a first one; their compiled crates, with objects copied into ``keep``."""
     patcher = _patcher(workspace, session, None)
     source = Sources(workspace)
@@ -85,7 +121,7 @@ async def _build_two(workspace: Path, session: Path, keep: Path, entries: list[E
     patcher._analyse = spy  # type: ignore[method-assign]
     try:
         for tag in ("profile-warm-up", "profile-a", "profile-b"):
-            source.save("bin", tag)
+            _save(source, workspace, edit, tag)
             result = await patcher.patch(entries=entries)
             if tag == "profile-warm-up":
                 continue  # the session's first build compiles every unit afresh
@@ -165,7 +201,7 @@ def _timed_verify(patcher: _Patcher, host, top, built: tuple, profiler: cProfile
     return elapsed
 
 
-async def profile(work: Path, rounds: int, with_profile: bool, keep: bool = False) -> dict:
+async def profile(work: Path, rounds: int, with_profile: bool, keep: bool = False, edit: str = "string") -> dict:
     workspace = work / "daemon"
     binary = workspace / "target" / "debug" / "benchapp"
     raw = entry_point(binary)
@@ -173,8 +209,8 @@ async def profile(work: Path, rounds: int, with_profile: bool, keep: bool = Fals
     scratch = tempfile.mkdtemp(prefix="thinpatch-profile-")
     try:
         root = Path(scratch)
-        built = await _build_two(workspace, root / "session", root / "objects", entries)
-        out: dict = {"scratch": scratch, "entry": ENTRY_FUNCTION}
+        built = await _build_two(workspace, root / "session", root / "objects", entries, edit)
+        out: dict = {"scratch": scratch, "entry": ENTRY_FUNCTION, "edit": edit}
         out["built"] = [{"verdict": v, "changes": c} for _, v, c, _ in built]
         layouts_root = root / "capture-root"
         layouts_root.mkdir()
@@ -234,9 +270,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--profile", action="store_true", help="cProfile the warm rounds")
     parser.add_argument("--keep", action="store_true", help="keep the built objects (the scratch directory)")
+    parser.add_argument(
+        "--edit", choices=("string", "code"), default="string",
+        help="string: the benchmark's bin edit (banner()'s string); code: banner() grows by one or two "
+        "format arguments on lines of their own, moving every line below it",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = anyio.run(profile, args.work.resolve(), args.rounds, args.profile, args.keep)
+    result = anyio.run(profile, args.work.resolve(), args.rounds, args.profile, args.keep, args.edit)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
