@@ -624,7 +624,7 @@ class UnitDwarfMemo:
     the unit read last time is read again instead of scanning it anew: its answers come from
     the same bytes. Any other difference reads the unit afresh."""
 
-    def __init__(self, max_units: int = 64) -> None:
+    def __init__(self, max_units: int = 8) -> None:  # a save rewrites a few units; each kept is its bytes and DIEs
         self.max_units = max_units
         self._latest: dict[str, tuple[tuple[object, ...], _ObjectDwarf]] = {}
         self.reused = 0  # units answered from an earlier read
