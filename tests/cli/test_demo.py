@@ -108,7 +108,8 @@ def test_demo_patch_steps_show_the_new_output_and_their_timings(demo_run):
             continue
         assert reported["outcome"] == "patch-ready", reported
         assert set(reported["timings"]) == {
-            "rustc_ms", "link_ms", "verify_ms", "analysis_ms", "analysis_cpu_ms", "analysis_after_link_ms", "total_ms"
+            "rustc_ms", "link_ms", "verify_ms", "analysis_ms", "analysis_prints_ms", "analysis_judge_ms",
+            "analysis_cpu_ms", "analysis_after_link_ms", "total_ms",
         }
         assert reported["timings"]["total_ms"] > 0
         tick = parse_tick(reported["output"])

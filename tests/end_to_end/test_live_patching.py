@@ -97,7 +97,8 @@ def test_1_body_edit_in_the_bin_crate(host, captured_livehost, sources):
     assert counter_of(after) == counter_of(before) + 1
     assert result["report"]["mapped"] > 0
     assert set(result["timings"]) == {
-        "rustc_ms", "link_ms", "verify_ms", "analysis_ms", "analysis_cpu_ms", "analysis_after_link_ms", "total_ms"
+        "rustc_ms", "link_ms", "verify_ms", "analysis_ms", "analysis_prints_ms", "analysis_judge_ms",
+        "analysis_cpu_ms", "analysis_after_link_ms", "total_ms",
     }
 
 
