@@ -11,7 +11,6 @@ not read this way (Mach-O, no or several static tables, extended section indices
 
 from __future__ import annotations
 
-import mmap
 import struct
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from daemon.binary.symbols import (
     STATIC,
     TLS,
     ElfLayout,
-    FormatError,
     Symbol,
     SymbolTable,
     _elf_extended_indices,
@@ -35,6 +33,7 @@ from daemon.binary.symbols import (
     _Section,
     elf_layout,
     gc_paused,
+    mapped_file,
     normalise_name,
     read_symbols,
     section_bytes,
@@ -44,12 +43,7 @@ from daemon.binary.symbols import (
 def read_patch_symbols(path: str | Path) -> SymbolTable:
     """The symbol table of the patch library at ``path``, its index and views built while reading."""
     path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError as e:  # empty file
-            raise FormatError(f"{path}: empty file") from e
-    try:
+    with mapped_file(path) as data:
         if bytes(data[:4]) != b"\x7fELF":
             return read_symbols(path, dynamic=False)
         layout = elf_layout(data, str(path))
@@ -60,8 +54,6 @@ def read_patch_symbols(path: str | Path) -> SymbolTable:
         entry_size = 24 if layout.bits == 64 else 16
         raw = bytes(data[symtab.offset : symtab.offset + symtab.size // entry_size * entry_size])
         strtab = section_bytes(data, layout.sections, symtab.link)
-    finally:
-        data.close()
     with gc_paused():
         return index_static_table(layout, raw, strtab, str(path))
 

@@ -138,6 +138,21 @@ class SymbolTable:
 
 
 @contextmanager
+def mapped_file(path: Path) -> Iterator[mmap.mmap]:
+    """The file at ``path`` mapped read-only, unmapped on leaving; ``FormatError`` if it is empty
+    (``mmap`` cannot map nothing)."""
+    with open(path, "rb") as f:
+        try:
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except ValueError as e:
+            raise FormatError(f"{path}: empty file") from e
+    try:
+        yield data
+    finally:
+        data.close()
+
+
+@contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause the cyclic GC while building many small tuples: it would rescan them for nothing
     (a third of the parse time of a large library)."""
@@ -161,16 +176,8 @@ def read_symbols(path: str | Path, *, dynamic: bool = True) -> SymbolTable:
     ``.dynsym`` only repeats its global entries (a third of a patch library's symbols), and
     the undefined ones in ``.symtab`` are the imports."""
     path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        except ValueError as e:  # empty file
-            raise FormatError(f"{path}: empty file") from e
-    try:
-        with gc_paused():
-            return parse_symbols(data, str(path), dynamic=dynamic)
-    finally:
-        data.close()
+    with mapped_file(path) as data, gc_paused():
+        return parse_symbols(data, str(path), dynamic=dynamic)
 
 
 def parse_symbols(data: bytes | mmap.mmap, path: str = "", *, dynamic: bool = True) -> SymbolTable:
