@@ -110,6 +110,23 @@ def workspace(captured) -> Path:
     return captured.workspace
 
 
+@pytest.fixture(scope="module")
+def binary(captured) -> Path:
+    """The live host the capture built: the program a device runs."""
+    (binary,) = captured.binaries
+    return binary
+
+
+@pytest.fixture(scope="module")
+def build_id(binary) -> str:
+    """The build ID a device running ``binary`` announces to the daemon."""
+    from daemon.binary.build_id import read_build_id
+
+    build_id = read_build_id(binary)
+    assert build_id is not None
+    return build_id
+
+
 class Served:
     """The daemon, listening on the host's side of the veth pair; restarted on the same port."""
 
@@ -308,13 +325,8 @@ def test_twenty_devices_at_once_each_get_and_apply_the_edit(captured, workspace,
 
 
 def test_a_device_that_never_reads_is_dropped_while_another_gets_the_patch(
-    captured, workspace, network, daemon, tmp_path
+    captured, workspace, network, daemon, build_id, tmp_path
 ) -> None:
-    from daemon.binary.build_id import read_build_id
-
-    (binary,) = captured.binaries
-    build_id = read_build_id(binary)
-    assert build_id is not None
     token = token_of(daemon)
     silent = subprocess.Popen(
         ["sh", "-c", in_device_namespaces(
@@ -350,13 +362,8 @@ def test_a_device_that_never_reads_is_dropped_while_another_gets_the_patch(
 
 
 def test_a_device_running_another_binary_is_told_it_is_not_patchable_and_applies_nothing(
-    captured, workspace, network, daemon, tmp_path
+    captured, workspace, network, daemon, binary, build_id, tmp_path
 ) -> None:
-    from daemon.binary.build_id import read_build_id
-
-    (binary,) = captured.binaries
-    build_id = read_build_id(binary)
-    assert build_id is not None
     # The same program with another build ID: a binary the daemon did not capture.
     image = binary.read_bytes()
     assert image.count(bytes.fromhex(build_id)) == 1
