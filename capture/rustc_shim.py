@@ -258,6 +258,17 @@ def _exec(rustc: str, args: list[str], env: Mapping[str, str]) -> None:
         sys.exit(127)
 
 
+def hold_at_gate(gate: str, args: list[str]) -> None:
+    """A held build (see capture.build_gate): a compile waits for the decision, and exits
+    without running rustc when the build was called off."""
+    from capture import build_gate
+
+    if build_gate.holds_compiles(args) and not build_gate.wait_at_gate(gate):
+        sys.stderr.write("thinpatch-rustc: this build was called off (a patch carries the save)\n")
+        sys.exit(build_gate.CALLED_OFF_EXIT)
+    build_gate.close_gate(gate)
+
+
 def main() -> None:
     argv = sys.argv[1:]
     # Both wrapper variables naming us make cargo pass us our own path: skip to the real rustc.
@@ -268,6 +279,9 @@ def main() -> None:
         sys.exit(2)
     rustc, args = argv[0], argv[1:]
     env = os.environ
+    gate = env.get("THINPATCH_BUILD_GATE")  # capture.build_gate.ENV_GATE: imported only when held
+    if gate is not None:
+        hold_at_gate(gate, args)
     run_args: list[str] = args
     run_env: Mapping[str, str] = env
     try:
