@@ -13,19 +13,23 @@ import fcntl
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 
 from capture import store
+from capture.build_gate import GateHolder
 from capture.cargo_inputs import configs_seen, untrusted_input
 from capture.private_fs import describe_os_error
 from capture.trust import UntrustedPath
+from daemon.cli.terminal import wants_color
 
 RUSTC_SHIM = "thinpatch-rustc"
 TOP_KINDS = frozenset({"bin", "cdylib", "dylib"})
@@ -282,22 +286,106 @@ def restore_times(old: dict[Path, os.stat_result], touched_at: float) -> None:
             continue
 
 
-async def _run_cargo(cmd: list[str], cwd: Path, env: dict[str, str], collect_json: bool) -> tuple[int, list[str]]:
-    """Run cargo with stderr passed through; stdout is collected (JSON) or passed through."""
-    if not collect_json:
-        async with await anyio.open_process(cmd, cwd=cwd, env=env, stdin=None, stdout=None, stderr=None) as proc:
-            return await proc.wait(), []
-    lines: list[str] = []
-    async with await anyio.open_process(cmd, cwd=cwd, env=env, stdin=None, stderr=None) as proc:
-        assert proc.stdout is not None  # a pipe: stdout was not passed through
+class _Cargo:
+    """One running cargo: its JSON messages collected (``collect_json``), and its stderr passed
+    through, or, for a held build, kept until :meth:`show_output` (a build called off shows
+    nothing)."""
+
+    def __init__(self, process: anyio.abc.Process, collect_json: bool) -> None:
+        self.process = process
+        self.collect_json = collect_json
+        self.messages: list[str] = []
+        self._kept: list[bytes] | None = None  # stderr not shown yet (a held build)
+        self._reading = 0
+        self._read = anyio.Event()
+
+    async def wait(self) -> int:
+        """cargo's exit code, once it exited and its output was read to the end."""
+        code = await self.process.wait()
+        if self._reading:
+            await self._read.wait()
+        return code
+
+    def reading(self, reader: Callable[[], Awaitable[None]], tg: anyio.abc.TaskGroup) -> None:
+        self._reading += 1  # counted now: wait() may come before the reader starts
+        tg.start_soon(self.read, reader)
+
+    async def read(self, reader: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the readers below (counted by the caller before it starts)."""
+        try:
+            await reader()
+        finally:
+            self._reading -= 1
+            if not self._reading:
+                self._read.set()
+
+    async def read_messages(self) -> None:
+        assert self.process.stdout is not None
         buffer = b""
-        async for chunk in proc.stdout:
+        async for chunk in self.process.stdout:
             buffer += chunk
             *complete, buffer = buffer.split(b"\n")
-            lines.extend(c.decode(errors="replace") for c in complete)
+            self.messages.extend(c.decode(errors="replace") for c in complete)
         if buffer:
-            lines.append(buffer.decode(errors="replace"))
-        return await proc.wait(), lines
+            self.messages.append(buffer.decode(errors="replace"))
+
+    async def pass_stderr(self) -> None:
+        """A held build's stderr, kept until it goes ahead, then written through."""
+        assert self.process.stderr is not None
+        self._kept = []
+        async for chunk in self.process.stderr:
+            if self._kept is not None:
+                self._kept.append(chunk)
+            else:
+                _write_stderr(chunk)
+
+    def show_output(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept:
+            _write_stderr(b"".join(kept))
+
+
+def _write_stderr(data: bytes) -> None:
+    sys.stderr.flush()
+    out = getattr(sys.stderr, "buffer", None)
+    if out is None:
+        sys.stderr.write(data.decode(errors="replace"))
+    else:
+        out.write(data)
+        out.flush()
+
+
+@asynccontextmanager
+async def _cargo(
+    cmd: list[str], cwd: Path, env: dict[str, str], collect_json: bool, gate: GateHolder | None
+) -> AsyncIterator[_Cargo]:
+    """cargo running in ``cwd``; on leaving, its output is read to the end and it has exited
+    (killed, if the block was left by an error or a cancellation)."""
+    try:
+        process = await anyio.open_process(
+            cmd, cwd=cwd, env=env, stdin=None,
+            stdout=subprocess.PIPE if collect_json else None,
+            stderr=subprocess.PIPE if gate is not None else None,
+            pass_fds=(gate.read_fd,) if gate is not None else (),
+        )
+    except OSError as exc:
+        raise _tool_error(cmd[0], exc) from None
+    cargo = _Cargo(process, collect_json)
+    failure: Exception | None = None  # raised past the task group as it is, not in a group
+    async with process, anyio.create_task_group() as readers:
+        for reader, wanted in ((cargo.read_messages, collect_json), (cargo.pass_stderr, gate is not None)):
+            if wanted:
+                cargo.reading(reader, readers)
+        try:
+            yield cargo
+        except BaseException as exc:
+            if gate is not None:
+                gate.stop()  # held compiles exit, so cargo can end
+            if not isinstance(exc, Exception):
+                raise
+            failure = exc
+    if failure is not None:
+        raise failure
 
 
 @contextmanager
@@ -336,6 +424,32 @@ class BuildRequest:
     wrapper: str
 
 
+class CalledOff(Exception):
+    """A held build (:class:`BuildHold`) was called off before it compiled anything."""
+
+
+class BuildHold:
+    """Holds a capture build before its first compile (see capture.build_gate) until
+    :meth:`go` or :meth:`call_off`. Until then no record is set aside or written, and cargo's
+    output is kept back; a build called off leaves the capture and the target dir's outputs
+    as they were."""
+
+    def __init__(self) -> None:
+        self._decided = anyio.Event()
+        self._going = False
+
+    def go(self) -> None:
+        self._going = True
+        self._decided.set()
+
+    def call_off(self) -> None:
+        self._decided.set()
+
+    async def decision(self) -> bool:
+        await self._decided.wait()
+        return self._going
+
+
 class _Inspection:
     """`inspect_workspace` beside a build that assumed its answer (``known``)."""
 
@@ -344,8 +458,12 @@ class _Inspection:
         self.info: WorkspaceInfo | None = None
         self.done = anyio.Event()
 
-    async def run(self, directory: Path, env: dict[str, str]) -> None:
+    async def run(self, directory: Path, env: dict[str, str], hold: BuildHold | None = None) -> None:
         try:
+            # A held build is checked once it goes ahead: until then it takes no CPU from the
+            # patch build whose verdict it waits for.
+            if hold is not None and not await hold.decision():
+                return
             self.info = await inspect_workspace(directory, env)
         except Exception:  # the build without an assumption runs it again and says what is wrong
             self.info = None
@@ -365,10 +483,12 @@ async def capture_workspace(
     env: dict[str, str] | None = None,
     wrapper: str = "workspace",
     known: WorkspaceInfo | None = None,
+    hold: BuildHold | None = None,
 ) -> CaptureResult:
     """Build the workspace under capture. ``known``: the workspace as an earlier capture
     found it (its ``info``); cargo then starts at once while `cargo metadata` runs beside it,
-    and a build whose assumption turns out wrong is undone and made again."""
+    and a build whose assumption turns out wrong is undone and made again. ``hold``: cargo
+    starts now, but compiles nothing until its decision (raises :class:`CalledOff`)."""
     base_env = dict(os.environ if env is None else env)
     directory = Path(workspace or os.getcwd())
     if not directory.is_dir():
@@ -385,11 +505,20 @@ async def capture_workspace(
     build = BuildRequest(directory, release, target, tuple(cargo_args), base_env, wrapper)
     if known is not None:
         inspection = _Inspection(known)
+        failure: Exception | None = None  # raised past the task group as it is, not in a group
         async with anyio.create_task_group() as tg:
-            tg.start_soon(inspection.run, directory, base_env)
-            result = await _capture_as(known, build, confirm=inspection.confirms)
+            tg.start_soon(inspection.run, directory, base_env, hold)
+            try:
+                result = await _capture_as(known, build, confirm=inspection.confirms, hold=hold)
+            except Exception as exc:
+                failure = exc
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
         if result is not None:
             return result
+    elif hold is not None and not await hold.decision():  # nothing to start cargo for yet
+        raise CalledOff
     info = await inspect_workspace(directory, base_env)
     result = await _capture_as(info, build)
     assert result is not None  # only a confirmation can refuse a build
@@ -397,7 +526,10 @@ async def capture_workspace(
 
 
 async def _capture_as(
-    info: WorkspaceInfo, build: BuildRequest, confirm: Callable[[], Awaitable[bool]] | None = None
+    info: WorkspaceInfo,
+    build: BuildRequest,
+    confirm: Callable[[], Awaitable[bool]] | None = None,
+    hold: BuildHold | None = None,
 ) -> CaptureResult | None:
     """The capture build of the workspace ``info`` describes; None (and the records as they
     were) when ``confirm`` says ``info`` is not the workspace as it is now."""
@@ -405,104 +537,169 @@ async def _capture_as(
     directory = build.directory
     capture_root = info.target_dir / store.CAPTURE_DIRNAME
     scope = store.scope_name(target, profile_dir_name(release, cargo_args))
-    # Held until the records are final (a failed build restores the last good ones): a
-    # daemon reloads only after its release, when every binary is linked.
-    with capture_lock(capture_root):
-        try:
-            last_good = keep_last_good(capture_root, scope)
-        except UntrustedPath as exc:
-            raise CaptureError(str(exc)) from None
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise CaptureError(
-                    f"cannot set the last good capture aside: {describe_os_error(exc)}. Nothing was changed."
-                ) from None
-            last_good = None  # nothing readable to keep; the build's outcome says the rest
-        run_env = capture_env(
-            base_env,
-            rustc_shim=find_shim(RUSTC_SHIM),
-            capture_root=capture_root,
-            workspace=info.root,
-            host_triple=info.host_triple,
-            wrapper=build.wrapper,
-            configs=configs_seen(str(directory), base_env),
-        )
-        collect_json = not any(a.startswith("--message-format") for a in cargo_args)
-        cmd = cargo_build_command(release, target, cargo_args)
-        if collect_json:
-            cmd.append("--message-format=json-render-diagnostics")
+    run_env = capture_env(
+        base_env,
+        rustc_shim=find_shim(RUSTC_SHIM),
+        capture_root=capture_root,
+        workspace=info.root,
+        host_triple=info.host_triple,
+        wrapper=build.wrapper,
+        configs=configs_seen(str(directory), base_env),
+    )
+    collect_json = not any(a.startswith("--message-format") for a in cargo_args)
+    cmd = cargo_build_command(release, target, cargo_args)
+    if collect_json:
+        cmd.append("--message-format=json-render-diagnostics")
+    gate = GateHolder() if hold is not None else None
+    if gate is not None:
+        run_env.update(gate.env())
+        # Its stderr is a pipe until it goes ahead: colour as cargo would on ours.
+        if "CARGO_TERM_COLOR" not in run_env and wants_color("auto", sys.stderr, run_env):
+            run_env["CARGO_TERM_COLOR"] = "always"
 
+    # The capture lock is held until the records are final (a failed build restores the last
+    # good ones): a daemon reloads only after its release, when every binary is linked. A held
+    # build takes it, and sets the last good capture aside, only once it goes ahead.
+    with ExitStack() as locked:
+        last_good, aside = None, hold is None  # aside: the records may change from here on
+        if aside:
+            last_good = _lock_and_set_aside(locked, capture_root, scope)
+        held = _hold_programs(capture_root, scope) if hold is not None else None
         started = time.time()
         touched_at = started
         old_times = touch_sources(crate_roots_to_touch(info.members), touched_at)
         try:
-            try:
-                # Where the user asked: at a member, cargo builds that member, as `cargo build` would.
-                exit_code, messages = await _run_cargo(cmd, directory, run_env, collect_json)
-            except OSError as exc:
-                raise _tool_error(cmd[0], exc) from None
-            confirmed = confirm is None or await confirm()
+            async with _cargo(cmd, directory, run_env, collect_json, gate) as cargo:
+                if hold is not None and gate is not None:
+                    if not await hold.decision():
+                        gate.stop()  # each held compile exits at once, and cargo after it
+                        cargo.process.send_signal(signal.SIGINT)  # as Ctrl-C: it may still be reading
+                        raise CalledOff
+                    last_good = _lock_and_set_aside(locked, capture_root, scope, held)
+                    aside = True
+                    cargo.show_output()
+                    gate.go()
+                exit_code = await cargo.wait()
         except BaseException:
-            restore_last_good(capture_root, scope, last_good)
+            if aside:  # (a held build that never went ahead changed no record)
+                restore_last_good(capture_root, scope, last_good)
             raise
         finally:
+            if gate is not None:
+                gate.close()
             restore_times(old_times, touched_at)
-        if not confirmed:
-            restore_last_good(capture_root, scope, last_good)
-            return None
-        duration = time.time() - started
-
-        warnings: list[str] = []
-        recorded_nothing = False
-        captures = store.load_captures(capture_root, scope)
-        captured = sorted(k for k, r in captures.rustc.items() if r.recorded_at >= touched_at)
-        binaries = binaries_from_messages(messages)
-        if not binaries:
-            binaries = [Path(link.output) for link in captures.links.values() if link.recorded_at >= touched_at]
-        if exit_code == 0 and not captured:
-            logs = [p for p in (store.log_path(capture_root), store.state_dir(base_env) / store.LOG_NAME) if p.exists()]
-            warnings.append(
-                f"cargo built, but no crate was recorded under {capture_root}"
-                + (f": see {logs[0]}" if logs else "")
-                + ". Check that the target directory is writable, then capture again."
-            )
-            exit_code, recorded_nothing = 1, True
-        if exit_code != 0:
-            # A failed build is not a capture: the previous good one stays, and is what is served.
-            restore_last_good(capture_root, scope, last_good)
-            captures = store.load_captures(capture_root, scope)
-            captured, binaries = [], []
-            if last_good is not None:
-                warnings.append(f"kept the last good capture in {store.captures_dir(capture_root) / scope}")
-            full = disk_full_warning(capture_root)
-            if full:
-                warnings.append(full)
-        else:
-            discard_last_good(last_good)
-        warnings.extend(captures.warnings)
-        warnings.extend(unpatchable_programs(captures, captured))
-        if exit_code == 0:
-            try:
-                store.register_workspace(info.root, capture_root, base_env)
-            except OSError as exc:
-                warnings.append(f"could not register the workspace: {describe_os_error(exc)}")
-        return CaptureResult(
-            workspace=info.root,
-            target_dir=info.target_dir,
-            capture_root=capture_root,
-            scope=scope,
-            host_triple=info.host_triple,
-            exit_code=exit_code,
-            cargo_command=cmd,
-            started_at=started,
-            duration=duration,
-            captured=captured,
-            binaries=binaries,
-            captures=captures,
-            warnings=warnings,
-            recorded_nothing=recorded_nothing,
-            info=info,
+            if not aside:  # called off (or it failed before it went ahead): as it was
+                put_back_held(capture_root, scope, held)
+            elif held is not None:
+                shutil.rmtree(held, ignore_errors=True)  # the last good capture keeps them now
+        return await _finish_capture(
+            info, build, capture_root, scope, last_good, exit_code, cmd, cargo, started, confirm
         )
+
+
+def _lock_and_set_aside(
+    locked: ExitStack, capture_root: Path, scope: str, held: Path | None = None
+) -> Path | None:
+    locked.enter_context(capture_lock(capture_root))
+    return _set_last_good_aside(capture_root, scope, held)
+
+
+def _hold_programs(capture_root: Path, scope: str) -> Path | None:
+    try:
+        return hold_programs(capture_root, scope)
+    except UntrustedPath as exc:
+        raise CaptureError(str(exc)) from None
+    except OSError:
+        return None  # nothing to put back: the build's outcome says the rest
+
+
+def _set_last_good_aside(capture_root: Path, scope: str, held: Path | None = None) -> Path | None:
+    try:
+        return keep_last_good(capture_root, scope, held)
+    except UntrustedPath as exc:
+        raise CaptureError(str(exc)) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CaptureError(
+                f"cannot set the last good capture aside: {describe_os_error(exc)}. Nothing was changed."
+            ) from None
+        return None  # nothing readable to keep; the build's outcome says the rest
+
+
+async def _finish_capture(
+    info: WorkspaceInfo,
+    build: BuildRequest,
+    capture_root: Path,
+    scope: str,
+    last_good: Path | None,
+    exit_code: int,
+    cmd: list[str],
+    cargo: _Cargo,
+    started: float,
+    confirm: Callable[[], Awaitable[bool]] | None,
+) -> CaptureResult | None:
+    """What cargo's build left: the records it wrote, or the last good ones put back."""
+    try:
+        confirmed = confirm is None or await confirm()
+    except BaseException:
+        restore_last_good(capture_root, scope, last_good)
+        raise
+    if not confirmed:
+        restore_last_good(capture_root, scope, last_good)
+        return None
+    duration = time.time() - started
+    base_env = build.env
+    warnings: list[str] = []
+    recorded_nothing = False
+    captures = store.load_captures(capture_root, scope)
+    captured = sorted(k for k, r in captures.rustc.items() if r.recorded_at >= started)
+    binaries = binaries_from_messages(cargo.messages)
+    if not binaries:
+        binaries = [Path(link.output) for link in captures.links.values() if link.recorded_at >= started]
+    if exit_code == 0 and not captured:
+        logs = [p for p in (store.log_path(capture_root), store.state_dir(base_env) / store.LOG_NAME) if p.exists()]
+        warnings.append(
+            f"cargo built, but no crate was recorded under {capture_root}"
+            + (f": see {logs[0]}" if logs else "")
+            + ". Check that the target directory is writable, then capture again."
+        )
+        exit_code, recorded_nothing = 1, True
+    if exit_code != 0:
+        # A failed build is not a capture: the previous good one stays, and is what is served.
+        restore_last_good(capture_root, scope, last_good)
+        captures = store.load_captures(capture_root, scope)
+        captured, binaries = [], []
+        if last_good is not None:
+            warnings.append(f"kept the last good capture in {store.captures_dir(capture_root) / scope}")
+        full = disk_full_warning(capture_root)
+        if full:
+            warnings.append(full)
+    else:
+        discard_last_good(last_good)
+    warnings.extend(captures.warnings)
+    warnings.extend(unpatchable_programs(captures, captured))
+    if exit_code == 0:
+        try:
+            store.register_workspace(info.root, capture_root, base_env)
+        except OSError as exc:
+            warnings.append(f"could not register the workspace: {describe_os_error(exc)}")
+    return CaptureResult(
+        workspace=info.root,
+        target_dir=info.target_dir,
+        capture_root=capture_root,
+        scope=scope,
+        host_triple=info.host_triple,
+        exit_code=exit_code,
+        cargo_command=cmd,
+        started_at=started,
+        duration=duration,
+        captured=captured,
+        binaries=binaries,
+        captures=captures,
+        warnings=warnings,
+        recorded_nothing=recorded_nothing,
+        info=info,
+    )
 
 
 def _last_good_dir(capture_root: Path, scope: str) -> Path:
@@ -513,11 +710,13 @@ def _last_good_dir(capture_root: Path, scope: str) -> Path:
 _KEPT_BINARIES = "binaries"
 
 
-def keep_last_good(capture_root: Path, scope: str) -> Path | None:
+def keep_last_good(capture_root: Path, scope: str, held: Path | None = None) -> Path | None:
     """Set the scope's records, and the programs they name, aside before a build rewrites them.
 
     Hard links, not copies: this needs no room on the disk, and since records are only ever
     replaced by rename, the set aside ones keep their content whatever the build writes.
+    ``held``: where :func:`hold_programs` linked them before a held build, whose cargo may
+    have removed them since.
     """
     backup = _last_good_dir(capture_root, scope)
     # Neither captures/ nor last-good/ may be a link: what follows removes and renames in them.
@@ -535,8 +734,10 @@ def keep_last_good(capture_root: Path, scope: str) -> Path | None:
         kept = backup / _KEPT_BINARIES
         kept.mkdir(mode=0o700)
         for link in store.load_captures(capture_root, scope).links.values():
+            key = store.link_key(link.output)
+            source = link.output if held is None or os.path.lexists(link.output) else held / key
             try:
-                os.link(link.output, kept / store.link_key(link.output), follow_symlinks=False)
+                os.link(source, kept / key, follow_symlinks=False)
             except OSError:
                 pass  # another file system, or gone already: the records are kept all the same
     except BaseException:
@@ -582,6 +783,43 @@ def _put_back_binaries(backup: Path) -> None:
                 os.link(source, output, follow_symlinks=False)
         except (OSError, ValueError):
             continue
+
+
+def _held_dir(capture_root: Path, scope: str) -> Path:
+    return capture_root / "held" / scope
+
+
+def hold_programs(capture_root: Path, scope: str) -> Path | None:
+    """Before a held build: link the scope's programs aside. cargo removes the program of a
+    crate it is about to compile, before the compile waits at the gate; a build called off
+    puts it back (:func:`put_back_held`), one that goes ahead keeps it as the last good one."""
+    held = _held_dir(capture_root, scope)
+    store.ensure_private_dir(held.parent, within=store.capture_base(capture_root))
+    put_back_held(capture_root, scope, held)  # one a killed run left behind is put back first
+    links = store.load_captures(capture_root, scope).links.values()
+    if not links:
+        return None
+    held.mkdir(mode=0o700)
+    for link in links:
+        try:
+            os.link(link.output, held / store.link_key(link.output), follow_symlinks=False)
+        except OSError:
+            continue  # gone already, or another file system: nothing to put back
+    return held
+
+
+def put_back_held(capture_root: Path, scope: str, held: Path | None) -> None:
+    """Link each held program back to its path if it is gone; the held copies are dropped."""
+    if held is None or not held.is_dir():
+        return
+    for link in store.load_captures(capture_root, scope).links.values():
+        source = held / store.link_key(link.output)
+        try:
+            if source.exists() and not os.path.lexists(link.output):
+                os.link(source, link.output, follow_symlinks=False)
+        except OSError:
+            continue
+    shutil.rmtree(held, ignore_errors=True)
 
 
 def disk_full_warning(capture_root: Path) -> str | None:
