@@ -312,7 +312,10 @@ class Patcher:
         return self.capture_root / "symbols"
 
     async def host(self) -> HostImage:
-        if self._host is None or not self._host.path.exists():
+        # Read once per capture: the running program is that file's build. cargo removes it
+        # when it starts to rebuild the crate (a capture build while the program runs), and
+        # patches for the program still running stay what they were.
+        if self._host is None:
             path = host_binary(self.captures, self.top)
             host = await anyio.to_thread.run_sync(read_host, path, self.symbol_cache, self.symbol_cache_dir)
             if not program_index(host.table).static_symbols:  # no need to decode the symbols

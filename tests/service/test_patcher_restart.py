@@ -71,3 +71,26 @@ async def test_the_link_is_stopped_once_the_save_needs_a_restart(captured_single
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert libraries(patcher) == [] and not list((tmp_path / "session").rglob("*.tmp"))
+
+
+@pytest.mark.asyncio
+async def test_patches_go_on_while_cargo_has_removed_the_program(captured_single_bin, tmp_path: Path) -> None:
+    """cargo removes a program it starts to rebuild (`thinpatch run`'s held capture build does
+    so while a patch builds): the process still runs that build, and patches are for it."""
+    result = captured_single_bin
+    captures = load_captures(result.capture_root, result.scope)
+    patcher = Patcher(result.workspace, captures, open_session(tmp_path / "session"))
+    main = result.workspace / "src" / "main.rs"
+    with edited(main, '"hello, {name}"', '"hullo, {name}"'):
+        first = await patcher.patch()
+    (binary,) = [Path(link.output) for link in captures.links.values()]
+    aside = binary.with_name(binary.name + ".aside")
+    os.rename(binary, aside)
+    try:
+        with edited(main, '"hello, {name}"', '"howdy, {name}"'):
+            second = await patcher.patch()
+    finally:
+        os.rename(aside, binary)
+    assert first.lib and second.lib and second.lib != first.lib
+    first_map, second_map = (p.to_json()["jump_table"]["map"] for p in (first, second))
+    assert set(second_map) == set(first_map) != set()  # the same functions of the running program
