@@ -32,6 +32,7 @@ from daemon.build.diagnostics import is_summary_dict
 from daemon.build.processes import dies_with_parent
 from daemon.cli.change_lines import changed_names, named_list, short_name, uncertain
 from daemon.cli.daemon_patch import serves
+from daemon.cli.early_build import EarlyBuild
 from daemon.cli.run_binary import binary_refusal
 from daemon.cli.run_sources import build_inputs, changed_since_build, file_mtimes
 from daemon.cli.terminal import Style, wants_color
@@ -41,7 +42,7 @@ from daemon.service.workspaces import NoCapture, find_captured_workspace
 from daemon.socket.listen_address import ListenAddress, dial_url, exposure_warning
 
 if TYPE_CHECKING:
-    from daemon.cli.capture_run import WorkspaceInfo
+    from daemon.cli.capture_run import BuildHold, WorkspaceInfo
 
 PREFIX = "[thinpatch]"
 STOP_GRACE_S = 3.0
@@ -311,6 +312,7 @@ class RunOptions:
     program_args: list[str]
     socket_path: Path
     restart_on_rebuild: bool = True
+    early_builds: bool = True  # start each save's capture build beside its patch build (early_build.py)
     colour: str = "auto"
     listen: ListenAddress | None = None  # also serve programs on other hosts, over a WebSocket
 
@@ -347,15 +349,21 @@ def find_program(workspace: Path, selection: Selection) -> tuple[Program | None,
     return program, by_scope.get(program.scope)
 
 
-async def capture(workspace: Path, selection: Selection, known: dict[Path, WorkspaceInfo] | None = None) -> None:
+async def capture(
+    workspace: Path,
+    selection: Selection,
+    known: dict[Path, WorkspaceInfo] | None = None,
+    hold: BuildHold | None = None,
+) -> None:
     """Build under capture. ``known``: the workspace as this run's last build found it, by
-    directory (cargo starts at once while that is checked; updated here)."""
+    directory (cargo starts at once while that is checked; updated here). ``hold``: an early
+    build's (see daemon.cli.early_build)."""
     from daemon.cli.capture_run import CaptureError, capture_workspace
 
     try:
         result = await capture_workspace(
             workspace, selection.release, selection.target, list(selection.cargo_args),
-            known=known.get(workspace) if known is not None else None,
+            known=known.get(workspace) if known is not None else None, hold=hold,
         )
     except CaptureError as exc:
         raise BuildFailed(f"{exc}\nFix that, then run `thinpatch run` again.") from None
@@ -387,6 +395,24 @@ def manifest_digests(files: Iterable[str]) -> dict[str, str | None]:
     return {f: content_digest(f) for f in files}
 
 
+def current_manifest_files(options: RunOptions) -> set[str]:
+    """:func:`manifest_files` of the program's capture as it is on disk now."""
+    _, captures = find_program(options.workspace, options.selection)
+    base = {str(options.workspace / "Cargo.toml"), str(options.workspace / "Cargo.lock")}
+    return manifest_files(captures, options.workspace) if captures else base
+
+
+# A save's patch build ended without asking for a restart: its early build is called off.
+NO_RESTART_OUTCOMES = frozenset({"patch-ready", "patch-rejected", "build-failed"})
+
+
+def holds_early_build(options: RunOptions, running: bool, early: EarlyBuild | None) -> bool:
+    """A save's patch build started: start its capture build now, held until the verdict,
+    when a verdict of "restart" would restart the program (it runs, and restarts are on), and
+    no earlier save's build is still waiting for its own."""
+    return options.early_builds and options.restart_on_rebuild and running and (early is None or early.decided)
+
+
 async def fresh_program(
     options: RunOptions,
     style: Style,
@@ -395,14 +421,16 @@ async def fresh_program(
     why: str | None = None,
     digests: dict[str, str | None] | None = None,
     inspected: dict[Path, WorkspaceInfo] | None = None,
+    early: EarlyBuild | None = None,
 ) -> Program:
     """The program to run, captured first when there is no capture or it is stale (or always,
     with `force`, saying `why`). `digests` gets the manifest contents that program was built
-    from (see :func:`build_digests`); `inspected`, the workspace as the build found it."""
+    from (see :func:`build_digests`); `inspected`, the workspace as the build found it.
+    `early`: that build, started already and held (with `force`)."""
     program, captures = find_program(options.workspace, options.selection)
     base = {str(options.workspace / "Cargo.toml"), str(options.workspace / "Cargo.lock")}
     files = manifest_files(captures, options.workspace) if captures else base
-    before = manifest_digests(files)
+    before = early.before if early is not None else manifest_digests(files)
     if program is not None and captures is not None and not force:
         reason = capture_staleness(options.workspace, program, captures, files)
     else:
@@ -413,7 +441,15 @@ async def fresh_program(
             digests.update(before)
         return program
     say(tagged(style, f"building {options.workspace.name} under capture ({reason})"))
-    await capture(options.workspace, options.selection, inspected)
+    if early is None:
+        await capture(options.workspace, options.selection, inspected)
+    else:
+        from daemon.cli.capture_run import CalledOff
+
+        try:
+            await early.go()
+        except CalledOff:  # it ended before it could go ahead: build now
+            await capture(options.workspace, options.selection, inspected)
     program, captures = find_program(options.workspace, options.selection)
     if program is None:
         raise BuildFailed(
@@ -646,10 +682,39 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
     interrupted = False
     view: RunView  # once the program runs
 
-    async def rebuild(client: Any, why: str | None) -> Program:
+    early: EarlyBuild | None = None  # the capture build of the save being built, held until its verdict
+
+    def start_early(tg: anyio.abc.TaskGroup) -> None:
+        """Start the capture build of the save whose patch build just started: cargo gets past
+        its own start while the daemon decides (see daemon.cli.early_build)."""
+        nonlocal early
+        early = EarlyBuild(manifest_digests(current_manifest_files(options)))
+
+        async def build(hold: BuildHold) -> None:
+            await capture(options.workspace, options.selection, inspected, hold=hold)
+
+        tg.start_soon(early.run, build)
+
+    async def settle_early() -> None:
+        """No early build runs any more (one that did was called off): before any other build."""
+        nonlocal early
+        if early is not None:
+            finishing, early = early, None
+            await finishing.settle()
+
+    async def rebuild(client: Any, why: str | None, *, verdict: bool = False) -> Program:
         """A fresh build under capture; the running program is left alone. Raises RunError
-        (BuildFailed when cargo failed)."""
-        return await fresh_program(options, style, force=True, why=why, digests=built, inspected=inspected)
+        (BuildFailed when cargo failed). ``verdict``: the build a save's verdict asked for,
+        which its early build, if one is held, already started."""
+        nonlocal early
+        held = None
+        if verdict and early is not None and not early.decided:
+            held, early = early, None
+        else:
+            await settle_early()
+        return await fresh_program(
+            options, style, force=True, why=why, digests=built, inspected=inspected, early=held
+        )
 
     def switch_to(fresh: Program, tg: anyio.abc.TaskGroup, client: Any) -> None:
         """Stop the running program and start ``fresh``, with a view of its own."""
@@ -695,12 +760,14 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         say(tagged(style, f"{program.name} had stopped: {style.warn('rebuilt')} it from the current sources and "
                           f"started it again (pid {view.pid}); its state was lost"))
 
-    async def rebuild_and_switch(client: Any, tg: anyio.abc.TaskGroup, *, cause: str, after: str, done: str) -> None:
+    async def rebuild_and_switch(
+        client: Any, tg: anyio.abc.TaskGroup, *, cause: str, after: str, done: str, verdict: bool = False
+    ) -> None:
         """A save a patch can't carry: build under capture first; the running program is
         stopped only for a binary that built (``done`` names its ``{pid}``)."""
         keeps = f"{program.name} keeps running until it builds"
         try:
-            fresh = await rebuild(client, f"{cause}; {keeps}")
+            fresh = await rebuild(client, f"{cause}; {keeps}", verdict=verdict)
         except RunError as exc:
             if runner.running:
                 old = f"{program.name} (pid {view.pid}) keeps running the last good build"
@@ -772,6 +839,12 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                         for line in view.lines(event):
                             say(line)
                         kind = event.get("type")
+                        if view.mine(event) and not event.get("replayed"):
+                            if kind == "build-started" and holds_early_build(options, runner.running, early):
+                                await settle_early()
+                                start_early(tg)
+                            elif kind in NO_RESTART_OUTCOMES and early is not None:
+                                early.call_off()  # ends on its own; settled before the next build
                         if kind == "full-rebuild-required" and not event.get("replayed"):
                             files = event.get("files") or []
                             if already_built(files, built, manifest_digests(files)):
@@ -799,6 +872,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                                 client, tg, cause=reason, after="for that change",
                                 done=f"{style.warn('restarted')} {program.name} (pid {{pid}}): {reason}; its state "
                                      "was lost",
+                                verdict=True,
                             )
                         elif runner.exited.is_set() and view.save_built(event):
                             await relaunch(client, tg)

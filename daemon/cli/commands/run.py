@@ -15,8 +15,16 @@ thinpatch's own lines start with [thinpatch].
 The program applies patches through thinpatch-client: add it once with `thinpatch init`.
 A Cargo.toml or build.rs change can't be patched: `run` rebuilds the program and restarts
 it by itself once that build succeeds; a build that fails leaves the old program running
-(--no-restart turns this off). A program that exits or crashes starts again on the next
-save that builds, rebuilt first when its sources changed since its build.
+(--no-restart turns this off). So does a save whose change no patch can carry (`main`, a
+struct's layout, code no hot function reaches): the line before it says why. A program that
+exits or crashes starts again on the next save that builds, rebuilt first when its sources
+changed since its build.
+
+To restart sooner, `run` starts the capture build of each save as the daemon starts the
+patch, and holds it before it compiles anything until the daemon decides: a save a patch
+carries calls it off, leaving the capture and the program's binary as they were.
+--no-early-build waits for the decision instead (less CPU while a patch builds, which
+matters on a machine with two cores).
 Ctrl-C stops the program, and the daemon if `run` started it.
 
 With --listen ADDR:PORT the daemon also serves programs on other hosts over a WebSocket,
@@ -49,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-restart",
         action="store_true",
         help="on a Cargo.toml/build.rs change, say so instead of rebuilding and restarting",
+    )
+    parser.add_argument(
+        "--no-early-build",
+        action="store_true",
+        help="start a restart's build only once the daemon decided a patch can't carry the save",
     )
     add_color_option(parser)
     add_socket_option(parser)
@@ -93,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         program_args=program_args,
         socket_path=Path(args.socket) if args.socket else default_socket_path(),
         restart_on_rebuild=not args.no_restart,
+        early_builds=not args.no_early_build,
         colour=args.color,
         listen=args.listen,
     )
