@@ -312,7 +312,7 @@ class RunOptions:
     program_args: list[str]
     socket_path: Path
     restart_on_rebuild: bool = True
-    early_builds: bool = True  # start each save's capture build beside its patch build (early_build.py)
+    early_builds: str = "auto"  # start a save's capture build beside its patch build: see holds_early_build
     colour: str = "auto"
     listen: ListenAddress | None = None  # also serve programs on other hosts, over a WebSocket
 
@@ -406,11 +406,29 @@ def current_manifest_files(options: RunOptions) -> set[str]:
 NO_RESTART_OUTCOMES = frozenset({"patch-ready", "patch-rejected", "build-failed"})
 
 
-def holds_early_build(options: RunOptions, running: bool, early: EarlyBuild | None) -> bool:
+SPARE_CPUS = 4  # from this many, a held cargo has a core of its own beside the patch build
+
+
+def holds_early_build(
+    options: RunOptions, running: bool, early: EarlyBuild | None, after_restart: bool, cpus: int
+) -> bool:
     """A save's patch build started: start its capture build now, held until the verdict,
-    when a verdict of "restart" would restart the program (it runs, and restarts are on), and
-    no earlier save's build is still waiting for its own."""
-    return options.early_builds and options.restart_on_rebuild and running and (early is None or early.decided)
+    when a verdict of "restart" would restart the program (it runs, and restarts are on), no
+    earlier save's build still waits for its own, and the mode says so: ``always``;
+    ``auto``, when the held cargo takes no CPU from the patch build (``cpus`` to spare) or the
+    last save needed a restart too (edits to `main` or a layout come in runs)."""
+    if not (options.restart_on_rebuild and running and (early is None or early.decided)):
+        return False
+    if options.early_builds == "auto":
+        return cpus >= SPARE_CPUS or after_restart
+    return options.early_builds == "always"
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 async def fresh_program(
@@ -683,6 +701,8 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
     view: RunView  # once the program runs
 
     early: EarlyBuild | None = None  # the capture build of the save being built, held until its verdict
+    after_restart = False  # the last save's verdict for this program was a restart
+    cpus = usable_cpus()
 
     def start_early(tg: anyio.abc.TaskGroup) -> None:
         """Start the capture build of the save whose patch build just started: cargo gets past
@@ -840,11 +860,14 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                             say(line)
                         kind = event.get("type")
                         if view.mine(event) and not event.get("replayed"):
-                            if kind == "build-started" and holds_early_build(options, runner.running, early):
-                                await settle_early()
-                                start_early(tg)
+                            if kind == "build-started":
+                                if holds_early_build(options, runner.running, early, after_restart, cpus):
+                                    await settle_early()
+                                    start_early(tg)
                             elif kind in NO_RESTART_OUTCOMES and early is not None:
                                 early.call_off()  # ends on its own; settled before the next build
+                            if kind in ("patch-ready", "restart-required"):
+                                after_restart = kind == "restart-required"
                         if kind == "full-rebuild-required" and not event.get("replayed"):
                             files = event.get("files") or []
                             if already_built(files, built, manifest_digests(files)):

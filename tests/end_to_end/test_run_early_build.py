@@ -58,7 +58,7 @@ def program_state(game: Path) -> tuple:
             binary.st_ino, binary.st_mtime_ns)
 
 
-@pytest.mark.parametrize("early", [True, False], ids=["early", "no-early-build"])
+@pytest.mark.parametrize("early", [True, False], ids=["always", "never"])
 def test_a_carried_save_calls_its_build_off_and_a_restart_uses_it(tmp_path: Path, capture_state_dir, early) -> None:
     game = new_project(tmp_path)
     main = game / "src" / "main.rs"
@@ -66,7 +66,7 @@ def test_a_carried_save_calls_its_build_off_and_a_restart_uses_it(tmp_path: Path
     log = tmp_path / "cargo-builds.txt"
     path = f"{logging_cargo(tmp_path / 'bin', log)}{os.pathsep}{os.environ['PATH']}"
     socket_path = short_socket_path(tmp_path)
-    argv = ["-m", "daemon", "run", "--socket", str(socket_path)] + ([] if early else ["--no-early-build"])
+    argv = ["-m", "daemon", "run", "--socket", str(socket_path), f"--early-build={'always' if early else 'never'}"]
     child = pexpect.spawn(sys.executable, argv, cwd=str(game), env={**os.environ, "TERM": "xterm", "PATH": path},
                           encoding="utf-8", timeout=90)
     child.logfile_read = open(tmp_path / "terminal.txt", "w")

@@ -20,11 +20,11 @@ struct's layout, code no hot function reaches): the line before it says why. A p
 exits or crashes starts again on the next save that builds, rebuilt first when its sources
 changed since its build.
 
-To restart sooner, `run` starts the capture build of each save as the daemon starts the
-patch, and holds it before it compiles anything until the daemon decides: a save a patch
-carries calls it off, leaving the capture and the program's binary as they were.
---no-early-build waits for the decision instead (less CPU while a patch builds, which
-matters on a machine with two cores).
+To restart sooner, `run` can start a save's capture build as the daemon starts the patch,
+held before it compiles anything until the daemon decides: a save a patch carries calls it
+off, leaving the capture and the program's binary as they were. --early-build=auto (the
+default) does so on a machine with 4 or more CPUs, where the held cargo has a core of its
+own, and on fewer after a save that needed a restart; always / never choose for yourself.
 Ctrl-C stops the program, and the daemon if `run` started it.
 
 With --listen ADDR:PORT the daemon also serves programs on other hosts over a WebSocket,
@@ -59,9 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on a Cargo.toml/build.rs change, say so instead of rebuilding and restarting",
     )
     parser.add_argument(
-        "--no-early-build",
-        action="store_true",
-        help="start a restart's build only once the daemon decided a patch can't carry the save",
+        "--early-build",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="start each save's capture build beside its patch, held until the verdict (default: auto, "
+        "with 4+ CPUs or after a restart)",
     )
     add_color_option(parser)
     add_socket_option(parser)
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         program_args=program_args,
         socket_path=Path(args.socket) if args.socket else default_socket_path(),
         restart_on_rebuild=not args.no_restart,
-        early_builds=not args.no_early_build,
+        early_builds=args.early_build,
         colour=args.color,
         listen=args.listen,
     )
