@@ -149,10 +149,10 @@ class Events:
 class Run:
     """`thinpatch run --socket ...` of the run copy, in a pseudo-terminal."""
 
-    def __init__(self, game: Path, socket_path: Path, env: dict[str, str], log: Path):
+    def __init__(self, game: Path, socket_path: Path, env: dict[str, str], log: Path, options: tuple[str, ...] = ()):
         self.game, self.socket_path = game, socket_path
         self.child = pexpect.spawn(
-            sys.executable, ["-m", "daemon", "run", "--socket", str(socket_path)],
+            sys.executable, ["-m", "daemon", "run", "--socket", str(socket_path), *options],
             cwd=str(game), env={**env, "TERM": "xterm", "NO_COLOR": "1"}, encoding="utf-8",
             timeout=STEP_TIMEOUT_S, maxread=65536,
         )
