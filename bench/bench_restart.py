@@ -20,7 +20,10 @@ swapped every round:
   * capture build: from the save until `capture_workspace` returns; the binary is checked to
     hold the round's banner.
 
-    python bench/bench_restart.py [--rounds N] [--json]
+`thinpatch run` holds each save's capture build early (--early-build; auto, its default, does
+so on 2-3 CPUs only after a save that needed a restart, as every timed round here is).
+
+    python bench/bench_restart.py [--rounds N] [--early-build auto|always|never] [--json]
 """
 
 from __future__ import annotations
@@ -238,7 +241,7 @@ async def timed_capture(game: Path, tag: str, env: dict[str, str]) -> float:
     return wall
 
 
-def bench(rounds: int, keep: bool) -> dict:
+def bench(rounds: int, keep: bool, early_build: str = "auto") -> dict:
     info = machine()
     tmp = Path(tempfile.mkdtemp(prefix="tp-restart-"))
     homes = {name: tmp / name.lower() for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CACHE_HOME")}
@@ -261,7 +264,7 @@ def bench(rounds: int, keep: bool) -> dict:
         raise SystemExit("the first capture build failed")
     setup["capture_copy_first_build_ms"] = ms_since(start)
     start = time.perf_counter()
-    run = Run(run_game, socket_path, env, tmp / "terminal.txt")
+    run = Run(run_game, socket_path, env, tmp / "terminal.txt", (f"--early-build={early_build}",))
     setup["run_start_to_first_line_ms"] = ms_since(start)  # builds under capture, starts the daemon
     events = Events(socket_path, env)
     restarts: list[dict] = []
@@ -300,6 +303,7 @@ def bench(rounds: int, keep: bool) -> dict:
         "benchmark": "restart",
         "machine": info,
         "rounds": rounds,
+        "early_build": early_build,
         "setup": setup,
         "warmup": warmup,
         "restart": restart,
@@ -320,7 +324,8 @@ def print_report(r: dict) -> None:
     def rng(x: dict) -> str:
         return f"{x['median_ms']:.0f} ms [{min(x['runs_ms']):.0f}-{max(x['runs_ms']):.0f}]"
 
-    print(f"{r['rounds']} rounds, medians [min-max]; restart reason: {'; '.join(r['reasons'])}")
+    print(f"{r['rounds']} rounds, --early-build={r['early_build']}, medians [min-max]; "
+          f"restart reason: {'; '.join(r['reasons'])}")
     print(f"save -> first line of the restarted program: {rng(r['restart'])}")
     print(f"save -> capture build done (other copy):     {rng(r['capture_build'])}")
     print(f"restart / capture build: {r['ratio_restart_over_capture']:.2f}")
@@ -334,9 +339,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (terminal.txt)")
+    parser.add_argument("--early-build", choices=("auto", "always", "never"), default="auto",
+                        help="passed to `thinpatch run` (auto: early builds after a restart on 2-3 CPUs, "
+                        "so every timed round has one)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = bench(args.rounds, args.keep)
+    result = bench(args.rounds, args.keep, args.early_build)
     if args.json:
         print(json.dumps(result, indent=1))
     else:
