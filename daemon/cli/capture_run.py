@@ -727,6 +727,8 @@ def keep_last_good(capture_root: Path, scope: str, held: Path | None = None) -> 
         # A capture that was killed mid-build left its records in captures/: the set aside
         # ones are still the last good capture, so they go back first.
         restore_last_good(capture_root, scope, backup)
+    if held is None:  # a held build whose `run` was killed: the programs cargo removed go back
+        put_back_held(capture_root, scope, _held_dir(capture_root, scope))
     if not current.is_dir():
         return None
     try:

@@ -142,3 +142,24 @@ async def test_an_error_in_a_build_on_an_assumption_arrives_as_itself(fixture_co
     no_cargo = {**os.environ, "PATH": str(workspace)}  # cargo can't be found
     with pytest.raises(CaptureError, match="cannot run `cargo`"):
         await capture_workspace(workspace, env=no_cargo, known=first.info)
+
+
+@pytest.mark.asyncio
+async def test_programs_a_killed_held_build_left_aside_go_back_before_the_next_capture(
+    fixture_copy, capture_state_dir
+) -> None:
+    """`run` killed while its held build waited, after cargo removed the program: the next
+    capture (here one that fails) still keeps that program as the last good one."""
+    from daemon.cli.capture_run import hold_programs
+
+    workspace = fixture_copy("single_bin")
+    first = await capture_workspace(workspace)
+    before = state(first)
+    assert hold_programs(first.capture_root, first.scope) is not None
+    program_of(first).unlink()  # as cargo does before it rebuilds the crate
+    main = workspace / "src" / "main.rs"
+    main.write_text(main.read_text() + "\nfn broken() -> u32 { \"not a number\" }\n")
+    failed = await capture_workspace(workspace)
+    assert not failed.ok
+    assert state(first)["program"] == before["program"]
+    assert not list(first.capture_root.glob("held/*/*"))
