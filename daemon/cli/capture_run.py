@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import ExitStack, asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -573,7 +573,8 @@ async def _capture_as(
                 if hold is not None and gate is not None:
                     if not await hold.decision():
                         gate.stop()  # each held compile exits at once, and cargo after it
-                        cargo.process.send_signal(signal.SIGINT)  # as Ctrl-C: it may still be reading
+                        with suppress(ProcessLookupError):  # (it may have ended on its own)
+                            cargo.process.send_signal(signal.SIGINT)  # as Ctrl-C: it may still be reading
                         raise CalledOff
                     last_good = _lock_and_set_aside(locked, capture_root, scope, held)
                     aside = True
