@@ -14,6 +14,7 @@ import pytest
 
 from daemon.analysis.code_prints import PrintCache, Prints, changed, object_prints
 from daemon.analysis.unchanged_sections import UnchangedSections, unit_key
+from daemon.binary.demangle import demangle
 from daemon.binary.elf_objects import STT_FUNC, parse_object, read_object
 from tests.analysis.rust_program import compile_objects, named, source
 
@@ -156,3 +157,18 @@ def test_unit_keys():
     # without incremental compilation: no session tag, one name per unit
     assert unit_key("/t/libapp.rlib(libapp.app.f7fe3a13ec1f8119-cgu.0.rcgu.o)") == "libapp.app.f7fe3a13ec1f8119-cgu.0"
     assert unit_key("/t/out/demo.demo.1c2d-cgu.3.rcgu.o") == "demo.demo.1c2d-cgu.3"
+
+
+SHAPED = '#[inline(never)] pub fn shaped() -> &\'static (&\'static str, u32, u32) {{ &("{name}", {line}, 7) }}\n'
+
+
+@pytest.mark.parametrize("name", ["main", "src/main.r"])
+def test_a_constant_shaped_like_a_panic_location_keeps_every_byte_in_its_print(tmp_path, name):
+    # 24 bytes: a string and two numbers, as a Location, but no Rust source file's name
+    def build(directory: Path, line: str) -> Path:
+        return _one_unit(directory, EXTRA=SHAPED.format(name=name, line=line), MAIN="let _ = shaped();")
+
+    base, edited = build(tmp_path / "base", "3"), build(tmp_path / "edited", "4")
+    prints, _ = _after(base, edited)
+    assert [demangle(n) for n in changed(_full(base), prints).changed] == ["demo::shaped"]
+    assert [demangle(n) for n in changed(_full(base), _full(edited)).changed] == ["demo::shaped"]
