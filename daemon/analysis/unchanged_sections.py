@@ -6,7 +6,9 @@ be printed again: ``UnchangedSections(earlier, now).same(index)`` says whether a
 ``now`` equals the section of that name in ``earlier`` in everything a print reads:
 
 - its type, flags and bytes, and its relocation entries as they stand (offsets, types, symbol
-  indices, addends: compared as raw bytes, not decoded);
+  indices, addends: compared as raw bytes, not decoded); a panic location that a print reads
+  only as anonymous data may differ in its line and column, which the print leaves out
+  (``panic_locations``): code that only moved to other lines is not printed again;
 - each symbol those entries name: name, type, binding, value, size, and whether it is defined;
   where the print follows a symbol into the data it points at (a section symbol, anonymous
   data), that section too, the same way; or, for a sized datum in a section without
@@ -24,10 +26,14 @@ from __future__ import annotations
 
 import os
 
+from daemon.analysis.panic_locations import differ_in_line_and_column_only, is_panic_location
 from daemon.binary.elf_objects import (
     SHN_LORESERVE,
+    SHT_NOBITS,
     SHT_SYMTAB,
+    STT_FUNC,
     STT_SECTION,
+    STT_TLS,
     ElfObject,
     ObjSymbol,
     Section,
@@ -94,7 +100,6 @@ class UnchangedSections:
         # index (usual when rustc rewrites a unit for an edited body): every symbol's facts are
         # equal in both, and so are the symbols each section defines.
         self.tables_equal = shortcut and _tables_equal(earlier, now)
-        self._defined: tuple[dict[int, list[ObjSymbol]], dict[int, list[ObjSymbol]]] | None = None
         self._sections: dict[int, bool] = {}
         self._symbols: dict[int, bool] = {}
         # symbol indices found the same; with equal tables, those a print names alone from the start
@@ -144,7 +149,8 @@ class UnchangedSections:
         old = self.earlier.sections[old_index]
         if (old.type, old.flags, old.size) != (new.type, new.flags, new.size):
             return False
-        if self.earlier.section_data(old) != self.now.section_data(new):
+        old_data, new_data = self.earlier.section_data(old), self.now.section_data(new)
+        if old_data != new_data and not self._moved_panic_location(new, old_data, new_data):
             return False
         relocations = self.now.relocation_bytes(new)
         if self.earlier.relocation_bytes(old) != relocations:
@@ -159,10 +165,22 @@ class UnchangedSections:
         return not pieces or self._same_pieces(new, pieces)
 
     def _same_definitions(self, old_index: int, index: int) -> bool:
-        if self._defined is None:
-            self._defined = (_defined_by_section(self.earlier), _defined_by_section(self.now))
-        earlier, now = self._defined
+        earlier = self.earlier.made_of_symbols(_defined_by_section)
+        now = self.now.made_of_symbols(_defined_by_section)
         return _facts_of(earlier.get(old_index, [])) == _facts_of(now.get(index, []))
+
+    def _moved_panic_location(self, section: Section, old_data: bytes, new_data: bytes) -> bool:
+        """Whether ``section`` (its relocations still to be compared) holds one panic location
+        that differs only in its line and column, and a print reads it only whole, as anonymous
+        data: the one place ``code_prints`` leaves line and column out."""
+        if section.executable or section.flags & SHF_MERGE or section.type == SHT_NOBITS:
+            return False
+        if not differ_in_line_and_column_only(old_data, new_data):
+            return False
+        if not is_panic_location(self.now, new_data, self.now.relocations(section)):
+            return False
+        defined = self.now.made_of_symbols(_defined_by_section).get(section.index, [])
+        return all(_read_whole_as_anonymous(s, section.size) for s in defined)
 
     def _same_pieces(self, section: Section, symbols: set[int]) -> bool:
         """Whether each piece of mergeable data (one string, one constant) that a relocation
@@ -274,12 +292,21 @@ def _section_symbols(symbols: list[ObjSymbol]) -> tuple[int, ...]:
     return tuple(s.index for s in symbols if s.type == STT_SECTION)
 
 
-def _defined_by_section(obj: ElfObject) -> dict[int, list[ObjSymbol]]:
+def _defined_by_section(symbols: list[ObjSymbol]) -> dict[int, list[ObjSymbol]]:
     found: dict[int, list[ObjSymbol]] = {}
-    for symbol in obj.symbols:
+    for symbol in symbols:
         if symbol.type != STT_SECTION and 0 < symbol.section < SHN_LORESERVE:
             found.setdefault(symbol.section, []).append(symbol)
     return found
+
+
+def _read_whole_as_anonymous(symbol: ObjSymbol, section_size: int) -> bool:
+    """Whether a print reads the section defining ``symbol`` whole, as anonymous data, where it
+    points at ``symbol``: not a function, thread-local or named static (printed as they are),
+    nor a datum covering only part of the section."""
+    if symbol.type in (STT_FUNC, STT_TLS) or not is_anonymous(symbol):
+        return False
+    return symbol.size == 0 or (symbol.value == 0 and symbol.size == section_size)
 
 
 def _facts_of(symbols: list[ObjSymbol]) -> list[tuple[object, ...]]:
