@@ -5,8 +5,8 @@ functions come out byte for byte as before. A function whose print can't have ch
 be printed again: ``UnchangedSections(earlier, now).same(index)`` says whether a section of
 ``now`` equals the section of that name in ``earlier`` in everything a print reads:
 
-- its type, flags and bytes, and its relocation entries as they stand (offsets, types, symbol
-  indices, addends: compared as raw bytes, not decoded); a panic location that a print reads
+- its type, flags and bytes, and its relocation entries (offsets, types, symbols, addends:
+  compared as raw bytes where the symbols kept their indices); a panic location that a print reads
   only as anonymous data may differ in its line and column, which the print leaves out
   (``panic_locations``): code that only moved to other lines is not printed again;
 - each symbol those entries name: name, type, binding, value, size, and whether it is defined;
@@ -19,7 +19,10 @@ Equal in all of these, a function's print is the same in both objects, whatever 
 the object holds. Anything that differs, even a renumbered anonymous constant, only means the
 function is printed again. When both symbol tables (and their strings) are byte-identical, as
 they usually are after an edited body, the symbol facts are known equal without comparing them
-one by one. Pure: two ``ElfObject``s in, answers out.
+one by one. Otherwise each symbol is compared with its counterpart in the earlier table, of the
+same name, type and binding, wherever it stands: an edit that adds a constant adds symbols to
+the table, and every symbol after them moves to another index. Pure: two ``ElfObject``s in,
+answers out.
 """
 
 from __future__ import annotations
@@ -100,6 +103,9 @@ class UnchangedSections:
         # index (usual when rustc rewrites a unit for an edited body): every symbol's facts are
         # equal in both, and so are the symbols each section defines.
         self.tables_equal = shortcut and _tables_equal(earlier, now)
+        # Otherwise each symbol of ``now`` is compared with its counterpart in ``earlier``
+        # (``_counterparts``): a symbol added to the table moves every later one to another index.
+        self._counterpart = None if self.tables_equal else _counterparts(earlier, now)
         self._sections: dict[int, bool] = {}
         self._symbols: dict[int, bool] = {}
         # symbol indices found the same; with equal tables, those a print names alone from the start
@@ -113,9 +119,10 @@ class UnchangedSections:
         old_symbols, new_symbols = self.earlier.symbols, self.now.symbols
         mergeable = {s.index for s in self.now.sections if s.flags & SHF_MERGE and not self.now.has_relocations(s)}
         for index in self.now.made_of_symbols(_section_symbols):
-            if index >= len(old_symbols) or new_symbols[index].section not in mergeable:
+            old_index = self._earlier_symbol(index)
+            if old_index is None or new_symbols[index].section not in mergeable:
                 continue
-            old, new = old_symbols[index], new_symbols[index]
+            old, new = old_symbols[old_index], new_symbols[index]
             if new.type != STT_SECTION or old.type != STT_SECTION or not (new.defined and old.defined):
                 continue
             old_section, new_section = self.earlier.sections[old.section], self.now.sections[new.section]
@@ -153,7 +160,7 @@ class UnchangedSections:
         if old_data != new_data and not self._moved_panic_location(new, old_data, new_data):
             return False
         relocations = self.now.relocation_bytes(new)
-        if self.earlier.relocation_bytes(old) != relocations:
+        if not self._same_relocations(old, new, relocations):
             return False
         if not (self.tables_equal and old_index == index) and not self._same_definitions(old_index, index):
             return False
@@ -163,6 +170,28 @@ class UnchangedSections:
             if not self._same_symbol(symbol):
                 return False
         return not pieces or self._same_pieces(new, pieces)
+
+    def _earlier_symbol(self, index: int) -> int | None:
+        """The index in ``earlier`` of the symbol compared with symbol ``index`` of ``now``."""
+        if self._counterpart is None:
+            return index if index < len(self.earlier.symbols) else None
+        return self._counterpart.get(index)
+
+    def _same_relocations(self, old: Section, new: Section, relocations: tuple[tuple[int, bytes], ...]) -> bool:
+        """Whether the relocations of ``new`` (``relocations``, its raw entries) are those of
+        ``old`` in offsets, types and addends, each naming the counterpart of the symbol."""
+        earlier = self.earlier.relocation_bytes(old)
+        counterpart = self._counterpart
+        if counterpart is None:
+            return earlier == relocations
+        if earlier == relocations and all(counterpart.get(s) == s for s in relocation_symbols(relocations)):
+            return True  # the same entries, naming symbols at the same indices in both tables
+        if [(kind, len(raw)) for kind, raw in earlier] != [(kind, len(raw)) for kind, raw in relocations]:
+            return False
+        return all(
+            (a.offset, a.type, a.addend) == (b.offset, b.type, b.addend) and counterpart.get(b.symbol) == a.symbol
+            for a, b in zip(self.earlier.relocations(old), self.now.relocations(new), strict=True)
+        )
 
     def _same_definitions(self, old_index: int, index: int) -> bool:
         earlier = self.earlier.made_of_symbols(_defined_by_section)
@@ -192,7 +221,9 @@ class UnchangedSections:
             found = data.get(symbol)
             if found is None:
                 target = self.now.sections[self.now.symbols[symbol].section]
-                old = self.earlier.sections[self.earlier.symbols[symbol].section]
+                old_symbol = self._earlier_symbol(symbol)  # a counterpart: ``_merged`` has only those
+                assert old_symbol is not None
+                old = self.earlier.sections[self.earlier.symbols[old_symbol].section]
                 found = data[symbol] = (target, self.now.section_data(target), self.earlier.section_data(old))
             target, new_data, old_data = found
             start, end = _piece(target, new_data, addend)
@@ -212,9 +243,10 @@ class UnchangedSections:
     def _compare_symbol(self, index: int) -> bool:
         if index == 0:
             return True
-        if index >= len(self.now.symbols) or index >= len(self.earlier.symbols):
+        old_index = self._earlier_symbol(index)
+        if index >= len(self.now.symbols) or old_index is None:
             return False
-        old, new = self.earlier.symbols[index], self.now.symbols[index]
+        old, new = self.earlier.symbols[old_index], self.now.symbols[index]
         if not self.tables_equal:  # (with equal tables, only anonymous data is asked about)
             if old != new and _symbol_facts(old) != _symbol_facts(new):  # equal tuples: equal facts
                 return False
@@ -271,6 +303,30 @@ def _tables_equal(earlier: ElfObject, now: ElfObject) -> bool:
         return False
     tables = _symbol_table(earlier)
     return tables is not None and tables == _symbol_table(now)
+
+
+def _counterparts(earlier: ElfObject, now: ElfObject) -> dict[int, int]:
+    """Symbol index in ``now`` -> index in ``earlier`` of the symbol of the same name, type and
+    binding (a section symbol: of a section of the same name), where each table has one such."""
+    old, new = _symbol_keys(earlier), _symbol_keys(now)
+    found = {index: old[key] for key, index in new.items() if key in old}
+    found[0] = 0  # no symbol
+    return found
+
+
+def _symbol_keys(obj: ElfObject) -> dict[tuple[str, int, int, str], int]:
+    found: dict[tuple[str, int, int, str], int] = {}
+    repeated = set()
+    sections = obj.sections
+    for s in obj.symbols:
+        place = sections[s.section].name if s.type == STT_SECTION and 0 < s.section < len(sections) else ""
+        key = (s.name, s.type, s.binding, place)
+        if key in found:
+            repeated.add(key)
+        found[key] = s.index
+    for key in repeated:  # a key given twice says nothing about which is which
+        del found[key]
+    return found
 
 
 def _named_alone(symbols: list[ObjSymbol]) -> frozenset[int]:

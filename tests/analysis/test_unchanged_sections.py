@@ -211,6 +211,10 @@ def test_code_that_only_moved_to_other_lines_is_taken_over(tmp_path):
 )
 def test_an_edit_below_moved_lines_is_still_found(tmp_path, edit):
     base, edited = _panics(tmp_path / "base"), _panics(tmp_path / "edited", above=MOVED, **edit)
+    earlier, now = read_object(base), read_object(edited)
+    (first,) = (s for s in _functions(now) if "5first" in s.name)
+    for shortcut in (True, False):
+        assert not UnchangedSections(earlier, now, shortcut=shortcut).same(first.section)
     prints, _ = _after(base, edited)
     assert prints.digests() == _full(edited).digests()
     assert [demangle(n) for n in changed(_full(base), prints).changed] == ["demo::first"]
@@ -250,3 +254,22 @@ def test_a_static_shaped_like_a_panic_location_is_compared_whole(tmp_path):
     base, edited = build(tmp_path / "base", "3"), build(tmp_path / "edited", "4")
     prints, _ = _after(base, edited)
     assert [demangle(n) for n in changed(_full(base), prints).changed] == ["demo::AT"]
+
+
+def test_symbols_added_to_the_table_leave_the_rest_comparable(tmp_path, base):
+    # helper now prints: its new constants are added to the symbol table, and every symbol
+    # after them has another index in the edited build
+    edited = _one_unit(tmp_path, HELPER='{ println!("{}", x); 1 }')
+    earlier, now = read_object(base), read_object(edited)
+    assert len(now.symbols) > len(earlier.symbols)
+    sections = UnchangedSections(earlier, now)
+    kept = {s.name for s in earlier.symbols}
+    functions = [s for s in _functions(now) if s.name in kept]
+    assert sum(sections.same(s.section) for s in functions) > 0.7 * len(functions)
+    prints, _ = _after(base, edited)
+    full = _full(edited)
+    assert prints.digests() == full.digests()
+    assert {n: node.relocations for n, node in prints.nodes.items()} == {
+        n: node.relocations for n, node in full.nodes.items() if n in prints.nodes
+    }
+    assert changed(_full(base), prints).changed == (named(full, "6helper"),)
