@@ -28,11 +28,13 @@ answers out.
 from __future__ import annotations
 
 import os
+import sys
 
 from daemon.analysis.panic_locations import differ_in_line_and_column_only, is_panic_location
 from daemon.binary.elf_objects import (
     SHN_LORESERVE,
     SHT_NOBITS,
+    SHT_RELA,
     SHT_SYMTAB,
     STT_FUNC,
     STT_SECTION,
@@ -188,6 +190,11 @@ class UnchangedSections:
             return True  # the same entries, naming symbols at the same indices in both tables
         if [(kind, len(raw)) for kind, raw in earlier] != [(kind, len(raw)) for kind, raw in relocations]:
             return False
+        if sys.byteorder == "little":
+            return all(
+                _same_entries(kind, old_raw, new_raw, counterpart)
+                for (kind, old_raw), (_, new_raw) in zip(earlier, relocations, strict=True)
+            )
         return all(
             (a.offset, a.type, a.addend) == (b.offset, b.type, b.addend) and counterpart.get(b.symbol) == a.symbol
             for a, b in zip(self.earlier.relocations(old), self.now.relocations(new), strict=True)
@@ -305,22 +312,34 @@ def _tables_equal(earlier: ElfObject, now: ElfObject) -> bool:
     return tables is not None and tables == _symbol_table(now)
 
 
+def _same_entries(kind: int, old: bytes, new: bytes, counterpart: dict[int, int]) -> bool:
+    """Whether raw REL/RELA entries (of equal length, on a little-endian host) have the same
+    offsets, types and addends, and ``new``'s symbols are the counterparts of ``old``'s. An
+    entry is 32-bit words: offset (2), type, symbol, then for RELA the addend (2)."""
+    words = 6 if kind == SHT_RELA else 4
+    usable = len(new) - len(new) % (4 * words)
+    old_words, new_words = memoryview(old)[:usable].cast("I"), memoryview(new)[:usable].cast("I")
+    for field in range(words):
+        if field != 3 and old_words[field::words] != new_words[field::words]:
+            return False
+    return [counterpart.get(s) for s in new_words[3::words]] == old_words[3::words].tolist()
+
+
 def _counterparts(earlier: ElfObject, now: ElfObject) -> dict[int, int]:
     """Symbol index in ``now`` -> index in ``earlier`` of the symbol of the same name, type and
-    binding (a section symbol: of a section of the same name), where each table has one such."""
-    old, new = _symbol_keys(earlier), _symbol_keys(now)
+    binding, where each table has one such (rustc names a section symbol after its section;
+    unnamed ones have none)."""
+    old, new = earlier.made_of_symbols(_symbol_keys), now.made_of_symbols(_symbol_keys)
     found = {index: old[key] for key, index in new.items() if key in old}
     found[0] = 0  # no symbol
     return found
 
 
-def _symbol_keys(obj: ElfObject) -> dict[tuple[str, int, int, str], int]:
-    found: dict[tuple[str, int, int, str], int] = {}
+def _symbol_keys(symbols: list[ObjSymbol]) -> dict[tuple[str, int, int], int]:
+    found: dict[tuple[str, int, int], int] = {}
     repeated = set()
-    sections = obj.sections
-    for s in obj.symbols:
-        place = sections[s.section].name if s.type == STT_SECTION and 0 < s.section < len(sections) else ""
-        key = (s.name, s.type, s.binding, place)
+    for s in symbols:
+        key = (s.name, s.type, s.binding)
         if key in found:
             repeated.add(key)
         found[key] = s.index

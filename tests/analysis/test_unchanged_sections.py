@@ -273,3 +273,15 @@ def test_symbols_added_to_the_table_leave_the_rest_comparable(tmp_path, base):
         n: node.relocations for n, node in full.nodes.items() if n in prints.nodes
     }
     assert changed(_full(base), prints).changed == (named(full, "6helper"),)
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_a_relocation_to_another_place_in_the_same_data_is_a_change(tmp_path, shortcut):
+    # AT points into TABLE: the same bytes and symbols, only the relocation's addend differs
+    def build(directory: Path, index: str) -> Path:
+        statics = f"pub static TABLE: [u32; 4] = [1, 2, 3, 4];\npub static AT: &u32 = &TABLE[{index}];\n"
+        return _one_unit(directory, EXTRA=statics, MAIN="let _ = std::hint::black_box(*AT);")
+
+    earlier, now = read_object(build(tmp_path / "a", "1")), read_object(build(tmp_path / "b", "2"))
+    (at,) = (s for s in now.symbols if s.name.startswith("_ZN4demo2AT"))
+    assert not UnchangedSections(earlier, now, shortcut=shortcut).same(at.section)
