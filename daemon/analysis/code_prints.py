@@ -36,6 +36,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
+from daemon.analysis.panic_locations import is_panic_location, without_line_and_column
 from daemon.analysis.unchanged_sections import UnchangedSections, is_anonymous, unit_key
 from daemon.binary.demangle import demangle
 from daemon.binary.elf_objects import (
@@ -173,15 +174,6 @@ def _mask(machine: int, code: bytearray, offset: int, rel_type: int) -> None:
         code[offset:end] = bytes(end - offset)
 
 
-def _panic_location(data: bytes, rels: list[Relocation], start: int) -> bool:
-    """Whether anonymous data looks like a ``core::panic::Location`` (file name pointer and
-    length, line, column: 24 bytes, one relocation, at the start): code that only moved to
-    another line keeps its print."""
-    if len(data) != 24 or len(rels) != 1 or rels[0].offset != start:
-        return False
-    return 0 < int.from_bytes(data[8:16], "little") < 4096
-
-
 class _Printer:
     """Prints of one object; anonymous data memoised by its place in the object. Given an
     earlier build of the same unit and its prints, a symbol whose section is unchanged
@@ -289,8 +281,8 @@ class _Printer:
         self.in_progress.add(key)
         try:
             data, rels = self._range(section, start, end)
-            if _panic_location(data, rels, start):
-                data = data[:16] + bytes(8)  # its line and column: they move when lines are added above
+            if is_panic_location(self.obj, data, rels, start):
+                data = without_line_and_column(data)  # code that only moved to another line keeps its print
             digest, named = self._body(DATA, data, rels, start)
         finally:
             self.in_progress.discard(key)

@@ -5,8 +5,10 @@ functions come out byte for byte as before. A function whose print can't have ch
 be printed again: ``UnchangedSections(earlier, now).same(index)`` says whether a section of
 ``now`` equals the section of that name in ``earlier`` in everything a print reads:
 
-- its type, flags and bytes, and its relocation entries as they stand (offsets, types, symbol
-  indices, addends: compared as raw bytes, not decoded);
+- its type, flags and bytes, and its relocation entries (offsets, types, symbols, addends:
+  compared as raw bytes where the symbols kept their indices); a panic location that a print reads
+  only as anonymous data may differ in its line and column, which the print leaves out
+  (``panic_locations``): code that only moved to other lines is not printed again;
 - each symbol those entries name: name, type, binding, value, size, and whether it is defined;
   where the print follows a symbol into the data it points at (a section symbol, anonymous
   data), that section too, the same way; or, for a sized datum in a section without
@@ -17,17 +19,26 @@ Equal in all of these, a function's print is the same in both objects, whatever 
 the object holds. Anything that differs, even a renumbered anonymous constant, only means the
 function is printed again. When both symbol tables (and their strings) are byte-identical, as
 they usually are after an edited body, the symbol facts are known equal without comparing them
-one by one. Pure: two ``ElfObject``s in, answers out.
+one by one. Otherwise each symbol is compared with its counterpart in the earlier table, of the
+same name, type and binding, wherever it stands: an edit that adds a constant adds symbols to
+the table, and every symbol after them moves to another index. Pure: two ``ElfObject``s in,
+answers out.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
+from daemon.analysis.panic_locations import differ_in_line_and_column_only, is_panic_location
 from daemon.binary.elf_objects import (
     SHN_LORESERVE,
+    SHT_NOBITS,
+    SHT_RELA,
     SHT_SYMTAB,
+    STT_FUNC,
     STT_SECTION,
+    STT_TLS,
     ElfObject,
     ObjSymbol,
     Section,
@@ -94,7 +105,9 @@ class UnchangedSections:
         # index (usual when rustc rewrites a unit for an edited body): every symbol's facts are
         # equal in both, and so are the symbols each section defines.
         self.tables_equal = shortcut and _tables_equal(earlier, now)
-        self._defined: tuple[dict[int, list[ObjSymbol]], dict[int, list[ObjSymbol]]] | None = None
+        # Otherwise each symbol of ``now`` is compared with its counterpart in ``earlier``
+        # (``_counterparts``): a symbol added to the table moves every later one to another index.
+        self._counterpart = None if self.tables_equal else _counterparts(earlier, now)
         self._sections: dict[int, bool] = {}
         self._symbols: dict[int, bool] = {}
         # symbol indices found the same; with equal tables, those a print names alone from the start
@@ -108,9 +121,10 @@ class UnchangedSections:
         old_symbols, new_symbols = self.earlier.symbols, self.now.symbols
         mergeable = {s.index for s in self.now.sections if s.flags & SHF_MERGE and not self.now.has_relocations(s)}
         for index in self.now.made_of_symbols(_section_symbols):
-            if index >= len(old_symbols) or new_symbols[index].section not in mergeable:
+            old_index = self._earlier_symbol(index)
+            if old_index is None or new_symbols[index].section not in mergeable:
                 continue
-            old, new = old_symbols[index], new_symbols[index]
+            old, new = old_symbols[old_index], new_symbols[index]
             if new.type != STT_SECTION or old.type != STT_SECTION or not (new.defined and old.defined):
                 continue
             old_section, new_section = self.earlier.sections[old.section], self.now.sections[new.section]
@@ -144,10 +158,11 @@ class UnchangedSections:
         old = self.earlier.sections[old_index]
         if (old.type, old.flags, old.size) != (new.type, new.flags, new.size):
             return False
-        if self.earlier.section_data(old) != self.now.section_data(new):
+        old_data, new_data = self.earlier.section_data(old), self.now.section_data(new)
+        if old_data != new_data and not self._moved_panic_location(new, old_data, new_data):
             return False
         relocations = self.now.relocation_bytes(new)
-        if self.earlier.relocation_bytes(old) != relocations:
+        if not self._same_relocations(old, new, relocations):
             return False
         if not (self.tables_equal and old_index == index) and not self._same_definitions(old_index, index):
             return False
@@ -158,11 +173,50 @@ class UnchangedSections:
                 return False
         return not pieces or self._same_pieces(new, pieces)
 
+    def _earlier_symbol(self, index: int) -> int | None:
+        """The index in ``earlier`` of the symbol compared with symbol ``index`` of ``now``."""
+        if self._counterpart is None:
+            return index if index < len(self.earlier.symbols) else None
+        return self._counterpart.get(index)
+
+    def _same_relocations(self, old: Section, new: Section, relocations: tuple[tuple[int, bytes], ...]) -> bool:
+        """Whether the relocations of ``new`` (``relocations``, its raw entries) are those of
+        ``old`` in offsets, types and addends, each naming the counterpart of the symbol."""
+        earlier = self.earlier.relocation_bytes(old)
+        counterpart = self._counterpart
+        if counterpart is None:
+            return earlier == relocations
+        if earlier == relocations and all(counterpart.get(s) == s for s in relocation_symbols(relocations)):
+            return True  # the same entries, naming symbols at the same indices in both tables
+        if [(kind, len(raw)) for kind, raw in earlier] != [(kind, len(raw)) for kind, raw in relocations]:
+            return False
+        if sys.byteorder == "little":
+            return all(
+                _same_entries(kind, old_raw, new_raw, counterpart)
+                for (kind, old_raw), (_, new_raw) in zip(earlier, relocations, strict=True)
+            )
+        return all(
+            (a.offset, a.type, a.addend) == (b.offset, b.type, b.addend) and counterpart.get(b.symbol) == a.symbol
+            for a, b in zip(self.earlier.relocations(old), self.now.relocations(new), strict=True)
+        )
+
     def _same_definitions(self, old_index: int, index: int) -> bool:
-        if self._defined is None:
-            self._defined = (_defined_by_section(self.earlier), _defined_by_section(self.now))
-        earlier, now = self._defined
+        earlier = self.earlier.made_of_symbols(_defined_by_section)
+        now = self.now.made_of_symbols(_defined_by_section)
         return _facts_of(earlier.get(old_index, [])) == _facts_of(now.get(index, []))
+
+    def _moved_panic_location(self, section: Section, old_data: bytes, new_data: bytes) -> bool:
+        """Whether ``section`` (its relocations still to be compared) holds one panic location
+        that differs only in its line and column, and a print reads it only whole, as anonymous
+        data: the one place ``code_prints`` leaves line and column out."""
+        if section.executable or section.flags & SHF_MERGE or section.type == SHT_NOBITS:
+            return False
+        if not differ_in_line_and_column_only(old_data, new_data):
+            return False
+        if not is_panic_location(self.now, new_data, self.now.relocations(section)):
+            return False
+        defined = self.now.made_of_symbols(_defined_by_section).get(section.index, [])
+        return all(_read_whole_as_anonymous(s, section.size) for s in defined)
 
     def _same_pieces(self, section: Section, symbols: set[int]) -> bool:
         """Whether each piece of mergeable data (one string, one constant) that a relocation
@@ -174,7 +228,9 @@ class UnchangedSections:
             found = data.get(symbol)
             if found is None:
                 target = self.now.sections[self.now.symbols[symbol].section]
-                old = self.earlier.sections[self.earlier.symbols[symbol].section]
+                old_symbol = self._earlier_symbol(symbol)  # a counterpart: ``_merged`` has only those
+                assert old_symbol is not None
+                old = self.earlier.sections[self.earlier.symbols[old_symbol].section]
                 found = data[symbol] = (target, self.now.section_data(target), self.earlier.section_data(old))
             target, new_data, old_data = found
             start, end = _piece(target, new_data, addend)
@@ -194,9 +250,10 @@ class UnchangedSections:
     def _compare_symbol(self, index: int) -> bool:
         if index == 0:
             return True
-        if index >= len(self.now.symbols) or index >= len(self.earlier.symbols):
+        old_index = self._earlier_symbol(index)
+        if index >= len(self.now.symbols) or old_index is None:
             return False
-        old, new = self.earlier.symbols[index], self.now.symbols[index]
+        old, new = self.earlier.symbols[old_index], self.now.symbols[index]
         if not self.tables_equal:  # (with equal tables, only anonymous data is asked about)
             if old != new and _symbol_facts(old) != _symbol_facts(new):  # equal tuples: equal facts
                 return False
@@ -255,6 +312,42 @@ def _tables_equal(earlier: ElfObject, now: ElfObject) -> bool:
     return tables is not None and tables == _symbol_table(now)
 
 
+def _same_entries(kind: int, old: bytes, new: bytes, counterpart: dict[int, int]) -> bool:
+    """Whether raw REL/RELA entries (of equal length, on a little-endian host) have the same
+    offsets, types and addends, and ``new``'s symbols are the counterparts of ``old``'s. An
+    entry is 32-bit words: offset (2), type, symbol, then for RELA the addend (2)."""
+    words = 6 if kind == SHT_RELA else 4
+    usable = len(new) - len(new) % (4 * words)
+    old_words, new_words = memoryview(old)[:usable].cast("I"), memoryview(new)[:usable].cast("I")
+    for field in range(words):
+        if field != 3 and old_words[field::words] != new_words[field::words]:
+            return False
+    return [counterpart.get(s) for s in new_words[3::words]] == old_words[3::words].tolist()
+
+
+def _counterparts(earlier: ElfObject, now: ElfObject) -> dict[int, int]:
+    """Symbol index in ``now`` -> index in ``earlier`` of the symbol of the same name, type and
+    binding, where each table has one such (rustc names a section symbol after its section;
+    unnamed ones have none)."""
+    old, new = earlier.made_of_symbols(_symbol_keys), now.made_of_symbols(_symbol_keys)
+    found = {index: old[key] for key, index in new.items() if key in old}
+    found[0] = 0  # no symbol
+    return found
+
+
+def _symbol_keys(symbols: list[ObjSymbol]) -> dict[tuple[str, int, int], int]:
+    found: dict[tuple[str, int, int], int] = {}
+    repeated = set()
+    for s in symbols:
+        key = (s.name, s.type, s.binding)
+        if key in found:
+            repeated.add(key)
+        found[key] = s.index
+    for key in repeated:  # a key given twice says nothing about which is which
+        del found[key]
+    return found
+
+
 def _named_alone(symbols: list[ObjSymbol]) -> frozenset[int]:
     """The symbols a print refers to by their name only: undefined, or defined and not
     anonymous (``is_anonymous``, written out: this runs for every symbol of a large unit)."""
@@ -274,12 +367,21 @@ def _section_symbols(symbols: list[ObjSymbol]) -> tuple[int, ...]:
     return tuple(s.index for s in symbols if s.type == STT_SECTION)
 
 
-def _defined_by_section(obj: ElfObject) -> dict[int, list[ObjSymbol]]:
+def _defined_by_section(symbols: list[ObjSymbol]) -> dict[int, list[ObjSymbol]]:
     found: dict[int, list[ObjSymbol]] = {}
-    for symbol in obj.symbols:
+    for symbol in symbols:
         if symbol.type != STT_SECTION and 0 < symbol.section < SHN_LORESERVE:
             found.setdefault(symbol.section, []).append(symbol)
     return found
+
+
+def _read_whole_as_anonymous(symbol: ObjSymbol, section_size: int) -> bool:
+    """Whether a print reads the section defining ``symbol`` whole, as anonymous data, where it
+    points at ``symbol``: not a function, thread-local or named static (printed as they are),
+    nor a datum covering only part of the section."""
+    if symbol.type in (STT_FUNC, STT_TLS) or not is_anonymous(symbol):
+        return False
+    return symbol.size == 0 or (symbol.value == 0 and symbol.size == section_size)
 
 
 def _facts_of(symbols: list[ObjSymbol]) -> list[tuple[object, ...]]:

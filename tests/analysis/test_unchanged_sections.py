@@ -14,7 +14,8 @@ import pytest
 
 from daemon.analysis.code_prints import PrintCache, Prints, changed, object_prints
 from daemon.analysis.unchanged_sections import UnchangedSections, unit_key
-from daemon.binary.elf_objects import STT_FUNC, parse_object, read_object
+from daemon.binary.demangle import demangle
+from daemon.binary.elf_objects import STT_FUNC, ElfObject, ObjSymbol, parse_object, read_object
 from tests.analysis.rust_program import compile_objects, named, source
 
 PICK = "#[inline(never)] pub fn pick(x: u32) -> u32 { @CALLEE@(x) }"
@@ -156,3 +157,131 @@ def test_unit_keys():
     # without incremental compilation: no session tag, one name per unit
     assert unit_key("/t/libapp.rlib(libapp.app.f7fe3a13ec1f8119-cgu.0.rcgu.o)") == "libapp.app.f7fe3a13ec1f8119-cgu.0"
     assert unit_key("/t/out/demo.demo.1c2d-cgu.3.rcgu.o") == "demo.demo.1c2d-cgu.3"
+
+
+# A function that can panic three ways (an index, an ``expect``, an ``unwrap``): each panic
+# points at a ``core::panic::Location`` constant holding its file, line and column.
+PANICS = (
+    '#[inline(never)] pub fn first(v: &[u32], s: &str) -> u32 {{\n'
+    '    v[{index}] + s.parse::<u32>().expect("{message}") + {callee}(v.iter().copied().max().unwrap())\n'
+    '}}\n'
+)
+CALL_FIRST = 'let _ = first(&[1, 2], "3");'
+MOVED = "\n// two lines added above: every panic below moves to another line\n"
+
+
+def _panics(directory: Path, above: str = "", **edits: str) -> Path:
+    parts = {"index": "1", "message": "not a number", "callee": "helper"}
+    return _one_unit(directory, EXTRA=above + PANICS.format(**{**parts, **edits}), MAIN=CALL_FIRST)
+
+
+def _functions(obj: ElfObject) -> list[ObjSymbol]:
+    return [s for s in obj.symbols if s.type == STT_FUNC and s.defined]
+
+
+def _bytes_of(obj: ElfObject, name: str) -> bytes | None:
+    section = obj.section_named(name)
+    return obj.section_data(section) if section is not None else None
+
+
+def test_code_that_only_moved_to_other_lines_is_taken_over(tmp_path):
+    base, moved = _panics(tmp_path / "base"), _panics(tmp_path / "moved", above=MOVED)
+    earlier, now = read_object(base), read_object(moved)
+    moved_locations = [
+        s for s in now.sections
+        if s.name.startswith(".data.rel.ro") and now.section_data(s) != _bytes_of(earlier, s.name)
+    ]
+    assert len(moved_locations) >= 3  # first()'s three panics and the overflow checks below it
+    assert any("5first" in s.name for s in _functions(now))
+    for shortcut in (True, False):
+        sections = UnchangedSections(earlier, now, shortcut=shortcut)
+        assert [s.name for s in _functions(now) if not sections.same(s.section)] == []
+    prints, reused = _after(base, moved)
+    full = _full(moved)
+    assert reused >= len(_functions(now)) - 2  # (a name defined twice is printed again)
+    assert prints.digests() == full.digests()
+    assert {n: node.relocations for n, node in prints.nodes.items()} == {
+        n: node.relocations for n, node in full.nodes.items() if n in prints.nodes
+    }
+    assert changed(_full(base), prints).changed == ()
+
+
+@pytest.mark.parametrize(
+    "edit", [{"message": "no number"}, {"index": "0"}, {"callee": "neighbour"}, {"message": "not a number!"}]
+)
+def test_an_edit_below_moved_lines_is_still_found(tmp_path, edit):
+    base, edited = _panics(tmp_path / "base"), _panics(tmp_path / "edited", above=MOVED, **edit)
+    earlier, now = read_object(base), read_object(edited)
+    (first,) = (s for s in _functions(now) if "5first" in s.name)
+    for shortcut in (True, False):
+        assert not UnchangedSections(earlier, now, shortcut=shortcut).same(first.section)
+    prints, _ = _after(base, edited)
+    assert prints.digests() == _full(edited).digests()
+    assert [demangle(n) for n in changed(_full(base), prints).changed] == ["demo::first"]
+
+
+def test_a_string_edited_below_moved_lines_is_still_found(tmp_path):
+    base = _panics(tmp_path / "base")
+    edited = _one_unit(
+        tmp_path / "edited", EXTRA=MOVED + PANICS.format(index="1", message="not a number", callee="helper"),
+        MAIN=CALL_FIRST, LITERAL="shown again",
+    )
+    prints, _ = _after(base, edited)
+    assert [demangle(n) for n in changed(_full(base), prints).changed] == ["demo::show"]
+
+
+SHAPED = '#[inline(never)] pub fn shaped() -> &\'static (&\'static str, u32, u32) {{ &("{name}", {line}, 7) }}\n'
+
+
+@pytest.mark.parametrize("name", ["main", "src/main.r"])
+def test_a_constant_shaped_like_a_panic_location_keeps_every_byte_in_its_print(tmp_path, name):
+    # 24 bytes: a string and two numbers, as a Location, but no Rust source file's name
+    def build(directory: Path, line: str) -> Path:
+        return _one_unit(directory, EXTRA=SHAPED.format(name=name, line=line), MAIN="let _ = shaped();")
+
+    base, edited = build(tmp_path / "base", "3"), build(tmp_path / "edited", "4")
+    prints, _ = _after(base, edited)
+    assert [demangle(n) for n in changed(_full(base), prints).changed] == ["demo::shaped"]
+    assert [demangle(n) for n in changed(_full(base), _full(edited)).changed] == ["demo::shaped"]
+
+
+def test_a_static_shaped_like_a_panic_location_is_compared_whole(tmp_path):
+    # a named static is printed with every byte, whatever it holds: even a Rust file's name
+    def build(directory: Path, line: str) -> Path:
+        static = f'pub static AT: (&str, u32, u32) = ("src/main.rs", {line}, 7);\n'
+        return _one_unit(directory, EXTRA=static, MAIN="let _ = std::hint::black_box(&AT);")
+
+    base, edited = build(tmp_path / "base", "3"), build(tmp_path / "edited", "4")
+    prints, _ = _after(base, edited)
+    assert [demangle(n) for n in changed(_full(base), prints).changed] == ["demo::AT"]
+
+
+def test_symbols_added_to_the_table_leave_the_rest_comparable(tmp_path, base):
+    # helper now prints: its new constants are added to the symbol table, and every symbol
+    # after them has another index in the edited build
+    edited = _one_unit(tmp_path, HELPER='{ println!("{}", x); 1 }')
+    earlier, now = read_object(base), read_object(edited)
+    assert len(now.symbols) > len(earlier.symbols)
+    sections = UnchangedSections(earlier, now)
+    kept = {s.name for s in earlier.symbols}
+    functions = [s for s in _functions(now) if s.name in kept]
+    assert sum(sections.same(s.section) for s in functions) > 0.7 * len(functions)
+    prints, _ = _after(base, edited)
+    full = _full(edited)
+    assert prints.digests() == full.digests()
+    assert {n: node.relocations for n, node in prints.nodes.items()} == {
+        n: node.relocations for n, node in full.nodes.items() if n in prints.nodes
+    }
+    assert changed(_full(base), prints).changed == (named(full, "6helper"),)
+
+
+@pytest.mark.parametrize("shortcut", [True, False])
+def test_a_relocation_to_another_place_in_the_same_data_is_a_change(tmp_path, shortcut):
+    # AT points into TABLE: the same bytes and symbols, only the relocation's addend differs
+    def build(directory: Path, index: str) -> Path:
+        statics = f"pub static TABLE: [u32; 4] = [1, 2, 3, 4];\npub static AT: &u32 = &TABLE[{index}];\n"
+        return _one_unit(directory, EXTRA=statics, MAIN="let _ = std::hint::black_box(*AT);")
+
+    earlier, now = read_object(build(tmp_path / "a", "1")), read_object(build(tmp_path / "b", "2"))
+    (at,) = (s for s in now.symbols if s.name.startswith("_ZN4demo2AT"))
+    assert not UnchangedSections(earlier, now, shortcut=shortcut).same(at.section)
