@@ -658,6 +658,14 @@ async def run_session(options: RunOptions) -> int:
     and takes SIGUSR1 (`thinpatch restart`) as a request for a fresh build and restart."""
     from daemon.cli import run_lock
 
+    try:
+        import asyncio
+
+        from daemon.cli.subprocess_teardown import drop_subprocess_teardown_race
+
+        drop_subprocess_teardown_race(asyncio.get_running_loop())
+    except RuntimeError:  # not on asyncio: that loop has no such bug
+        pass
     capture_root = await anyio.to_thread.run_sync(run_lock.capture_root_of, options.workspace)
     # Until the receiver below is in place, a request is dropped rather than fatal (the
     # default action); the program and the daemon start later, with the receiver's handler,
@@ -716,11 +724,14 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
         tg.start_soon(early.run, build)
 
     async def settle_early() -> None:
-        """No early build runs any more (one that did was called off): before any other build."""
+        """No early build runs any more (one that did was called off): before any other build,
+        and before the session's tasks are cancelled (a cargo cancelled while it starts makes
+        asyncio print a traceback, CPython gh-145541)."""
         nonlocal early
         if early is not None:
             finishing, early = early, None
-            await finishing.settle()
+            with anyio.move_on_after(10, shield=True):  # it ends as soon as cargo does
+                await finishing.settle()
 
     async def rebuild(client: Any, why: str | None, *, verdict: bool = False) -> Program:
         """A fresh build under capture; the running program is left alone. Raises RunError
@@ -833,6 +844,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for _ in signals:
                         interrupted = True
+                        await settle_early()
                         tg.cancel_scope.cancel()
                         return
 
@@ -900,6 +912,7 @@ async def _session(options: RunOptions, restart_requests: AsyncIterator[Any]) ->
                         elif runner.exited.is_set() and view.save_built(event):
                             await relaunch(client, tg)
                     say(tagged(style, f"the daemon closed the connection: {client.disconnect_reason or 'it stopped'}"))
+                    await settle_early()
                     tg.cancel_scope.cancel()
             except DaemonUnavailable as exc:
                 raise RunError(str(exc)) from None
