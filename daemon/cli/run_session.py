@@ -657,15 +657,9 @@ async def run_session(options: RunOptions) -> int:
     """The session, while this `run` holds the project's run lock (one `run` per project)
     and takes SIGUSR1 (`thinpatch restart`) as a request for a fresh build and restart."""
     from daemon.cli import run_lock
+    from daemon.cli.subprocess_teardown import drop_subprocess_teardown_race
 
-    try:
-        import asyncio
-
-        from daemon.cli.subprocess_teardown import drop_subprocess_teardown_race
-
-        drop_subprocess_teardown_race(asyncio.get_running_loop())
-    except RuntimeError:  # not on asyncio: that loop has no such bug
-        pass
+    drop_subprocess_teardown_race()  # (outside asyncio: nothing to drop)
     capture_root = await anyio.to_thread.run_sync(run_lock.capture_root_of, options.workspace)
     # Until the receiver below is in place, a request is dropped rather than fatal (the
     # default action); the program and the daemon start later, with the receiver's handler,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from daemon.socket.loop_errors import drop_loop_errors
+
 _SUBPROCESS_MODULES = ("asyncio.base_subprocess", "asyncio.subprocess", "asyncio.unix_events")
 
 
@@ -24,16 +26,6 @@ def is_subprocess_teardown_race(context: dict[str, Any]) -> bool:
     return module in _SUBPROCESS_MODULES
 
 
-def drop_subprocess_teardown_race(loop: asyncio.AbstractEventLoop) -> None:
-    """Install on ``loop`` a handler that drops only :func:`is_subprocess_teardown_race`."""
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if is_subprocess_teardown_race(context):
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
+def drop_subprocess_teardown_race() -> None:
+    """On the running loop, drop only :func:`is_subprocess_teardown_race`."""
+    drop_loop_errors(is_subprocess_teardown_race)

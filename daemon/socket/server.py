@@ -33,6 +33,7 @@ from anyio.abc import SocketAttribute
 from daemon import __version__
 from daemon.socket import protocol, systemd
 from daemon.socket.entry_points import ReportedEntryPoints
+from daemon.socket.loop_errors import drop_loop_errors
 from daemon.socket.peercred import peer_credentials
 from daemon.socket.protocol import (
     EVENT_TYPES,
@@ -97,25 +98,15 @@ def quiet_readiness_races() -> Callable[[], None]:
     previous handler. Does nothing outside asyncio."""
     import asyncio
 
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return lambda: None
-    previous = loop.get_exception_handler()
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    def harmless(context: dict[str, Any]) -> bool:
         if isinstance(context.get("exception"), asyncio.InvalidStateError) and "Future.set_result" in repr(
             context.get("handle")
         ):
             log.debug("a socket became ready as its wait was cancelled")
-            return
-        if previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
+            return True
+        return False
 
-    loop.set_exception_handler(handler)
-    return lambda: loop.set_exception_handler(previous)
+    return drop_loop_errors(harmless)
 
 
 def client_limit(fd_limit: int) -> int:
