@@ -45,13 +45,6 @@ def wait_at_gate(value: str) -> bool:
         return False
 
 
-def holds_compiles(args: list[str]) -> bool:
-    """Only compiles wait: cargo's probes (``-vV``, ``--print ...``) must answer at once."""
-    if any(a.startswith("--print") for a in args):
-        return False
-    return any(a == "--crate-name" or a.startswith("--crate-name=") for a in args)
-
-
 def close_gate(value: str) -> None:
     """The gate's descriptor is ours, not rustc's: closed before exec."""
     fd = gate_fd(value)

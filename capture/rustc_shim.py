@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from pathlib import Path
 
+    from capture.rustc_args import RustcArgs
     from capture.store import CaptureRecord
 
 SHIM_NAME = "thinpatch-rustc"
@@ -122,17 +123,24 @@ def _read_text(path: str) -> str:
         return fh.read()
 
 
-def plan_invocation(
-    rustc: str, args: list[str], env: Mapping[str, str], cwd: str
-) -> tuple[CaptureRecord, Path, list[str], dict[str, str]]:
-    """Decide what to record and what rustc runs with. Returns (record, record_path, run_args, child_env).
-
-    Raises Skip for invocations that are not recorded.
-    """
+def parse_invocation(args: list[str]) -> RustcArgs:
+    """rustc's arguments as cargo gave them, argument files (``@path``) read in."""
     from capture.rustc_args import expand_rustc_argfiles, parse_rustc_args
 
     expanded = expand_rustc_argfiles(args, _read_text) if any(a.startswith("@") for a in args) else args
-    parsed = parse_rustc_args(expanded)
+    return parse_rustc_args(expanded)
+
+
+def plan_invocation(
+    rustc: str, args: list[str], env: Mapping[str, str], cwd: str, parsed: RustcArgs | None = None
+) -> tuple[CaptureRecord, Path, list[str], dict[str, str]]:
+    """Decide what to record and what rustc runs with. Returns (record, record_path, run_args, child_env).
+    ``parsed``: :func:`parse_invocation` of ``args``, when the caller has it already.
+
+    Raises Skip for invocations that are not recorded.
+    """
+    if parsed is None:
+        parsed = parse_invocation(args)
     if parsed.is_probe:
         raise Skip("probe")
     if parsed.test:
@@ -258,12 +266,13 @@ def _exec(rustc: str, args: list[str], env: Mapping[str, str]) -> None:
         sys.exit(127)
 
 
-def hold_at_gate(gate: str, args: list[str]) -> None:
+def hold_at_gate(gate: str, parsed: RustcArgs | None) -> None:
     """A held build (see capture.build_gate): a compile waits for the decision, and exits
-    without running rustc when the build was called off."""
+    without running rustc when the build was called off. Only cargo's probes pass at once
+    (arguments that can't be read count as a compile)."""
     from capture import build_gate
 
-    if build_gate.holds_compiles(args) and not build_gate.wait_at_gate(gate):
+    if (parsed is None or not parsed.is_probe) and not build_gate.wait_at_gate(gate):
         sys.stderr.write("thinpatch-rustc: this build was called off (a patch carries the save)\n")
         sys.exit(build_gate.CALLED_OFF_EXIT)
     build_gate.close_gate(gate)
@@ -279,13 +288,17 @@ def main() -> None:
         sys.exit(2)
     rustc, args = argv[0], argv[1:]
     env = os.environ
+    try:
+        parsed: RustcArgs | None = parse_invocation(args)
+    except Exception:  # said below, where planning fails on it again
+        parsed = None
     gate = env.get("THINPATCH_BUILD_GATE")  # capture.build_gate.ENV_GATE: imported only when held
     if gate is not None:
-        hold_at_gate(gate, args)
+        hold_at_gate(gate, parsed)
     run_args: list[str] = args
     run_env: Mapping[str, str] = env
     try:
-        record, path, planned_args, child_env = plan_invocation(rustc, args, env, os.getcwd())
+        record, path, planned_args, child_env = plan_invocation(rustc, args, env, os.getcwd(), parsed)
     except Skip as skip:
         if not skip.expected:
             _log(env.get("THINPATCH_CAPTURE_ROOT"), f"not recording: {skip}")

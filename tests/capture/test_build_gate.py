@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from capture.build_gate import ENV_GATE, GateHolder, holds_compiles, wait_at_gate
+from capture.build_gate import ENV_GATE, GateHolder, wait_at_gate
+from capture.rustc_shim import parse_invocation
 from tests.capture.test_capture_passthrough import clean_env, real_rustc, shim
 
 
@@ -41,11 +42,16 @@ def test_a_gate_that_cannot_be_read_never_lets_a_compile_through(value: str) -> 
 
 
 def test_only_compiles_are_held() -> None:
-    assert holds_compiles(["--crate-name", "app", "--edition=2021", "src/main.rs"])
-    assert holds_compiles(["--crate-name=app", "src/main.rs"])
-    assert not holds_compiles(["-vV"])
+    """The shim holds what is not a probe (capture.rustc_args' one rule for probes)."""
+
+    def held(args: list[str]) -> bool:
+        return not parse_invocation(args).is_probe
+
+    assert held(["--crate-name", "app", "--edition=2021", "src/main.rs"])
+    assert held(["--crate-name=app", "src/main.rs"])
+    assert not held(["-vV"])
     # cargo's target-info probe names a crate, but must answer at once
-    assert not holds_compiles(["-", "--crate-name", "___", "--print=file-names", "--crate-type", "bin"])
+    assert not held(["-", "--crate-name", "___", "--print=file-names", "--crate-type", "bin"])
 
 
 @pytest.mark.cargo
