@@ -291,33 +291,10 @@ class _Cargo:
     through, or, for a held build, kept until :meth:`show_output` (a build called off shows
     nothing)."""
 
-    def __init__(self, process: anyio.abc.Process, collect_json: bool) -> None:
+    def __init__(self, process: anyio.abc.Process) -> None:
         self.process = process
-        self.collect_json = collect_json
-        self.messages: list[str] = []
+        self.messages: list[str] = []  # complete once the `_cargo` block is left
         self._kept: list[bytes] | None = None  # stderr not shown yet (a held build)
-        self._reading = 0
-        self._read = anyio.Event()
-
-    async def wait(self) -> int:
-        """cargo's exit code, once it exited and its output was read to the end."""
-        code = await self.process.wait()
-        if self._reading:
-            await self._read.wait()
-        return code
-
-    def reading(self, reader: Callable[[], Awaitable[None]], tg: anyio.abc.TaskGroup) -> None:
-        self._reading += 1  # counted now: wait() may come before the reader starts
-        tg.start_soon(self.read, reader)
-
-    async def read(self, reader: Callable[[], Awaitable[None]]) -> None:
-        """Run one of the readers below (counted by the caller before it starts)."""
-        try:
-            await reader()
-        finally:
-            self._reading -= 1
-            if not self._reading:
-                self._read.set()
 
     async def read_messages(self) -> None:
         assert self.process.stdout is not None
@@ -359,8 +336,8 @@ def _write_stderr(data: bytes) -> None:
 async def _cargo(
     cmd: list[str], cwd: Path, env: dict[str, str], collect_json: bool, gate: GateHolder | None
 ) -> AsyncIterator[_Cargo]:
-    """cargo running in ``cwd``; on leaving, its output is read to the end and it has exited
-    (killed, if the block was left by an error or a cancellation)."""
+    """cargo running in ``cwd``; on leaving, it has exited and its output is read to the end
+    (its ``messages`` are whole), or it is killed if the block was left by a cancellation."""
     try:
         process = await anyio.open_process(
             cmd, cwd=cwd, env=env, stdin=None,
@@ -370,12 +347,13 @@ async def _cargo(
         )
     except OSError as exc:
         raise _tool_error(cmd[0], exc) from None
-    cargo = _Cargo(process, collect_json)
+    cargo = _Cargo(process)
     failure: Exception | None = None  # raised past the task group as it is, not in a group
     async with process, anyio.create_task_group() as readers:
-        for reader, wanted in ((cargo.read_messages, collect_json), (cargo.pass_stderr, gate is not None)):
-            if wanted:
-                cargo.reading(reader, readers)
+        if collect_json:
+            readers.start_soon(cargo.read_messages)
+        if gate is not None:
+            readers.start_soon(cargo.pass_stderr)
         try:
             yield cargo
         except BaseException as exc:
@@ -444,6 +422,10 @@ class BuildHold:
 
     def call_off(self) -> None:
         self._decided.set()
+
+    @property
+    def decided(self) -> bool:
+        return self._decided.is_set()
 
     async def decision(self) -> bool:
         await self._decided.wait()
@@ -580,7 +562,7 @@ async def _capture_as(
                     aside = True
                     cargo.show_output()
                     gate.go()
-                exit_code = await cargo.wait()
+                exit_code = await cargo.process.wait()
         except BaseException:
             if aside:  # (a held build that never went ahead changed no record)
                 restore_last_good(capture_root, scope, last_good)
@@ -590,7 +572,7 @@ async def _capture_as(
                 gate.close()
             restore_times(old_times, touched_at)
             if not aside:  # called off (or it failed before it went ahead): as it was
-                put_back_held(capture_root, scope, held)
+                put_back_held(held)
             elif held is not None:
                 shutil.rmtree(held, ignore_errors=True)  # the last good capture keeps them now
         return await _finish_capture(
@@ -729,7 +711,7 @@ def keep_last_good(capture_root: Path, scope: str, held: Path | None = None) -> 
         # ones are still the last good capture, so they go back first.
         restore_last_good(capture_root, scope, backup)
     if held is None:  # a held build whose `run` was killed: the programs cargo removed go back
-        put_back_held(capture_root, scope, _held_dir(capture_root, scope))
+        put_back_held(_held_dir(capture_root, scope))
     if not current.is_dir():
         return None
     try:
@@ -738,7 +720,7 @@ def keep_last_good(capture_root: Path, scope: str, held: Path | None = None) -> 
         kept.mkdir(mode=0o700)
         for link in store.load_captures(capture_root, scope).links.values():
             key = store.link_key(link.output)
-            source = link.output if held is None or os.path.lexists(link.output) else held / key
+            source = link.output if held is None or os.path.lexists(link.output) else held / _KEPT_BINARIES / key
             try:
                 os.link(source, kept / key, follow_symlinks=False)
             except OSError:
@@ -777,7 +759,8 @@ def restore_last_good(capture_root: Path, scope: str, backup: Path | None) -> No
 
 
 def _put_back_binaries(backup: Path) -> None:
-    """Link each kept program back to its path if the failed build deleted it."""
+    """Link each kept program back to its path if the failed build deleted it (``backup``: a
+    last good capture, or programs a held build linked aside)."""
     for path in (backup / "link").glob("*.json"):
         try:
             output = store.LinkRecord.from_json(json.loads(path.read_text(encoding="utf-8"))).output
@@ -793,35 +776,32 @@ def _held_dir(capture_root: Path, scope: str) -> Path:
 
 
 def hold_programs(capture_root: Path, scope: str) -> Path | None:
-    """Before a held build: link the scope's programs aside. cargo removes the program of a
-    crate it is about to compile, before the compile waits at the gate; a build called off
-    puts it back (:func:`put_back_held`), one that goes ahead keeps it as the last good one."""
+    """Before a held build: link the scope's programs aside, laid out as a last good capture
+    keeps them (their link records, and the programs under ``binaries/``). cargo removes the
+    program of a crate it is about to compile, before the compile waits at the gate; a build
+    called off puts it back (:func:`put_back_held`), one that goes ahead keeps it as the last
+    good one."""
     held = _held_dir(capture_root, scope)
     store.ensure_private_dir(held.parent, within=store.capture_base(capture_root))
-    put_back_held(capture_root, scope, held)  # one a killed run left behind is put back first
+    put_back_held(held)  # one a killed run left behind is put back first
     links = store.load_captures(capture_root, scope).links.values()
     if not links:
         return None
-    held.mkdir(mode=0o700)
+    shutil.copytree(store.captures_dir(capture_root) / scope / "link", held / "link", copy_function=os.link)
+    (held / _KEPT_BINARIES).mkdir(mode=0o700)
     for link in links:
         try:
-            os.link(link.output, held / store.link_key(link.output), follow_symlinks=False)
+            os.link(link.output, held / _KEPT_BINARIES / store.link_key(link.output), follow_symlinks=False)
         except OSError:
             continue  # gone already, or another file system: nothing to put back
     return held
 
 
-def put_back_held(capture_root: Path, scope: str, held: Path | None) -> None:
+def put_back_held(held: Path | None) -> None:
     """Link each held program back to its path if it is gone; the held copies are dropped."""
     if held is None or not held.is_dir():
         return
-    for link in store.load_captures(capture_root, scope).links.values():
-        source = held / store.link_key(link.output)
-        try:
-            if source.exists() and not os.path.lexists(link.output):
-                os.link(source, link.output, follow_symlinks=False)
-        except OSError:
-            continue
+    _put_back_binaries(held)
     shutil.rmtree(held, ignore_errors=True)
 
 

@@ -28,13 +28,12 @@ class EarlyBuild:
         self.before = before
         self.done = anyio.Event()
         self._hold = BuildHold()
-        self._decided = False
         self._error: Exception | None = None
         self._called_off = False
 
     @property
     def decided(self) -> bool:
-        return self._decided
+        return self._hold.decided
 
     async def run(self, build: Callable[[BuildHold], Awaitable[object]]) -> None:
         """``build`` (a capture build under this hold) to its end; what it raised is kept for
@@ -51,7 +50,6 @@ class EarlyBuild:
     async def go(self) -> None:
         """Let the build go ahead and wait for it; raises what the build raised. A build that
         ended before going ahead (it could not start) raises :class:`CalledOff`."""
-        self._decided = True
         self._hold.go()
         await self.done.wait()
         if self._error is not None:
@@ -61,7 +59,6 @@ class EarlyBuild:
 
     def call_off(self) -> None:
         """No restart: the build stops before compiling anything (see :meth:`settle`)."""
-        self._decided = True
         self._hold.call_off()
 
     async def settle(self) -> None:
