@@ -38,6 +38,16 @@ def text(says: str, banner: str) -> str:
     return GAME_RS.replace("BANNER", banner).replace("says v1", f"says {says}")
 
 
+def timed_save(run: Run, main: Path, source: str, until: str) -> float:
+    """ms from saving ``source`` over ``main`` until the terminal shows ``until`` (its match
+    stays in ``run.child.match``)."""
+    run.drain()
+    saved = time.perf_counter()
+    save(main, source)
+    run.child.expect(until)
+    return ms_since(saved)
+
+
 def session(game: Path, env: dict[str, str], tmp: Path, name: str, rounds: int) -> dict[str, list[float]]:
     main = game / "src" / "main.rs"
     save(main, text("v1", "start"))
@@ -49,20 +59,13 @@ def session(game: Path, env: dict[str, str], tmp: Path, name: str, rounds: int) 
         banner = "start"
         for n in range(rounds + 1):  # round 0 is a warm-up: the first patch also reads the program
             says = f"{name}x{n}"
-            run.drain()
-            saved = time.perf_counter()
-            save(main, text(says, banner))
-            run.child.expect(r"patched[^\r\n]* in (\d+) ms[^\r\n]*runs the new code")
-            line = ms_since(saved)
+            line = timed_save(run, main, text(says, banner), r"patched[^\r\n]* in (\d+) ms[^\r\n]*runs the new code")
             daemon = float(run.child.match.group(1))
             run.child.expect(f"says {says} ")
             time.sleep(0.3)
             banner = f"{name}b{n}"
-            run.drain()
-            saved = time.perf_counter()
-            save(main, text(says, banner))
-            run.child.expect(rf"frame (\d+) score \d+ says {says} \| banner {banner}\r?\n")
-            restart = ms_since(saved)
+            first_line = rf"frame (\d+) score \d+ says {says} \| banner {banner}\r?\n"
+            restart = timed_save(run, main, text(says, banner), first_line)
             if int(run.child.match.group(1)) > 20:
                 raise SystemExit(f"{name} round {n}: the program was not restarted")
             if n:
