@@ -62,11 +62,11 @@ class Selection:
     cargo_args: tuple[str, ...] = ()  # for `cargo build`, besides --release and --target
 
 
-def manifest_files(captures: Captures, workspace: Path) -> set[str]:
+def manifest_files(captures: Captures | None, workspace: Path) -> set[str]:
     """Files whose change needs cargo: every captured crate's Cargo.toml and build.rs, and
-    the workspace's Cargo.toml and Cargo.lock."""
+    the workspace's Cargo.toml and Cargo.lock (only those without a capture)."""
     files = {str(workspace / "Cargo.toml"), str(workspace / "Cargo.lock")}
-    for record in captures.rustc.values():
+    for record in captures.rustc.values() if captures is not None else ():
         if record.manifest_dir:
             files.add(os.path.join(record.manifest_dir, "Cargo.toml"))
             files.add(os.path.join(record.manifest_dir, "build.rs"))
@@ -398,8 +398,7 @@ def manifest_digests(files: Iterable[str]) -> dict[str, str | None]:
 def current_manifest_files(options: RunOptions) -> set[str]:
     """:func:`manifest_files` of the program's capture as it is on disk now."""
     _, captures = find_program(options.workspace, options.selection)
-    base = {str(options.workspace / "Cargo.toml"), str(options.workspace / "Cargo.lock")}
-    return manifest_files(captures, options.workspace) if captures else base
+    return manifest_files(captures, options.workspace)
 
 
 # A save's patch build ended without asking for a restart: its early build is called off.
@@ -446,8 +445,7 @@ async def fresh_program(
     from (see :func:`build_digests`); `inspected`, the workspace as the build found it.
     `early`: that build, started already and held (with `force`)."""
     program, captures = find_program(options.workspace, options.selection)
-    base = {str(options.workspace / "Cargo.toml"), str(options.workspace / "Cargo.lock")}
-    files = manifest_files(captures, options.workspace) if captures else base
+    files = manifest_files(captures, options.workspace)
     before = early.before if early is not None else manifest_digests(files)
     if program is not None and captures is not None and not force:
         reason = capture_staleness(options.workspace, program, captures, files)
@@ -475,7 +473,7 @@ async def fresh_program(
             "or -p, as with `cargo run`."
         )
     if digests is not None:
-        after = manifest_digests(manifest_files(captures, options.workspace) if captures else base)
+        after = manifest_digests(manifest_files(captures, options.workspace))
         digests.clear()
         digests.update(build_digests(before, after))
     return program
