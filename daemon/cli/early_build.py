@@ -29,7 +29,6 @@ class EarlyBuild:
         self.done = anyio.Event()
         self._hold = BuildHold()
         self._error: Exception | None = None
-        self._called_off = False
 
     @property
     def decided(self) -> bool:
@@ -40,22 +39,20 @@ class EarlyBuild:
         :meth:`go`."""
         try:
             await build(self._hold)
-        except CalledOff:
-            self._called_off = True
+        except CalledOff:  # (only ever after call_off)
+            pass
         except Exception as exc:  # a RunError, said where the build is awaited
             self._error = exc
         finally:
             self.done.set()
 
     async def go(self) -> None:
-        """Let the build go ahead and wait for it; raises what the build raised. A build that
-        ended before going ahead (it could not start) raises :class:`CalledOff`."""
+        """Let the build go ahead (only while it is undecided) and wait for it; raises what
+        the build raised."""
         self._hold.go()
         await self.done.wait()
         if self._error is not None:
             raise self._error
-        if self._called_off:
-            raise CalledOff
 
     def call_off(self) -> None:
         """No restart: the build stops before compiling anything (see :meth:`settle`)."""

@@ -460,12 +460,7 @@ async def fresh_program(
     if early is None:
         await capture(options.workspace, options.selection, inspected)
     else:
-        from daemon.cli.capture_run import CalledOff
-
-        try:
-            await early.go()
-        except CalledOff:  # it ended before it could go ahead: build now
-            await capture(options.workspace, options.selection, inspected)
+        await early.go()
     program, captures = find_program(options.workspace, options.selection)
     if program is None:
         raise BuildFailed(
