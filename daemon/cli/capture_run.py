@@ -588,12 +588,16 @@ def _lock_and_set_aside(
 
 
 def _hold_programs(capture_root: Path, scope: str) -> Path | None:
+    """:func:`hold_programs`, before cargo starts: a held build that can't link the programs
+    aside (a full disk) does not start, since cargo would remove one it could not put back."""
     try:
         return hold_programs(capture_root, scope)
     except UntrustedPath as exc:
         raise CaptureError(str(exc)) from None
-    except OSError:
-        return None  # nothing to put back: the build's outcome says the rest
+    except OSError as exc:
+        raise CaptureError(
+            f"cannot set the program aside before an early build: {describe_os_error(exc)}. Nothing was changed."
+        ) from None
 
 
 def _set_last_good_aside(capture_root: Path, scope: str, held: Path | None = None) -> Path | None:
@@ -787,7 +791,9 @@ def hold_programs(capture_root: Path, scope: str) -> Path | None:
     links = store.load_captures(capture_root, scope).links.values()
     if not links:
         return None
-    shutil.copytree(store.captures_dir(capture_root) / scope / "link", held / "link", copy_function=os.link)
+    shutil.copytree(
+        store.captures_dir(capture_root) / scope / "link", held / "link", symlinks=True, copy_function=os.link
+    )
     (held / _KEPT_BINARIES).mkdir(mode=0o700)
     for link in links:
         try:

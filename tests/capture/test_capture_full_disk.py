@@ -131,3 +131,57 @@ def test_a_capture_killed_mid_build_leaves_the_last_good_one_for_the_next(tmp_pa
     assert backup is not None
     restore_last_good(root, scope, backup)  # ... and its build failed
     assert {k: v for k, v in files_of(root).items() if k.startswith("captures/")} == records
+
+
+@pytest.mark.asyncio
+async def test_an_early_build_on_a_full_disk_keeps_the_program_and_the_last_good_capture(small_disk, capture_state_dir):
+    """A held build (`thinpatch run`'s early build) that goes ahead on a full disk: cargo had
+    removed the program before the verdict; the build fails, and the program (the very file)
+    and the capture are as they were."""
+    from daemon.cli.capture_run import BuildHold, capture_workspace
+
+    ws = copy_fixture("single_bin", small_disk)
+    good = await capture_workspace(ws)
+    assert good.ok, good
+    root = good.capture_root
+    before = files_of(root)
+    [link] = good.captures.links.values()
+    program = Path(link.output)
+    program_bytes, program_inode = program.read_bytes(), program.stat().st_ino
+
+    fill(small_disk)
+    hold = BuildHold()
+    hold.go()
+    failed = await capture_workspace(ws, known=good.info, hold=hold)
+    assert not failed.ok and failed.captured == []
+    assert files_of(root) == before
+    assert program.read_bytes() == program_bytes and program.stat().st_ino == program_inode
+    assert not any((root / "held").rglob("*"))
+
+
+@pytest.mark.asyncio
+async def test_an_early_build_that_cannot_set_the_program_aside_does_not_start(
+    tmp_path, capture_state_dir, monkeypatch
+):
+    """cargo would remove the program before the verdict: if it can't be linked aside (here
+    the link fails as on a full disk), the held build refuses to start cargo at all."""
+    import errno
+
+    from daemon.cli import capture_run
+
+    ws = copy_fixture("single_bin", tmp_path)
+    good = await capture_run.capture_workspace(ws)
+    before = files_of(good.capture_root)
+    [link] = good.captures.links.values()
+    program_inode = Path(link.output).stat().st_ino
+
+    def no_room(capture_root, scope):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(capture_run, "hold_programs", no_room)
+    hold = capture_run.BuildHold()
+    hold.go()
+    with pytest.raises(capture_run.CaptureError, match="cannot set the program aside before an early build"):
+        await capture_run.capture_workspace(ws, known=good.info, hold=hold)
+    assert files_of(good.capture_root) == before
+    assert Path(link.output).stat().st_ino == program_inode
