@@ -16,10 +16,10 @@ decides:
 
 from __future__ import annotations
 
-import array
 import fcntl
 import os
 import select
+import sys
 import termios
 
 ENV_GATE = "THINPATCH_BUILD_GATE"  # the read end's descriptor number
@@ -38,9 +38,9 @@ def wait_at_gate(value: str) -> bool:
         return False
     try:
         select.select([fd], [], [])
-        waiting = array.array("i", [0])
-        fcntl.ioctl(fd, termios.FIONREAD, waiting)  # data (go) or end of file (stop), unread
-        return waiting[0] > 0
+        # data (go) or end of file (stop), left unread
+        waiting = fcntl.ioctl(fd, termios.FIONREAD, bytes(4))
+        return int.from_bytes(waiting, sys.byteorder) > 0
     except (OSError, ValueError):
         return False
 

@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ from capture.build_gate import GateHolder
 from capture.cargo_inputs import configs_seen, untrusted_input
 from capture.private_fs import describe_os_error
 from capture.trust import UntrustedPath
+from daemon.cli.shim_launchers import shim_launcher
 from daemon.cli.terminal import wants_color
 
 RUSTC_SHIM = "thinpatch-rustc"
@@ -83,9 +84,13 @@ class CaptureResult:
 # --------------------------------------------------------------------------- pure plan
 
 
-def find_shim(name: str) -> str:
-    """Absolute path of one of our console scripts: next to this Python first (a pyenv or
-    other launcher shim on PATH would add its own start-up time to every rustc call)."""
+def find_shim(name: str, env: Mapping[str, str] | None = None) -> str:
+    """Absolute path of one of our shims: its fast launcher (see ``shim_launchers``), else its
+    console script, next to this Python first (a pyenv or other launcher shim on PATH would
+    add its own start-up time to every rustc call)."""
+    launcher = shim_launcher(name, env)
+    if launcher is not None:
+        return launcher
     candidate = Path(sys.executable).parent / name
     if os.access(candidate, os.X_OK):
         return str(candidate)
@@ -521,7 +526,7 @@ async def _capture_as(
     scope = store.scope_name(target, profile_dir_name(release, cargo_args))
     run_env = capture_env(
         base_env,
-        rustc_shim=find_shim(RUSTC_SHIM),
+        rustc_shim=find_shim(RUSTC_SHIM, base_env),
         capture_root=capture_root,
         workspace=info.root,
         host_triple=info.host_triple,

@@ -6,11 +6,13 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from capture import store
+from daemon.cli.shim_launchers import capture_import_root, launchers_dir
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.cargo
@@ -67,6 +69,8 @@ def test_rustc_record_contents(captured_workspace):
     assert d["args"] == d["cargo_args"] + d["shim_args"]
     linker_shim = d["linker_chain"]["shim"]
     assert Path(linker_shim).name == "thinpatch-linker"
+    # cargo ran the rustc shim's launcher, which found the linker's beside it.
+    assert Path(linker_shim).parent == launchers_dir(sys.executable, capture_import_root())
     assert d["shim_args"] == [
         "-C",
         f"linker={linker_shim}",
