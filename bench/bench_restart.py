@@ -21,9 +21,12 @@ swapped every round:
     hold the round's banner.
 
 `thinpatch run` holds each save's capture build early (--early-build; auto, its default, does
-so on 2-3 CPUs only after a save that needed a restart, as every timed round here is).
+so with 2 or more CPUs, and on one only after a save that needed a restart, as every timed
+round here is unless --after-patch). With --after-patch, each round first makes a save that a
+patch carries (`frame`'s string, untimed; the capture copy builds the same source), so each
+timed restart is the first after a patched save.
 
-    python bench/bench_restart.py [--rounds N] [--early-build auto|always|never] [--json]
+    python bench/bench_restart.py [--rounds N] [--early-build auto|always|never] [--after-patch] [--json]
 """
 
 from __future__ import annotations
@@ -87,8 +90,8 @@ def ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1000
 
 
-def source(tag: str) -> str:
-    return GAME_RS.replace("BANNER", tag)
+def source(tag: str, says: str = "v1") -> str:
+    return GAME_RS.replace("BANNER", tag).replace("says v1", f"says {says}")
 
 
 def save(path: Path, text: str) -> None:
@@ -172,10 +175,17 @@ class Run:
         except pexpect.TIMEOUT:
             pass
 
-    def restart(self, main: Path, tag: str) -> dict:
+    def patch(self, main: Path, banner: str, says: str) -> None:
+        """A save a patch carries (`frame`'s string), until the program prints it."""
+        self.drain()
+        save(main, source(banner, says))
+        self.child.expect(r"patched [^\r\n]* runs the new code")
+        self.child.expect(rf"says {re.escape(says)} \| banner {re.escape(banner)}\r?\n")
+
+    def restart(self, main: Path, tag: str, says: str = "v1") -> dict:
         self.drain()
         saved = time.perf_counter()
-        save(main, source(tag))
+        save(main, source(tag, says))
         self.child.expect(r"needs a restart: ([^\r\n]*)")
         decided = ms_since(saved)
         reason = self.child.match.group(1)
@@ -186,7 +196,7 @@ class Run:
         self.child.expect(r"restarted game \(pid (\d+)\)")
         restarted = ms_since(saved)
         pid = int(self.child.match.group(1))
-        self.child.expect(rf"frame (\d+) score \d+ says v1 \| banner {re.escape(tag)}\r?\n")
+        self.child.expect(rf"frame (\d+) score \d+ says {re.escape(says)} \| banner {re.escape(tag)}\r?\n")
         first_line = ms_since(saved)
         if pid == self.pid or int(self.child.match.group(1)) > 20:
             raise SystemExit(f"round {tag}: the program was not restarted (pid {self.pid} -> {pid})")
@@ -230,9 +240,9 @@ def daemon_split(events: Events, saved: float, tag: str, workspace: str) -> dict
     }
 
 
-async def timed_capture(game: Path, tag: str, env: dict[str, str]) -> float:
+async def timed_capture(game: Path, tag: str, env: dict[str, str], says: str = "v1") -> float:
     saved = time.perf_counter()
-    save(game / "src" / "main.rs", source(tag))
+    save(game / "src" / "main.rs", source(tag, says))
     result = await capture_workspace(game, env=env)
     wall = ms_since(saved)
     if not result.ok:
@@ -241,7 +251,7 @@ async def timed_capture(game: Path, tag: str, env: dict[str, str]) -> float:
     return wall
 
 
-def bench(rounds: int, keep: bool, early_build: str = "auto") -> dict:
+def bench(rounds: int, keep: bool, early_build: str = "auto", after_patch: bool = False) -> dict:
     info = machine()
     tmp = Path(tempfile.mkdtemp(prefix="tp-restart-"))
     homes = {name: tmp / name.lower() for name in ("XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CACHE_HOME")}
@@ -276,18 +286,24 @@ def bench(rounds: int, keep: bool, early_build: str = "auto") -> dict:
         warm = run.restart(run_game / "src" / "main.rs", "warm")
         warmup = {"restart_ms": warm["save_to_new_line_ms"],
                   "capture_ms": anyio.run(timed_capture, capture_game, "warm", capture_env)}
+        banner = "warm"
         for n in range(1, rounds + 1):
             tag = f"r{n}"
+            says = f"p{n}" if after_patch else "v1"
+            if after_patch:  # untimed: the timed restart is the first after a patched save
+                run.patch(run_game / "src" / "main.rs", banner, says)
+                time.sleep(0.5)
             steps = ["restart", "capture"] if n % 2 else ["capture", "restart"]
             for step in steps:
                 if step == "restart":
-                    r = run.restart(run_game / "src" / "main.rs", tag)
+                    r = run.restart(run_game / "src" / "main.rs", tag, says)
                     time.sleep(0.3)  # the last events reach `watch`
                     r.update(daemon_split(events, r.pop("saved"), tag, os.path.realpath(run_game)))
                     restarts.append(r)
                 else:
-                    captures.append(anyio.run(timed_capture, capture_game, tag, capture_env))
+                    captures.append(anyio.run(timed_capture, capture_game, tag, capture_env, says))
                 time.sleep(0.5)
+            banner = tag
     finally:
         run.stop()
         events.stop()
@@ -304,6 +320,7 @@ def bench(rounds: int, keep: bool, early_build: str = "auto") -> dict:
         "machine": info,
         "rounds": rounds,
         "early_build": early_build,
+        "after_patch": after_patch,
         "setup": setup,
         "warmup": warmup,
         "restart": restart,
@@ -324,7 +341,8 @@ def print_report(r: dict) -> None:
     def rng(x: dict) -> str:
         return f"{x['median_ms']:.0f} ms [{min(x['runs_ms']):.0f}-{max(x['runs_ms']):.0f}]"
 
-    print(f"{r['rounds']} rounds, --early-build={r['early_build']}, medians [min-max]; "
+    after = ", each after a patched save" if r.get("after_patch") else ""
+    print(f"{r['rounds']} rounds{after}, --early-build={r['early_build']}, medians [min-max]; "
           f"restart reason: {'; '.join(r['reasons'])}")
     print(f"save -> first line of the restarted program: {rng(r['restart'])}")
     print(f"save -> capture build done (other copy):     {rng(r['capture_build'])}")
@@ -340,11 +358,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (terminal.txt)")
     parser.add_argument("--early-build", choices=("auto", "always", "never"), default="auto",
-                        help="passed to `thinpatch run` (auto: early builds after a restart on 2-3 CPUs, "
-                        "so every timed round has one)")
+                        help="passed to `thinpatch run` (auto: early builds with 2+ CPUs; on one CPU "
+                        "after a restart only)")
+    parser.add_argument("--after-patch", action="store_true",
+                        help="before each timed restart, an untimed save that a patch carries (frame's "
+                        "string): every restart is the first after a patched save")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    result = bench(args.rounds, args.keep, args.early_build)
+    result = bench(args.rounds, args.keep, args.early_build, args.after_patch)
     if args.json:
         print(json.dumps(result, indent=1))
     else:

@@ -405,7 +405,10 @@ def current_manifest_files(options: RunOptions) -> set[str]:
 NO_RESTART_OUTCOMES = frozenset({"patch-ready", "patch-rejected", "build-failed"})
 
 
-SPARE_CPUS = 4  # from this many, a held cargo has a core of its own beside the patch build
+# From this many CPUs a held cargo's start (its launcher-started shims waiting at the gate)
+# costs a carried save a few percent and spares a restart the patch attempt (bench_early_build);
+# on one CPU it would take every millisecond it runs from the patch build.
+EARLY_BUILD_CPUS = 2
 
 
 def holds_early_build(
@@ -414,12 +417,12 @@ def holds_early_build(
     """A save's patch build started: start its capture build now, held until the verdict,
     when a verdict of "restart" would restart the program (it runs, and restarts are on), no
     earlier save's build still waits for its own, and the mode says so: ``always``;
-    ``auto``, when the held cargo takes no CPU from the patch build (``cpus`` to spare) or the
-    last save needed a restart too (edits to `main` or a layout come in runs)."""
+    ``auto``, with two or more ``cpus``, or on one after a save that needed a restart (edits to
+    `main` or a layout come in runs)."""
     if not (options.restart_on_rebuild and running and (early is None or early.decided)):
         return False
     if options.early_builds == "auto":
-        return cpus >= SPARE_CPUS or after_restart
+        return cpus >= EARLY_BUILD_CPUS or after_restart
     return options.early_builds == "always"
 
 

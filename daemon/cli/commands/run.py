@@ -23,8 +23,8 @@ changed since its build.
 To restart sooner, `run` can start a save's capture build as the daemon starts the patch,
 held before it compiles anything until the daemon decides: a save a patch carries calls it
 off, leaving the capture and the program's binary as they were. --early-build=auto (the
-default) does so on a machine with 4 or more CPUs, where the held cargo has a core of its
-own, and on fewer after a save that needed a restart; always / never choose for yourself.
+default) does so on a machine with 2 or more CPUs, and on one CPU after a save that needed a
+restart; always / never choose for yourself.
 Ctrl-C stops the program, and the daemon if `run` started it.
 
 With --listen ADDR:PORT the daemon also serves programs on other hosts over a WebSocket,
@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "always", "never"),
         default="auto",
         help="start each save's capture build beside its patch, held until the verdict (default: auto, "
-        "with 4+ CPUs or after a restart)",
+        "with 2+ CPUs or after a restart)",
     )
     add_color_option(parser)
     add_socket_option(parser)
