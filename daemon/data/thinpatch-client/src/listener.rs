@@ -715,7 +715,16 @@ mod tests {
         connection.send_text(r#"{"type":"patch-ready","id":3,"jump_table":{"lib":"/host/patch.so","map":{},"aslr_reference":1,"new_base_address":2}}"#);
         let result = connection.receive("patch-result");
         assert!(result.get("message").and_then(Json::as_str).unwrap().contains("without its bytes"), "{result:?}");
-        assert!(libraries.try_recv().is_err(), "neither reached the patch callback");
+        // A library over this client's limit (2 GiB in 2,048 chunks): refused, its chunks read
+        // past, and the connection kept (dropping it would only have the patch sent again).
+        connection.send_text(&patch_ready(4, 2 << 30, &hash, 2048));
+        for index in 0..2048u64 {
+            connection.send(websocket::frame::OP_BINARY, &crate::payload::chunk_frame("4", index, index << 20, b"x"));
+        }
+        let result = connection.receive("patch-result");
+        assert_eq!(result.get("applied"), Some(&Json::Bool(false)), "{result:?}");
+        assert!(result.get("message").and_then(Json::as_str).unwrap().contains("over the"), "{result:?}");
+        assert!(libraries.try_recv().is_err(), "none reached the patch callback");
 
         connection.send(websocket::frame::OP_CLOSE, &websocket::frame::close_payload(1001, "the daemon is shutting down"));
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
