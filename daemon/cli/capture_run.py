@@ -84,22 +84,6 @@ class CaptureResult:
 # --------------------------------------------------------------------------- pure plan
 
 
-def find_shim(name: str, env: Mapping[str, str] | None = None) -> str:
-    """Absolute path of one of our shims: its fast launcher (see ``shim_launchers``), else its
-    console script, next to this Python first (a pyenv or other launcher shim on PATH would
-    add its own start-up time to every rustc call)."""
-    launcher = shim_launcher(name, env)
-    if launcher is not None:
-        return launcher
-    candidate = Path(sys.executable).parent / name
-    if os.access(candidate, os.X_OK):
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise CaptureError(f"{name} is not installed (pip install thinpatch)")
-    return os.path.abspath(found)
-
-
 def parse_host_triple(rustc_vv: str) -> str:
     for line in rustc_vv.splitlines():
         if line.startswith("host:"):
@@ -228,6 +212,22 @@ def format_summary(result: CaptureResult) -> str:
 
 
 # --------------------------------------------------------------------------- effects
+
+
+def find_shim(name: str, env: Mapping[str, str] | None = None) -> str:
+    """Absolute path of one of our shims: its fast launcher (see ``shim_launchers``), else its
+    console script, next to this Python first (a pyenv or other launcher shim on PATH would
+    add its own start-up time to every rustc call)."""
+    launcher = shim_launcher(name, env)
+    if launcher is not None:
+        return launcher
+    candidate = Path(sys.executable).parent / name
+    if os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise CaptureError(f"{name} is not installed (pip install thinpatch)")
+    return os.path.abspath(found)
 
 
 def _tool_error(tool: str, exc: OSError) -> CaptureError:
