@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -725,19 +725,25 @@ def keep_last_good(capture_root: Path, scope: str, held: Path | None = None) -> 
         return None
     try:
         shutil.copytree(current, backup, symlinks=True, copy_function=os.link)
-        kept = backup / _KEPT_BINARIES
-        kept.mkdir(mode=0o700)
-        for link in store.load_captures(capture_root, scope).links.values():
-            key = store.link_key(link.output)
-            source = link.output if held is None or os.path.lexists(link.output) else held / _KEPT_BINARIES / key
-            try:
-                os.link(source, kept / key, follow_symlinks=False)
-            except OSError:
-                pass  # another file system, or gone already: the records are kept all the same
+        _link_programs(store.load_captures(capture_root, scope).links.values(), backup, held)
     except BaseException:
         shutil.rmtree(backup, ignore_errors=True)
         raise
     return backup
+
+
+def _link_programs(links: Iterable[store.LinkRecord], backup: Path, held: Path | None = None) -> None:
+    """Hard-link each program the link records name into ``backup``'s ``binaries/``, by link
+    key; one cargo removed already is taken from ``held`` (see :func:`hold_programs`)."""
+    kept = backup / _KEPT_BINARIES
+    kept.mkdir(mode=0o700)
+    for link in links:
+        key = store.link_key(link.output)
+        source = link.output if held is None or os.path.lexists(link.output) else held / _KEPT_BINARIES / key
+        try:
+            os.link(source, kept / key, follow_symlinks=False)
+        except OSError:
+            continue  # another file system, or gone already: the records are kept all the same
 
 
 def restore_last_good(capture_root: Path, scope: str, backup: Path | None) -> None:
@@ -799,12 +805,7 @@ def hold_programs(capture_root: Path, scope: str) -> Path | None:
     shutil.copytree(
         store.captures_dir(capture_root) / scope / "link", held / "link", symlinks=True, copy_function=os.link
     )
-    (held / _KEPT_BINARIES).mkdir(mode=0o700)
-    for link in links:
-        try:
-            os.link(link.output, held / _KEPT_BINARIES / store.link_key(link.output), follow_symlinks=False)
-        except OSError:
-            continue  # gone already, or another file system: nothing to put back
+    _link_programs(links, held)
     return held
 
 
