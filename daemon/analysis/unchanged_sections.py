@@ -28,13 +28,11 @@ answers out.
 from __future__ import annotations
 
 import os
-import sys
 
 from daemon.analysis.panic_locations import differ_in_line_and_column_only, is_panic_location
 from daemon.binary.elf_objects import (
     SHN_LORESERVE,
     SHT_NOBITS,
-    SHT_RELA,
     SHT_SYMTAB,
     STT_FUNC,
     STT_SECTION,
@@ -44,6 +42,7 @@ from daemon.binary.elf_objects import (
     Section,
     relocation_symbols,
     relocation_symbols_and_addends,
+    same_relocation_entries,
 )
 
 STB_LOCAL = 0
@@ -190,14 +189,9 @@ class UnchangedSections:
             return True  # the same entries, naming symbols at the same indices in both tables
         if [(kind, len(raw)) for kind, raw in earlier] != [(kind, len(raw)) for kind, raw in relocations]:
             return False
-        if sys.byteorder == "little":
-            return all(
-                _same_entries(kind, old_raw, new_raw, counterpart)
-                for (kind, old_raw), (_, new_raw) in zip(earlier, relocations, strict=True)
-            )
         return all(
-            (a.offset, a.type, a.addend) == (b.offset, b.type, b.addend) and counterpart.get(b.symbol) == a.symbol
-            for a, b in zip(self.earlier.relocations(old), self.now.relocations(new), strict=True)
+            same_relocation_entries(kind, old_raw, new_raw, counterpart)
+            for (kind, old_raw), (_, new_raw) in zip(earlier, relocations, strict=True)
         )
 
     def _same_definitions(self, old_index: int, index: int) -> bool:
@@ -310,19 +304,6 @@ def _tables_equal(earlier: ElfObject, now: ElfObject) -> bool:
         return False
     tables = _symbol_table(earlier)
     return tables is not None and tables == _symbol_table(now)
-
-
-def _same_entries(kind: int, old: bytes, new: bytes, counterpart: dict[int, int]) -> bool:
-    """Whether raw REL/RELA entries (of equal length, on a little-endian host) have the same
-    offsets, types and addends, and ``new``'s symbols are the counterparts of ``old``'s. An
-    entry is 32-bit words: offset (2), type, symbol, then for RELA the addend (2)."""
-    words = 6 if kind == SHT_RELA else 4
-    usable = len(new) - len(new) % (4 * words)
-    old_words, new_words = memoryview(old)[:usable].cast("I"), memoryview(new)[:usable].cast("I")
-    for field in range(words):
-        if field != 3 and old_words[field::words] != new_words[field::words]:
-            return False
-    return [counterpart.get(s) for s in new_words[3::words]] == old_words[3::words].tolist()
 
 
 def _counterparts(earlier: ElfObject, now: ElfObject) -> dict[int, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, TypeVar, cast
@@ -189,6 +189,28 @@ def relocation_symbols(entries: tuple[tuple[int, bytes], ...]) -> set[int]:
             entries_format = "<QQq" if width == 3 else "<QQ"
             found.update(info >> 32 for _, info, *_ in struct.iter_unpack(entries_format, raw[:usable]))
     return found
+
+
+def same_relocation_entries(rel_type: int, old: bytes, new: bytes, symbol_map: Mapping[int, int]) -> bool:
+    """Whether two runs of raw REL/RELA entries (of equal length) have the same offsets, types
+    and addends, and each symbol of ``new`` maps (``symbol_map``) to the symbol of ``old``'s
+    entry at the same place."""
+    width = 3 if rel_type == SHT_RELA else 2
+    usable = len(new) - len(new) % (8 * width)
+    if sys.byteorder == "little":  # 32-bit words: offset (2), type, symbol, then for RELA the addend (2)
+        words = 2 * width
+        old_words, new_words = memoryview(old)[:usable].cast("I"), memoryview(new)[:usable].cast("I")
+        for field in range(words):
+            if field != 3 and old_words[field::words] != new_words[field::words]:
+                return False
+        return [symbol_map.get(s) for s in new_words[3::words]] == old_words[3::words].tolist()
+    entries_format = "<QQq" if width == 3 else "<QQ"
+    pairs = zip(struct.iter_unpack(entries_format, old[:usable]), struct.iter_unpack(entries_format, new[:usable]))
+    return all(
+        (a[0], a[1] & 0xFFFFFFFF, a[2:]) == (b[0], b[1] & 0xFFFFFFFF, b[2:])  # offset, type, addend
+        and symbol_map.get(b[1] >> 32) == a[1] >> 32
+        for a, b in pairs
+    )
 
 
 def relocation_symbols_and_addends(entries: tuple[tuple[int, bytes], ...]) -> list[tuple[int, int]]:

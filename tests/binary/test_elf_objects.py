@@ -1,11 +1,13 @@
 """The section reader on real rustc output: an object file and an rlib."""
 
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
 
 from daemon.binary.elf_objects import (
+    SHT_RELA,
     STT_FUNC,
     ObjectFormatError,
     archive_members,
@@ -13,6 +15,7 @@ from daemon.binary.elf_objects import (
     parse_object,
     read_object,
     relocation_symbols_and_addends,
+    same_relocation_entries,
 )
 
 SOURCE = """
@@ -50,6 +53,29 @@ def test_the_symbols_relocations_name_read_without_decoding_them(built: Path) ->
     for section in obj.sections:
         pairs = relocation_symbols_and_addends(obj.relocation_bytes(section))
         assert pairs == [(r.symbol, r.addend) for r in obj.relocations(section)]
+
+
+@pytest.mark.parametrize("byteorder", ["little", "big"])  # the host's: words cast, or entries unpacked
+def test_relocation_entries_compared_through_a_symbol_map(built: Path, byteorder: str, monkeypatch) -> None:
+    import daemon.binary.elf_objects as elf_objects
+
+    monkeypatch.setattr(elf_objects, "sys", types.SimpleNamespace(byteorder=byteorder))
+    obj = read_object(built / "lib.o")
+    runs = [run for s in obj.sections for run in obj.relocation_bytes(s) if len(run[1]) >= 48]
+    assert runs
+    identity = {symbol.index: symbol.index for symbol in obj.symbols}
+    for kind, raw in runs:
+        size = 24 if kind == SHT_RELA else 16
+        # every symbol one place further on in the new table: equal through the map back
+        entries = [raw[i : i + size] for i in range(0, len(raw), size)]
+        moved = b"".join(e[:12] + (int.from_bytes(e[12:16], "little") + 1).to_bytes(4, "little") + e[16:]
+                         for e in entries)
+        back = {index + 1: index for index in identity}
+        assert same_relocation_entries(kind, raw, raw, identity)
+        assert same_relocation_entries(kind, raw, moved, back)
+        assert not same_relocation_entries(kind, raw, moved, identity)
+        retyped = raw[:8] + bytes([raw[8] ^ 1]) + raw[9:]  # the first entry's type
+        assert not same_relocation_entries(kind, raw, retyped, identity)
 
 
 def test_debug_sections_read_with_their_relocations_applied(built: Path) -> None:
