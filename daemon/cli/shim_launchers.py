@@ -94,6 +94,7 @@ def ensure_launchers(env: Mapping[str, str] | None = None) -> Path | None:
 
 
 def shim_launcher(name: str, env: Mapping[str, str] | None = None) -> str | None:
-    """The path of shim ``name``'s launcher, or None to use its console script."""
+    """The absolute path of shim ``name``'s launcher (cargo runs it from other directories),
+    or None to use its console script."""
     directory = ensure_launchers(env)
-    return str(directory / name) if directory is not None else None
+    return os.path.abspath(directory / name) if directory is not None else None

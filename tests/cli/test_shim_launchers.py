@@ -85,3 +85,10 @@ def test_a_linked_launchers_directory_falls_back_to_the_console_script(
 def test_captures_use_the_launchers(state_env: dict[str, str]) -> None:
     shim = find_shim("thinpatch-rustc", state_env)
     assert Path(shim).parent == launchers_dir(sys.executable, capture_import_root(), state_env)
+
+
+def test_a_relative_state_dir_still_names_the_launcher_absolutely(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    shim = find_shim("thinpatch-rustc", {"THINPATCH_STATE_DIR": "state"})
+    assert shim == str(tmp_path / launchers_dir(sys.executable, capture_import_root(), {"THINPATCH_STATE_DIR": "state"})
+                       / "thinpatch-rustc")
